@@ -1,0 +1,124 @@
+// RnnModel: a loaded torch.nn.RNN, ready for inference with torch's exact semantics.
+//
+// Immutable after Create(); every const method is thread-safe. Scratch memory lives in a
+// Workspace the caller owns, one per thread, so concurrent calls never share buffers.
+//
+// Streaming: for unidirectional models, Forward(chunk, h) with the previous call's h_n gives the
+// same numbers as one call over the whole sequence. StepBatch() advances one chunk for many
+// independent states (sessions) in one set of matrix products: the scheduler's entry point.
+#ifndef RNNSERVE_CORE_RNN_MODEL_H_
+#define RNNSERVE_CORE_RNN_MODEL_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "core/rnn_config.h"
+#include "core/rnn_parameters.h"
+#include "core/tensor.h"
+
+namespace rnnserve {
+
+// Grow-only scratch buffers reused across calls, so steady-state inference does not allocate.
+// Not thread-safe: use one per thread.
+class Workspace {
+ public:
+  Workspace() = default;
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+
+ private:
+  friend class RnnModel;
+  // Returns a (rows x cols) column-major matrix view over buffer `slot`, growing it if needed.
+  Eigen::Map<Eigen::MatrixXf> Matrix(int slot, int64_t rows, int64_t cols);
+
+  static constexpr int kSlots = 4;
+  std::vector<float> buffers_[kSlots];
+  std::vector<int64_t> step_width_;   // active columns at each step (StepBatch)
+  std::vector<int64_t> step_offset_;  // first column of each step (StepBatch)
+  std::vector<int64_t> order_;        // chunk indices sorted by length (StepBatch)
+  std::vector<int64_t> column_;       // each chunk's column offset within a step (StepBatch)
+};
+
+// The dimensions of one Forward() call, resolved from the input's shape.
+struct InputDims {
+  int64_t steps = 0;     // T
+  int64_t batch = 0;     // N (1 when unbatched)
+  bool batched = true;   // false for (T, C) input
+};
+
+struct ForwardResult {
+  Tensor output;  // (T, N, D*H), (N, T, D*H) when batch_first, or (T, D*H) unbatched
+  Tensor h_n;     // (L*D, N, H), or (L*D, H) unbatched
+};
+
+// One session's chunk for StepBatch(). All pointers are borrowed for the call.
+struct StreamChunk {
+  const float* input = nullptr;  // (steps, batch, input_size), time-major, row-major
+  int64_t steps = 0;             // T; 0 leaves state untouched and writes nothing
+  int64_t batch = 0;             // N
+  float* state = nullptr;        // (num_layers, batch, hidden_size): h_0 in, h_n out
+  float* output = nullptr;       // (steps, batch, hidden_size), written
+};
+
+class RnnModel {
+ public:
+  // Checks the config and the parameters (names, shapes) and lays the weights out for the
+  // kernels: transposed once, biases folded (b_ih + b_hh).
+  static absl::StatusOr<std::unique_ptr<RnnModel>> Create(const RnnConfig& config,
+                                                          const ParameterMap& parameters);
+
+  const RnnConfig& config() const { return config_; }
+
+  // Checks an input shape (and h_0's, when given) exactly as torch does; messages follow
+  // torch's ("input.size(-1) must be equal to input_size. Expected 100, got 50").
+  absl::StatusOr<InputDims> CheckShapes(absl::Span<const int64_t> input_shape,
+                                        const Shape* h0_shape) const;
+
+  // torch's `rnn(input, h_0)`. h0 may be null (zeros). Uses a thread-local Workspace when
+  // `workspace` is null.
+  absl::StatusOr<ForwardResult> Forward(const Tensor& input, const Tensor* h0 = nullptr,
+                                        Workspace* workspace = nullptr) const;
+
+  // Advances every chunk by its own number of steps in one batched pass: per layer one GEMM
+  // for the input projection of all chunks, then per timestep one GEMM over the sessions still
+  // active at that step (sessions leave the batch when their chunk ends; nothing is padded).
+  // Results equal separate Forward() calls. Unidirectional models only (FAILED_PRECONDITION
+  // otherwise); shapes are the caller's contract.
+  absl::Status StepBatch(absl::Span<const StreamChunk> chunks, Workspace* workspace) const;
+
+  // Floats in one session's state for a batch of `batch`: L * D * batch * H.
+  int64_t StateSize(int64_t batch) const {
+    return config_.num_state_rows() * batch * config_.hidden_size;
+  }
+  // Floats in the output of a (steps, batch) chunk.
+  int64_t OutputSize(int64_t steps, int64_t batch) const {
+    return steps * batch * config_.output_size();
+  }
+  // Multiply-adds per timestep per batch row: the FLOP count benchmarks use (x2 for FLOPs).
+  int64_t MacsPerStep() const;
+
+ private:
+  struct LayerDirection {
+    Eigen::MatrixXf w_ih;  // (H, in): W_ih as torch stores it, column-major for GEMM
+    Eigen::MatrixXf w_hh;  // (H, H)
+    Eigen::VectorXf bias;  // b_ih + b_hh, or zeros
+  };
+
+  explicit RnnModel(const RnnConfig& config) : config_(config) {}
+  const LayerDirection& weights(int64_t layer, int64_t direction) const {
+    return weights_[layer * config_.num_directions() + direction];
+  }
+
+  RnnConfig config_;
+  std::vector<LayerDirection> weights_;  // layer-major, forward then reverse
+};
+
+}  // namespace rnnserve
+
+#endif  // RNNSERVE_CORE_RNN_MODEL_H_
