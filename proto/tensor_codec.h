@@ -1,0 +1,36 @@
+// Conversions between the wire Tensor (rnnserve.v1.Tensor) and the core Tensor, shared by the
+// server and the C++ client. Stateless free functions; thread-safe. Decoding treats the message
+// as hostile: every count is checked before any copy.
+#ifndef RNNSERVE_PROTO_TENSOR_CODEC_H_
+#define RNNSERVE_PROTO_TENSOR_CODEC_H_
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "core/tensor.h"
+#include "rnnserve/v1/rnn_service.pb.h"
+
+namespace rnnserve {
+
+enum class TensorEncoding { kValues, kRaw };
+
+// True when the message carries no shape and no data (an absent optional tensor).
+bool IsEmptyTensor(const v1::Tensor& proto);
+
+// Which encoding a request used (raw when `raw` is set, else values).
+TensorEncoding EncodingOf(const v1::Tensor& proto);
+
+// Checks and copies a wire tensor. INVALID_ARGUMENT, naming `what` (e.g. "input"), when both
+// or neither of values/raw are set for a non-empty shape, a dimension is negative, the element
+// count overflows or exceeds `max_elements`, or the data length does not match the shape.
+absl::StatusOr<Tensor> DecodeTensor(const v1::Tensor& proto, absl::string_view what,
+                                    int64_t max_elements = int64_t{1} << 31);
+
+// Writes `tensor` into `proto` in the given encoding (replacing what was there).
+void EncodeTensor(const Tensor& tensor, TensorEncoding encoding, v1::Tensor* proto);
+// Same, from a shape and a pointer to row-major floats.
+void EncodeTensor(absl::Span<const int64_t> shape, const float* data, TensorEncoding encoding,
+                  v1::Tensor* proto);
+
+}  // namespace rnnserve
+
+#endif  // RNNSERVE_PROTO_TENSOR_CODEC_H_
