@@ -172,29 +172,47 @@ absl::StatusOr<ForwardResult> RnnModel::Forward(const Tensor& input, const Tenso
   const float* first_input = input.data();
   if (dims.batched && config_.batch_first) {
     MatrixMap packed = ws.Matrix(2, config_.input_size, cols);
-    for (int64_t n = 0; n < batch; ++n) {
-      for (int64_t t = 0; t < steps; ++t) {
-        std::copy_n(input.data() + (n * steps + t) * config_.input_size, config_.input_size,
-                    packed.col(t * batch + n).data());
-      }
-    }
+    SwapLeadingDims(input.data(), batch, steps, config_.input_size, packed.data());
     first_input = packed.data();
   }
 
-  const float* layer_in = first_input;
+  result.output = Tensor::Zeros(out_shape);
+  if (dims.batched && config_.batch_first) {
+    // The output is written time-major into a scratch slot, then transposed to (N, T, D*H).
+    MatrixMap time_major = ws.Matrix(3, d * h, cols);
+    ForwardTimeMajor(first_input, steps, batch, h0 == nullptr ? nullptr : h0->data(),
+                     time_major.data(), result.h_n.data(), ws);
+    SwapLeadingDims(time_major.data(), steps, batch, d * h, result.output.data());
+  } else {
+    ForwardTimeMajor(first_input, steps, batch, h0 == nullptr ? nullptr : h0->data(),
+                     result.output.data(), result.h_n.data(), ws);
+  }
+  return result;
+}
+
+void RnnModel::ForwardTimeMajor(const float* input, int64_t steps, int64_t batch,
+                                const float* h0, float* output, float* h_n,
+                                Workspace& ws) const {
+  const int64_t h = config_.hidden_size, d = config_.num_directions();
+  const int64_t cols = steps * batch;
+  if (h0 == nullptr) {
+    std::fill_n(h_n, StateSize(batch), 0.0f);
+    h0 = h_n;  // each state row is read before it is overwritten
+  }
+  const float* layer_in = input;
   int64_t layer_in_rows = config_.input_size;
   for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
-    // Ping-pong between two buffers; layer 0 never aliases slot 0 or 1.
-    MatrixMap out = ws.Matrix(layer % 2, d * h, cols);
+    // The last layer writes straight into `output`; others ping-pong between two slots, which
+    // never alias the input (slot 2 at most).
+    const bool last_layer = layer == config_.num_layers - 1;
+    MatrixMap out = last_layer ? MatrixMap(output, d * h, cols) : ws.Matrix(layer % 2, d * h, cols);
     ConstMatrixMap in(layer_in, layer_in_rows, cols);
     for (int64_t dir = 0; dir < d; ++dir) {
       const LayerDirection& w = weights(layer, dir);
       auto rows = out.middleRows(dir * h, h);
       ProjectInputs(w.w_ih, w.bias, in, rows);
       const int64_t state_row = layer * d + dir;
-      ConstMatrixMap initial(h0 != nullptr ? h0->data() + state_row * batch * h
-                                           : result.h_n.data() + state_row * batch * h,
-                             h, batch);
+      ConstMatrixMap initial(h0 + state_row * batch * h, h, batch);
       for (int64_t s = 0; s < steps; ++s) {
         const int64_t t = dir == 0 ? s : steps - 1 - s;
         const int64_t prev_t = dir == 0 ? t - 1 : t + 1;
@@ -207,26 +225,11 @@ absl::StatusOr<ForwardResult> RnnModel::Forward(const Tensor& input, const Tenso
         }
       }
       const int64_t last_t = dir == 0 ? steps - 1 : 0;
-      MatrixMap(result.h_n.data() + state_row * batch * h, h, batch) =
-          rows.middleCols(last_t * batch, batch);
+      MatrixMap(h_n + state_row * batch * h, h, batch) = rows.middleCols(last_t * batch, batch);
     }
     layer_in = out.data();
     layer_in_rows = d * h;
   }
-
-  ConstMatrixMap last(layer_in, d * h, cols);
-  result.output = Tensor::Zeros(out_shape);
-  if (dims.batched && config_.batch_first) {
-    for (int64_t n = 0; n < batch; ++n) {
-      for (int64_t t = 0; t < steps; ++t) {
-        std::copy_n(last.col(t * batch + n).data(), d * h,
-                    result.output.data() + (n * steps + t) * d * h);
-      }
-    }
-  } else {
-    std::copy_n(last.data(), cols * d * h, result.output.data());
-  }
-  return result;
 }
 
 absl::Status RnnModel::StepBatch(absl::Span<const StreamChunk> chunks,
@@ -287,7 +290,7 @@ absl::Status RnnModel::StepBatch(absl::Span<const StreamChunk> chunks,
     for (int64_t i : ws.order_) {
       const StreamChunk& chunk = chunks[i];
       initial.middleCols(ws.column_[i], chunk.batch) =
-          ConstMatrixMap(chunk.state + layer * chunk.batch * h, h, chunk.batch);
+          ConstMatrixMap(chunk.state_in + layer * chunk.batch * h, h, chunk.batch);
     }
     MatrixMap out = ws.Matrix(layer % 2, h, total_cols);
     ProjectInputs(w.w_ih, w.bias, ConstMatrixMap(layer_in, layer_in_rows, total_cols), out);
@@ -303,7 +306,7 @@ absl::Status RnnModel::StepBatch(absl::Span<const StreamChunk> chunks,
     }
     for (int64_t i : ws.order_) {
       const StreamChunk& chunk = chunks[i];
-      MatrixMap(chunk.state + layer * chunk.batch * h, h, chunk.batch) =
+      MatrixMap(chunk.state_out + layer * chunk.batch * h, h, chunk.batch) =
           out.middleCols(ws.step_offset_[chunk.steps - 1] + ws.column_[i], chunk.batch);
     }
     layer_in = out.data();

@@ -62,7 +62,8 @@ struct StreamChunk {
   const float* input = nullptr;  // (steps, batch, input_size), time-major, row-major
   int64_t steps = 0;             // T; 0 leaves state untouched and writes nothing
   int64_t batch = 0;             // N
-  float* state = nullptr;        // (num_layers, batch, hidden_size): h_0 in, h_n out
+  const float* state_in = nullptr;  // (num_layers, batch, hidden_size): h_0
+  float* state_out = nullptr;       // (num_layers, batch, hidden_size): h_n; may equal state_in
   float* output = nullptr;       // (steps, batch, hidden_size), written
 };
 
@@ -84,6 +85,11 @@ class RnnModel {
   // `workspace` is null.
   absl::StatusOr<ForwardResult> Forward(const Tensor& input, const Tensor* h0 = nullptr,
                                         Workspace* workspace = nullptr) const;
+
+  // The kernel behind Forward(), on time-major (T, N, C) input with no checks: shapes are the
+  // caller's contract. h0 may be null (zeros). Writes output (T, N, D*H) and h_n (L*D, N, H).
+  void ForwardTimeMajor(const float* input, int64_t steps, int64_t batch, const float* h0,
+                        float* output, float* h_n, Workspace& workspace) const;
 
   // Advances every chunk by its own number of steps in one batched pass: per layer one GEMM
   // for the input projection of all chunks, then per timestep one GEMM over the sessions still

@@ -1,5 +1,6 @@
 #include "core/tensor.h"
 
+#include <algorithm>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -20,6 +21,14 @@ int64_t NumElements(absl::Span<const int64_t> shape) {
 std::string ShapeToString(absl::Span<const int64_t> shape) {
   if (shape.size() == 1) return absl::StrCat("(", shape[0], ",)");
   return absl::StrCat("(", absl::StrJoin(shape, ", "), ")");
+}
+
+void SwapLeadingDims(const float* src, int64_t a, int64_t b, int64_t c, float* dst) {
+  for (int64_t i = 0; i < a; ++i) {
+    for (int64_t j = 0; j < b; ++j) {
+      std::copy_n(src + (i * b + j) * c, c, dst + (j * a + i) * c);
+    }
+  }
 }
 
 Tensor Tensor::Zeros(Shape shape) { return Filled(std::move(shape), 0.0f); }

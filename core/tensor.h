@@ -20,6 +20,9 @@ int64_t NumElements(absl::Span<const int64_t> shape);
 // "(2, 3, 10)", the way torch prints sizes.
 std::string ShapeToString(absl::Span<const int64_t> shape);
 
+// Copies a row-major (a, b, c) array into (b, a, c) order: (N, T, C) <-> (T, N, C).
+void SwapLeadingDims(const float* src, int64_t a, int64_t b, int64_t c, float* dst);
+
 struct Tensor {
   Shape shape;
   std::vector<float> values;  // row-major, values.size() == NumElements(shape)

@@ -89,9 +89,7 @@ float MaxAbsDiff(const Tensor& a, const Tensor& b) {
 Tensor SwapFirstTwo(const Tensor& x) {
   const int64_t A = x.shape[0], B = x.shape[1], C = x.shape[2];
   Tensor y = Tensor::Zeros({B, A, C});
-  for (int64_t a = 0; a < A; ++a)
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t k = 0; k < C; ++k) y.values[(b * A + a) * C + k] = x.values[(a * B + b) * C + k];
+  SwapLeadingDims(x.data(), A, B, C, y.data());
   return y;
 }
 
@@ -280,7 +278,7 @@ TEST(RnnModelTest, StepBatchEqualsSeparateForwards) {
   std::vector<Tensor> h_before;
   for (Session& s : sessions) {
     h_before.push_back(s.h);
-    chunks.push_back({s.x.data(), s.x.shape[0], s.x.shape[1], s.h.data(), s.out.data()});
+    chunks.push_back({s.x.data(), s.x.shape[0], s.x.shape[1], s.h.data(), s.h.data(), s.out.data()});
   }
   Workspace ws;
   for (int round = 0; round < 2; ++round) {  // second round reuses the workspace

@@ -36,5 +36,14 @@ TEST(TensorTest, ZerosAndFilled) {
   for (float v : f.values) EXPECT_EQ(v, 1.5f);
 }
 
+TEST(TensorTest, SwapLeadingDimsTransposesFirstTwoAxes) {
+  // (2, 3, 2) -> (3, 2, 2)
+  std::vector<float> src(12);
+  for (int i = 0; i < 12; ++i) src[i] = static_cast<float>(i);
+  std::vector<float> dst(12);
+  SwapLeadingDims(src.data(), 2, 3, 2, dst.data());
+  EXPECT_EQ(dst, (std::vector<float>{0, 1, 6, 7, 2, 3, 8, 9, 4, 5, 10, 11}));
+}
+
 }  // namespace
 }  // namespace rnnserve
