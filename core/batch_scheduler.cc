@@ -41,7 +41,7 @@ bool BatchScheduler::WaitIdle(absl::Time deadline) {
   return true;
 }
 
-std::deque<Task*>* BatchScheduler::NextQueue() {
+std::deque<BatchScheduler::Task*>* BatchScheduler::NextQueue() {
   if (queued_ == 0) return nullptr;
   // First non-empty queue after the last one served, wrapping around.
   auto it = queues_.upper_bound(last_key_);

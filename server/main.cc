@@ -1,0 +1,87 @@
+// rnnserve: serves torch.nn.RNN models over gRPC. Flags are parsed here and nowhere else.
+#include <csignal>
+#include <cstdio>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/time/time.h"
+#include "core/log.h"
+#include "server/server.h"
+
+ABSL_FLAG(std::string, model_repository, "",
+          "Folder with one subfolder per model (config.json + model.safetensors); the folder "
+          "name is the model name. Unset or empty: serve the built-in 'demo' model.");
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on (gRPC and metrics).");
+ABSL_FLAG(int, port, 50051, "gRPC port; 0 picks a free port.");
+ABSL_FLAG(int, metrics_port, 9090, "Prometheus /metrics port; 0 picks a free port; -1 disables.");
+ABSL_FLAG(absl::Duration, session_idle_timeout, absl::Minutes(5),
+          "Sessions with no chunk for this long expire.");
+ABSL_FLAG(int64_t, max_sessions, 100000, "Live sessions at most.");
+ABSL_FLAG(int64_t, max_state_bytes, int64_t{4} << 30,
+          "Memory for all sessions' hidden state at most, in bytes.");
+ABSL_FLAG(absl::Duration, evict_idle_after, absl::Seconds(60),
+          "When state memory is full, sessions idle this long may be evicted for new ones.");
+ABSL_FLAG(int, max_batch, 256, "Sessions advanced together by one engine call at most.");
+ABSL_FLAG(absl::Duration, max_queue_delay, absl::ZeroDuration(),
+          "How long a worker may wait for a fuller batch; 0 dispatches at once.");
+ABSL_FLAG(int, threads, 0, "Compute threads; 0 means one per core.");
+ABSL_FLAG(int, max_message_bytes, 64 << 20, "Largest gRPC message accepted or sent.");
+ABSL_FLAG(bool, allow_non_finite, false, "Accept NaN and Inf in inputs.");
+ABSL_FLAG(int, max_in_flight_per_stream, 4096,
+          "Requests of one stream in progress before the server stops reading from it.");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
+          "On SIGTERM/SIGINT: how long open streams may go on before shutdown.");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(5),
+          "After draining: how long work in flight may take before it is cancelled.");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Serves torch.nn.RNN models over gRPC.\n"
+      "  rnnserve --model_repository=/models --port=50051 --metrics_port=9090");
+  absl::ParseCommandLine(argc, argv);
+
+  // Block the shutdown signals in every thread (threads inherit the mask), and take them
+  // synchronously below.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  rnnserve::ServerOptions options;
+  options.host = absl::GetFlag(FLAGS_host);
+  options.port = absl::GetFlag(FLAGS_port);
+  options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  options.model_repository = absl::GetFlag(FLAGS_model_repository);
+  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  options.serving.session_idle_timeout = absl::GetFlag(FLAGS_session_idle_timeout);
+  options.serving.max_sessions = absl::GetFlag(FLAGS_max_sessions);
+  options.serving.max_state_bytes = absl::GetFlag(FLAGS_max_state_bytes);
+  options.serving.evict_idle_after = absl::GetFlag(FLAGS_evict_idle_after);
+  options.serving.max_batch = absl::GetFlag(FLAGS_max_batch);
+  options.serving.max_queue_delay = absl::GetFlag(FLAGS_max_queue_delay);
+  options.serving.threads = absl::GetFlag(FLAGS_threads);
+  options.serving.allow_non_finite = absl::GetFlag(FLAGS_allow_non_finite);
+  options.service.max_in_flight_per_stream = absl::GetFlag(FLAGS_max_in_flight_per_stream);
+
+  absl::StatusOr<std::unique_ptr<rnnserve::RnnServer>> server =
+      rnnserve::RnnServer::Start(options);
+  if (!server.ok()) {
+    std::fprintf(stderr, "rnnserve: %s\n", server.status().ToString().c_str());
+    return 1;
+  }
+  // Tests and scripts read the bound ports from this line.
+  std::printf("rnnserve listening on %s:%d (gRPC), metrics on %s:%d\n", options.host.c_str(),
+              (*server)->port(), options.host.c_str(), (*server)->metrics_port());
+  std::fflush(stdout);
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  rnnserve::LogInfo("received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
+  (*server)->DrainAndShutdown();
+  return 0;
+}

@@ -1,0 +1,170 @@
+#include "server/metrics.h"
+
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "server/status_util.h"
+
+#ifndef RNNSERVE_VERSION
+#define RNNSERVE_VERSION "dev"
+#endif
+
+namespace rnnserve {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+
+// Chunk latencies on a loaded server run from tens of microseconds to a second.
+prometheus::Histogram::BucketBoundaries LatencyBuckets() {
+  return {0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0075, 0.01,
+          0.025,   0.05,   0.1,     0.25,   0.5,     1.0,   2.5};
+}
+
+prometheus::Histogram::BucketBoundaries BatchBuckets() {
+  return {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096};
+}
+
+}  // namespace
+
+Metrics::Metrics(const std::vector<std::string>& model_names)
+    : registry_(std::make_shared<prometheus::Registry>()),
+      requests_(BuildCounter()
+                    .Name("rnnserve_requests_total")
+                    .Help("RPCs handled (for Stream: requests on streams), by rpc, model and "
+                          "gRPC status code")
+                    .Register(*registry_)),
+      chunk_duration_(BuildHistogram()
+                          .Name("rnnserve_chunk_duration_seconds")
+                          .Help("Time from a chunk's arrival to its result, in seconds")
+                          .Register(*registry_)
+                          .Add({}, LatencyBuckets())),
+      queue_duration_(BuildHistogram()
+                          .Name("rnnserve_queue_duration_seconds")
+                          .Help("Time a chunk waited for a compute worker, in seconds")
+                          .Register(*registry_)
+                          .Add({}, LatencyBuckets())),
+      batch_size_(BuildHistogram()
+                      .Name("rnnserve_batch_size")
+                      .Help("Sessions advanced together by one engine call")
+                      .Register(*registry_)
+                      .Add({}, BatchBuckets())),
+      timesteps_(BuildCounter()
+                     .Name("rnnserve_timesteps_total")
+                     .Help("Timesteps computed (per batch row), by model")
+                     .Register(*registry_)),
+      sessions_active_(BuildGauge()
+                           .Name("rnnserve_sessions_active")
+                           .Help("Live streaming sessions, by model")
+                           .Register(*registry_)),
+      sessions_started_(BuildCounter()
+                            .Name("rnnserve_sessions_started_total")
+                            .Help("Streaming sessions started")
+                            .Register(*registry_)
+                            .Add({})),
+      sessions_ended_(BuildCounter()
+                          .Name("rnnserve_sessions_ended_total")
+                          .Help("Streaming sessions ended, by reason "
+                                "(closed, idle_timeout, evicted, shutdown)")
+                          .Register(*registry_)),
+      state_bytes_(BuildGauge()
+                       .Name("rnnserve_session_state_bytes")
+                       .Help("Memory held by all sessions' hidden state, in bytes")
+                       .Register(*registry_)
+                       .Add({})) {
+  BuildGauge()
+      .Name("rnnserve_build_info")
+      .Help("Build information; the value is always 1")
+      .Register(*registry_)
+      .Add({{"version", RNNSERVE_VERSION}, {"compiler", __VERSION__}})
+      .Set(1);
+  for (const std::string& model : model_names) {
+    TimestepsFor(model);
+    SessionsActiveFor(model);
+  }
+  for (SessionEndReason reason : {SessionEndReason::kClosed, SessionEndReason::kIdleTimeout,
+                                  SessionEndReason::kEvicted, SessionEndReason::kShutdown}) {
+    ended_by_reason_[reason] = &sessions_ended_.Add({{"reason", SessionEndReasonName(reason)}});
+  }
+}
+
+Metrics::~Metrics() = default;
+
+absl::Status Metrics::Serve(const std::string& host, int port) {
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(absl::StrCat(host, ":", port));
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", host, ":", port, ": ", e.what()));
+  }
+  exposer_->RegisterCollectable(registry_);
+  auto ports = exposer_->GetListeningPorts();
+  port_ = ports.empty() ? port : ports.front();
+  return absl::OkStatus();
+}
+
+void Metrics::CountRequest(const std::string& rpc, const std::string& model,
+                           absl::StatusCode code) {
+  prometheus::Counter* counter;
+  {
+    absl::MutexLock lock(&mu_);
+    auto key = std::make_tuple(rpc, model, code);
+    auto it = request_counters_.find(key);
+    if (it == request_counters_.end()) {
+      it = request_counters_
+               .emplace(key, &requests_.Add({{"rpc", rpc}, {"model", model}, {"code", CodeName(code)}}))
+               .first;
+    }
+    counter = it->second;
+  }
+  counter->Increment();
+}
+
+prometheus::Counter& Metrics::TimestepsFor(const std::string& model) {
+  absl::MutexLock lock(&mu_);
+  auto it = timesteps_by_model_.find(model);
+  if (it == timesteps_by_model_.end()) {
+    it = timesteps_by_model_.emplace(model, &timesteps_.Add({{"model", model}})).first;
+  }
+  return *it->second;
+}
+
+prometheus::Gauge& Metrics::SessionsActiveFor(const std::string& model) {
+  absl::MutexLock lock(&mu_);
+  auto it = sessions_by_model_.find(model);
+  if (it == sessions_by_model_.end()) {
+    it = sessions_by_model_.emplace(model, &sessions_active_.Add({{"model", model}})).first;
+  }
+  return *it->second;
+}
+
+void Metrics::ChunkDone(const std::string& model, absl::Duration queued, absl::Duration total,
+                        int64_t timesteps) {
+  chunk_duration_.Observe(absl::ToDoubleSeconds(total));
+  queue_duration_.Observe(absl::ToDoubleSeconds(queued));
+  if (timesteps > 0) TimestepsFor(model).Increment(static_cast<double>(timesteps));
+}
+
+void Metrics::BatchRun(const std::string& model, int64_t chunks) {
+  batch_size_.Observe(static_cast<double>(chunks));
+}
+
+void Metrics::SessionStarted(const std::string& model) {
+  sessions_started_.Increment();
+  SessionsActiveFor(model).Increment();
+}
+
+void Metrics::SessionEnded(const std::string& model, SessionEndReason reason) {
+  SessionsActiveFor(model).Decrement();
+  prometheus::Counter* counter;
+  {
+    absl::MutexLock lock(&mu_);
+    counter = ended_by_reason_.at(reason);
+  }
+  counter->Increment();
+}
+
+void Metrics::StateBytes(int64_t bytes) { state_bytes_.Set(static_cast<double>(bytes)); }
+
+}  // namespace rnnserve

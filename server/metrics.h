@@ -1,0 +1,83 @@
+// Metrics: rnnserve's Prometheus metrics, served over HTTP at /metrics by prometheus-cpp's
+// Exposer. Implements ServingObserver for the core's events, and counts RPCs for the service.
+//
+// Thread-safe: prometheus-cpp metrics are atomic, and the label cache is locked. Owns its
+// registry and exposer; metric references stay valid for its lifetime. Never labels by session.
+#ifndef RNNSERVE_SERVER_METRICS_H_
+#define RNNSERVE_SERVER_METRICS_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "core/serving_core.h"
+
+namespace rnnserve {
+
+class Metrics : public ServingObserver {
+ public:
+  // Registers every metric; `model_names` pre-creates the per-model series so they read 0
+  // before the first request.
+  explicit Metrics(const std::vector<std::string>& model_names);
+  ~Metrics() override;
+
+  // Starts the HTTP endpoint on host:port ("0.0.0.0", 9090); port 0 picks a free port.
+  absl::Status Serve(const std::string& host, int port);
+  // The bound port once serving.
+  int port() const { return port_; }
+
+  // One finished RPC (for Stream: one request on the stream).
+  void CountRequest(const std::string& rpc, const std::string& model, absl::StatusCode code);
+
+  // ServingObserver
+  void ChunkDone(const std::string& model, absl::Duration queued, absl::Duration total,
+                 int64_t timesteps) override;
+  void BatchRun(const std::string& model, int64_t chunks) override;
+  void SessionStarted(const std::string& model) override;
+  void SessionEnded(const std::string& model, SessionEndReason reason) override;
+  void StateBytes(int64_t bytes) override;
+
+  prometheus::Registry& registry() { return *registry_; }
+
+ private:
+  prometheus::Counter& TimestepsFor(const std::string& model);
+  prometheus::Gauge& SessionsActiveFor(const std::string& model);
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  int port_ = 0;
+
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Histogram& chunk_duration_;
+  prometheus::Histogram& queue_duration_;
+  prometheus::Histogram& batch_size_;
+  prometheus::Family<prometheus::Counter>& timesteps_;
+  prometheus::Family<prometheus::Gauge>& sessions_active_;
+  prometheus::Counter& sessions_started_;
+  prometheus::Family<prometheus::Counter>& sessions_ended_;
+  prometheus::Gauge& state_bytes_;
+
+  absl::Mutex mu_;
+  // State below is protected by mu_: label-set caches, so hot paths skip Family::Add's lookup.
+  std::map<std::tuple<std::string, std::string, absl::StatusCode>, prometheus::Counter*>
+      request_counters_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, prometheus::Counter*> timesteps_by_model_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, prometheus::Gauge*> sessions_by_model_ ABSL_GUARDED_BY(mu_);
+  std::map<SessionEndReason, prometheus::Counter*> ended_by_reason_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace rnnserve
+
+#endif  // RNNSERVE_SERVER_METRICS_H_

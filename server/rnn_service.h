@@ -1,0 +1,65 @@
+// RnnServiceImpl: the gRPC face of rnnserve (callback API). Stateless and thin: each handler
+// converts the proto to core types, calls the ServingCore facade, converts back, maps the
+// status and counts the request. No math and no session state live here.
+//
+// Thread-safe. Does not own the core or the metrics; both must outlive the service. Each
+// Stream call gets a reactor that owns itself and deletes itself in OnDone().
+#ifndef RNNSERVE_SERVER_RNN_SERVICE_H_
+#define RNNSERVE_SERVER_RNN_SERVICE_H_
+
+#include <atomic>
+
+#include <grpcpp/grpcpp.h>
+
+#include "core/serving_core.h"
+#include "rnnserve/v1/rnn_service.grpc.pb.h"
+#include "server/metrics.h"
+
+namespace rnnserve {
+
+struct ServiceOptions {
+  // Requests of one stream being processed before the server stops reading more from it
+  // (flow control for clients that pipeline).
+  int max_in_flight_per_stream = 4096;
+};
+
+class RnnServiceImpl final : public v1::RnnService::CallbackService {
+ public:
+  RnnServiceImpl(ServingCore* core, Metrics* metrics, const ServiceOptions& options);
+
+  grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>* Stream(
+      grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* context,
+                                    const v1::ForwardRequest* request,
+                                    v1::ForwardResponse* response) override;
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
+                                       const v1::ListModelsRequest* request,
+                                       v1::ListModelsResponse* response) override;
+  grpc::ServerUnaryReactor* GetModel(grpc::CallbackServerContext* context,
+                                     const v1::GetModelRequest* request,
+                                     v1::ModelInfo* response) override;
+  grpc::ServerUnaryReactor* GetSession(grpc::CallbackServerContext* context,
+                                       const v1::GetSessionRequest* request,
+                                       v1::SessionInfo* response) override;
+  grpc::ServerUnaryReactor* CloseSession(grpc::CallbackServerContext* context,
+                                         const v1::CloseSessionRequest* request,
+                                         v1::CloseSessionResponse* response) override;
+
+  // Streams open right now (graceful shutdown waits for them).
+  int64_t open_streams() const { return open_streams_.load(); }
+
+ private:
+  class StreamReactor;
+  // Finishes a unary call and counts it.
+  void FinishUnary(grpc::ServerUnaryReactor* reactor, const char* rpc, const std::string& model,
+                   const absl::Status& status);
+
+  ServingCore* const core_;
+  Metrics* const metrics_;
+  const ServiceOptions options_;
+  std::atomic<int64_t> open_streams_{0};
+};
+
+}  // namespace rnnserve
+
+#endif  // RNNSERVE_SERVER_RNN_SERVICE_H_
