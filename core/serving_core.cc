@@ -591,6 +591,13 @@ void ServingCore::CompleteChunks(std::vector<ChunkTask*>& tasks) {
         result.ended = true;
         continue;
       }
+      if (!result.status.ok() && req.start) {
+        // A start whose first chunk failed leaves no session behind: failed requests have no
+        // effect, so the client can fix the chunk and start again with the same id.
+        result.ended = true;
+        EndSessionLocked(task->session, SessionEndReason::kClosed, &orphans);
+        continue;
+      }
       if (applied && req.end) {
         result.ended = true;
         EndSessionLocked(task->session, SessionEndReason::kClosed, &orphans);
