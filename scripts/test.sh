@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds everything and runs every check rnnserve has:
+#   1. Release build; ctest: unit tests, the live-PyTorch parity suite, server integration
+#      tests against the real binary, deployment tests (dashboard metrics, 3 replicas behind
+#      nginx, manifest validation);
+#   2. the same unit, parity and in-process server tests built with ASan + UBSan;
+#   3. a short libFuzzer run of each parser;
+#   4. the container image: built with buildah and smoke-tested (deploy/check-image.sh).
+# Build caches (ccache) live inside build/, so a second run rebuilds only what changed.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+jobs=$(nproc)
+bash scripts/install-deps.sh
+export CCACHE_DIR="$root/build/.ccache"
+export CCACHE_MAXSIZE=5G
+
+echo "== Release build"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j"$jobs"
+
+echo "== Tests (Release)"
+ctest --test-dir build --output-on-failure -j"$jobs" --timeout 900
+
+echo "== Sanitizer build (ASan + UBSan)"
+cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRNNSERVE_SANITIZE=ON \
+  -DRNNSERVE_BUILD_BENCH=OFF
+cmake --build build/asan -j"$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build/asan --output-on-failure -j"$jobs" -L 'unit|parity' --timeout 900
+
+echo "== Fuzzing (bounded)"
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash scripts/fuzz.sh
+
+echo "== Container image"
+bash deploy/check-image.sh
+
+echo "== All checks passed"
