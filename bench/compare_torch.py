@@ -1,0 +1,352 @@
+#!/usr/bin/env python3
+"""Engine vs torch.nn.RNN (and ONNX Runtime) on the same shapes, single-threaded.
+
+Runs build-bench/bench/engine_bench (Google Benchmark, --benchmark_format=json) on the grid,
+times torch.nn.RNN(H, H, num_layers=L) (float32, tanh, torch.set_num_threads(1),
+torch.inference_mode()) on the same shapes, and, when node and onnxruntime-node are there, the
+ONNX export of the same RNN in ONNX Runtime (bench/onnx_bench.js, intraOpNumThreads=1). Prints
+markdown tables (engine us/call, torch us/call, torch/engine, ORT us/call, ORT/engine, GFLOP/s,
+fraction of the 1-thread sgemm peak) and a check of the performance targets.
+
+Shapes: Forward, input (T, N, H), h_0 zeros. StepBatch, N sessions of batch 1 and 10 steps each
+in one call; torch and ORT run the equivalent single call on input (10, N, H).
+Every timing is the mean per call over a window of at least --min-time seconds after a warm-up
+call, best of --repetitions windows (the same rule for all three). Run with /usr/bin/python3
+and without OPENBLAS_CORETYPE (bench/run_engine_bench.sh does both).
+
+  /usr/bin/python3 bench/compare_torch.py --out build-bench/engine_table.md
+  /usr/bin/python3 bench/compare_torch.py --H 256 --L 2 --N 1 64 --T 10 --no-ort   # a subset
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+FORWARD_GRID = {"H": [64, 256, 512, 1024], "L": [1, 2], "N": [1, 8, 64, 256], "T": [1, 10, 100]}
+STEP_BATCH_SESSIONS = [1, 64, 256, 1024]
+CHUNK_STEPS = 10  # engine_bench's StepBatch chunk length
+
+
+def alternation(values):
+    return "(" + "|".join(str(v) for v in values) + ")"
+
+
+def load_average():
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def cpu_model():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        return re.search(r"Model name:\s*(.+)", out).group(1).strip()
+    except (OSError, subprocess.CalledProcessError, AttributeError):
+        return "unknown"
+
+
+# ---------------------------------------------------------------------------------------------
+# engine (Google Benchmark JSON)
+
+NAME_RE = re.compile(r"^(BM_\w+)/(.*?)(?:/manual_time|/real_time)?$")
+
+
+def parse_args_in_name(rest):
+    return {k: int(v) for k, v in (part.split(":") for part in rest.split("/") if ":" in part)}
+
+
+def run_engine(binary, args):
+    forward_re = ("BM_Forward/H:{}/L:{}/N:{}/T:{}/".format(
+        *(alternation(getattr(args, k)) for k in ("H", "L", "N", "T"))))
+    step_re = "BM_StepBatch/H:{}/L:{}/N:{}/".format(
+        alternation(args.H), alternation(args.L), alternation(args.sessions))
+    filters = [forward_re]
+    if args.sessions:
+        filters.append(step_re)
+    filters.append("BM_SgemmOpenBlas/|BM_EigenGemm/")
+    env = dict(os.environ)
+    env.pop("OPENBLAS_CORETYPE", None)
+    env.pop("OPENBLAS_NUM_THREADS", None)  # engine_bench sets its own (1, or 2 for the peak)
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+        out_path = tmp.name
+    try:
+        cmd = [binary, "--benchmark_filter=^(" + "|".join(filters) + ")",
+               f"--benchmark_min_time={args.min_time}",
+               f"--benchmark_repetitions={args.repetitions}",
+               "--benchmark_format=console", "--benchmark_out_format=json",
+               f"--benchmark_out={out_path}"]
+        print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
+        subprocess.run(cmd, env=env, check=True, stdout=sys.stderr)
+        with open(out_path) as f:
+            report = json.load(f)
+    finally:
+        os.unlink(out_path)
+    context = report["context"]
+    peak = float(context.get("sgemm_peak_1t_gflops" if args.clock == "wall"
+                             else "sgemm_peak_1t_gflops_cpu", 0))
+    context["peak_gflops"] = peak
+    results = {}
+    for bench in report["benchmarks"]:
+        if bench.get("run_type") != "iteration" or bench.get("error_occurred"):
+            continue
+        match = NAME_RE.match(bench["name"])
+        if not match:
+            continue
+        family, params = match.group(1), parse_args_in_name(match.group(2))
+        key = (family, tuple(sorted(params.items())))
+        scale = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}[bench["time_unit"]]
+        wall_us = bench["real_time"] * scale
+        # engine_bench's counters are by wall-clock time; rescale them for --clock cpu.
+        us = wall_us if args.clock == "wall" else bench["cpu_time"] * scale
+        entry = dict(params, us_per_call=us, gflops=bench["gflops"] * wall_us / us,
+                     wall_gflops=bench["gflops"])
+        if peak:
+            entry["peak_frac"] = entry["gflops"] / peak
+        if key not in results or entry["us_per_call"] < results[key]["us_per_call"]:
+            results[key] = entry  # best of the repetitions
+    return report["context"], results
+
+
+# ---------------------------------------------------------------------------------------------
+# torch
+
+def best_mean_seconds(fn, min_time, repetitions, clock):
+    """The window runs for min_time of wall-clock time; `clock` measures it."""
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repetitions):
+        iterations, start, clock_start = 0, time.perf_counter(), clock()
+        while True:
+            fn()
+            iterations += 1
+            if time.perf_counter() - start >= min_time:
+                break
+        best = min(best, (clock() - clock_start) / iterations)
+    return best
+
+
+def run_torch(shapes, min_time, repetitions, clock_name):
+    # Debian's torch calls the system BLAS (OpenBLAS), which reads these when it loads.
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    # With one thread torch computes on the calling thread, so its CPU time is the call's.
+    clock = time.perf_counter if clock_name == "wall" else time.thread_time
+    models, results = {}, {}
+    for hidden, layers, batch, steps in shapes:
+        if (hidden, layers) not in models:
+            torch.manual_seed(0)
+            models[hidden, layers] = torch.nn.RNN(hidden, hidden, num_layers=layers,
+                                                  nonlinearity="tanh").float().eval()
+        rnn = models[hidden, layers]
+        x = torch.rand(steps, batch, hidden) * 2 - 1
+        with torch.inference_mode():
+            seconds = best_mean_seconds(lambda: rnn(x), min_time, repetitions, clock)
+        results[hidden, layers, batch, steps] = seconds * 1e6
+        print(f"torch H={hidden} L={layers} N={batch} T={steps}: {seconds * 1e6:.1f} us",
+              file=sys.stderr, flush=True)
+    return torch.__version__, results
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX Runtime (node)
+
+def run_ort(shapes, args):
+    node = shutil.which(args.node) or (args.node if os.path.exists(args.node) else None)
+    if node is None:
+        return None, {}, f"node not found ({args.node})"
+    import export_onnx
+
+    spec = {"min_time": args.min_time, "repetitions": args.repetitions, "clock": args.clock,
+            "shapes": []}
+    for hidden, layers, batch, steps in shapes:
+        path = export_onnx.export(args.onnx_dir, hidden, layers)
+        spec["shapes"].append({"model": path, "H": hidden, "L": layers, "N": batch, "T": steps})
+    env = dict(os.environ)
+    env.pop("OPENBLAS_CORETYPE", None)
+    print(f"+ {node} bench/onnx_bench.js ({len(shapes)} shapes)", file=sys.stderr, flush=True)
+    proc = subprocess.run([node, os.path.join(HERE, "onnx_bench.js")], input=json.dumps(spec),
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return None, {}, "onnx_bench.js failed: " + proc.stderr.strip().splitlines()[-1]
+    report = json.loads(proc.stdout)
+    results = {(r["H"], r["L"], r["N"], r["T"]): r["us_per_call"] for r in report["results"]}
+    return report.get("ort_version"), results, None
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+
+def fmt_us(us):
+    if us is None:
+        return "–"
+    return f"{us:,.0f}" if us >= 100 else f"{us:.1f}"
+
+
+def fmt_ratio(other, engine):
+    return "–" if other is None or engine is None else f"{other / engine:.2f}x"
+
+
+def table(rows, torch_us, ort_us, with_ort, key_of, head):
+    cols = head + ["engine µs/call", "µs/step", "GFLOP/s", "% sgemm peak", "torch µs/call",
+                   "torch/engine"]
+    if with_ort:
+        cols += ["ORT µs/call", "ORT/engine"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---:|" * len(cols)]
+    for row in rows:
+        key = key_of(row)
+        steps = key[3]
+        cells = [str(row[h]) for h in head]
+        engine = row["us_per_call"]
+        peak = row.get("peak_frac")
+        cells += [fmt_us(engine), fmt_us(engine / steps), f"{row['gflops']:.1f}",
+                  "–" if peak is None else f"{100 * peak:.0f}%",
+                  fmt_us(torch_us.get(key)), fmt_ratio(torch_us.get(key), engine)]
+        if with_ort:
+            cells += [fmt_us(ort_us.get(key)), fmt_ratio(ort_us.get(key), engine)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def target_lines(forward, step_batch, torch_us, ort_us, with_ort):
+    """The performance targets, each with its worst shape."""
+    lines = []
+
+    def worst(rows, key_of, other):
+        ratios = [(other[key_of(r)] / r["us_per_call"], key_of(r)) for r in rows
+                  if key_of(r) in other]
+        return min(ratios) if ratios else None
+
+    def shape_name(key, kind):
+        return f"{kind} H={key[0]} L={key[1]} N={key[2]} T={key[3]}"
+
+    fkey = lambda r: (r["H"], r["L"], r["N"], r["T"])
+    skey = lambda r: (r["H"], r["L"], r["N"], CHUNK_STEPS)
+    checks = [("engine ≥5x torch at N=1", 5.0, [r for r in forward if r["N"] == 1], fkey,
+               torch_us, "Forward"),
+              ("engine ≥3x torch at N≥64", 3.0, [r for r in forward if r["N"] >= 64], fkey,
+               torch_us, "Forward"),
+              ("engine ≥3x torch at N≥64 (StepBatch)", 3.0,
+               [r for r in step_batch if r["N"] >= 64], skey, torch_us, "StepBatch")]
+    if with_ort:
+        checks += [("engine faster than ORT at every shape", 1.0, forward, fkey, ort_us,
+                    "Forward"),
+                   ("engine faster than ORT at every shape (StepBatch)", 1.0, step_batch, skey,
+                    ort_us, "StepBatch")]
+    for label, goal, rows, key_of, other, kind in checks:
+        found = worst(rows, key_of, other)
+        if found is None:
+            continue
+        ratio, key = found
+        misses = sum(1 for r in rows if key_of(r) in other
+                     and other[key_of(r)] / r["us_per_call"] < goal)
+        verdict = "met" if misses == 0 else f"MISSED at {misses} of {len(rows)} shapes"
+        lines.append(f"- {label}: {verdict}; worst {ratio:.2f}x ({shape_name(key, kind)})")
+    big = [r for r in forward if r["N"] == 256 and r["H"] == 1024 and r.get("peak_frac")]
+    if big:
+        frac = min(r["peak_frac"] for r in big)
+        verdict = "met" if frac >= 0.6 else "MISSED"
+        lines.append("- ≥60% of the 1-thread sgemm peak at N=256 H=1024: "
+                     f"{verdict}; " + ", ".join(f"L={r['L']} T={r['T']} {100 * r['peak_frac']:.0f}%"
+                                                for r in big))
+    return lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--engine-bench", default=os.path.join(ROOT, "build-bench", "bench",
+                                                               "engine_bench"))
+    for dim, values in FORWARD_GRID.items():
+        parser.add_argument(f"--{dim}", type=int, nargs="+", default=values)
+    parser.add_argument("--sessions", type=int, nargs="*", default=STEP_BATCH_SESSIONS,
+                        help="StepBatch session counts (none: skip StepBatch)")
+    parser.add_argument("--min-time", type=float, default=0.1,
+                        help="seconds per timing window (engine: --benchmark_min_time)")
+    parser.add_argument("--repetitions", type=int, default=1,
+                        help="timing windows per shape; the best counts")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall: elapsed time (needs a quiet machine); cpu: CPU time of the "
+                        "computing thread (engine, torch) or process (ORT), which a busy machine "
+                        "disturbs far less")
+    parser.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
+    parser.add_argument("--node", default="/usr/bin/node")
+    parser.add_argument("--onnx-dir", default=os.path.join(ROOT, "build-bench", "onnx"))
+    parser.add_argument("--out", help="also write the markdown here")
+    parser.add_argument("--json-out", help="write every measurement as JSON here")
+    args = parser.parse_args()
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        print("compare_torch: OPENBLAS_CORETYPE is set; torch's OpenBLAS would use "
+              f"{os.environ['OPENBLAS_CORETYPE']} kernels (run with env -u OPENBLAS_CORETYPE)",
+              file=sys.stderr)
+
+    load_before = load_average()
+    started = time.time()
+    context, engine = run_engine(args.engine_bench, args)
+    forward = sorted((r for (fam, _), r in engine.items() if fam == "BM_Forward"),
+                     key=lambda r: (r["H"], r["L"], r["N"], r["T"]))
+    step_batch = sorted((r for (fam, _), r in engine.items() if fam == "BM_StepBatch"),
+                        key=lambda r: (r["H"], r["L"], r["N"]))
+    gemm = sorted((r for (fam, _), r in engine.items() if fam in ("BM_SgemmOpenBlas",
+                                                                  "BM_EigenGemm")),
+                  key=lambda r: (r.get("threads", 0), r["n"]))
+    gemm_names = [(fam, r) for (fam, _), r in engine.items()
+                  if fam in ("BM_SgemmOpenBlas", "BM_EigenGemm")]
+
+    shapes = [(r["H"], r["L"], r["N"], r["T"]) for r in forward]
+    shapes += [(r["H"], r["L"], r["N"], CHUNK_STEPS) for r in step_batch]
+    shapes = sorted(set(shapes))
+    torch_version, torch_us = run_torch(shapes, args.min_time, args.repetitions, args.clock)
+    ort_version, ort_us, ort_problem = (None, {}, "skipped (--no-ort)") if args.no_ort else \
+        run_ort(shapes, args)
+    with_ort = bool(ort_us)
+    load_after = load_average()
+
+    out = ["### Machine and run", "",
+           f"- CPU: {cpu_model()}, {os.cpu_count()} cores; load average before "
+           f"{load_before}, after {load_after}; {time.time() - started:.0f} s in all",
+           f"- GEMM yardstick: {context.get('gemm_library', '?')}; 1-thread sgemm peak "
+           f"{context['peak_gflops']:.1f} GFLOP/s by {args.clock} time (best of 1024³ and "
+           "2048³ at start-up: the \"% sgemm peak\" column)",
+           f"- torch {torch_version} (1 thread, inference_mode, float32); ONNX Runtime "
+           + (f"{ort_version} via onnxruntime-node (intraOpNumThreads=1)" if with_ort
+              else f"not measured: {ort_problem}"),
+           f"- timing: {args.clock}-clock time, mean per call over ≥{args.min_time} s after a "
+           f"warm-up, best of {args.repetitions}", ""]
+    out += ["### GEMM peak (wall-clock)", "", "| GEMM | n | threads | GFLOP/s |",
+            "|---|---:|---:|---:|"]
+    for fam, r in sorted(gemm_names, key=lambda fr: (fr[0], fr[1].get("threads", 1), fr[1]["n"])):
+        lib = "OpenBLAS cblas_sgemm" if fam == "BM_SgemmOpenBlas" else "Eigen 3.4 (engine's)"
+        out.append(f"| {lib} | {r['n']} | {r.get('threads', 1)} | {r['wall_gflops']:.1f} |")
+    out += ["", "### Forward: RNN(H, H, num_layers=L), input (T, N, H), h_0 zeros", "",
+            table(forward, torch_us, ort_us, with_ort, lambda r: (r["H"], r["L"], r["N"], r["T"]),
+                  ["H", "L", "N", "T"])]
+    if step_batch:
+        out += ["", f"### StepBatch: N sessions of batch 1, {CHUNK_STEPS} steps each, one call "
+                f"(torch/ORT: one call on ({CHUNK_STEPS}, N, H))", "",
+                table(step_batch, torch_us, ort_us, with_ort,
+                      lambda r: (r["H"], r["L"], r["N"], CHUNK_STEPS), ["H", "L", "N"])]
+    out += ["", "### Targets", ""] + target_lines(forward, step_batch, torch_us, ort_us, with_ort)
+    text = "\n".join(out) + "\n"
+    sys.stdout.write(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"context": context, "forward": forward, "step_batch": step_batch,
+                       "gemm": gemm, "torch_us": {str(k): v for k, v in torch_us.items()},
+                       "ort_us": {str(k): v for k, v in ort_us.items()}}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

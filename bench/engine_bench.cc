@@ -1,0 +1,170 @@
+// engine_bench: RnnModel timing grid (Forward and StepBatch) plus the machine's sgemm peak, in
+// one run so that the engine's GFLOP/s can be read as a fraction of that peak.
+//
+// Forward: RNN(H, H, num_layers=L, tanh), input (T, N, H), h0 = zeros, one reused Workspace.
+// StepBatch: N sessions of batch 1, chunks of 10 steps each, one StepBatch call per iteration.
+// Counters: us_per_step (call time / T), gflops (2 * MacsPerStep * N * T per call), peak_frac
+// (gflops / the 1-thread OpenBLAS sgemm peak measured at start-up). Single-threaded.
+//
+//   build-bench/bench/engine_bench --benchmark_min_time=0.1 --benchmark_filter=BM_Forward
+//   build-bench/bench/engine_bench --peak_gflops=0 ...   # skip the start-up sgemm calibration
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include "bench/bench_util.h"
+#include "core/rnn_config.h"
+#include "core/rnn_model.h"
+#include "core/rnn_parameters.h"
+#include "core/tensor.h"
+
+namespace rnnserve::bench {
+namespace {
+
+constexpr int64_t kChunkSteps = 10;  // StepBatch: steps per session chunk
+double g_peak_gflops = 0;            // 1-thread sgemm peak, measured in main()
+
+// RNN(H, H, num_layers=L), tanh, unidirectional, with torch-style random weights; built once
+// per (H, L) and kept for the whole run.
+const RnnModel& Model(int64_t hidden, int64_t layers) {
+  static std::map<std::pair<int64_t, int64_t>, std::unique_ptr<RnnModel>> models;
+  std::unique_ptr<RnnModel>& model = models[{hidden, layers}];
+  if (model == nullptr) {
+    RnnConfig config;
+    config.input_size = hidden;
+    config.hidden_size = hidden;
+    config.num_layers = layers;
+    auto created = RnnModel::Create(config, RandomParameters(config, /*seed=*/42));
+    if (!created.ok()) {
+      fprintf(stderr, "engine_bench: %s\n", created.status().ToString().c_str());
+      std::abort();
+    }
+    model = std::move(created).value();
+  }
+  return *model;
+}
+
+// A call of `total` seconds over all iterations covers `steps` timesteps of `rows` batch rows
+// (steps * batch) in all.
+void SetEngineCounters(benchmark::State& state, double total, const RnnModel& model,
+                       int64_t rows, int64_t steps) {
+  if (total < 0) return;  // skipped with an error
+  const double seconds = SecondsPerCall(state, total);
+  const double gflops = 2.0 * model.MacsPerStep() * rows * 1e-9 / seconds;
+  state.counters["us_per_step"] = seconds * 1e6 / steps;
+  state.counters["gflops"] = gflops;
+  if (g_peak_gflops > 0) state.counters["peak_frac"] = gflops / g_peak_gflops;
+}
+
+// Args: H, L, N, T.
+void BM_Forward(benchmark::State& state) {
+  const int64_t h = state.range(0), layers = state.range(1);
+  const int64_t batch = state.range(2), steps = state.range(3);
+  const RnnModel& model = Model(h, layers);
+  const Tensor input({steps, batch, h}, RandomValues(steps * batch * h, 7));
+  Workspace workspace;
+  const double total = TimedLoop(state, [&] {
+    absl::StatusOr<ForwardResult> result = model.Forward(input, nullptr, &workspace);
+    if (!result.ok()) {
+      state.SkipWithError(result.status().ToString().c_str());
+      return false;
+    }
+    benchmark::DoNotOptimize(result->output.data());
+    return true;
+  });
+  SetEngineCounters(state, total, model, batch * steps, steps);
+}
+
+// Args: H, L, N (sessions of batch 1, kChunkSteps steps each).
+void BM_StepBatch(benchmark::State& state) {
+  const int64_t h = state.range(0), layers = state.range(1), sessions = state.range(2);
+  const RnnModel& model = Model(h, layers);
+  const int64_t in_size = kChunkSteps * h, state_size = model.StateSize(1);
+  const int64_t out_size = model.OutputSize(kChunkSteps, 1);
+  const std::vector<float> inputs = RandomValues(sessions * in_size, 7);
+  std::vector<float> states(sessions * state_size, 0.0f);
+  std::vector<float> outputs(sessions * out_size);
+  std::vector<StreamChunk> chunks(sessions);
+  for (int64_t i = 0; i < sessions; ++i) {
+    StreamChunk& chunk = chunks[i];
+    chunk.input = inputs.data() + i * in_size;
+    chunk.steps = kChunkSteps;
+    chunk.batch = 1;
+    chunk.state_in = states.data() + i * state_size;  // carried from call to call, in place
+    chunk.state_out = states.data() + i * state_size;
+    chunk.output = outputs.data() + i * out_size;
+  }
+  Workspace workspace;
+  const double total = TimedLoop(state, [&] {
+    const absl::Status status = model.StepBatch(chunks, &workspace);
+    if (!status.ok()) {
+      state.SkipWithError(status.ToString().c_str());
+      return false;
+    }
+    benchmark::DoNotOptimize(outputs.data());
+    return true;
+  });
+  SetEngineCounters(state, total, model, sessions * kChunkSteps, kChunkSteps);
+}
+
+BENCHMARK(BM_Forward)
+    ->ArgNames({"H", "L", "N", "T"})
+    ->ArgsProduct({{64, 256, 512, 1024}, {1, 2}, {1, 8, 64, 256}, {1, 10, 100}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseManualTime();
+BENCHMARK(BM_StepBatch)
+    ->ArgNames({"H", "L", "N"})
+    ->ArgsProduct({{64, 256, 512, 1024}, {1, 2}, {1, 64, 256, 1024}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseManualTime();
+
+}  // namespace
+}  // namespace rnnserve::bench
+
+int main(int argc, char** argv) {
+  namespace rb = rnnserve::bench;
+  benchmark::Initialize(&argc, argv);
+  // --peak_gflops=X: take X as the sgemm peak instead of measuring it (0: no peak_frac), e.g.
+  // to keep the calibration out of a profile.
+  double given_peak = -1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--peak_gflops=", 0) == 0) {
+      given_peak = std::atof(arg.c_str() + std::strlen("--peak_gflops="));
+      std::copy(argv + i + 1, argv + argc, argv + i);
+      --argc;
+      break;
+    }
+  }
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  rb::UseOneBlasThread();
+  // The yardstick: best of 1024^3 and 2048^3 single-threaded sgemm, by wall-clock time (the
+  // peak_frac counter) and by thread CPU time (for comparisons on a busy machine).
+  double peak_cpu_gflops = given_peak;
+  if (given_peak >= 0) {
+    rb::g_peak_gflops = given_peak;
+  } else {
+    for (int n : {1024, 2048}) {
+      const rb::GemmRate rate = rb::MeasureSgemmGflops(1, n, 3);
+      rb::g_peak_gflops = std::max(rb::g_peak_gflops, rate.wall_gflops);
+      peak_cpu_gflops = std::max(peak_cpu_gflops, rate.cpu_gflops);
+    }
+  }
+  const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+  benchmark::AddCustomContext("sgemm_peak_1t_gflops", std::to_string(rb::g_peak_gflops));
+  benchmark::AddCustomContext("sgemm_peak_1t_gflops_cpu", std::to_string(peak_cpu_gflops));
+  benchmark::AddCustomContext("gemm_library", rb::GemmLibraryInfo());
+  benchmark::AddCustomContext("OPENBLAS_CORETYPE", coretype != nullptr ? coretype : "(unset)");
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

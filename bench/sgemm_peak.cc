@@ -1,0 +1,192 @@
+// GEMM yardsticks in engine_bench's run: OpenBLAS cblas_sgemm at 1 and 2 threads and Eigen's
+// GEMM, square 1024 and 2048; plus the engine's exact per-step shapes (recurrent product and
+// tanh) through Eigen and OpenBLAS, to locate where the engine loses time.
+#include <time.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <Eigen/Core>
+#include <benchmark/benchmark.h>
+
+#include "bench/bench_util.h"
+
+#ifdef RNNSERVE_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+namespace rnnserve::bench {
+namespace {
+
+using Matrix = Eigen::MatrixXf;
+
+Matrix RandomMatrix(int64_t rows, int64_t cols, uint32_t seed) {
+  return Eigen::Map<const Matrix>(RandomValues(rows * cols, seed).data(), rows, cols);
+}
+
+// c (m x n) += a (m x k) * b (k x n), column-major, through the library `lib` names.
+enum class Lib { kEigen = 0, kOpenBlas = 1 };
+
+void GemmAdd(Lib lib, const Matrix& a, const Matrix& b, Matrix& c) {
+#ifdef RNNSERVE_HAVE_OPENBLAS
+  if (lib == Lib::kOpenBlas) {
+    const int m = static_cast<int>(a.rows()), k = static_cast<int>(a.cols());
+    const int n = static_cast<int>(b.cols());
+    if (n == 1) {
+      cblas_sgemv(CblasColMajor, CblasNoTrans, m, k, 1.0f, a.data(), m, b.data(), 1, 1.0f,
+                  c.data(), 1);
+    } else {
+      cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a.data(), m,
+                  b.data(), k, 1.0f, c.data(), m);
+    }
+    return;
+  }
+#endif
+  c.noalias() += a * b;
+}
+
+void SetBlasThreads(int threads) {
+#ifdef RNNSERVE_HAVE_OPENBLAS
+  openblas_set_num_threads(threads);
+#endif
+}
+
+// Times c += a * b through `lib` and reports GFLOP/s.
+void TimeGemm(benchmark::State& state, Lib lib, const Matrix& a, const Matrix& b, Matrix& c) {
+  const double total = TimedLoop(state, [&] {
+    GemmAdd(lib, a, b, c);
+    benchmark::DoNotOptimize(c.data());
+    return true;
+  });
+  const double flops = 2.0 * a.rows() * a.cols() * b.cols();
+  state.counters["gflops"] = flops * 1e-9 / SecondsPerCall(state, total);
+}
+
+// Square sgemm through OpenBLAS. Args: threads, n.
+void BM_SgemmOpenBlas(benchmark::State& state) {
+#ifdef RNNSERVE_HAVE_OPENBLAS
+  const int threads = static_cast<int>(state.range(0));
+  const int64_t n = state.range(1);
+  const Matrix a = RandomMatrix(n, n, 1), b = RandomMatrix(n, n, 2);
+  Matrix c = Matrix::Zero(n, n);
+  SetBlasThreads(threads);
+  TimeGemm(state, Lib::kOpenBlas, a, b, c);
+  SetBlasThreads(1);
+#else
+  state.SkipWithError("OpenBLAS not linked");
+#endif
+}
+
+// Square GEMM through Eigen (single-threaded: the project builds without OpenMP). Args: n.
+void BM_EigenGemm(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  const Matrix a = RandomMatrix(n, n, 1), b = RandomMatrix(n, n, 2);
+  Matrix c = Matrix::Zero(n, n);
+  TimeGemm(state, Lib::kEigen, a, b, c);
+}
+
+// The engine's products at their exact shapes, 1 thread: c (H x cols) += W (H x H) * x (H x cols).
+// cols = N is the recurrent product of one step; cols = T*N the input projection of a chunk.
+// Args: lib (0 Eigen, 1 OpenBLAS), H, cols.
+void BM_GemmShape(benchmark::State& state) {
+  const Lib lib = static_cast<Lib>(state.range(0));
+#ifndef RNNSERVE_HAVE_OPENBLAS
+  if (lib == Lib::kOpenBlas) {
+    state.SkipWithError("OpenBLAS not linked");
+    return;
+  }
+#endif
+  const int64_t h = state.range(1), cols = state.range(2);
+  const Matrix w = RandomMatrix(h, h, 1), x = RandomMatrix(h, cols, 2);
+  Matrix c = Matrix::Zero(h, cols);
+  TimeGemm(state, lib, w, x, c);
+}
+
+// The engine's activation at one step's shape: block = tanh(block) over H x N, as RecurrentStep.
+void BM_TanhShape(benchmark::State& state) {
+  const int64_t h = state.range(0), cols = state.range(1);
+  Matrix block = RandomMatrix(h, cols, 3);
+  const double total = TimedLoop(state, [&] {
+    block = block.array().tanh();
+    benchmark::DoNotOptimize(block.data());
+    return true;
+  });
+  state.counters["ns_per_elem"] = SecondsPerCall(state, total) * 1e9 / (h * cols);
+}
+
+BENCHMARK(BM_SgemmOpenBlas)
+    ->ArgNames({"threads", "n"})
+    ->ArgsProduct({{1, 2}, {1024, 2048}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseManualTime();
+BENCHMARK(BM_EigenGemm)->ArgName("n")->Arg(1024)->Arg(2048)->Unit(benchmark::kMillisecond)
+    ->UseManualTime();
+BENCHMARK(BM_GemmShape)
+    ->ArgNames({"lib", "H", "cols"})
+    ->ArgsProduct({{0, 1}, {64, 256, 512, 1024}, {1, 8, 64, 256, 1024, 2560, 25600}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseManualTime();
+BENCHMARK(BM_TanhShape)
+    ->ArgNames({"H", "N"})
+    ->ArgsProduct({{64, 256, 512, 1024}, {1, 8, 64, 256}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseManualTime();
+
+}  // namespace
+
+std::vector<float> RandomValues(int64_t count, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> values(count);
+  for (float& v : values) v = dist(rng);
+  return values;
+}
+
+double ThreadCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+GemmRate MeasureSgemmGflops(int threads, int n, int reps) {
+  const Matrix a = RandomMatrix(n, n, 1), b = RandomMatrix(n, n, 2);
+  Matrix c = Matrix::Zero(n, n);
+#ifdef RNNSERVE_HAVE_OPENBLAS
+  const Lib lib = Lib::kOpenBlas;
+#else
+  const Lib lib = Lib::kEigen;
+#endif
+  SetBlasThreads(threads);
+  GemmAdd(lib, a, b, c);  // warm-up: pages, packing buffers, threads
+  const double gflop = 2.0 * n * n * n * 1e-9;
+  GemmRate best;
+  for (int r = 0; r < reps; ++r) {
+    const double cpu_start = ThreadCpuSeconds();
+    const auto start = std::chrono::steady_clock::now();
+    GemmAdd(lib, a, b, c);
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+    const double cpu_took = ThreadCpuSeconds() - cpu_start;
+    best.wall_gflops = std::max(best.wall_gflops, gflop / took.count());
+    best.cpu_gflops = std::max(best.cpu_gflops, gflop / cpu_took);
+  }
+  benchmark::DoNotOptimize(c.data());
+  SetBlasThreads(1);
+  return best;
+}
+
+std::string GemmLibraryInfo() {
+#ifdef RNNSERVE_HAVE_OPENBLAS
+  return std::string(openblas_get_config()) + " (core " + openblas_get_corename() + ")";
+#else
+  return "Eigen " + std::to_string(EIGEN_WORLD_VERSION) + "." +
+         std::to_string(EIGEN_MAJOR_VERSION) + "." + std::to_string(EIGEN_MINOR_VERSION);
+#endif
+}
+
+void UseOneBlasThread() { SetBlasThreads(1); }
+
+}  // namespace rnnserve::bench
