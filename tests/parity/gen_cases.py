@@ -1,0 +1,329 @@
+#!/usr/bin/python3
+"""Generates the torch.nn.RNN parity cases that tests/parity/parity_test.cc checks.
+
+PyTorch is the oracle: every expected number in DIR is computed here, live, by torch (float32,
+module in eval(), under torch.inference_mode()). Nothing is hard-coded.
+
+    /usr/bin/python3 tests/parity/gen_cases.py --out DIR [--count 200] [--seed S]
+
+Writes, per case, DIR/<name>/model/ (config.json + model.safetensors, via
+export_pytorch.export_module) and DIR/<name>/case.safetensors (input, h0 when given, output,
+h_n), then DIR/manifest.json last, so an interrupted run leaves no manifest behind.
+
+Cases:
+  random_000 ... random_<count-1>: random configs; every combination of nonlinearity, bias,
+      batch_first, bidirectional, batched input and h_0 given appears at least
+      count // 64 times; num_layers 1-4, dropout values, H/T/N including 1 are dealt from
+      shuffled decks so each class appears.
+  seed_a, seed_b, seed_c: the seed notebook's three examples.
+  edge_*: T=1, N=1, H=1, relu on large inputs, a larger model, and more.
+  error cases (manifest "error_cases"): inputs torch rejects; torch's message is stored with
+      the numbers ("key facts") the engine's INVALID_ARGUMENT message must also contain.
+
+Tolerance: max |engine - torch| <= 1e-5, or 4 x torch's own float32 error (max |torch float32 -
+torch float64|, stored per case as torch_f32_error) where that is larger: with values ~100
+(edge_relu_large) float32 itself rounds by more than 1e-5, and no engine can match torch's
+rounding bit for bit.
+
+For unidirectional cases the manifest also holds a random split of T into chunks (streaming
+through Forward) and a split of the batch into sessions with their own chunk lengths per
+round (StepBatch).
+
+Requires tools/export_pytorch.py (found through PYTHONPATH, or ../../tools next to this file).
+"""
+
+import argparse
+import copy
+import itertools
+import json
+import os
+import random
+import sys
+import time
+import warnings
+
+import torch
+
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
+import export_pytorch  # noqa: E402  (tools/export_pytorch.py)
+
+# Names the C++ test is compiled with (parity_test.cc lists the same): keep both in sync.
+MIN_RANDOM_CASES = 200
+NAMED_CASES = [
+    "seed_a", "seed_b", "seed_c",
+    "edge_t1", "edge_n1", "edge_h1", "edge_relu_large", "edge_large_model",
+    "edge_unbatched_t1", "edge_bidir_batch_first_h0", "edge_deep_relu_no_bias",
+]
+ERROR_CASES = [
+    "error_input_size", "error_input_size_unbatched", "error_h0_batch", "error_h0_hidden",
+    "error_h0_layers_bidirectional", "error_h0_batch_first", "error_input_4d", "error_input_1d",
+    "error_2d_input_3d_h0", "error_3d_input_2d_h0", "error_t0", "error_t0_batch_first",
+    "error_t0_unbatched",
+]
+
+BOOL_COMBOS = list(itertools.product(
+    ["tanh", "relu"],  # nonlinearity
+    [True, False],     # bias
+    [True, False],     # batch_first
+    [True, False],     # bidirectional
+    [True, False],     # batched input
+    [True, False],     # h_0 given
+))
+
+
+def deck(values, count, rng):
+    """`count` items cycling through shuffled copies of `values`: every value appears."""
+    out = []
+    while len(out) < count:
+        block = list(values)
+        rng.shuffle(block)
+        out.extend(block)
+    return out[:count]
+
+
+def split_positive(total, parts, rng):
+    """`parts` positive ints summing to `total` (1 <= parts <= total)."""
+    cuts = sorted(rng.sample(range(1, total), parts - 1))
+    bounds = [0] + cuts + [total]
+    return [b - a for a, b in zip(bounds, bounds[1:])]
+
+
+def split_nonnegative(total, parts, rng):
+    """`parts` ints >= 0 summing to `total`; zeros allowed (a session idle for a round)."""
+    cuts = sorted(rng.randint(0, total) for _ in range(parts - 1))
+    bounds = [0] + cuts + [total]
+    return [b - a for a, b in zip(bounds, bounds[1:])]
+
+
+def sessions_plan(batch, steps, rng):
+    """Splits a batch into contiguous sessions, each with its own chunk lengths per round."""
+    rounds = rng.randint(1, 4)
+    sessions, begin = [], 0
+    while begin < batch:
+        size = rng.randint(1, min(3, batch - begin))
+        sessions.append({"begin": begin, "size": size,
+                         "chunks": split_nonnegative(steps, rounds, rng)})
+        begin += size
+    return sessions
+
+
+def input_shape(cfg, steps, batch, batched):
+    if not batched:
+        return [steps, cfg["input_size"]]
+    if cfg["batch_first"]:
+        return [batch, steps, cfg["input_size"]]
+    return [steps, batch, cfg["input_size"]]
+
+
+def h0_shape(cfg, batch, batched):
+    rows = cfg["num_layers"] * (2 if cfg["bidirectional"] else 1)
+    return [rows, batch, cfg["hidden_size"]] if batched else [rows, cfg["hidden_size"]]
+
+
+def full_config(**kw):
+    cfg = {"input_size": None, "hidden_size": None, "num_layers": 1, "nonlinearity": "tanh",
+           "bias": True, "batch_first": False, "dropout": 0.0, "bidirectional": False}
+    unknown = set(kw) - set(cfg)
+    assert not unknown, unknown
+    cfg.update(kw)
+    return cfg
+
+
+def random_specs(count, rng):
+    combos = deck(BOOL_COMBOS, count, rng)
+    layers = deck([1, 2, 3, 4], count, rng)
+    dropouts = deck([0.0, 0.0, 0.1, 0.5, 1.0], count, rng)
+    hidden = deck(["one", "small", "medium", "large"], count, rng)
+    steps = deck(["one", "short", "long"], count, rng)
+    batch = deck(["one", "small", "large"], count, rng)
+    ranges = {"one": (1, 1), "small": (2, 4), "medium": (5, 24), "large": (25, 48),
+              "short": (2, 6), "long": (7, 20)}
+    specs = []
+    for i in range(count):
+        nonlin, bias, batch_first, bidir, batched, has_h0 = combos[i]
+        cfg = full_config(
+            input_size=rng.choice([1, rng.randint(2, 8), rng.randint(9, 40)]),
+            hidden_size=rng.randint(*ranges[hidden[i]]), num_layers=layers[i],
+            nonlinearity=nonlin, bias=bias, batch_first=batch_first, dropout=dropouts[i],
+            bidirectional=bidir)
+        n = {"one": 1, "small": rng.randint(2, 3), "large": rng.randint(4, 7)}[batch[i]]
+        specs.append({"name": "random_%03d" % i, "kind": "random", "config": cfg,
+                      "steps": rng.randint(*ranges[steps[i]]), "batch": n if batched else 1,
+                      "batched": batched, "has_h0": has_h0})
+    return specs
+
+
+def named_specs():
+    def spec(name, steps, batch, batched=True, h0=None, scale=1.0, **cfg):
+        # h0: None (not given), "randn" or "ones".
+        return {"name": name, "kind": "named", "config": full_config(**cfg), "steps": steps,
+                "batch": batch, "batched": batched, "has_h0": h0 is not None, "h0": h0,
+                "input_scale": scale}
+    return [
+        # Seed notebook (a): RNN(100, 30) on one step of one sequence: output == h_n.
+        spec("seed_a", 1, 1, input_size=100, hidden_size=30),
+        # (b): two layers, dropout=0.5 (no effect in eval), h_0 = ones(2, 3, 10).
+        spec("seed_b", 20, 3, h0="ones", input_size=100, hidden_size=10, num_layers=2,
+             dropout=0.5),
+        # (c): two bidirectional layers, h_0 = ones(4, 3, 15).
+        spec("seed_c", 20, 3, h0="ones", input_size=100, hidden_size=15, num_layers=2,
+             bidirectional=True),
+        spec("edge_t1", 1, 4, h0="randn", input_size=6, hidden_size=5, num_layers=3),
+        spec("edge_n1", 9, 1, h0="randn", input_size=6, hidden_size=5, num_layers=2,
+             batch_first=True),
+        spec("edge_h1", 12, 3, h0="randn", input_size=4, hidden_size=1, num_layers=2),
+        spec("edge_relu_large", 10, 3, h0="randn", scale=100.0, input_size=8,
+             hidden_size=6, num_layers=2, nonlinearity="relu"),
+        spec("edge_large_model", 16, 4, h0="randn", input_size=64, hidden_size=256,
+             num_layers=2),
+        spec("edge_unbatched_t1", 1, 1, batched=False, h0="randn", input_size=3,
+             hidden_size=4, num_layers=2, bidirectional=True),
+        spec("edge_bidir_batch_first_h0", 7, 5, h0="randn", input_size=5, hidden_size=6,
+             num_layers=3, bidirectional=True, batch_first=True, nonlinearity="relu",
+             bias=False),
+        spec("edge_deep_relu_no_bias", 15, 2, h0="randn", input_size=3, hidden_size=9,
+             num_layers=4, nonlinearity="relu", bias=False, dropout=0.3),
+    ]
+
+
+def error_specs():
+    """Inputs torch rejects. key_numbers: integer runs the engine's message must contain
+    (each list contiguously, in any bracket style): the expected and the actual values."""
+    def spec(name, x_shape, h_shape, key_numbers, **cfg):
+        return {"name": name, "config": full_config(**cfg), "input_shape": x_shape,
+                "h0_shape": h_shape, "key_numbers": key_numbers}
+    return [
+        spec("error_input_size", [4, 3, 13], None, [[7], [13]], input_size=7, hidden_size=5),
+        spec("error_input_size_unbatched", [4, 13], None, [[7], [13]], input_size=7,
+             hidden_size=5, num_layers=2),
+        spec("error_h0_batch", [4, 3, 7], [2, 6, 5], [[2, 3, 5], [2, 6, 5]], input_size=7,
+             hidden_size=5, num_layers=2),
+        spec("error_h0_hidden", [4, 3, 7], [2, 3, 9], [[2, 3, 5], [2, 3, 9]], input_size=7,
+             hidden_size=5, num_layers=2),
+        spec("error_h0_layers_bidirectional", [4, 3, 7], [2, 3, 5], [[4, 3, 5], [2, 3, 5]],
+             input_size=7, hidden_size=5, num_layers=2, bidirectional=True),
+        # batch_first: N is input dim 0 (3), never dim 1 (4); h_0 stays (L*D, N, H).
+        spec("error_h0_batch_first", [3, 4, 7], [1, 4, 5], [[1, 3, 5], [1, 4, 5]],
+             input_size=7, hidden_size=5, batch_first=True),
+        # torch 1.13 unsqueezes a non-3-D input first, so it reports "got 5" for a 4-D
+        # input ("got 2" for 1-D); the key fact is the input's real rank.
+        spec("error_input_4d", [4, 3, 7, 1], None, [[4]], input_size=7, hidden_size=5),
+        spec("error_input_1d", [7], None, [[1]], input_size=7, hidden_size=5),
+        spec("error_2d_input_3d_h0", [4, 7], [1, 1, 5], [[2], [3]], input_size=7,
+             hidden_size=5),
+        spec("error_3d_input_2d_h0", [4, 3, 7], [1, 5], [[3], [2]], input_size=7,
+             hidden_size=5),
+        spec("error_t0", [0, 3, 7], None, [[0]], input_size=7, hidden_size=5),
+        spec("error_t0_batch_first", [3, 0, 7], None, [[0]], input_size=7, hidden_size=5,
+             batch_first=True),
+        spec("error_t0_unbatched", [0, 7], None, [[0]], input_size=7, hidden_size=5),
+    ]
+
+
+def make_module(cfg, seed):
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dropout > 0 with num_layers == 1
+        rnn = torch.nn.RNN(**cfg)
+    return rnn.float().eval()
+
+
+def run_case(spec, seed, out_dir, rng):
+    cfg = spec["config"]
+    rnn = make_module(cfg, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(input_shape(cfg, spec["steps"], spec["batch"], spec["batched"]),
+                    generator=gen) * spec.get("input_scale", 1.0)
+    h0 = None
+    if spec["has_h0"]:
+        shape = h0_shape(cfg, spec["batch"], spec["batched"])
+        h0 = torch.ones(shape) if spec.get("h0") == "ones" else torch.randn(shape, generator=gen)
+    with torch.inference_mode():
+        output, h_n = rnn(x) if h0 is None else rnn(x, h0)
+        # torch's own float32 rounding error, against the same module in float64: where it
+        # exceeds the tolerance (large values), the test widens the tolerance to match.
+        rnn64 = copy.deepcopy(rnn).double()
+        x64 = x.double()
+        out64, h_n64 = rnn64(x64) if h0 is None else rnn64(x64, h0.double())
+        f32_error = max(float((output.double() - out64).abs().max()),
+                        float((h_n.double() - h_n64).abs().max()))
+
+    case_dir = os.path.join(out_dir, spec["name"])
+    export_pytorch.export_module(rnn, os.path.join(case_dir, "model"))
+    tensors = {"input": x.numpy(), "output": output.numpy(), "h_n": h_n.numpy()}
+    if h0 is not None:
+        tensors["h0"] = h0.numpy()
+    export_pytorch.write_safetensors(os.path.join(case_dir, "case.safetensors"), tensors)
+
+    entry = {"name": spec["name"], "kind": spec["kind"], "config": cfg,
+             "batched": spec["batched"], "has_h0": spec["has_h0"],
+             "input_shape": list(x.shape), "output_shape": list(output.shape),
+             "h_n_shape": list(h_n.shape), "seed": seed, "torch_f32_error": f32_error,
+             "model_dir": spec["name"] + "/model",
+             "case_file": spec["name"] + "/case.safetensors"}
+    if not cfg["bidirectional"]:
+        steps = spec["steps"]
+        entry["chunks"] = split_positive(steps, rng.randint(1, min(steps, 5)), rng)
+        entry["sessions"] = sessions_plan(spec["batch"], steps, rng)
+    return entry
+
+
+def run_error_case(spec, seed, out_dir):
+    cfg = spec["config"]
+    rnn = make_module(cfg, seed)
+    x = torch.zeros(spec["input_shape"])
+    h0 = None if spec["h0_shape"] is None else torch.zeros(spec["h0_shape"])
+    try:
+        with torch.inference_mode():
+            rnn(x) if h0 is None else rnn(x, h0)
+    except (RuntimeError, ValueError) as e:
+        message = str(e)
+    else:
+        raise AssertionError("%s: torch accepted input %s h0 %s" %
+                             (spec["name"], spec["input_shape"], spec["h0_shape"]))
+    case_dir = os.path.join(out_dir, spec["name"])
+    export_pytorch.export_module(rnn, os.path.join(case_dir, "model"))
+    return {"name": spec["name"], "config": cfg, "input_shape": spec["input_shape"],
+            "h0_shape": spec["h0_shape"], "torch_error": message,
+            "key_numbers": spec["key_numbers"], "model_dir": spec["name"] + "/model"}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="output folder (created)")
+    parser.add_argument("--count", type=int, default=MIN_RANDOM_CASES,
+                        help="random cases (the C++ test requires at least %d)" %
+                        MIN_RANDOM_CASES)
+    parser.add_argument("--seed", type=int, default=20240601)
+    args = parser.parse_args(argv)
+
+    started = time.time()
+    torch.set_num_threads(1)  # shared 2-core machines; the shapes are small
+    os.makedirs(args.out, exist_ok=True)
+    manifest_path = os.path.join(args.out, "manifest.json")
+    if os.path.exists(manifest_path):
+        os.remove(manifest_path)  # never leave a stale manifest next to fresh cases
+
+    rng = random.Random(args.seed)
+    specs = random_specs(args.count, rng) + named_specs()
+    cases = [run_case(spec, args.seed * 1000 + i, args.out, rng)
+             for i, spec in enumerate(specs)]
+    errors = [run_error_case(spec, args.seed * 1000 + len(specs) + i, args.out)
+              for i, spec in enumerate(error_specs())]
+    assert [s["name"] for s in named_specs()] == NAMED_CASES
+    assert [s["name"] for s in error_specs()] == ERROR_CASES
+
+    manifest = {"format": 1, "seed": args.seed, "torch_version": torch.__version__,
+                "tolerance": 1e-5, "random_count": args.count, "cases": cases,
+                "error_cases": errors}
+    tmp = manifest_path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=1)
+    os.replace(tmp, manifest_path)
+    print("gen_cases: %d cases (%d random, %d named), %d error cases in %s (%.1f s)" %
+          (len(cases), args.count, len(NAMED_CASES), len(errors), args.out,
+           time.time() - started))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,630 @@
+// Parity of RnnModel with torch.nn.RNN, the oracle. tests/parity/gen_cases.py computes every
+// expected number live with PyTorch and writes the cases and manifest.json to the folder named
+// by RNNSERVE_PARITY_DIR (ctest runs it first, as the fixture parity_generate).
+//
+// The test names are fixed at compile time (random_000..random_199, the named and the error
+// cases) so gtest_discover_tests can list them before the cases exist; each test looks its case
+// up in the manifest at run time and fails loudly when the manifest or the case is missing.
+//
+// Per case: Forward() against torch's output and h_n; for unidirectional models also streaming
+// (Forward over chunks of T, carrying h_n) and StepBatch() (the batch split into sessions, each
+// with its own chunk lengths per round). Error cases: Forward() rejects the input with
+// INVALID_ARGUMENT and a message holding the same expected/actual numbers as torch's.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/model_io.h"
+#include "core/rnn_config.h"
+#include "core/rnn_model.h"
+#include "core/tensor.h"
+
+namespace rnnserve {
+namespace {
+
+using json = nlohmann::json;
+
+// max |engine - torch|. Widened per case to kF32ErrorFactor x torch's own float32 error (vs the
+// same module in float64, torch_f32_error in the manifest) where that is larger: only cases
+// with large values (edge_relu_large), where float32 itself rounds by more than 1e-5.
+constexpr double kTolerance = 1e-5;
+constexpr double kF32ErrorFactor = 4.0;
+// Must match gen_cases.py (MIN_RANDOM_CASES, NAMED_CASES, ERROR_CASES); the ManifestTest
+// checks the two agree.
+constexpr int kMinRandomCases = 200;
+const char* const kNamedCases[] = {
+    "seed_a",
+    "seed_b",
+    "seed_c",
+    "edge_t1",
+    "edge_n1",
+    "edge_h1",
+    "edge_relu_large",
+    "edge_large_model",
+    "edge_unbatched_t1",
+    "edge_bidir_batch_first_h0",
+    "edge_deep_relu_no_bias",
+};
+const char* const kErrorCases[] = {
+    "error_input_size",
+    "error_input_size_unbatched",
+    "error_h0_batch",
+    "error_h0_hidden",
+    "error_h0_layers_bidirectional",
+    "error_h0_batch_first",
+    "error_input_4d",
+    "error_input_1d",
+    "error_2d_input_3d_h0",
+    "error_3d_input_2d_h0",
+    "error_t0",
+    "error_t0_batch_first",
+    "error_t0_unbatched",
+};
+
+std::string RandomCaseName(int i) {
+  char name[32];
+  std::snprintf(name, sizeof(name), "random_%03d", i);
+  return name;
+}
+
+std::vector<std::string> CaseNames() {
+  std::vector<std::string> names;
+  for (int i = 0; i < kMinRandomCases; ++i) names.push_back(RandomCaseName(i));
+  names.insert(names.end(), std::begin(kNamedCases), std::end(kNamedCases));
+  return names;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The manifest, loaded once per process.
+
+struct Manifest {
+  std::string dir;
+  std::string error;  // non-empty when it could not be loaded
+  json doc;
+  std::map<std::string, json> cases;
+  std::map<std::string, json> error_cases;
+};
+
+const Manifest& GetManifest() {
+  static const Manifest* manifest = [] {
+    auto* m = new Manifest;
+    const char* dir = std::getenv("RNNSERVE_PARITY_DIR");
+    if (dir == nullptr || *dir == '\0') {
+      m->error =
+          "RNNSERVE_PARITY_DIR is not set: run through ctest (fixture parity_generate) or set "
+          "it to a folder written by tests/parity/gen_cases.py --out DIR";
+      return m;
+    }
+    m->dir = dir;
+    const std::string path = m->dir + "/manifest.json";
+    std::ifstream in(path);
+    if (!in) {
+      m->error = absl::StrCat("cannot open ", path,
+                              ": run /usr/bin/python3 tests/parity/gen_cases.py --out ", m->dir);
+      return m;
+    }
+    try {
+      in >> m->doc;
+      for (const json& c : m->doc.at("cases")) m->cases[c.at("name").get<std::string>()] = c;
+      for (const json& c : m->doc.at("error_cases")) {
+        m->error_cases[c.at("name").get<std::string>()] = c;
+      }
+    } catch (const std::exception& e) {
+      m->error = absl::StrCat("bad manifest ", path, ": ", e.what());
+    }
+    return m;
+  }();
+  return *manifest;
+}
+
+// Returns the case's manifest entry, or null after recording a failure.
+const json* FindCase(const std::string& name, bool error_case) {
+  const Manifest& m = GetManifest();
+  if (!m.error.empty()) {
+    ADD_FAILURE() << m.error;
+    return nullptr;
+  }
+  const auto& table = error_case ? m.error_cases : m.cases;
+  auto it = table.find(name);
+  if (it == table.end()) {
+    ADD_FAILURE() << "case " << name << " is not in " << m.dir << "/manifest.json";
+    return nullptr;
+  }
+  return &it->second;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Shape ShapeOf(const json& j) { return j.get<Shape>(); }
+
+// ---------------------------------------------------------------------------------------------
+// Comparison.
+
+// Max |a - b| over all elements; +inf on a shape mismatch or any NaN.
+double MaxAbsDiff(const Tensor& actual, const Tensor& expected) {
+  if (actual.shape != expected.shape || actual.values.size() != expected.values.size()) {
+    return std::numeric_limits<double>::infinity();
+  }
+  double worst = 0.0;
+  for (size_t i = 0; i < actual.values.size(); ++i) {
+    const double d = std::fabs(static_cast<double>(actual.values[i]) - expected.values[i]);
+    if (!(d <= worst)) worst = std::isnan(d) ? std::numeric_limits<double>::infinity() : d;
+  }
+  return worst;
+}
+
+#define EXPECT_CLOSE(what, actual, expected, tolerance)                                   \
+  do {                                                                                    \
+    const double diff_ = MaxAbsDiff((actual), (expected));                                \
+    ::testing::Test::RecordProperty(what "_max_abs_diff", absl::StrCat(diff_));           \
+    EXPECT_LE(diff_, (tolerance)) << what << ": max |engine - torch| = " << diff_         \
+                                  << "; engine shape " << ShapeToString((actual).shape)   \
+                                  << ", torch shape " << ShapeToString((expected).shape); \
+  } while (0)
+
+// ---------------------------------------------------------------------------------------------
+// A loaded case.
+
+struct Case {
+  const json* entry = nullptr;
+  RnnConfig config;
+  std::unique_ptr<RnnModel> model;
+  Tensor input, output, h_n;
+  bool has_h0 = false;
+  Tensor h0;
+  bool batched = true;
+  double tolerance = kTolerance;
+
+  int64_t steps() const { return batched && config.batch_first ? input.size(1) : input.size(0); }
+  int64_t batch() const {
+    if (!batched) return 1;
+    return config.batch_first ? input.size(0) : input.size(1);
+  }
+  // Element of the input (t, n, c) whatever the layout.
+  float x(int64_t t, int64_t n, int64_t c) const {
+    const int64_t C = config.input_size;
+    if (!batched) return input.values[t * C + c];
+    if (config.batch_first) return input.values[(n * steps() + t) * C + c];
+    return input.values[(t * batch() + n) * C + c];
+  }
+  // Element of torch's output (t, n, k), k < D*H.
+  float y(int64_t t, int64_t n, int64_t k) const {
+    const int64_t K = config.output_size();
+    if (!batched) return output.values[t * K + k];
+    if (config.batch_first) return output.values[(n * steps() + t) * K + k];
+    return output.values[(t * batch() + n) * K + k];
+  }
+  // Element (row, n, j) of a state tensor shaped like h_0/h_n ((rows, N, H) or (rows, H)).
+  static float StateAt(const Tensor& s, bool batched, int64_t row, int64_t n, int64_t j) {
+    const int64_t H = s.size(-1);
+    const int64_t N = batched ? s.size(1) : 1;
+    return s.values[(row * N + n) * H + j];
+  }
+};
+
+// Loads the model through LoadModelDir + RnnModel::Create and the tensors from case.safetensors.
+// Records failures and returns false when something is missing.
+bool LoadCase(const std::string& name, Case* c) {
+  c->entry = FindCase(name, /*error_case=*/false);
+  if (c->entry == nullptr) return false;
+  const json& e = *c->entry;
+  const std::string dir = GetManifest().dir;
+
+  absl::StatusOr<ModelFiles> files = LoadModelDir(dir + "/" + e.at("model_dir").get<std::string>());
+  if (!files.ok()) {
+    ADD_FAILURE() << "LoadModelDir: " << files.status();
+    return false;
+  }
+  c->config = files->config;
+  // The exported config.json must say what the torch module was built with.
+  const json& cfg = e.at("config");
+  RnnConfig built;
+  built.input_size = cfg.at("input_size").get<int64_t>();
+  built.hidden_size = cfg.at("hidden_size").get<int64_t>();
+  built.num_layers = cfg.at("num_layers").get<int64_t>();
+  built.nonlinearity = cfg.at("nonlinearity") == "relu" ? Nonlinearity::kRelu : Nonlinearity::kTanh;
+  built.bias = cfg.at("bias").get<bool>();
+  built.batch_first = cfg.at("batch_first").get<bool>();
+  built.dropout = cfg.at("dropout").get<double>();
+  built.bidirectional = cfg.at("bidirectional").get<bool>();
+  if (c->config != built) {
+    ADD_FAILURE() << "exported config " << ConfigToString(c->config) << ", torch module "
+                  << ConfigToString(built);
+    return false;
+  }
+
+  absl::StatusOr<std::unique_ptr<RnnModel>> model =
+      RnnModel::Create(files->config, files->parameters);
+  if (!model.ok()) {
+    ADD_FAILURE() << "RnnModel::Create: " << model.status();
+    return false;
+  }
+  c->model = std::move(*model);
+
+  const std::string case_path = dir + "/" + e.at("case_file").get<std::string>();
+  const std::string bytes = ReadFile(case_path);
+  absl::StatusOr<ParameterMap> tensors = ParseSafetensors(bytes);
+  if (!tensors.ok()) {
+    ADD_FAILURE() << case_path << ": " << tensors.status();
+    return false;
+  }
+  c->has_h0 = e.at("has_h0").get<bool>();
+  c->batched = e.at("batched").get<bool>();
+  c->tolerance = std::max(kTolerance, kF32ErrorFactor * e.at("torch_f32_error").get<double>());
+  for (const char* key : {"input", "output", "h_n", "h0"}) {
+    if (std::string(key) == "h0" && !c->has_h0) continue;
+    if (tensors->count(key) == 0) {
+      ADD_FAILURE() << case_path << " has no tensor '" << key << "'";
+      return false;
+    }
+  }
+  c->input = tensors->at("input");
+  c->output = tensors->at("output");
+  c->h_n = tensors->at("h_n");
+  if (c->has_h0) c->h0 = tensors->at("h0");
+  if (c->input.shape != ShapeOf(e.at("input_shape")) ||
+      c->output.shape != ShapeOf(e.at("output_shape")) ||
+      c->h_n.shape != ShapeOf(e.at("h_n_shape"))) {
+    ADD_FAILURE() << case_path << ": tensor shapes differ from the manifest's";
+    return false;
+  }
+  return true;
+}
+
+std::string Describe(const Case& c) {
+  return absl::StrCat(ConfigToString(c.config), " input ", ShapeToString(c.input.shape),
+                      c.has_h0 ? absl::StrCat(" h0 ", ShapeToString(c.h0.shape)) : " no h0",
+                      "; tolerance ", c.tolerance);
+}
+
+// Rows [begin, end) of the time axis of an input laid out as the case's input is.
+Tensor SliceSteps(const Case& c, int64_t begin, int64_t end) {
+  Tensor out;
+  out.shape = c.input.shape;
+  out.shape[c.batched && c.config.batch_first ? 1 : 0] = end - begin;
+  out.values.reserve(NumElements(out.shape));
+  const int64_t C = c.config.input_size;
+  const int64_t N = c.batch();
+  if (c.batched && c.config.batch_first) {
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t t = begin; t < end; ++t)
+        for (int64_t k = 0; k < C; ++k) out.values.push_back(c.x(t, n, k));
+  } else {
+    for (int64_t t = begin; t < end; ++t)
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t k = 0; k < C; ++k) out.values.push_back(c.x(t, n, k));
+  }
+  return out;
+}
+
+// Joins chunk outputs (each laid out like torch's output) along the time axis.
+Tensor ConcatSteps(const Case& c, const std::vector<Tensor>& parts) {
+  Tensor out;
+  out.shape = c.output.shape;
+  out.values.reserve(c.output.values.size());
+  const int64_t K = c.config.output_size();
+  if (c.batched && c.config.batch_first) {
+    for (int64_t n = 0; n < c.batch(); ++n) {
+      for (const Tensor& p : parts) {
+        const int64_t len = p.size(1);
+        auto first = p.values.begin() + n * len * K;
+        out.values.insert(out.values.end(), first, first + len * K);
+      }
+    }
+  } else {
+    for (const Tensor& p : parts)
+      out.values.insert(out.values.end(), p.values.begin(), p.values.end());
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checks.
+
+void CheckForward(const Case& c) {
+  SCOPED_TRACE(Describe(c));
+  absl::StatusOr<ForwardResult> r = c.model->Forward(c.input, c.has_h0 ? &c.h0 : nullptr);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_CLOSE("output", r->output, c.output, c.tolerance);
+  EXPECT_CLOSE("h_n", r->h_n, c.h_n, c.tolerance);
+  // Also through a caller-owned Workspace, twice (the second call reuses grown buffers).
+  Workspace ws;
+  for (int round = 0; round < 2; ++round) {
+    absl::StatusOr<ForwardResult> again =
+        c.model->Forward(c.input, c.has_h0 ? &c.h0 : nullptr, &ws);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_CLOSE("output (workspace)", again->output, c.output, c.tolerance);
+    EXPECT_CLOSE("h_n (workspace)", again->h_n, c.h_n, c.tolerance);
+  }
+}
+
+void CheckStreaming(const Case& c) {
+  if (c.config.bidirectional) return;  // no streaming: the reverse pass needs the whole sequence
+  SCOPED_TRACE(Describe(c));
+  const std::vector<int64_t> chunks = c.entry->at("chunks").get<std::vector<int64_t>>();
+  SCOPED_TRACE("chunks " + absl::StrJoin(chunks, ","));
+  std::vector<Tensor> outputs;
+  Tensor state;
+  bool have_state = c.has_h0;
+  if (c.has_h0) state = c.h0;
+  int64_t begin = 0;
+  for (int64_t len : chunks) {
+    const Tensor chunk = SliceSteps(c, begin, begin + len);
+    absl::StatusOr<ForwardResult> r = c.model->Forward(chunk, have_state ? &state : nullptr);
+    ASSERT_TRUE(r.ok()) << "chunk at t=" << begin << ": " << r.status();
+    outputs.push_back(std::move(r->output));
+    state = std::move(r->h_n);
+    have_state = true;
+    begin += len;
+  }
+  ASSERT_EQ(begin, c.steps()) << "chunks do not cover T";
+  EXPECT_CLOSE("streamed output", ConcatSteps(c, outputs), c.output, c.tolerance);
+  EXPECT_CLOSE("streamed h_n", state, c.h_n, c.tolerance);
+}
+
+// Splits the case's batch into sessions (contiguous samples), each advancing by its own chunk
+// length per round (0: idle) through one StepBatch() call per round; checks outputs and final
+// states. Even sessions update their state in place (state_out == state_in); odd ones ping-pong
+// between two buffers, the one written poisoned with NaN first so a partial write shows.
+void CheckStepBatch(const Case& c) {
+  SCOPED_TRACE(Describe(c));
+  const int64_t L = c.config.num_layers, H = c.config.hidden_size, C = c.config.input_size;
+  if (c.config.bidirectional) {
+    // StepBatch is unidirectional only: it must refuse, not compute something else.
+    std::vector<float> in(C), state(c.model->StateSize(1)), out(c.config.output_size());
+    StreamChunk chunk;
+    chunk.input = in.data();
+    chunk.steps = 1;
+    chunk.batch = 1;
+    chunk.state_in = state.data();
+    chunk.state_out = state.data();
+    chunk.output = out.data();
+    Workspace ws;
+    absl::Status s = c.model->StepBatch({chunk}, &ws);
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    return;
+  }
+  struct Session {
+    int64_t begin, size;
+    std::vector<int64_t> chunks;
+    std::vector<float> state;  // (L, size, H): the current state
+    std::vector<float> spare;  // the other buffer, for sessions that do not update in place
+    std::vector<float> out;    // (T, size, H), filled chunk by chunk
+    int64_t done = 0;          // steps consumed
+  };
+  std::vector<Session> sessions;
+  for (const json& s : c.entry->at("sessions")) {
+    Session session{s.at("begin").get<int64_t>(),
+                    s.at("size").get<int64_t>(),
+                    s.at("chunks").get<std::vector<int64_t>>(),
+                    {},
+                    {},
+                    {},
+                    0};
+    session.state.assign(c.model->StateSize(session.size), 0.0f);
+    if (c.has_h0) {
+      for (int64_t l = 0; l < L; ++l)
+        for (int64_t n = 0; n < session.size; ++n)
+          for (int64_t j = 0; j < H; ++j)
+            session.state[(l * session.size + n) * H + j] =
+                Case::StateAt(c.h0, c.batched, l, session.begin + n, j);
+    }
+    session.out.assign(c.model->OutputSize(c.steps(), session.size), std::nanf(""));
+    sessions.push_back(std::move(session));
+  }
+  ASSERT_FALSE(sessions.empty());
+  const size_t rounds = sessions[0].chunks.size();
+  Workspace ws;
+  for (size_t round = 0; round < rounds; ++round) {
+    std::vector<std::vector<float>> inputs(sessions.size());
+    std::vector<StreamChunk> chunks;
+    for (size_t i = 0; i < sessions.size(); ++i) {
+      Session& s = sessions[i];
+      ASSERT_EQ(s.chunks.size(), rounds);
+      const int64_t len = s.chunks[round];
+      // Time-major (len, size, C) input for this session's chunk.
+      for (int64_t t = s.done; t < s.done + len; ++t)
+        for (int64_t n = 0; n < s.size; ++n)
+          for (int64_t k = 0; k < C; ++k) inputs[i].push_back(c.x(t, s.begin + n, k));
+      StreamChunk chunk;
+      chunk.input = inputs[i].data();
+      chunk.steps = len;
+      chunk.batch = s.size;
+      chunk.state_in = s.state.data();
+      if (i % 2 == 0) {
+        chunk.state_out = s.state.data();
+      } else {
+        s.spare.assign(s.state.size(), std::nanf(""));
+        chunk.state_out = s.spare.data();
+      }
+      chunk.output = s.out.data() + s.done * s.size * H;
+      chunks.push_back(chunk);
+    }
+    absl::Status status = c.model->StepBatch(chunks, &ws);
+    ASSERT_TRUE(status.ok()) << "round " << round << ": " << status;
+    for (size_t i = 0; i < sessions.size(); ++i) {
+      Session& s = sessions[i];
+      // A 0-step chunk writes nothing: the state stays in state_in.
+      if (i % 2 == 1 && s.chunks[round] > 0) s.state.swap(s.spare);
+      s.done += s.chunks[round];
+    }
+  }
+  // Reassemble in torch's layouts and compare.
+  Tensor out(c.output.shape, std::vector<float>(c.output.values.size()));
+  Tensor h_n(c.h_n.shape, std::vector<float>(c.h_n.values.size()));
+  for (const Session& s : sessions) {
+    ASSERT_EQ(s.done, c.steps());
+    SCOPED_TRACE(absl::StrCat("session samples [", s.begin, ", ", s.begin + s.size, ") chunks ",
+                              absl::StrJoin(s.chunks, ",")));
+    for (int64_t t = 0; t < c.steps(); ++t)
+      for (int64_t n = 0; n < s.size; ++n)
+        for (int64_t j = 0; j < H; ++j) {
+          const int64_t sample = s.begin + n;
+          int64_t index;
+          if (!c.batched)
+            index = t * H + j;
+          else if (c.config.batch_first)
+            index = (sample * c.steps() + t) * H + j;
+          else
+            index = (t * c.batch() + sample) * H + j;
+          out.values[index] = s.out[(t * s.size + n) * H + j];
+        }
+    for (int64_t l = 0; l < L; ++l)
+      for (int64_t n = 0; n < s.size; ++n)
+        for (int64_t j = 0; j < H; ++j)
+          h_n.values[(l * c.batch() + s.begin + n) * H + j] = s.state[(l * s.size + n) * H + j];
+  }
+  EXPECT_CLOSE("StepBatch output", out, c.output, c.tolerance);
+  EXPECT_CLOSE("StepBatch h_n", h_n, c.h_n, c.tolerance);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parameterised tests over the fixed names.
+
+class ParityTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ParityTest, Forward) {
+  Case c;
+  if (LoadCase(GetParam(), &c)) CheckForward(c);
+}
+
+// Unidirectional: chunked Forward() and StepBatch() sessions. Bidirectional: StepBatch() refuses.
+TEST_P(ParityTest, Streaming) {
+  Case c;
+  if (!LoadCase(GetParam(), &c)) return;
+  CheckStreaming(c);
+  CheckStepBatch(c);
+}
+
+INSTANTIATE_TEST_SUITE_P(Torch, ParityTest, ::testing::ValuesIn(CaseNames()),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
+
+// seed notebook (a): one step of one layer, so torch's output equals h_n.
+TEST(ParitySeedNotebook, SingleStepOutputEqualsHn) {
+  Case c;
+  if (!LoadCase("seed_a", &c)) return;
+  absl::StatusOr<ForwardResult> r = c.model->Forward(c.input);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->output.shape, c.h_n.shape);
+  EXPECT_EQ(r->output.values, r->h_n.values);
+}
+
+// Extracts the maximal runs of decimal digits in `s`, as numbers.
+std::vector<int64_t> Integers(const std::string& s) {
+  std::vector<int64_t> out;
+  for (size_t i = 0; i < s.size();) {
+    if (std::isdigit(static_cast<unsigned char>(s[i]))) {
+      size_t j = i;
+      while (j < s.size() && std::isdigit(static_cast<unsigned char>(s[j]))) ++j;
+      out.push_back(std::stoll(s.substr(i, j - i)));
+      i = j;
+    } else {
+      ++i;
+    }
+  }
+  return out;
+}
+
+bool ContainsRun(const std::vector<int64_t>& haystack, const std::vector<int64_t>& run) {
+  return std::search(haystack.begin(), haystack.end(), run.begin(), run.end()) != haystack.end();
+}
+
+class ParityErrorTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ParityErrorTest, RejectedLikeTorch) {
+  const json* e = FindCase(GetParam(), /*error_case=*/true);
+  if (e == nullptr) return;
+  absl::StatusOr<ModelFiles> files =
+      LoadModelDir(GetManifest().dir + "/" + e->at("model_dir").get<std::string>());
+  ASSERT_TRUE(files.ok()) << files.status();
+  absl::StatusOr<std::unique_ptr<RnnModel>> model =
+      RnnModel::Create(files->config, files->parameters);
+  ASSERT_TRUE(model.ok()) << model.status();
+
+  const Tensor input = Tensor::Zeros(ShapeOf(e->at("input_shape")));
+  const bool has_h0 = !e->at("h0_shape").is_null();
+  const Tensor h0 = has_h0 ? Tensor::Zeros(ShapeOf(e->at("h0_shape"))) : Tensor();
+  const std::string torch_error = e->at("torch_error").get<std::string>();
+  SCOPED_TRACE(absl::StrCat(ConfigToString(files->config), " input ", ShapeToString(input.shape),
+                            has_h0 ? " h0 " + ShapeToString(h0.shape) : std::string(" no h0"),
+                            "; torch: \"", torch_error, "\""));
+
+  absl::StatusOr<ForwardResult> r = (*model)->Forward(input, has_h0 ? &h0 : nullptr);
+  ASSERT_FALSE(r.ok()) << "engine accepted an input torch rejects";
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  const std::string message(r.status().message());
+  RecordProperty("engine_error", message);
+  const std::vector<int64_t> numbers = Integers(message);
+  for (const json& key : e->at("key_numbers")) {
+    const std::vector<int64_t> run = key.get<std::vector<int64_t>>();
+    EXPECT_TRUE(ContainsRun(numbers, run))
+        << "engine message \"" << message << "\" lacks " << absl::StrJoin(run, ", ");
+  }
+
+  // CheckShapes is the same check without the data.
+  absl::StatusOr<InputDims> dims = (*model)->CheckShapes(input.shape, has_h0 ? &h0.shape : nullptr);
+  ASSERT_FALSE(dims.ok());
+  EXPECT_EQ(dims.status().code(), absl::StatusCode::kInvalidArgument) << dims.status();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Torch, ParityErrorTest,
+    ::testing::ValuesIn(std::vector<std::string>(std::begin(kErrorCases), std::end(kErrorCases))),
+    [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+
+// The manifest must hold at least kMinRandomCases random cases and exactly the named and error
+// cases this binary was compiled with; random cases beyond the fixed names are checked here.
+TEST(ParityManifest, CompleteAndConsistent) {
+  const Manifest& m = GetManifest();
+  ASSERT_TRUE(m.error.empty()) << m.error;
+  const std::vector<std::string> fixed = CaseNames();
+  int random = 0;
+  std::vector<std::string> extra;  // random cases beyond the fixed names (--count > 200)
+  for (const auto& [name, entry] : m.cases) {
+    if (entry.at("kind") != "random") continue;
+    ++random;
+    if (std::find(fixed.begin(), fixed.end(), name) == fixed.end()) extra.push_back(name);
+  }
+  EXPECT_GE(random, kMinRandomCases) << "the parity suite needs at least " << kMinRandomCases
+                                     << " random cases (gen_cases.py --count)";
+  for (const std::string& name : fixed) EXPECT_EQ(m.cases.count(name), 1u) << name;
+  for (const char* name : kErrorCases) EXPECT_EQ(m.error_cases.count(name), 1u) << name;
+  EXPECT_EQ(m.cases.size(), static_cast<size_t>(random) + std::size(kNamedCases));
+  EXPECT_EQ(m.error_cases.size(), std::size(kErrorCases));
+  for (const std::string& name : extra) {
+    SCOPED_TRACE(name);
+    Case c;
+    if (!LoadCase(name, &c)) continue;
+    CheckForward(c);
+    CheckStreaming(c);
+    CheckStepBatch(c);
+  }
+}
+
+}  // namespace
+}  // namespace rnnserve
