@@ -122,9 +122,9 @@ TEST(SafetensorsTest, RoundTripIsBitExact) {
 
 TEST(SafetensorsTest, RoundTripKeepsSpecialValuesAndEmptyTensors) {
   ParameterMap params;
-  params["special"] = Tensor({5}, {std::numeric_limits<float>::infinity(), -0.0f,
-                                   std::numeric_limits<float>::denorm_min(),
-                                   FromBits(0x7fc01234u), -3.5f});
+  params["special"] =
+      Tensor({5}, {std::numeric_limits<float>::infinity(), -0.0f,
+                   std::numeric_limits<float>::denorm_min(), FromBits(0x7fc01234u), -3.5f});
   params["empty"] = Tensor({0, 4}, {});
   params["scalar"] = Tensor({}, {42.0f});
   absl::StatusOr<ParameterMap> parsed = ParseSafetensors(SerializeSafetensors(params));
@@ -175,11 +175,11 @@ TEST(SafetensorsTest, F16KnownBitPatterns) {
   ASSERT_EQ(v.size(), 10u);
   EXPECT_EQ(v[0], 1.0f);
   EXPECT_EQ(v[1], -2.0f);
-  EXPECT_EQ(v[2], 65504.0f);                    // largest finite
-  EXPECT_EQ(v[3], std::ldexp(1.0f, -14));       // smallest normal
-  EXPECT_EQ(v[4], std::ldexp(1.0f, -24));       // smallest subnormal
-  EXPECT_EQ(v[5], std::ldexp(1023.0f, -24));    // largest subnormal
-  EXPECT_EQ(Bits(v[6]), 0x80000000u);           // -0.0 keeps its sign
+  EXPECT_EQ(v[2], 65504.0f);                  // largest finite
+  EXPECT_EQ(v[3], std::ldexp(1.0f, -14));     // smallest normal
+  EXPECT_EQ(v[4], std::ldexp(1.0f, -24));     // smallest subnormal
+  EXPECT_EQ(v[5], std::ldexp(1023.0f, -24));  // largest subnormal
+  EXPECT_EQ(Bits(v[6]), 0x80000000u);         // -0.0 keeps its sign
   EXPECT_EQ(v[7], std::numeric_limits<float>::infinity());
   EXPECT_EQ(v[8], -std::numeric_limits<float>::infinity());
   EXPECT_EQ(v[9], 0.333251953125f);
@@ -204,8 +204,8 @@ TEST(SafetensorsTest, F16EveryFiniteValueMatchesTheFormula) {
     const int mantissa = h & 0x3ff;
     if (exponent == 0x1f) continue;  // inf/NaN checked above
     // (-1)^s * 2^(e-15) * (1 + m/1024), or 2^-14 * m/1024 for subnormals; exact in double.
-    const double magnitude = exponent == 0 ? std::ldexp(mantissa, -24)
-                                           : std::ldexp(1024 + mantissa, exponent - 25);
+    const double magnitude =
+        exponent == 0 ? std::ldexp(mantissa, -24) : std::ldexp(1024 + mantissa, exponent - 25);
     const double expected = (h & 0x8000) ? -magnitude : magnitude;
     ASSERT_EQ(static_cast<double>(v[h]), expected) << "half bits 0x" << std::hex << h;
     ASSERT_EQ(std::signbit(v[h]), (h & 0x8000) != 0) << "half bits 0x" << std::hex << h;
@@ -223,7 +223,7 @@ TEST(SafetensorsTest, BF16KnownBitPatterns) {
   EXPECT_TRUE(std::isnan(v[4]));
   EXPECT_EQ(v[5], std::ldexp(1.0f, -133));  // smallest bf16 subnormal
   EXPECT_EQ(Bits(v[6]), 0x80000000u);
-  EXPECT_EQ(Bits(v[7]), 0x7f7f0000u);       // largest finite bf16
+  EXPECT_EQ(Bits(v[7]), 0x7f7f0000u);  // largest finite bf16
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -252,6 +252,9 @@ TEST(SafetensorsRejectTest, BadJson) {
   EXPECT_THAT(ParseError(Blob("")), HasSubstr("not valid JSON"));
   EXPECT_THAT(ParseError(Blob("{} x")), HasSubstr("not valid JSON"));
   // nlohmann alone would stop at the NUL and accept "{}".
+  // The quoted token is capped: an unterminated 1 MB string does not make a 1 MB message.
+  const std::string unterminated = R"({"a)" + std::string(1 << 20, 'x');
+  EXPECT_LT(ParseError(Blob(unterminated)).size(), 500u);
   EXPECT_THAT(ParseError(Blob(std::string("{}\0junk", 7))),
               HasSubstr("not valid JSON: NUL byte at offset 2"));
 }
@@ -273,42 +276,52 @@ TEST(SafetensorsRejectTest, MissingAndExtraKeys) {
               HasSubstr("tensor 'a' is missing key 'dtype'"));
   EXPECT_THAT(ParseError(Blob(R"({"a":{"dtype":"F32","shape":[0]}})")),
               HasSubstr("tensor 'a' is missing key 'data_offsets'"));
-  EXPECT_THAT(
-      ParseError(Blob(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0],"foo":1}})")),
-      HasSubstr("tensor 'a' has unexpected key 'foo'"));
+  EXPECT_THAT(ParseError(Blob(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0],"foo":1}})")),
+              HasSubstr("tensor 'a' has unexpected key 'foo'"));
 }
 
 TEST(SafetensorsRejectTest, UnknownDtypeIsNamed) {
-  EXPECT_THAT(
-      ParseError(Blob(R"({"a":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}})",
-                      std::string(8, '\0'))),
-      HasSubstr(R"(tensor 'a' has unsupported dtype "F64"; supported: F32, F16, BF16)"));
+  EXPECT_THAT(ParseError(Blob(R"({"a":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}})",
+                              std::string(8, '\0'))),
+              HasSubstr(R"(tensor 'a' has unsupported dtype "F64"; supported: F32, F16, BF16)"));
   EXPECT_THAT(ParseError(Blob(R"({"a":{"dtype":32,"shape":[1],"data_offsets":[0,4]}})",
                               std::string(4, '\0'))),
               HasSubstr("unsupported dtype 32"));
 }
 
 TEST(SafetensorsRejectTest, ShapeMustBeListOfNonNegativeInts) {
-  for (const char* shape : {"3", "[-1]", "[1.5]", R"(["2"])", "[[2]]", "null",
-                            "[18446744073709551615]"}) {
-    const std::string header = absl::StrCat(R"({"a":{"dtype":"F32","shape":)", shape,
-                                            R"(,"data_offsets":[0,0]}})");
-    EXPECT_THAT(ParseError(Blob(header)),
-                HasSubstr("; expected a list of non-negative integers"))
+  for (const char* shape :
+       {"3", "[-1]", "[1.5]", R"(["2"])", "[[2]]", "null", "[18446744073709551615]"}) {
+    const std::string header =
+        absl::StrCat(R"({"a":{"dtype":"F32","shape":)", shape, R"(,"data_offsets":[0,0]}})");
+    EXPECT_THAT(ParseError(Blob(header)), HasSubstr("; expected a list of non-negative integers"))
         << shape;
   }
 }
 
+TEST(SafetensorsRejectTest, DeeplyNestedValuesAreNotPrintedRecursively) {
+  const int depth = 200000;
+  const std::string nested = std::string(depth, '[') + std::string(depth, ']');
+  EXPECT_THAT(ParseError(Blob(absl::StrCat(R"({"a":{"dtype":"F32","shape":)", nested,
+                                           R"(,"data_offsets":[0,0]}})"))),
+              HasSubstr("tensor 'a' has shape [...]; expected a list of non-negative integers"));
+  EXPECT_THAT(
+      ConfigError(absl::StrCat(R"({"input_size": 3, "hidden_size": 2, "bias": )", nested, "}")),
+      HasSubstr("config key 'bias' must be a boolean, got array [...]"));
+  std::string long_dtype(1000, 'F');
+  EXPECT_THAT(ParseError(Blob(absl::StrCat(R"({"a":{"dtype":")", long_dtype,
+                                           R"(","shape":[0],"data_offsets":[0,0]}})"))),
+              HasSubstr(absl::StrCat("unsupported dtype \"", std::string(79, 'F'), "...;")));
+}
+
 TEST(SafetensorsRejectTest, ElementCountOverflow) {
-  EXPECT_THAT(
-      ParseError(Blob(
-          R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})")),
-      HasSubstr("tensor 'a' has shape (4294967296, 4294967296) whose byte size overflows"));
+  EXPECT_THAT(ParseError(Blob(
+                  R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})")),
+              HasSubstr("tensor 'a' has shape (4294967296, 4294967296) whose byte size overflows"));
   // Fits int64 as an element count, not as a byte count.
-  EXPECT_THAT(
-      ParseError(Blob(R"({"a":{"dtype":"F16","shape":[4611686018427387904],)"
-                      R"("data_offsets":[0,0]}})")),
-      HasSubstr("whose byte size overflows"));
+  EXPECT_THAT(ParseError(Blob(R"({"a":{"dtype":"F16","shape":[4611686018427387904],)"
+                              R"("data_offsets":[0,0]}})")),
+              HasSubstr("whose byte size overflows"));
 }
 
 TEST(SafetensorsRejectTest, ByteSizeMustMatchOffsets) {
@@ -317,10 +330,9 @@ TEST(SafetensorsRejectTest, ByteSizeMustMatchOffsets) {
               HasSubstr("tensor 'a' with shape (2,) needs 8 bytes but data_offsets [0, 4] "
                         "span 4"));
   // A huge declared shape is refused before any allocation.
-  EXPECT_THAT(
-      ParseError(Blob(R"({"a":{"dtype":"F32","shape":[1000000000],"data_offsets":[0,4]}})",
-                      std::string(4, '\0'))),
-      HasSubstr("needs 4000000000 bytes"));
+  EXPECT_THAT(ParseError(Blob(R"({"a":{"dtype":"F32","shape":[1000000000],"data_offsets":[0,4]}})",
+                              std::string(4, '\0'))),
+              HasSubstr("needs 4000000000 bytes"));
 }
 
 TEST(SafetensorsRejectTest, OffsetsOutOfRange) {
@@ -337,8 +349,8 @@ TEST(SafetensorsRejectTest, BeginAfterEnd) {
 
 TEST(SafetensorsRejectTest, MalformedOffsets) {
   for (const char* offsets : {"[0]", "[0,4,8]", "[-4,0]", "[0,4.0]", R"("0-4")", "{}"}) {
-    const std::string header = absl::StrCat(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":)",
-                                            offsets, "}}");
+    const std::string header =
+        absl::StrCat(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":)", offsets, "}}");
     EXPECT_THAT(ParseError(Blob(header, std::string(4, '\0'))),
                 HasSubstr("expected [begin, end], two non-negative integers"))
         << offsets;
@@ -383,6 +395,9 @@ TEST(SafetensorsRejectTest, DuplicateNames) {
       ParseError(Blob(R"({"a":{"dtype":"F32","dtype":"F16","shape":[1],"data_offsets":[0,4]}})",
                       std::string(4, '\0'))),
       HasSubstr("duplicate key 'dtype' in 'a'"));
+  // An entry under the empty name is still an entry, not the root.
+  EXPECT_THAT(ParseError(Blob(R"({"":{"shape":[0],"shape":[0]}})")),
+              HasSubstr("duplicate key 'shape' in ''"));
 }
 
 TEST(SafetensorsRejectTest, MalformedMetadata) {
@@ -409,8 +424,7 @@ TEST(SafetensorsRobustnessTest, EveryTruncationAndByteCorruption) {
   };
   for (size_t length = 0; length < blob.size(); ++length) {
     // Every tensor byte is needed, so no proper prefix can be a valid file.
-    absl::StatusOr<ParameterMap> parsed =
-        ParseSafetensors(absl::string_view(blob.data(), length));
+    absl::StatusOr<ParameterMap> parsed = ParseSafetensors(absl::string_view(blob.data(), length));
     EXPECT_FALSE(parsed.ok()) << "prefix of " << length << " bytes";
   }
   const unsigned char replacements[] = {0x00, 0x01, 0x7f, 0x80, 0xff, '"', '[', ']',
@@ -496,7 +510,9 @@ TEST(ConfigJsonTest, ToJsonWritesAllKeysAndRoundTrips) {
 TEST(ConfigJsonTest, RejectsMalformedDocuments) {
   EXPECT_THAT(ConfigError("{"), HasSubstr("config is not valid JSON"));
   EXPECT_THAT(ConfigError("[3, 2]"), HasSubstr("config must be a JSON object, got array"));
-  EXPECT_THAT(ConfigError(std::string(R"({"input_size": 3, "hidden_size": 2})" "\0{", 37)),
+  EXPECT_THAT(ConfigError(std::string(R"({"input_size": 3, "hidden_size": 2})"
+                                      "\0{",
+                                      37)),
               HasSubstr("config is not valid JSON: NUL byte at offset 35"));
   EXPECT_THAT(ConfigError(R"({"input_size": 3, "hidden_size": 2, "input_size": 4})"),
               HasSubstr("config has duplicate key 'input_size'"));
@@ -600,6 +616,15 @@ TEST_F(ModelDirTest, SaveRefusesParametersThatDoNotMatch) {
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(status.message(), HasSubstr("missing parameter 'weight_ih_l0'"));
   EXPECT_FALSE(std::filesystem::exists(dir_));
+}
+
+TEST_F(ModelDirTest, SaveReportsUnwritableFolder) {
+  Write("blocker", "a file where a folder should go");
+  const std::string target = Path("blocker/model");
+  const absl::Status status =
+      SaveModelDir(target, SmallConfig(), RandomParameters(SmallConfig(), 1));
+  EXPECT_FALSE(status.ok());
+  EXPECT_THAT(status.message(), HasSubstr("cannot create directory " + target));
 }
 
 TEST_F(ModelDirTest, MissingFolderNamesConfigPath) {
