@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets for the model-file parsers (tools/fuzz) with clang-14 in
-# build-fuzz/ and runs each for a bounded time, starting from a seed corpus generated from real
-# exported models. The corpus grows across runs (build-fuzz/corpus/); crashes land in
-# build-fuzz/artifacts/ and make the script fail.
+# build/fuzz/ and runs each for a bounded time, starting from a seed corpus generated from real
+# exported models. The corpus grows across runs (build/fuzz/corpus/); crashes land in
+# build/fuzz/artifacts/ and make the script fail.
 #
 #   scripts/fuzz.sh                # 60 s per target
 #   scripts/fuzz.sh 600            # 10 minutes per target
 #   JOBS=4 scripts/fuzz.sh         # build parallelism (default 2)
 #
-# Reproduce a finding: build-fuzz/tools/fuzz/safetensors_fuzz build-fuzz/artifacts/crash-...
+# Reproduce a finding: build/fuzz/tools/fuzz/safetensors_fuzz build/fuzz/artifacts/crash-...
 set -euo pipefail
 
 seconds="${1:-60}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
-build="$root/build-fuzz"
+build="${FUZZ_BUILD_DIR:-$root/build/fuzz}"
 fuzz_src="$root/tools/fuzz"
 python=/usr/bin/python3  # Debian's, with torch and numpy
 
@@ -68,6 +68,6 @@ for target in safetensors config_json; do
     "$build/${target}_fuzz.log" || true
 done
 if [ "$status" -ne 0 ]; then
-  echo "fuzz.sh: a fuzzer failed (exit $status); see build-fuzz/*_fuzz.log and build-fuzz/artifacts/" >&2
+  echo "fuzz.sh: a fuzzer failed (exit $status); see build/fuzz/*_fuzz.log and build/fuzz/artifacts/" >&2
 fi
 exit "$status"

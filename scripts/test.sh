@@ -31,7 +31,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
   ctest --test-dir build/asan --output-on-failure -j"$jobs" -L 'unit|parity' --timeout 900
 
 echo "== Fuzzing (bounded)"
-FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash scripts/fuzz.sh
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 
 echo "== Container image"
 bash deploy/check-image.sh
