@@ -1,0 +1,36 @@
+// Minimal reader and writer for NumPy's .npy format (versions 1.0, 2.0 and 3.0), enough to move
+// float arrays between numpy and the rnnserve client. Reads C-order float32 and float64 arrays
+// (float64 converted to float32), either byte order; writes little-endian float32 in version
+// 1.0. Stateless free functions; thread-safe. The reader treats the file as hostile: a bad file
+// yields an INVALID_ARGUMENT status naming the problem, never a crash or a huge allocation.
+#ifndef RNNSERVE_CLIENT_NPY_H_
+#define RNNSERVE_CLIENT_NPY_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "core/tensor.h"
+
+namespace rnnserve {
+
+// Parses the bytes of a .npy file. Rejects other dtypes ("<i4", "<f2", structured, ...),
+// Fortran order, a malformed header, negative or overflowing shapes, and data whose length
+// differs from the shape's (trailing bytes included).
+absl::StatusOr<Tensor> ParseNpy(absl::string_view bytes);
+
+// Reads `path` and parses it; errors are prefixed with the path. NOT_FOUND when the file
+// cannot be opened.
+absl::StatusOr<Tensor> ReadNpy(const std::string& path);
+
+// The .npy bytes of `tensor`: version 1.0, "<f4", C order, header padded to 64 bytes as numpy
+// writes it.
+std::string SerializeNpy(const Tensor& tensor);
+
+// Writes SerializeNpy(tensor) to `path` (replacing it).
+absl::Status WriteNpy(const std::string& path, const Tensor& tensor);
+
+}  // namespace rnnserve
+
+#endif  // RNNSERVE_CLIENT_NPY_H_

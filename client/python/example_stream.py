@@ -1,0 +1,148 @@
+#!/usr/bin/python3
+"""Streams a random sequence through an rnnserve session, chunk by chunk, and optionally checks
+the result against torch.
+
+It asks the server for the model's config (GetModel), makes a random input of the right
+layout, sends it in chunks on one Stream (the first chunk with `start`, the last with `end`),
+and prints each chunk's output shape and h_n. With --model-dir it also loads the same model
+into torch.nn.RNN from its folder (config.json + model.safetensors), runs torch over the whole
+sequence and prints the max abs difference to the streamed output and final h_n; it exits 1
+if either exceeds 1e-5.
+
+Run it against a server serving an exported model (from the repository root):
+
+    /usr/bin/python3 tools/export_pytorch.py --demo --out /tmp/models/demo
+    build/server/rnnserve --model_repository /tmp/models &
+    /usr/bin/python3 client/python/example_stream.py --model demo --model-dir /tmp/models/demo
+
+Without --model_repository the server's built-in `demo` has its own weights, so only run the
+example without --model-dir against it:
+
+    /usr/bin/python3 client/python/example_stream.py --steps 20 --chunk-steps 5
+
+Use /usr/bin/python3 (Debian's, which has torch, numpy and grpcio).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)
+from rnnserve_client import RnnServeClient, RnnServeError  # noqa: E402
+
+TOLERANCE = 1e-5
+
+
+def load_torch_rnn(model_dir):
+    """(config dict, torch.nn.RNN) from an exported model folder."""
+    import torch
+    sys.path.insert(0, os.path.join(_HERE, "..", "..", "tools"))
+    import export_pytorch
+
+    with open(os.path.join(model_dir, export_pytorch.CONFIG_FILE)) as f:
+        config = export_pytorch.normalize_config(json.load(f))
+    weights = export_pytorch.read_safetensors(
+        os.path.join(model_dir, export_pytorch.WEIGHTS_FILE))
+    rnn = torch.nn.RNN(**config)
+    rnn.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
+    rnn.eval()
+    return config, rnn
+
+
+def torch_forward(rnn, x):
+    import torch
+    with torch.no_grad():
+        out, h_n = rnn(torch.from_numpy(x))
+    return out.numpy(), h_n.numpy()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--server", default="127.0.0.1:50051", help="host:port (default %(default)s)")
+    p.add_argument("--model", default="demo", help="model name (default %(default)s)")
+    p.add_argument("--model-dir", help="the model's folder, to check the result against torch")
+    p.add_argument("--steps", type=int, default=50, help="timesteps T (default %(default)s)")
+    p.add_argument("--batch", type=int, default=2, help="batch size N (default %(default)s)")
+    p.add_argument("--chunk-steps", type=int, default=7,
+                   help="timesteps per chunk (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    p.add_argument("--values", action="store_true",
+                   help="send repeated floats instead of raw bytes")
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.batch < 1 or args.chunk_steps < 1:
+        p.error("--steps, --batch and --chunk-steps must be >= 1")
+
+    np.set_printoptions(precision=4, suppress=True, linewidth=120)
+    client = RnnServeClient(args.server, raw=not args.values)
+    try:
+        info = client.get_model(args.model)
+    except RnnServeError as e:
+        print(f"example_stream: GetModel({args.model!r}) failed: {e}", file=sys.stderr)
+        return 1
+    cfg = info.config
+    rnn = None
+    if args.model_dir:
+        # Load first, so a folder that is not the served model fails before any streaming.
+        config, rnn = load_torch_rnn(args.model_dir)
+        served = {f.name: getattr(cfg, f.name) for f in cfg.DESCRIPTOR.fields}
+        differ = {k: (served[k], v) for k, v in config.items()
+                  if k != "dropout" and served[k] != v}
+        if differ:
+            print(f"example_stream: {args.model_dir} is not the served model {args.model!r}: "
+                  + ", ".join(f"{k} is {s!r} on the server, {v!r} in the folder"
+                              for k, (s, v) in differ.items()), file=sys.stderr)
+            return 1
+    print(f"model {info.name}: input {info.input_layout} {list(info.input_shape)}, "
+          f"state {list(info.state_shape)}")
+    time_axis = 1 if cfg.batch_first else 0
+    shape = [args.steps, args.batch, cfg.input_size]
+    if cfg.batch_first:
+        shape[0], shape[1] = shape[1], shape[0]
+    x = np.random.default_rng(args.seed).standard_normal(shape).astype(np.float32)
+
+    outputs, h_n, session = [], None, None
+    with client.open_stream() as stream:
+        for i, at in enumerate(range(0, args.steps, args.chunk_steps)):
+            chunk = np.take(x, range(at, min(at + args.chunk_steps, args.steps)), axis=time_axis)
+            last = at + args.chunk_steps >= args.steps
+            try:
+                if session is None:
+                    r = stream.start(args.model, chunk=chunk, end=last)
+                    session = r.session_id
+                    print(f"session {session}")
+                else:
+                    r = stream.send(chunk, end=last)
+            except RnnServeError as e:
+                print(f"example_stream: chunk {i} failed: {e}", file=sys.stderr)
+                return 1
+            out_shape = "none yet" if r.output is None else r.output.shape
+            print(f"chunk {i}: steps {at}..{at + chunk.shape[time_axis] - 1}, "
+                  f"steps_seen {r.steps_seen}, output {out_shape}{', ended' if r.ended else ''}")
+            print(f"h_n =\n{r.h_n}")
+            if r.output is not None:
+                outputs.append(r.output)
+            h_n = r.h_n
+    streamed = np.concatenate(outputs, axis=time_axis)
+
+    if rnn is None:
+        print(f"streamed output {streamed.shape}, final h_n {h_n.shape}")
+        return 0
+    want_out, want_h_n = torch_forward(rnn, x)
+    diff_out = float(np.abs(streamed - want_out).max())
+    diff_h_n = float(np.abs(h_n - want_h_n).max())
+    print(f"max abs diff vs torch: output {diff_out:.3g}, h_n {diff_h_n:.3g} "
+          f"(tolerance {TOLERANCE:g})")
+    if diff_out >= TOLERANCE or diff_h_n >= TOLERANCE:
+        print("example_stream: MISMATCH: does the server serve this folder (rnnserve "
+              "--model_repository with it inside)?", file=sys.stderr)
+        return 1
+    print("OK: streamed result matches torch")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
