@@ -1,0 +1,102 @@
+"""The container image's smoke test (deploy/check-image.sh runs it against a server started
+from the image): health, ListModels, and streamed sessions compared with torch.
+
+    smoke_image.py --write-repository DIR        # model folders for /models (fixed seeds)
+    smoke_image.py --target HOST:PORT --metrics URL --expect-models a,b [--repository DIR]
+"""
+
+import argparse
+import os
+import sys
+
+import grpc
+import numpy as np
+
+import deploy_harness as harness
+
+# name -> (seed, torch.nn.RNN arguments)
+MODELS = {
+    "tiny": (1, dict(input_size=8, hidden_size=16, num_layers=2)),
+    "relu_bf": (2, dict(input_size=5, hidden_size=7, nonlinearity="relu", batch_first=True)),
+}
+TOLERANCE = 1e-5
+
+
+def write_repository(out):
+    for name, (seed, config) in MODELS.items():
+        harness.write_model(os.path.join(out, name), seed, **config)
+    print(f"smoke: wrote {', '.join(MODELS)} to {out}")
+
+
+def stream_matches_torch(client, name, rnn):
+    """Three chunks in one session, the state export in between; everything against torch."""
+    rng = np.random.default_rng(7)
+    time_axis = 1 if rnn.batch_first else 0
+    chunks = [rng.standard_normal((2, t, rnn.input_size) if rnn.batch_first else (t, 2, rnn.input_size),
+                                  dtype=np.float32) for t in (3, 1, 5)]
+    full = np.concatenate(chunks, axis=time_axis)
+    want_out, want_hn = harness.torch_forward(rnn, full)
+    outputs = []
+    with client.open_stream() as stream:
+        reply = stream.start(name, chunk=chunks[0], chunk_index=0)
+        outputs.append(reply.output)
+        reply = stream.send(chunks[1], chunk_index=1)
+        outputs.append(reply.output)
+        # State export mid-session.
+        _, want_mid = harness.torch_forward(rnn, np.concatenate(chunks[:2], axis=time_axis))
+        np.testing.assert_allclose(client.get_session(reply.session_id)["h_n"], want_mid, atol=TOLERANCE)
+        reply = stream.send(chunks[2], chunk_index=2, end=True)
+        outputs.append(reply.output)
+        assert reply.ended
+    got = np.concatenate(outputs, axis=time_axis)
+    np.testing.assert_allclose(got, want_out, atol=TOLERANCE)
+    np.testing.assert_allclose(reply.h_n, want_hn, atol=TOLERANCE)
+    err = float(np.abs(got - want_out).max())
+    print(f"smoke: {name}: streamed session of {full.shape} matches torch (max error {err:.2e})")
+
+
+def check(args):
+    # Bounded poll while the server starts (its models load before it reports SERVING).
+    harness.wait_serving(args.target, timeout=args.wait)
+    with grpc.insecure_channel(args.target) as channel:
+        for service in ("", harness.SERVICE):
+            status = harness.health(channel, service)
+            assert status == "SERVING", f"health {service!r}: {status}"
+    print("smoke: health SERVING ('' and rnnserve.v1.RnnService)")
+    rc = harness.client_module()
+    with rc.RnnServeClient(args.target) as client:
+        models = {m.name: m for m in client.list_models()}
+        assert sorted(models) == sorted(args.expect_models.split(",")), f"ListModels: {sorted(models)}"
+        print(f"smoke: ListModels: {', '.join(sorted(models))}")
+        if "demo" in models:
+            c = models["demo"].config
+            assert (c.input_size, c.hidden_size, c.num_layers) == (100, 10, 2), c
+        if args.repository:
+            for name in sorted(models):
+                stream_matches_torch(client, name, harness.load_torch(os.path.join(args.repository, name)))
+    if args.metrics:
+        samples, _ = harness.parse_metrics(harness.scrape(args.metrics))
+        names = {n for n, _, _ in samples}
+        for name in ("rnnserve_build_info", "rnnserve_requests_total"):
+            assert name in names, f"{name} missing from {args.metrics}"
+        print(f"smoke: /metrics: {len(samples)} samples")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--write-repository", metavar="DIR")
+    parser.add_argument("--target")
+    parser.add_argument("--metrics")
+    parser.add_argument("--expect-models", default="demo")
+    parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for SERVING")
+    parser.add_argument("--repository", metavar="DIR", help="compare every model there with torch")
+    args = parser.parse_args()
+    if args.write_repository:
+        write_repository(args.write_repository)
+    else:
+        check(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
