@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/log.h"
+#include "grpc/health/v1/health.pb.h"
 
 namespace rnnserve {
 
@@ -44,6 +45,9 @@ absl::StatusOr<std::unique_ptr<RnnServer>> RnnServer::Start(const ServerOptions&
   server->service_ = std::make_unique<RnnServiceImpl>(server->core_.get(),
                                                       server->metrics_.get(), options.service);
 
+  // Referencing the health descriptor links it in, so reflection can describe the health
+  // service (buf curl --list-methods, grpcurl describe).
+  grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
