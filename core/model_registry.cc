@@ -4,6 +4,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/model_io.h"
 #include "core/status_macros.h"
 
@@ -72,6 +73,13 @@ absl::Status ModelRegistry::Add(std::string name, const RnnConfig& config,
 const ServedModel* ModelRegistry::Find(const std::string& name) const {
   auto it = models_.find(name);
   return it == models_.end() ? nullptr : it->second.get();
+}
+
+absl::Status ModelRegistry::UnknownModelError(const std::string& name) const {
+  std::vector<std::string> names;
+  for (const auto& [served, model] : models_) names.push_back(served);
+  return absl::NotFoundError(absl::StrCat("unknown model '", name, "'; this server serves: ",
+                                          absl::StrJoin(names, ", ")));
 }
 
 std::vector<const ServedModel*> ModelRegistry::All() const {

@@ -39,6 +39,8 @@ class ModelRegistry {
 
   // nullptr when unknown.
   const ServedModel* Find(const std::string& name) const;
+  // NOT_FOUND for `name`, naming the models that are served.
+  absl::Status UnknownModelError(const std::string& name) const;
   std::vector<const ServedModel*> All() const;  // sorted by name
   bool empty() const { return models_.empty(); }
 

@@ -148,8 +148,7 @@ void ServingCore::Forward(const std::string& model_name, Tensor input, std::opti
   }
   const ServedModel* model = models_->Find(model_name);
   if (model == nullptr) {
-    done(absl::NotFoundError(absl::StrCat("unknown model '", model_name,
-                                          "'; ListModels shows the models served here")));
+    done(models_->UnknownModelError(model_name));
     return;
   }
   auto task = new ForwardTask;
@@ -169,8 +168,13 @@ void ServingCore::RunForward(ForwardTask* task, Workspace& workspace) {
     task->done(finite);
     return;
   }
-  task->done(task->model->model->Forward(task->input, task->h0 ? &*task->h0 : nullptr,
-                                         &workspace));
+  absl::StatusOr<ForwardResult> result =
+      task->model->model->Forward(task->input, task->h0 ? &*task->h0 : nullptr, &workspace);
+  if (result.ok()) {
+    observer_->ForwardDone(task->model->name, NumElements(result->output.shape) /
+                                                  task->model->model->config().output_size());
+  }
+  task->done(std::move(result));
 }
 
 std::string ServingCore::NewSessionId() {
@@ -288,8 +292,7 @@ void ServingCore::SubmitChunk(ChunkRequest request, ChunkCallback done) {
       } else if (req.model.empty()) {
         refusal = absl::InvalidArgumentError("a request with start=true needs `model`");
       } else if (model == nullptr) {
-        refusal = absl::NotFoundError(absl::StrCat(
-            "unknown model '", req.model, "'; ListModels shows the models served here"));
+        refusal = models_->UnknownModelError(req.model);
       } else if (!req.session_id.empty() && sessions_.count(req.session_id)) {
         refusal = absl::AlreadyExistsError(absl::StrCat(
             "session '", req.session_id,
@@ -429,7 +432,7 @@ bool ServingCore::PrepareChunk(ChunkTask* task) {
           session.next_chunk_index, " next; resend the missing chunks first")));
     }
   }
-  const bool has_input = req.input.has_value() && !req.input->shape.empty();
+  const bool has_input = req.input.has_value();
   if (!has_input) {
     // Start-only or end-only; a bidirectional session computes its buffer at the end.
     if (config.bidirectional && req.end && session.buffered_steps > 0) {
@@ -548,8 +551,9 @@ void ServingCore::RunChunks(std::vector<ChunkTask*>& tasks, Workspace& workspace
 }
 
 void ServingCore::CompleteChunks(std::vector<ChunkTask*>& tasks) {
-  std::vector<ChunkTask*> next;
   std::vector<ChunkTask*> orphans;
+  // Sessions whose next chunk may run once this batch is answered.
+  std::vector<std::shared_ptr<Session>> handoff;
   const absl::Time now = absl::Now();
   {
     absl::MutexLock lock(&mu_);
@@ -558,10 +562,10 @@ void ServingCore::CompleteChunks(std::vector<ChunkTask*>& tasks) {
       const ChunkRequest& req = task->request;
       ChunkResult& result = task->result;
       const bool applied = result.status.ok() && !result.duplicate;
-      if (applied && req.input.has_value() && !req.input->shape.empty()) {
+      if (applied && req.input.has_value()) {
         const RnnConfig& config = session.model->model->config();
-        if (!config.bidirectional) session.steps_seen += task->steps;
-        if (config.bidirectional) session.steps_seen = session.buffered_steps;
+        session.steps_seen = config.bidirectional ? session.buffered_steps
+                                                  : session.steps_seen + task->steps;
       }
       if (task->compute) {
         session.current = 1 - session.current;
@@ -589,35 +593,41 @@ void ServingCore::CompleteChunks(std::vector<ChunkTask*>& tasks) {
       }
       if (session.ended) {
         result.ended = true;
-        continue;
-      }
-      if (!result.status.ok() && req.start) {
+      } else if (!result.status.ok() && req.start) {
         // A start whose first chunk failed leaves no session behind: failed requests have no
         // effect, so the client can fix the chunk and start again with the same id.
         result.ended = true;
         EndSessionLocked(task->session, SessionEndReason::kClosed, &orphans);
-        continue;
-      }
-      if (applied && req.end) {
+      } else if (applied && req.end) {
         result.ended = true;
         EndSessionLocked(task->session, SessionEndReason::kClosed, &orphans);
-        continue;
-      }
-      if (!session.pending.empty()) {
-        next.push_back(session.pending.front());
-        session.pending.pop_front();
       } else {
-        session.busy = false;
+        handoff.push_back(task->session);
       }
     }
   }
-  for (ChunkTask* task : next) scheduler_->Enqueue(task);
+  // Answer first, and only then let the session's next chunk run: otherwise a fast next chunk
+  // on another worker could be answered before this one.
   for (ChunkTask* task : tasks) Respond(task);
   for (ChunkTask* task : orphans) {
     task->result.status = absl::NotFoundError(absl::StrCat(
         "session '", task->session->id, "' was closed before this request was applied"));
     Respond(task);
   }
+  if (handoff.empty()) return;
+  std::vector<ChunkTask*> next;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const std::shared_ptr<Session>& session : handoff) {
+      if (!session->pending.empty()) {
+        next.push_back(session->pending.front());
+        session->pending.pop_front();
+      } else {
+        session->busy = false;
+      }
+    }
+  }
+  for (ChunkTask* task : next) scheduler_->Enqueue(task);
 }
 
 void ServingCore::Respond(ChunkTask* task) {

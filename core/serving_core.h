@@ -68,6 +68,8 @@ class ServingObserver {
   // A chunk finished computing: `queued` from submission to dispatch, `total` to completion.
   virtual void ChunkDone(const std::string& model, absl::Duration queued, absl::Duration total,
                          int64_t timesteps) {}
+  // A stateless Forward computed `timesteps` (T * N).
+  virtual void ForwardDone(const std::string& model, int64_t timesteps) {}
   // One engine call advanced `chunks` sessions together.
   virtual void BatchRun(const std::string& model, int64_t chunks) {}
   virtual void SessionStarted(const std::string& model) {}

@@ -146,6 +146,10 @@ void Metrics::ChunkDone(const std::string& model, absl::Duration queued, absl::D
   if (timesteps > 0) TimestepsFor(model).Increment(static_cast<double>(timesteps));
 }
 
+void Metrics::ForwardDone(const std::string& model, int64_t timesteps) {
+  if (timesteps > 0) TimestepsFor(model).Increment(static_cast<double>(timesteps));
+}
+
 void Metrics::BatchRun(const std::string& model, int64_t chunks) {
   batch_size_.Observe(static_cast<double>(chunks));
 }

@@ -44,6 +44,7 @@ class Metrics : public ServingObserver {
   // ServingObserver
   void ChunkDone(const std::string& model, absl::Duration queued, absl::Duration total,
                  int64_t timesteps) override;
+  void ForwardDone(const std::string& model, int64_t timesteps) override;
   void BatchRun(const std::string& model, int64_t chunks) override;
   void SessionStarted(const std::string& model) override;
   void SessionEnded(const std::string& model, SessionEndReason reason) override;

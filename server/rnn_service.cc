@@ -3,6 +3,7 @@
 #include <deque>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "core/log.h"
 #include "proto/tensor_codec.h"
@@ -155,7 +156,8 @@ class RnnServiceImpl::StreamReactor
 
  private:
   void OnResult(uint64_t request_id, TensorEncoding encoding, ChunkResult result) {
-    service_->metrics_->CountRequest("Stream", result.model, result.status.code());
+    service_->metrics_->CountRequest("Stream", service_->ModelLabel(result.model),
+                                     result.status.code());
     v1::StreamResponse response;
     response.set_request_id(request_id);
     response.set_session_id(result.session_id);
@@ -169,6 +171,17 @@ class RnnServiceImpl::StreamReactor
     if (result.chunk_index.has_value()) response.set_chunk_index(*result.chunk_index);
     response.set_duplicate(result.duplicate);
     response.set_ended(result.ended);
+    if (static_cast<int64_t>(response.ByteSizeLong()) > service_->options_.max_message_bytes) {
+      const size_t size = response.ByteSizeLong();
+      response.clear_output();
+      response.clear_h_n();
+      response.set_error_code(grpc::StatusCode::RESOURCE_EXHAUSTED);
+      response.set_error_message(absl::StrCat(
+          "the response to this chunk would be ", size, " bytes, more than the server's ",
+          service_->options_.max_message_bytes,
+          "-byte message limit; the chunk WAS applied (steps_seen is current): read h_n with "
+          "GetSession, and send shorter chunks"));
+    }
     bool finish;
     {
       absl::MutexLock lock(&mu_);
@@ -235,9 +248,13 @@ RnnServiceImpl::RnnServiceImpl(ServingCore* core, Metrics* metrics,
                                const ServiceOptions& options)
     : core_(core), metrics_(metrics), options_(options) {}
 
+std::string RnnServiceImpl::ModelLabel(const std::string& name) const {
+  return core_->models().Find(name) != nullptr ? name : "";
+}
+
 void RnnServiceImpl::FinishUnary(grpc::ServerUnaryReactor* reactor, const char* rpc,
                                  const std::string& model, const absl::Status& status) {
-  metrics_->CountRequest(rpc, model, status.code());
+  metrics_->CountRequest(rpc, ModelLabel(model), status.code());
   if (!status.ok()) LogInfo(rpc, " failed: ", status.ToString());
   reactor->Finish(ToGrpcStatus(status));
 }
@@ -292,8 +309,7 @@ grpc::ServerUnaryReactor* RnnServiceImpl::GetModel(grpc::CallbackServerContext* 
   const ServedModel* model = core_->models().Find(request->model());
   absl::Status status;
   if (model == nullptr) {
-    status = absl::NotFoundError(absl::StrCat("unknown model '", request->model(),
-                                              "'; ListModels shows the models served here"));
+    status = core_->models().UnknownModelError(request->model());
   } else {
     FillModelInfo(*model, response);
   }

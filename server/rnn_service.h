@@ -21,6 +21,9 @@ struct ServiceOptions {
   // Requests of one stream being processed before the server stops reading more from it
   // (flow control for clients that pipeline).
   int max_in_flight_per_stream = 4096;
+  // Largest response message; a chunk whose response would be larger is answered with an
+  // error instead of breaking the stream.
+  int64_t max_message_bytes = 64 << 20;
 };
 
 class RnnServiceImpl final : public v1::RnnService::CallbackService {
@@ -50,6 +53,9 @@ class RnnServiceImpl final : public v1::RnnService::CallbackService {
 
  private:
   class StreamReactor;
+  // The `model` label for metrics: a served model's name, or "" so that clients cannot create
+  // new series with arbitrary names.
+  std::string ModelLabel(const std::string& name) const;
   // Finishes a unary call and counts it.
   void FinishUnary(grpc::ServerUnaryReactor* reactor, const char* rpc, const std::string& model,
                    const absl::Status& status);

@@ -42,8 +42,10 @@ absl::StatusOr<std::unique_ptr<RnnServer>> RnnServer::Start(const ServerOptions&
   }
   server->core_ =
       std::make_unique<ServingCore>(std::move(models), options.serving, server->metrics_.get());
+  ServiceOptions service_options = options.service;
+  service_options.max_message_bytes = options.max_message_bytes;
   server->service_ = std::make_unique<RnnServiceImpl>(server->core_.get(),
-                                                      server->metrics_.get(), options.service);
+                                                      server->metrics_.get(), service_options);
 
   // Referencing the health descriptor links it in, so reflection can describe the health
   // service (buf curl --list-methods, grpcurl describe).

@@ -20,7 +20,7 @@ struct ServerOptions {
   absl::Duration drain_timeout = absl::Seconds(30);  // on SIGTERM: wait this long for streams
   absl::Duration shutdown_grace = absl::Seconds(5);  // then cancel what is still open
   ServingOptions serving;
-  ServiceOptions service;
+  ServiceOptions service;  // its max_message_bytes is taken from the field above
 };
 
 }  // namespace rnnserve

@@ -169,7 +169,6 @@ class ErrorsTest(ServerCase):
                                           "m", np.zeros(shape, np.float32))
         self.assert_unchanged(self.stub, self.stream, "rank", ref)
 
-    @unittest.expectedFailure  # server bug, reported: Stream accepts a 0-D input as a no-op
     def test_zero_dim_input_is_refused(self):
         # Forward refuses a scalar input ("got 0D"); a streamed chunk must be refused alike,
         # not acknowledged as an applied chunk with no output.

@@ -88,7 +88,7 @@ class SessionsTest(h.ServerTestCase):
         plans = plan_sessions(rng, self.rnns, 100, 3, "interleaved")
         with self.server.stream() as stream:
             # Response order: test_a_sessions_responses_come_in_request_order.
-            problems = run_interleaved(stream, rng, plans, check_order=False)
+            problems = run_interleaved(stream, rng, plans)
             self.assertEqual(stream.close(), h.grpc.StatusCode.OK)
         self.assertEqual(problems, [])
 
@@ -102,7 +102,7 @@ class SessionsTest(h.ServerTestCase):
             try:
                 worker_rng = np.random.default_rng(200 + g)
                 with self.server.stream(self.server.channel()) as stream:
-                    found = run_interleaved(stream, worker_rng, groups[g], check_order=False)
+                    found = run_interleaved(stream, worker_rng, groups[g])
                     if stream.close() != h.grpc.StatusCode.OK:
                         found.append(f"stream {g} ended with {stream.status}")
             except Exception as e:  # reported below, with the thread's group
@@ -118,7 +118,6 @@ class SessionsTest(h.ServerTestCase):
         self.assertFalse(any(t.is_alive() for t in threads), "a stream thread is stuck")
         self.assertEqual(problems, [])
 
-    @unittest.expectedFailure  # server bug, reported: responses can overtake each other
     def test_a_sessions_responses_come_in_request_order(self):
         # "A session's chunks are applied, and answered, in request order" (serving_core.h).
         # Pipelined chunks alternate long and one-step, so a worker still answering a long
