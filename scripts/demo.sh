@@ -26,4 +26,4 @@ done
 [ -n "$address" ] || { echo "rnnserve did not start:"; cat "$log"; exit 1; }
 echo "rnnserve is serving the demo model on $address"
 build/client/rnnserve-client --server "$address" info demo
-build/client/rnnserve-client --server "$address" stream demo --steps 12 --batch 1 --chunk_steps 4 --seed 1
+build/client/rnnserve-client --server "$address" stream demo --steps 12 --batch 1 --chunk_steps 4 --seed 1 --end
