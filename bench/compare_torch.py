@@ -62,26 +62,44 @@ def parse_args_in_name(rest):
     return {k: int(v) for k, v in (part.split(":") for part in rest.split("/") if ":" in part)}
 
 
-def run_engine(binary, args):
-    forward_re = ("BM_Forward/H:{}/L:{}/N:{}/T:{}/".format(
-        *(alternation(getattr(args, k)) for k in ("H", "L", "N", "T"))))
-    step_re = "BM_StepBatch/H:{}/L:{}/N:{}/".format(
-        alternation(args.H), alternation(args.L), alternation(args.sessions))
-    filters = [forward_re]
+def grid_filters(args, hidden, layers):
+    """engine_bench filters for the Forward and StepBatch shapes of one (H, L)."""
+    filters = ["BM_Forward/H:{}/L:{}/N:{}/T:{}/".format(
+        hidden, layers, alternation(args.N), alternation(args.T))]
     if args.sessions:
-        filters.append(step_re)
-    filters.append("BM_SgemmOpenBlas/|BM_EigenGemm/")
+        filters.append("BM_StepBatch/H:{}/L:{}/N:{}/".format(
+            hidden, layers, alternation(args.sessions)))
+    return filters
+
+
+def investigation_filters(args):
+    """engine_bench filters for the per-shape products, tanh and the Forward stand-in."""
+    return ["BM_GemmShape/lib:[01]/H:{}/".format(alternation(args.H)),
+            "BM_TanhShape/H:{}/N:{}/".format(alternation(args.H), alternation(args.N)),
+            "BM_ForwardProto/lib:[01]/H:{}/L:{}/N:{}/T:{}/".format(
+                *(alternation(getattr(args, k)) for k in ("H", "L", "N", "T")))]
+
+
+def run_engine(binary, filters, args, peak=None):
+    """Runs engine_bench on `filters`; returns its context and {(family, params): entry}.
+
+    peak: the sgemm peak (GFLOP/s, by args.clock) for peak_frac; None measures it in this run,
+    which then also runs the GEMM yardstick benchmarks."""
     env = dict(os.environ)
     env.pop("OPENBLAS_CORETYPE", None)
     env.pop("OPENBLAS_NUM_THREADS", None)  # engine_bench sets its own (1, or 2 for the peak)
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
         out_path = tmp.name
     try:
+        if peak is None:
+            filters = filters + ["BM_SgemmOpenBlas/|BM_EigenGemm/"]
         cmd = [binary, "--benchmark_filter=^(" + "|".join(filters) + ")",
                f"--benchmark_min_time={args.min_time}",
                f"--benchmark_repetitions={args.repetitions}",
                "--benchmark_format=console", "--benchmark_out_format=json",
                f"--benchmark_out={out_path}"]
+        if peak is not None:
+            cmd.append("--peak_gflops=0")  # no calibration; peak_frac is computed here
         print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
         subprocess.run(cmd, env=env, check=True, stdout=sys.stderr)
         with open(out_path) as f:
@@ -89,8 +107,9 @@ def run_engine(binary, args):
     finally:
         os.unlink(out_path)
     context = report["context"]
-    peak = float(context.get("sgemm_peak_1t_gflops" if args.clock == "wall"
-                             else "sgemm_peak_1t_gflops_cpu", 0))
+    if peak is None:
+        peak = float(context.get("sgemm_peak_1t_gflops" if args.clock == "wall"
+                                 else "sgemm_peak_1t_gflops_cpu", 0))
     context["peak_gflops"] = peak
     results = {}
     for bench in report["benchmarks"]:
@@ -105,10 +124,14 @@ def run_engine(binary, args):
         wall_us = bench["real_time"] * scale
         # engine_bench's counters are by wall-clock time; rescale them for --clock cpu.
         us = wall_us if args.clock == "wall" else bench["cpu_time"] * scale
-        entry = dict(params, us_per_call=us, gflops=bench["gflops"] * wall_us / us,
-                     wall_gflops=bench["gflops"])
-        if peak:
-            entry["peak_frac"] = entry["gflops"] / peak
+        entry = dict(params, us_per_call=us)
+        if "gflops" in bench:
+            entry["gflops"] = bench["gflops"] * wall_us / us
+            entry["wall_gflops"] = bench["gflops"]
+            if peak and family in ("BM_Forward", "BM_StepBatch"):
+                entry["peak_frac"] = entry["gflops"] / peak
+        if "ns_per_elem" in bench:
+            entry["ns_per_elem"] = bench["ns_per_elem"] * us / wall_us
         if key not in results or entry["us_per_call"] < results[key]["us_per_call"]:
             results[key] = entry  # best of the repetitions
     return report["context"], results
@@ -160,7 +183,7 @@ def run_torch(shapes, min_time, repetitions, clock_name):
 # ---------------------------------------------------------------------------------------------
 # ONNX Runtime (node)
 
-def run_ort(shapes, args):
+def run_ort(shapes, args, floor=False):
     node = shutil.which(args.node) or (args.node if os.path.exists(args.node) else None)
     if node is None:
         return None, {}, f"node not found ({args.node})"
@@ -168,6 +191,8 @@ def run_ort(shapes, args):
 
     spec = {"min_time": args.min_time, "repetitions": args.repetitions, "clock": args.clock,
             "shapes": []}
+    if floor:
+        spec["floor_model"] = export_onnx.export_floor(args.onnx_dir)
     for hidden, layers, batch, steps in shapes:
         path = export_onnx.export(args.onnx_dir, hidden, layers)
         spec["shapes"].append({"model": path, "H": hidden, "L": layers, "N": batch, "T": steps})
@@ -180,7 +205,7 @@ def run_ort(shapes, args):
         return None, {}, "onnx_bench.js failed: " + proc.stderr.strip().splitlines()[-1]
     report = json.loads(proc.stdout)
     results = {(r["H"], r["L"], r["N"], r["T"]): r["us_per_call"] for r in report["results"]}
-    return report.get("ort_version"), results, None
+    return report, results, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,6 +286,64 @@ def target_lines(forward, step_batch, torch_us, ort_us, with_ort):
     return lines
 
 
+def investigation_tables(shapes_run, forward, torch_us):
+    """Where the engine's time goes, from BM_GemmShape, BM_TanhShape and BM_ForwardProto."""
+    by_family = {}
+    for (family, params), entry in shapes_run.items():
+        by_family.setdefault(family, {})[params] = entry
+    gemm = {}
+    for params, entry in by_family.get("BM_GemmShape", {}).items():
+        p = dict(params)
+        gemm.setdefault((p["H"], p["cols"]), {})[p["lib"]] = entry
+    out = ["", "### Where the time goes", "",
+           "Products at the engine's shapes, c (H x cols) += W (H x H) · x (H x cols): cols = N "
+           "is one step's recurrent product, cols = T·N a chunk's input projection (OpenBLAS "
+           "uses sgemv at cols = 1).", "",
+           "| H | cols | Eigen GFLOP/s | OpenBLAS GFLOP/s | OpenBLAS/Eigen |",
+           "|---:|---:|---:|---:|---:|"]
+    for (h, cols), libs in sorted(gemm.items()):
+        eigen, blas = libs.get(0), libs.get(1)
+        cells = [str(h), str(cols), f"{eigen['gflops']:.1f}" if eigen else "–",
+                 f"{blas['gflops']:.1f}" if blas else "–",
+                 f"{blas['gflops'] / eigen['gflops']:.2f}x" if eigen and blas else "–"]
+        out.append("| " + " | ".join(cells) + " |")
+    tanh = by_family.get("BM_TanhShape", {})
+    if tanh:
+        out += ["", "tanh over one step's block (H x N), against that step's recurrent product "
+                "(Eigen):", "",
+                "| H | N | tanh ns/elem | tanh µs | product µs | tanh share of the step |",
+                "|---:|---:|---:|---:|---:|---:|"]
+        for params, entry in sorted(tanh.items(), key=lambda kv: dict(kv[0])["H"] * 10**6
+                                    + dict(kv[0])["N"]):
+            p = dict(params)
+            product = gemm.get((p["H"], p["N"]), {}).get(0)
+            share = ("–" if product is None else
+                     f"{100 * entry['us_per_call'] / (entry['us_per_call'] + product['us_per_call']):.0f}%")
+            out.append(f"| {p['H']} | {p['N']} | {entry['ns_per_elem']:.2f} | "
+                       f"{fmt_us(entry['us_per_call'])} | "
+                       f"{'–' if product is None else fmt_us(product['us_per_call'])} | {share} |")
+    proto = {}
+    for params, entry in by_family.get("BM_ForwardProto", {}).items():
+        p = dict(params)
+        proto.setdefault((p["H"], p["L"], p["N"], p["T"]), {})[p["lib"]] = entry
+    if proto:
+        out += ["", "Forward stand-in (engine_bench BM_ForwardProto: the engine's loop with its "
+                "products through Eigen or OpenBLAS):", "",
+                "| H | L | N | T | engine µs | stand-in Eigen µs | stand-in OpenBLAS µs | "
+                "engine / OpenBLAS stand-in | torch µs |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        engine = {(r["H"], r["L"], r["N"], r["T"]): r["us_per_call"] for r in forward}
+        for key, libs in sorted(proto.items()):
+            eigen, blas = libs.get(0), libs.get(1)
+            mine = engine.get(key)
+            out.append("| " + " | ".join(
+                [str(k) for k in key] +
+                [fmt_us(mine), fmt_us(eigen and eigen["us_per_call"]),
+                 fmt_us(blas and blas["us_per_call"]),
+                 fmt_ratio(mine, blas and blas["us_per_call"]), fmt_us(torch_us.get(key))]) + " |")
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -279,6 +362,9 @@ def main():
                         "computing thread (engine, torch) or process (ORT), which a busy machine "
                         "disturbs far less")
     parser.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
+    parser.add_argument("--investigate", action="store_true",
+                        help="also run engine_bench's per-shape products (Eigen vs OpenBLAS), "
+                        "tanh and Forward stand-in, and print where the time goes")
     parser.add_argument("--node", default="/usr/bin/node")
     parser.add_argument("--onnx-dir", default=os.path.join(ROOT, "build-bench", "onnx"))
     parser.add_argument("--out", help="also write the markdown here")
@@ -291,23 +377,33 @@ def main():
 
     load_before = load_average()
     started = time.time()
-    context, engine = run_engine(args.engine_bench, args)
+    # One (H, L) at a time, engine then torch then ORT on its shapes, so that a change in the
+    # machine's load during the run falls on all three alike rather than on whichever ran last.
+    context, engine, torch_us, ort_us = None, {}, {}, {}
+    torch_version, ort_report, ort_problem = None, None, "skipped (--no-ort)"
+    for hidden in args.H:
+        for layers in args.L:
+            filters = grid_filters(args, hidden, layers)
+            ctx, results = run_engine(args.engine_bench, filters, args,
+                                      None if context is None else context["peak_gflops"])
+            context = context or ctx
+            engine.update(results)
+            shapes = sorted({(hidden, layers, r["N"], r.get("T", CHUNK_STEPS))
+                             for (fam, _), r in results.items()
+                             if fam in ("BM_Forward", "BM_StepBatch")})
+            torch_version, measured = run_torch(shapes, args.min_time, args.repetitions,
+                                                args.clock)
+            torch_us.update(measured)
+            if not args.no_ort:
+                report, measured, ort_problem = run_ort(shapes, args, floor=ort_report is None)
+                ort_report = ort_report or report
+                ort_us.update(measured)
     forward = sorted((r for (fam, _), r in engine.items() if fam == "BM_Forward"),
                      key=lambda r: (r["H"], r["L"], r["N"], r["T"]))
     step_batch = sorted((r for (fam, _), r in engine.items() if fam == "BM_StepBatch"),
                         key=lambda r: (r["H"], r["L"], r["N"]))
-    gemm = sorted((r for (fam, _), r in engine.items() if fam in ("BM_SgemmOpenBlas",
-                                                                  "BM_EigenGemm")),
-                  key=lambda r: (r.get("threads", 0), r["n"]))
     gemm_names = [(fam, r) for (fam, _), r in engine.items()
                   if fam in ("BM_SgemmOpenBlas", "BM_EigenGemm")]
-
-    shapes = [(r["H"], r["L"], r["N"], r["T"]) for r in forward]
-    shapes += [(r["H"], r["L"], r["N"], CHUNK_STEPS) for r in step_batch]
-    shapes = sorted(set(shapes))
-    torch_version, torch_us = run_torch(shapes, args.min_time, args.repetitions, args.clock)
-    ort_version, ort_us, ort_problem = (None, {}, "skipped (--no-ort)") if args.no_ort else \
-        run_ort(shapes, args)
     with_ort = bool(ort_us)
     load_after = load_average()
 
@@ -318,8 +414,10 @@ def main():
            f"{context['peak_gflops']:.1f} GFLOP/s by {args.clock} time (best of 1024³ and "
            "2048³ at start-up: the \"% sgemm peak\" column)",
            f"- torch {torch_version} (1 thread, inference_mode, float32); ONNX Runtime "
-           + (f"{ort_version} via onnxruntime-node (intraOpNumThreads=1)" if with_ort
-              else f"not measured: {ort_problem}"),
+           + (f"{ort_report.get('ort_version')} via onnxruntime-node (intraOpNumThreads=1); "
+              f"a call of a one-element model costs {ort_report.get('floor_us', 0):.1f} µs "
+              "there (node binding and session overhead, included in every ORT figure)"
+              if with_ort else f"not measured: {ort_problem}"),
            f"- timing: {args.clock}-clock time, mean per call over ≥{args.min_time} s after a "
            f"warm-up, best of {args.repetitions}", ""]
     out += ["### GEMM peak (wall-clock)", "", "| GEMM | n | threads | GFLOP/s |",
@@ -336,6 +434,10 @@ def main():
                 table(step_batch, torch_us, ort_us, with_ort,
                       lambda r: (r["H"], r["L"], r["N"], CHUNK_STEPS), ["H", "L", "N"])]
     out += ["", "### Targets", ""] + target_lines(forward, step_batch, torch_us, ort_us, with_ort)
+    if args.investigate:
+        _, shapes_run = run_engine(args.engine_bench, investigation_filters(args), args,
+                                   context["peak_gflops"])
+        out += investigation_tables(shapes_run, forward, torch_us)
     text = "\n".join(out) + "\n"
     sys.stdout.write(text)
     if args.out:
@@ -344,7 +446,7 @@ def main():
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump({"context": context, "forward": forward, "step_batch": step_batch,
-                       "gemm": gemm, "torch_us": {str(k): v for k, v in torch_us.items()},
+                       "gemm": [dict(r, family=fam) for fam, r in gemm_names], "torch_us": {str(k): v for k, v in torch_us.items()},
                        "ort_us": {str(k): v for k, v in ort_us.items()}}, f, indent=1)
 
 

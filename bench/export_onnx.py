@@ -16,27 +16,43 @@ def model_path(out_dir, hidden, layers):
     return os.path.join(out_dir, f"rnn_h{hidden}_l{layers}.onnx")
 
 
-def export(out_dir, hidden, layers, seed=0):
-    """Writes the model unless it is already there; returns its path."""
+def _export(module, path, example, output_names, dynamic_axes):
     import torch
 
-    path = model_path(out_dir, hidden, layers)
     if os.path.exists(path):
         return path
-    os.makedirs(out_dir, exist_ok=True)
-    torch.manual_seed(seed)
-    rnn = torch.nn.RNN(hidden, hidden, num_layers=layers, nonlinearity="tanh").eval()
-    example = torch.zeros(2, 3, hidden)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".tmp"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch 1.13 warns about prim::Constant shape inference
-        torch.onnx.export(
-            rnn, (example,), tmp, input_names=["input"], output_names=["output", "h_n"],
-            dynamic_axes={"input": {0: "T", 1: "N"}, "output": {0: "T", 1: "N"},
-                          "h_n": {1: "N"}},
-            opset_version=14)
+        torch.onnx.export(module, (example,), tmp, input_names=["input"],
+                          output_names=output_names, dynamic_axes=dynamic_axes,
+                          opset_version=14)
     os.replace(tmp, path)
     return path
+
+
+def export(out_dir, hidden, layers, seed=0):
+    """Writes the RNN model unless it is already there; returns its path."""
+    import torch
+
+    torch.manual_seed(seed)
+    rnn = torch.nn.RNN(hidden, hidden, num_layers=layers, nonlinearity="tanh").eval()
+    return _export(rnn, model_path(out_dir, hidden, layers), torch.zeros(2, 3, hidden),
+                   ["output", "h_n"], {"input": {0: "T", 1: "N"}, "output": {0: "T", 1: "N"},
+                                       "h_n": {1: "N"}})
+
+
+def export_floor(out_dir):
+    """A model that does nearly nothing (input + 1, one element): the cost of a call itself."""
+    import torch
+
+    class AddOne(torch.nn.Module):
+        def forward(self, x):
+            return x + 1
+
+    return _export(AddOne().eval(), os.path.join(out_dir, "floor.onnx"), torch.zeros(1),
+                   ["output"], None)
 
 
 def main():

@@ -5,7 +5,9 @@
 //   node bench/onnx_bench.js SPEC.json     (or the spec on stdin)
 //   spec: {"min_time": 0.1, "repetitions": 1, "clock": "wall" (or "cpu": process CPU time),
 //          "shapes": [{"model": "build-bench/onnx/rnn_h256_l2.onnx", "H": 256, "L": 2, "N": 1, "T": 10}]}
-// Prints one JSON object: {"ort_version": ..., "results": [{...shape, "us_per_call", "iterations"}]}.
+//          "floor_model": "build-bench/onnx/floor.onnx" (optional: a one-element model)}
+// Prints one JSON object: {"ort_version", "floor_us" (the floor model's time per call),
+// "results": [{...shape, "us_per_call", "iterations"}]}.
 // Per shape: one warm-up run, then runs until min_time seconds have passed; the mean per call,
 // best of `repetitions` such windows. The time includes the N-API call (a few microseconds).
 'use strict';
@@ -74,8 +76,16 @@ async function main() {
     }
     results.push({...shape, us_per_call: best.seconds * 1e6, iterations: best.iterations});
   }
+  let floorUs;
+  if (spec.floor_model) {
+    // The cost of a call itself: a one-element model, timed the same way.
+    const session = await ort.InferenceSession.create(spec.floor_model, options);
+    const feeds = {input: new ort.Tensor('float32', new Float32Array(1), [1])};
+    await session.run(feeds);
+    floorUs = (await meanSecondsPerCall(session, feeds, minTime, clock)).seconds * 1e6;
+  }
   const version = ort.env && ort.env.versions ? ort.env.versions.common : undefined;
-  process.stdout.write(JSON.stringify({ort_version: version, results}) + '\n');
+  process.stdout.write(JSON.stringify({ort_version: version, floor_us: floorUs, results}) + '\n');
 }
 
 main().catch((e) => {

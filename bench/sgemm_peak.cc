@@ -31,22 +31,25 @@ Matrix RandomMatrix(int64_t rows, int64_t cols, uint32_t seed) {
 // c (m x n) += a (m x k) * b (k x n), column-major, through the library `lib` names.
 enum class Lib { kEigen = 0, kOpenBlas = 1 };
 
-void GemmAdd(Lib lib, const Matrix& a, const Matrix& b, Matrix& c) {
+void GemmAdd(Lib lib, const float* a, int64_t m, int64_t k, const float* b, int64_t n,
+             float* c) {
 #ifdef RNNSERVE_HAVE_OPENBLAS
   if (lib == Lib::kOpenBlas) {
-    const int m = static_cast<int>(a.rows()), k = static_cast<int>(a.cols());
-    const int n = static_cast<int>(b.cols());
     if (n == 1) {
-      cblas_sgemv(CblasColMajor, CblasNoTrans, m, k, 1.0f, a.data(), m, b.data(), 1, 1.0f,
-                  c.data(), 1);
+      cblas_sgemv(CblasColMajor, CblasNoTrans, m, k, 1.0f, a, m, b, 1, 1.0f, c, 1);
     } else {
-      cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a.data(), m,
-                  b.data(), k, 1.0f, c.data(), m);
+      cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, m, b, k, 1.0f, c,
+                  m);
     }
     return;
   }
 #endif
-  c.noalias() += a * b;
+  Eigen::Map<Matrix>(c, m, n).noalias() +=
+      Eigen::Map<const Matrix>(a, m, k) * Eigen::Map<const Matrix>(b, k, n);
+}
+
+void GemmAdd(Lib lib, const Matrix& a, const Matrix& b, Matrix& c) {
+  GemmAdd(lib, a.data(), a.rows(), a.cols(), b.data(), b.cols(), c.data());
 }
 
 void SetBlasThreads(int threads) {
@@ -118,6 +121,54 @@ void BM_TanhShape(benchmark::State& state) {
   state.counters["ns_per_elem"] = SecondsPerCall(state, total) * 1e9 / (h * cols);
 }
 
+// A stand-in for RnnModel::ForwardTimeMajor (unidirectional, tanh, h_0 zeros) whose products go
+// through `lib`: with Eigen it should time like the engine (a check of the stand-in); with
+// OpenBLAS it shows what the engine would gain from OpenBLAS's kernels at that shape.
+// Per layer: out = bias; out += W_ih * in (all T*N columns); per step out_t += W_hh * h_{t-1},
+// out_t = tanh(out_t). Args: lib, H, L, N, T.
+void BM_ForwardProto(benchmark::State& state) {
+  const Lib lib = static_cast<Lib>(state.range(0));
+#ifndef RNNSERVE_HAVE_OPENBLAS
+  if (lib == Lib::kOpenBlas) {
+    state.SkipWithError("OpenBLAS not linked");
+    return;
+  }
+#endif
+  const int64_t h = state.range(1), layers = state.range(2);
+  const int64_t batch = state.range(3), steps = state.range(4), cols = steps * batch;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(h));
+  std::vector<Matrix> w_ih, w_hh;
+  std::vector<Eigen::VectorXf> bias;
+  for (int64_t l = 0; l < layers; ++l) {
+    w_ih.push_back(RandomMatrix(h, h, 10 + l) * scale);
+    w_hh.push_back(RandomMatrix(h, h, 20 + l) * scale);
+    bias.push_back(RandomMatrix(h, 1, 30 + l) * scale);
+  }
+  const Matrix input = RandomMatrix(h, cols, 7);
+  const Matrix zeros = Matrix::Zero(h, batch);
+  Matrix buffers[2] = {Matrix(h, cols), Matrix(h, cols)};
+  const double total = TimedLoop(state, [&] {
+    const Matrix* in = &input;
+    for (int64_t l = 0; l < layers; ++l) {
+      Matrix& out = buffers[l % 2];
+      out.colwise() = bias[l];
+      GemmAdd(lib, w_ih[l].data(), h, h, in->data(), cols, out.data());
+      for (int64_t t = 0; t < steps; ++t) {
+        const float* prev = t == 0 ? zeros.data() : out.data() + (t - 1) * batch * h;
+        float* block = out.data() + t * batch * h;
+        GemmAdd(lib, w_hh[l].data(), h, h, prev, batch, block);
+        Eigen::Map<Eigen::ArrayXXf> act(block, h, batch);
+        act = act.tanh();
+      }
+      in = &out;
+    }
+    benchmark::DoNotOptimize(in->data());
+    return true;
+  });
+  state.counters["gflops"] =
+      2.0 * layers * h * 2 * h * cols * 1e-9 / SecondsPerCall(state, total);
+}
+
 BENCHMARK(BM_SgemmOpenBlas)
     ->ArgNames({"threads", "n"})
     ->ArgsProduct({{1, 2}, {1024, 2048}})
@@ -127,7 +178,12 @@ BENCHMARK(BM_EigenGemm)->ArgName("n")->Arg(1024)->Arg(2048)->Unit(benchmark::kMi
     ->UseManualTime();
 BENCHMARK(BM_GemmShape)
     ->ArgNames({"lib", "H", "cols"})
-    ->ArgsProduct({{0, 1}, {64, 256, 512, 1024}, {1, 8, 64, 256, 1024, 2560, 25600}})
+    ->ArgsProduct({{0, 1}, {64, 256, 512, 1024}, {1, 8, 10, 64, 100, 256, 2560, 25600}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseManualTime();
+BENCHMARK(BM_ForwardProto)
+    ->ArgNames({"lib", "H", "L", "N", "T"})
+    ->ArgsProduct({{0, 1}, {64, 256, 512, 1024}, {1, 2}, {1, 8, 64, 256}, {1, 10, 100}})
     ->Unit(benchmark::kMicrosecond)
     ->UseManualTime();
 BENCHMARK(BM_TanhShape)
