@@ -72,15 +72,24 @@ def grid_filters(args, hidden, layers):
     return filters
 
 
-def investigation_filters(args):
-    """engine_bench filters for the per-shape products, tanh and the Forward stand-in."""
-    return ["BM_GemmShape/lib:[01]/H:{}/".format(alternation(args.H)),
-            "BM_TanhShape/H:{}/N:{}/".format(alternation(args.H), alternation(args.N)),
-            "BM_ForwardProto/lib:[01]/H:{}/L:{}/N:{}/T:{}/".format(
-                *(alternation(getattr(args, k)) for k in ("H", "L", "N", "T")))]
+def run_investigation(args, peak):
+    """engine_bench's per-shape products (Eigen vs OpenBLAS), tanh, read bandwidth, and the
+    Forward stand-in next to the engine's Forward, each group in one run with Google Benchmark's
+    random interleaving, so that the machine's drift falls on all of a comparison alike."""
+    groups = [["BM_GemmShape/lib:[01]/H:{}/".format(alternation(args.H)),
+               "BM_TanhShape/H:{}/N:{}/".format(alternation(args.H), alternation(args.N)),
+               "BM_ReadBandwidth/"]]
+    for hidden in args.H:
+        for layers in args.L:
+            groups.append(["BM_(Forward|ForwardProto/lib:[01])/H:{}/L:{}/N:{}/T:{}/".format(
+                hidden, layers, alternation(args.N), alternation(args.T))])
+    results = {}
+    for filters in groups:
+        results.update(run_engine(args.engine_bench, filters, args, peak, interleave=True)[1])
+    return results
 
 
-def run_engine(binary, filters, args, peak=None):
+def run_engine(binary, filters, args, peak=None, interleave=False):
     """Runs engine_bench on `filters`; returns its context and {(family, params): entry}.
 
     peak: the sgemm peak (GFLOP/s, by args.clock) for peak_frac; None measures it in this run,
@@ -100,6 +109,8 @@ def run_engine(binary, filters, args, peak=None):
                f"--benchmark_out={out_path}"]
         if peak is not None:
             cmd.append("--peak_gflops=0")  # no calibration; peak_frac is computed here
+        if interleave:
+            cmd.append("--benchmark_enable_random_interleaving=true")
         print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
         subprocess.run(cmd, env=env, check=True, stdout=sys.stderr)
         with open(out_path) as f:
@@ -132,6 +143,8 @@ def run_engine(binary, filters, args, peak=None):
                 entry["peak_frac"] = entry["gflops"] / peak
         if "ns_per_elem" in bench:
             entry["ns_per_elem"] = bench["ns_per_elem"] * us / wall_us
+        if "gbytes_per_s" in bench:
+            entry["gbytes_per_s"] = bench["gbytes_per_s"] * wall_us / us
         if key not in results or entry["us_per_call"] < results[key]["us_per_call"]:
             results[key] = entry  # best of the repetitions
     return report["context"], results
@@ -286,8 +299,8 @@ def target_lines(forward, step_batch, torch_us, ort_us, with_ort):
     return lines
 
 
-def investigation_tables(shapes_run, forward, torch_us):
-    """Where the engine's time goes, from BM_GemmShape, BM_TanhShape and BM_ForwardProto."""
+def investigation_tables(shapes_run, torch_us):
+    """Where the engine's time goes, from run_investigation()'s results."""
     by_family = {}
     for (family, params), entry in shapes_run.items():
         by_family.setdefault(family, {})[params] = entry
@@ -307,32 +320,49 @@ def investigation_tables(shapes_run, forward, torch_us):
                  f"{blas['gflops']:.1f}" if blas else "–",
                  f"{blas['gflops'] / eigen['gflops']:.2f}x" if eigen and blas else "–"]
         out.append("| " + " | ".join(cells) + " |")
-    tanh = by_family.get("BM_TanhShape", {})
+    tanh = {}
+    for params, entry in by_family.get("BM_TanhShape", {}).items():
+        p = dict(params)
+        tanh.setdefault((p["H"], p["N"]), {})[p["offset"]] = entry
     if tanh:
-        out += ["", "tanh over one step's block (H x N), against that step's recurrent product "
-                "(Eigen):", "",
-                "| H | N | tanh ns/elem | tanh µs | product µs | tanh share of the step |",
-                "|---:|---:|---:|---:|---:|---:|"]
-        for params, entry in sorted(tanh.items(), key=lambda kv: dict(kv[0])["H"] * 10**6
-                                    + dict(kv[0])["N"]):
-            p = dict(params)
-            product = gemm.get((p["H"], p["N"]), {}).get(0)
-            share = ("–" if product is None else
-                     f"{100 * entry['us_per_call'] / (entry['us_per_call'] + product['us_per_call']):.0f}%")
-            out.append(f"| {p['H']} | {p['N']} | {entry['ns_per_elem']:.2f} | "
-                       f"{fmt_us(entry['us_per_call'])} | "
-                       f"{'–' if product is None else fmt_us(product['us_per_call'])} | {share} |")
+        out += ["", "tanh over one step's block (H x N), written as RecurrentStep writes it, on "
+                "a 64-byte-aligned buffer and on one 16 bytes off (as malloc'd storage is), "
+                "against that step's recurrent product (Eigen):", "",
+                "| H | N | tanh ns/elem aligned | 16 B off | product µs | "
+                "tanh share of the step, aligned | 16 B off |",
+                "|---:|---:|---:|---:|---:|---:|---:|"]
+        for (h, n), offsets in sorted(tanh.items()):
+            product = gemm.get((h, n), {}).get(0)
+            cells = [str(h), str(n)]
+            cells += [f"{offsets[o]['ns_per_elem']:.2f}" if o in offsets else "–" for o in (0, 4)]
+            cells.append("–" if product is None else fmt_us(product["us_per_call"]))
+            for o in (0, 4):
+                if product is None or o not in offsets:
+                    cells.append("–")
+                else:
+                    t = offsets[o]["us_per_call"]
+                    cells.append(f"{100 * t / (t + product['us_per_call']):.0f}%")
+            out.append("| " + " | ".join(cells) + " |")
+    bandwidth = by_family.get("BM_ReadBandwidth", {})
+    if bandwidth:
+        out += ["", "One core's streaming read bandwidth (a product that streams its weights "
+                "reads 2 bytes per FLOP at cols = 1):", "", "| buffer | GB/s |", "|---:|---:|"]
+        for params, entry in sorted(bandwidth.items(), key=lambda kv: dict(kv[0])["KiB"]):
+            out.append(f"| {dict(params)['KiB'] // 1024 or 0.25} MiB | "
+                       f"{entry['gbytes_per_s']:.1f} |")
     proto = {}
     for params, entry in by_family.get("BM_ForwardProto", {}).items():
         p = dict(params)
         proto.setdefault((p["H"], p["L"], p["N"], p["T"]), {})[p["lib"]] = entry
     if proto:
         out += ["", "Forward stand-in (engine_bench BM_ForwardProto: the engine's loop with its "
-                "products through Eigen or OpenBLAS):", "",
+                "products through Eigen or OpenBLAS, on 64-byte-aligned Eigen matrices), "
+                "interleaved with the engine's Forward in one run:", "",
                 "| H | L | N | T | engine µs | stand-in Eigen µs | stand-in OpenBLAS µs | "
                 "engine / OpenBLAS stand-in | torch µs |",
                 "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        engine = {(r["H"], r["L"], r["N"], r["T"]): r["us_per_call"] for r in forward}
+        engine = {(p["H"], p["L"], p["N"], p["T"]): e["us_per_call"]
+                  for p, e in ((dict(k), v) for k, v in by_family.get("BM_Forward", {}).items())}
         for key, libs in sorted(proto.items()):
             eigen, blas = libs.get(0), libs.get(1)
             mine = engine.get(key)
@@ -359,8 +389,9 @@ def main():
                         help="timing windows per shape; the best counts")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall: elapsed time (needs a quiet machine); cpu: CPU time of the "
-                        "computing thread (engine, torch) or process (ORT), which a busy machine "
-                        "disturbs far less")
+                        "computing thread (engine, torch) or process (ORT), which leaves out "
+                        "time the process waits for a core but not the slowdown from work on the "
+                        "other core (shared caches, memory, clocks)")
     parser.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
     parser.add_argument("--investigate", action="store_true",
                         help="also run engine_bench's per-shape products (Eigen vs OpenBLAS), "
@@ -435,9 +466,7 @@ def main():
                       lambda r: (r["H"], r["L"], r["N"], CHUNK_STEPS), ["H", "L", "N"])]
     out += ["", "### Targets", ""] + target_lines(forward, step_batch, torch_us, ort_us, with_ort)
     if args.investigate:
-        _, shapes_run = run_engine(args.engine_bench, investigation_filters(args), args,
-                                   context["peak_gflops"])
-        out += investigation_tables(shapes_run, forward, torch_us)
+        out += investigation_tables(run_investigation(args, context["peak_gflops"]), torch_us)
     text = "\n".join(out) + "\n"
     sys.stdout.write(text)
     if args.out:

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -110,9 +111,15 @@ void BM_GemmShape(benchmark::State& state) {
 }
 
 // The engine's activation at one step's shape: block = tanh(block) over H x N, as RecurrentStep.
+// The expression is RecurrentStep's: a column block of a row block of a Map. With offset 0 the
+// buffer is 64-byte aligned (Eigen's allocator); offset 4 (floats) puts it 16 bytes off, as
+// malloc'd std::vector storage (the engine's Workspace and Tensor) usually is. Args: H, N,
+// offset.
 void BM_TanhShape(benchmark::State& state) {
-  const int64_t h = state.range(0), cols = state.range(1);
-  Matrix block = RandomMatrix(h, cols, 3);
+  const int64_t h = state.range(0), cols = state.range(1), offset = state.range(2);
+  Matrix storage = RandomMatrix(h * cols + 16, 1, 3);
+  Eigen::Map<Matrix> map(storage.data() + offset, h, cols);
+  auto block = map.middleRows(0, h).middleCols(0, cols);
   const double total = TimedLoop(state, [&] {
     block = block.array().tanh();
     benchmark::DoNotOptimize(block.data());
@@ -169,6 +176,31 @@ void BM_ForwardProto(benchmark::State& state) {
       2.0 * layers * h * 2 * h * cols * 1e-9 / SecondsPerCall(state, total);
 }
 
+// Streaming read bandwidth of one core over a buffer of `KiB` (in L2, or beyond it): the bound
+// for a product whose weights do not stay in cache, e.g. sgemv at cols = 1 reads 2 bytes per
+// FLOP. Args: KiB.
+void BM_ReadBandwidth(benchmark::State& state) {
+  const int64_t count = state.range(0) * 1024 / sizeof(float);
+  const std::vector<float> data = RandomValues(count, 4);
+  // Eight independent 16-float partial sums (GCC/Clang vector extension), so the adds do not
+  // wait on each other and the loads set the pace.
+  typedef float Vec16 __attribute__((vector_size(64)));
+  constexpr int64_t kStep = 8 * 16;
+  const double total = TimedLoop(state, [&] {
+    Vec16 acc[8] = {};
+    for (int64_t i = 0; i + kStep <= count; i += kStep) {
+      for (int j = 0; j < 8; ++j) {
+        Vec16 v;
+        std::memcpy(&v, data.data() + i + 16 * j, sizeof(v));
+        acc[j] += v;
+      }
+    }
+    benchmark::DoNotOptimize(acc);
+    return true;
+  });
+  state.counters["gbytes_per_s"] = count * sizeof(float) * 1e-9 / SecondsPerCall(state, total);
+}
+
 BENCHMARK(BM_SgemmOpenBlas)
     ->ArgNames({"threads", "n"})
     ->ArgsProduct({{1, 2}, {1024, 2048}})
@@ -186,9 +218,14 @@ BENCHMARK(BM_ForwardProto)
     ->ArgsProduct({{0, 1}, {64, 256, 512, 1024}, {1, 2}, {1, 8, 64, 256}, {1, 10, 100}})
     ->Unit(benchmark::kMicrosecond)
     ->UseManualTime();
+BENCHMARK(BM_ReadBandwidth)
+    ->ArgName("KiB")
+    ->Arg(256)->Arg(1024)->Arg(4096)->Arg(16384)->Arg(65536)
+    ->Unit(benchmark::kMicrosecond)
+    ->UseManualTime();
 BENCHMARK(BM_TanhShape)
-    ->ArgNames({"H", "N"})
-    ->ArgsProduct({{64, 256, 512, 1024}, {1, 8, 64, 256}})
+    ->ArgNames({"H", "N", "offset"})
+    ->ArgsProduct({{64, 256, 512, 1024}, {1, 8, 64, 256}, {0, 4}})
     ->Unit(benchmark::kMicrosecond)
     ->UseManualTime();
 
