@@ -255,7 +255,7 @@ def table(rows, torch_us, ort_us, with_ort, key_of, head):
     return "\n".join(lines)
 
 
-def target_lines(forward, step_batch, torch_us, ort_us, with_ort):
+def target_lines(forward, step_batch, torch_us, ort_us, with_ort, peak):
     """The performance targets, each with its worst shape."""
     lines = []
 
@@ -289,6 +289,20 @@ def target_lines(forward, step_batch, torch_us, ort_us, with_ort):
                      and other[key_of(r)] / r["us_per_call"] < goal)
         verdict = "met" if misses == 0 else f"MISSED at {misses} of {len(rows)} shapes"
         lines.append(f"- {label}: {verdict}; worst {ratio:.2f}x ({shape_name(key, kind)})")
+    # torch's own GEMM efficiency caps any speed-up over it: a kernel at 100% of the sgemm peak
+    # is peak / torch_gflops times faster, no more.
+    torch_fracs = sorted(
+        r["gflops"] * r["us_per_call"] / torch_us[(r["H"], r["L"], r["N"], r["T"])] / peak
+        for r in forward if r["N"] >= 64 and (r["H"], r["L"], r["N"], r["T"]) in torch_us)
+    if torch_fracs and peak:
+        median = torch_fracs[len(torch_fracs) // 2]
+        lines.append(f"- at N≥64 torch itself runs at {100 * torch_fracs[0]:.0f}–"
+                     f"{100 * torch_fracs[-1]:.0f}% of the sgemm peak (median "
+                     f"{100 * median:.0f}%), so no engine can be more than "
+                     f"{1 / torch_fracs[-1]:.1f}–{1 / torch_fracs[0]:.1f}x faster there "
+                     f"(median {1 / median:.1f}x) without beating the peak; 3x is within "
+                     f"that ceiling at {sum(1 for f in torch_fracs if f <= 1 / 3)} of "
+                     f"{len(torch_fracs)} shapes")
     big = [r for r in forward if r["N"] == 256 and r["H"] == 1024 and r.get("peak_frac")]
     if big:
         frac = min(r["peak_frac"] for r in big)
@@ -464,7 +478,8 @@ def main():
                 f"(torch/ORT: one call on ({CHUNK_STEPS}, N, H))", "",
                 table(step_batch, torch_us, ort_us, with_ort,
                       lambda r: (r["H"], r["L"], r["N"], CHUNK_STEPS), ["H", "L", "N"])]
-    out += ["", "### Targets", ""] + target_lines(forward, step_batch, torch_us, ort_us, with_ort)
+    out += ["", "### Targets", ""] + target_lines(forward, step_batch, torch_us, ort_us, with_ort,
+                                                  context["peak_gflops"])
     if args.investigate:
         out += investigation_tables(run_investigation(args, context["peak_gflops"]), torch_us)
     text = "\n".join(out) + "\n"
