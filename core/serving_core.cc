@@ -40,6 +40,7 @@ struct ServingCore::Session {
   bool unbatched = false;
   int64_t state_bytes = 0;
   bool busy = false;   // a chunk of this session is queued or running in the scheduler
+  bool answering = false;  // busy, but only answering its computed chunk: may be ended
   bool ended = false;  // removed from the table; queued chunks were answered
   std::deque<ChunkTask*> pending;
   int current = 0;  // which of `state` holds h_n; flipped when a computed chunk completes
@@ -214,7 +215,8 @@ absl::Status ServingCore::ReserveStateBytes(int64_t bytes, const Session* reques
   while (state_bytes_ + bytes > options_.max_state_bytes) {
     std::shared_ptr<Session> victim;
     for (const auto& [id, session] : sessions_) {
-      if (session.get() == requester || session->busy || !session->pending.empty() ||
+      if (session.get() == requester || (session->busy && !session->answering) ||
+          !session->pending.empty() ||
           session->state_bytes == 0 || now - session->last_used < options_.evict_idle_after) {
         continue;
       }
@@ -602,6 +604,7 @@ void ServingCore::CompleteChunks(std::vector<ChunkTask*>& tasks) {
         result.ended = true;
         EndSessionLocked(task->session, SessionEndReason::kClosed, &orphans);
       } else {
+        session.answering = true;
         handoff.push_back(task->session);
       }
     }
@@ -619,6 +622,7 @@ void ServingCore::CompleteChunks(std::vector<ChunkTask*>& tasks) {
   {
     absl::MutexLock lock(&mu_);
     for (const std::shared_ptr<Session>& session : handoff) {
+      session->answering = false;
       if (!session->pending.empty()) {
         next.push_back(session->pending.front());
         session->pending.pop_front();
@@ -723,7 +727,7 @@ int64_t ServingCore::ReapIdleSessions(absl::Time now) {
   absl::MutexLock lock(&mu_);
   std::vector<std::shared_ptr<Session>> idle;
   for (const auto& [id, session] : sessions_) {
-    if (!session->busy && session->pending.empty() &&
+    if ((!session->busy || session->answering) && session->pending.empty() &&
         now - session->last_used >= options_.session_idle_timeout) {
       idle.push_back(session);
     }
