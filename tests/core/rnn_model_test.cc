@@ -8,6 +8,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/test_tensors.h"
 
 namespace rnnserve {
 namespace {
@@ -25,14 +26,6 @@ RnnConfig Make(int64_t in, int64_t hidden, int64_t layers, bool bidir, bool batc
   c.nonlinearity = act;
   c.bias = bias;
   return c;
-}
-
-Tensor Random(Shape shape, uint64_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, scale);
-  Tensor t = Tensor::Zeros(std::move(shape));
-  for (float& v : t.values) v = normal(rng);
-  return t;
 }
 
 // Reference: time-major, batched input (T, N, C); h0 (L*D, N, H).

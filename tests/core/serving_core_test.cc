@@ -8,19 +8,12 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/test_tensors.h"
 
 namespace rnnserve {
 namespace {
 
 using ::testing::HasSubstr;
-
-Tensor Random(Shape shape, uint64_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
-  Tensor t = Tensor::Zeros(std::move(shape));
-  for (float& v : t.values) v = normal(rng);
-  return t;
-}
 
 // Rows [begin, end) of the leading dimension.
 Tensor Slice(const Tensor& t, int64_t begin, int64_t end) {

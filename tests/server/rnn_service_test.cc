@@ -7,6 +7,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/test_tensors.h"
 #include "proto/tensor_codec.h"
 #include "rnnserve/v1/rnn_service.grpc.pb.h"
 #include "server/server.h"
@@ -15,14 +16,6 @@ namespace rnnserve {
 namespace {
 
 using ::testing::HasSubstr;
-
-Tensor Random(Shape shape, uint64_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
-  Tensor t = Tensor::Zeros(std::move(shape));
-  for (float& v : t.values) v = normal(rng);
-  return t;
-}
 
 class RnnServiceTest : public ::testing::Test {
  protected:
