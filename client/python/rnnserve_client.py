@@ -159,10 +159,10 @@ class StreamChannel:
     response. Several sessions may share it; `session_id` defaults to the last one started.
     Not thread-safe. Use as a context manager, or call close()."""
 
-    def __init__(self, stub, raw=True):
+    def __init__(self, stub, raw=True, metadata=None):
         self._raw = raw
         self._requests = queue.Queue()
-        self._responses = stub.Stream(iter(self._requests.get, _CLOSE))
+        self._responses = stub.Stream(iter(self._requests.get, _CLOSE), metadata=metadata)
         self._next_id = 1
         self._closed = False
         self.session_id = None
@@ -313,6 +313,8 @@ class RnnServeClient:
         r = self._unary(self._stub.CloseSession, pb2.CloseSessionRequest(session_id=session_id))
         return _message_dict(r.session)
 
-    def open_stream(self):
-        """Opens a bidirectional Stream call: a StreamChannel."""
-        return StreamChannel(self._stub, self._raw)
+    def open_stream(self, metadata=None):
+        """Opens a bidirectional Stream call: a StreamChannel. `metadata` is sent with the
+        call, e.g. [("x-session-id", sid)] so that a session-affinity router (deploy/) sends
+        every stream of a session to the same replica."""
+        return StreamChannel(self._stub, self._raw, metadata)
