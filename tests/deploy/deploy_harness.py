@@ -100,23 +100,12 @@ def wait_serving(target, timeout=30.0, service=SERVICE, alive=lambda: True):
         wait_until(ready, timeout, f"{target} health {service!r} SERVING", interval=0.1)
 
 
-class _SessionHeaderStub:
-    """The generated stub with the router's session header on every Stream call."""
-
-    def __init__(self, stub, session_id):
-        self._stub, self._metadata = stub, [(SESSION_HEADER, session_id)]
-
-    def Stream(self, requests):  # noqa: N802 (the stub's method name)
-        return self._stub.Stream(requests, metadata=self._metadata)
-
-
 def open_stream(client, session_header=None):
     """client.open_stream() (an rnnserve_client.StreamChannel), sending the header
     x-session-id: SESSION_HEADER when given, as clients of the session router do."""
-    rc = client_module()
     if session_header is None:
         return client.open_stream()
-    return rc.StreamChannel(_SessionHeaderStub(client.stub, session_header))
+    return client.open_stream(metadata=[(SESSION_HEADER, session_header)])
 
 
 # ---- servers -----------------------------------------------------------------------------
