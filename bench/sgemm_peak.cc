@@ -93,17 +93,23 @@ void BM_EigenGemm(benchmark::State& state) {
   TimeGemm(state, Lib::kEigen, a, b, c);
 }
 
+// False (and the benchmark marked skipped) when `lib` is OpenBLAS and it was not linked.
+bool LibAvailable(benchmark::State& state, Lib lib) {
+#ifndef RNNSERVE_HAVE_OPENBLAS
+  if (lib == Lib::kOpenBlas) {
+    state.SkipWithError("OpenBLAS not linked");
+    return false;
+  }
+#endif
+  return true;
+}
+
 // The engine's products at their exact shapes, 1 thread: c (H x cols) += W (H x H) * x (H x cols).
 // cols = N is the recurrent product of one step; cols = T*N the input projection of a chunk.
 // Args: lib (0 Eigen, 1 OpenBLAS), H, cols.
 void BM_GemmShape(benchmark::State& state) {
   const Lib lib = static_cast<Lib>(state.range(0));
-#ifndef RNNSERVE_HAVE_OPENBLAS
-  if (lib == Lib::kOpenBlas) {
-    state.SkipWithError("OpenBLAS not linked");
-    return;
-  }
-#endif
+  if (!LibAvailable(state, lib)) return;
   const int64_t h = state.range(1), cols = state.range(2);
   const Matrix w = RandomMatrix(h, h, 1), x = RandomMatrix(h, cols, 2);
   Matrix c = Matrix::Zero(h, cols);
@@ -135,12 +141,7 @@ void BM_TanhShape(benchmark::State& state) {
 // out_t = tanh(out_t). Args: lib, H, L, N, T.
 void BM_ForwardProto(benchmark::State& state) {
   const Lib lib = static_cast<Lib>(state.range(0));
-#ifndef RNNSERVE_HAVE_OPENBLAS
-  if (lib == Lib::kOpenBlas) {
-    state.SkipWithError("OpenBLAS not linked");
-    return;
-  }
-#endif
+  if (!LibAvailable(state, lib)) return;
   const int64_t h = state.range(1), layers = state.range(2);
   const int64_t batch = state.range(3), steps = state.range(4), cols = steps * batch;
   const float scale = 1.0f / std::sqrt(static_cast<float>(h));
