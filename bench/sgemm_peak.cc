@@ -15,6 +15,7 @@
 #include <benchmark/benchmark.h>
 
 #include "bench/bench_util.h"
+#include "core/packed_gemm.h"
 
 #ifdef RNNSERVE_HAVE_OPENBLAS
 #include <cblas.h>
@@ -30,7 +31,7 @@ Matrix RandomMatrix(int64_t rows, int64_t cols, uint32_t seed) {
 }
 
 // c (m x n) += a (m x k) * b (k x n), column-major, through the library `lib` names.
-enum class Lib { kEigen = 0, kOpenBlas = 1 };
+enum class Lib { kEigen = 0, kOpenBlas = 1, kPacked = 2 };
 
 void GemmAdd(Lib lib, const float* a, int64_t m, int64_t k, const float* b, int64_t n,
              float* c) {
@@ -106,13 +107,25 @@ bool LibAvailable(benchmark::State& state, Lib lib) {
 
 // The engine's products at their exact shapes, 1 thread: c (H x cols) += W (H x H) * x (H x cols).
 // cols = N is the recurrent product of one step; cols = T*N the input projection of a chunk.
-// Args: lib (0 Eigen, 1 OpenBLAS), H, cols.
+// Args: lib (0 Eigen, 1 OpenBLAS, 2 the engine's PackedGemm), H, cols.
 void BM_GemmShape(benchmark::State& state) {
   const Lib lib = static_cast<Lib>(state.range(0));
   if (!LibAvailable(state, lib)) return;
   const int64_t h = state.range(1), cols = state.range(2);
   const Matrix w = RandomMatrix(h, h, 1), x = RandomMatrix(h, cols, 2);
   Matrix c = Matrix::Zero(h, cols);
+  if (lib == Lib::kPacked) {  // the engine's own kernel, weights packed once outside the loop
+    const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> row_major = w;
+    const PackedMatrix packed = PackedMatrix::FromRowMajor(row_major.data(), h, h);
+    const double total = TimedLoop(state, [&] {
+      PackedGemm(packed, x.data(), h, cols, nullptr, /*accumulate=*/true, Epilogue::kNone,
+                 c.data(), h);
+      benchmark::DoNotOptimize(c.data());
+      return true;
+    });
+    state.counters["gflops"] = 2.0 * h * h * cols * 1e-9 / SecondsPerCall(state, total);
+    return;
+  }
   TimeGemm(state, lib, w, x, c);
 }
 
@@ -211,7 +224,7 @@ BENCHMARK(BM_EigenGemm)->ArgName("n")->Arg(1024)->Arg(2048)->Unit(benchmark::kMi
     ->UseManualTime();
 BENCHMARK(BM_GemmShape)
     ->ArgNames({"lib", "H", "cols"})
-    ->ArgsProduct({{0, 1}, {64, 256, 512, 1024}, {1, 8, 10, 64, 100, 256, 2560, 25600}})
+    ->ArgsProduct({{0, 1, 2}, {64, 256, 512, 1024}, {1, 8, 10, 64, 100, 256, 2560, 25600}})
     ->Unit(benchmark::kMicrosecond)
     ->UseManualTime();
 BENCHMARK(BM_ForwardProto)

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "core/packed_gemm.h"
 #include "core/rnn_config.h"
 #include "core/rnn_parameters.h"
 #include "core/tensor.h"
@@ -111,10 +112,14 @@ class RnnModel {
   int64_t MacsPerStep() const;
 
  private:
+  // One layer and direction's weights, laid out at load for both product backends: Eigen's
+  // GEMM (wide products) and PackedGemm (up to a few hundred columns; see UsePacked()).
   struct LayerDirection {
     Eigen::MatrixXf w_ih;  // (H, in): W_ih as torch stores it, column-major for GEMM
     Eigen::MatrixXf w_hh;  // (H, H)
-    Eigen::VectorXf bias;  // b_ih + b_hh, or zeros
+    Eigen::VectorXf bias;  // b_ih + b_hh, or zeros; padded to packed_hh.padded_rows()
+    PackedMatrix packed_ih;
+    PackedMatrix packed_hh;
   };
 
   explicit RnnModel(const RnnConfig& config) : config_(config) {}

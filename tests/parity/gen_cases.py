@@ -53,6 +53,7 @@ NAMED_CASES = [
     "seed_a", "seed_b", "seed_c",
     "edge_t1", "edge_n1", "edge_h1", "edge_relu_large", "edge_large_model",
     "edge_unbatched_t1", "edge_bidir_batch_first_h0", "edge_deep_relu_no_bias",
+    "edge_wide_projection", "edge_wide_projection_relu", "edge_panel_tail", "edge_deep_input",
 ]
 ERROR_CASES = [
     "error_input_size", "error_input_size_unbatched", "error_h0_batch", "error_h0_hidden",
@@ -183,6 +184,17 @@ def named_specs():
              bias=False),
         spec("edge_deep_relu_no_bias", 15, 2, h0="randn", input_size=3, hidden_size=9,
              num_layers=4, nonlinearity="relu", bias=False, dropout=0.3),
+        # The engine's two product backends and PackedGemm's edges: a wide input projection
+        # of a small layer (T*N >= 1024 columns at H <= 128: Eigen's GEMM), H=150 (the last
+        # register panel partly filled, several column tiles), and input_size 1100 (the
+        # projection's depth split into passes).
+        spec("edge_wide_projection", 40, 32, h0="randn", input_size=16, hidden_size=48,
+             num_layers=2),
+        spec("edge_wide_projection_relu", 36, 30, input_size=10, hidden_size=128,
+             nonlinearity="relu", batch_first=True),
+        spec("edge_panel_tail", 5, 11, h0="randn", input_size=37, hidden_size=150,
+             num_layers=2),
+        spec("edge_deep_input", 3, 2, h0="randn", input_size=1100, hidden_size=20),
     ]
 
 

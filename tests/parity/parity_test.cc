@@ -62,6 +62,10 @@ const char* const kNamedCases[] = {
     "edge_unbatched_t1",
     "edge_bidir_batch_first_h0",
     "edge_deep_relu_no_bias",
+    "edge_wide_projection",
+    "edge_wide_projection_relu",
+    "edge_panel_tail",
+    "edge_deep_input",
 };
 const char* const kErrorCases[] = {
     "error_input_size",
