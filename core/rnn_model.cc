@@ -20,7 +20,11 @@ using RowMajorMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eige
 // shape the engine runs, except the very wide input projections of small layers, where Eigen,
 // which packs both operands per call, keeps a ~10% edge (BENCHMARKS.md, "Products at the
 // engine's shapes").
-bool UsePacked(int64_t rows, int64_t cols) { return rows > 128 || cols < 1024; }
+constexpr int64_t kEigenMaxRows = 128;
+constexpr int64_t kEigenMinCols = 1024;
+bool UsePacked(int64_t rows, int64_t cols) {
+  return rows > kEigenMaxRows || cols < kEigenMinCols;
+}
 
 Epilogue EpilogueFor(Nonlinearity act) {
   return act == Nonlinearity::kTanh ? Epilogue::kTanh : Epilogue::kRelu;
@@ -100,8 +104,10 @@ absl::StatusOr<std::unique_ptr<RnnModel>> RnnModel::Create(const RnnConfig& conf
       // torch stores W as row-major (H, in); copy into column-major for Eigen's kernels.
       const float* weight_ih = parameters.at("weight_ih" + suffix).data();
       const float* weight_hh = parameters.at("weight_hh" + suffix).data();
-      w.w_ih = Eigen::Map<const RowMajorMatrix>(weight_ih, h, in);
-      w.w_hh = Eigen::Map<const RowMajorMatrix>(weight_hh, h, h);
+      if (h <= kEigenMaxRows) {  // the only layers that may take Eigen's path
+        w.w_ih = Eigen::Map<const RowMajorMatrix>(weight_ih, h, in);
+        w.w_hh = Eigen::Map<const RowMajorMatrix>(weight_hh, h, h);
+      }
       w.packed_ih = PackedMatrix::FromRowMajor(weight_ih, h, in);
       w.packed_hh = PackedMatrix::FromRowMajor(weight_hh, h, h);
       w.bias = Eigen::VectorXf::Zero(w.packed_hh.padded_rows());

@@ -115,8 +115,8 @@ class RnnModel {
   // One layer and direction's weights, laid out at load for both product backends: Eigen's
   // GEMM (wide products) and PackedGemm (up to a few hundred columns; see UsePacked()).
   struct LayerDirection {
-    Eigen::MatrixXf w_ih;  // (H, in): W_ih as torch stores it, column-major for GEMM
-    Eigen::MatrixXf w_hh;  // (H, H)
+    Eigen::MatrixXf w_ih;  // (H, in): W_ih, column-major for Eigen; empty when H > 128
+    Eigen::MatrixXf w_hh;  // (H, H); empty when H > 128
     Eigen::VectorXf bias;  // b_ih + b_hh, or zeros; padded to packed_hh.padded_rows()
     PackedMatrix packed_ih;
     PackedMatrix packed_hh;
