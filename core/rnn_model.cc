@@ -7,6 +7,10 @@
 #include "absl/strings/str_join.h"
 #include "core/status_macros.h"
 
+// GCC 12 flags the `__Y = __Y` idiom inside its own AVX-512 intrinsics, which Eigen's
+// vectorised tanh inlines here: harmless.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 namespace rnnserve {
 namespace {
 
