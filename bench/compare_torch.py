@@ -73,11 +73,10 @@ def grid_filters(args, hidden, layers):
 
 
 def run_investigation(args, peak):
-    """engine_bench's per-shape products (Eigen vs OpenBLAS), tanh, read bandwidth, and the
+    """engine_bench's per-shape products (Eigen vs OpenBLAS vs PackedGemm), read bandwidth, and the
     Forward stand-in next to the engine's Forward, each group in one run with Google Benchmark's
     random interleaving, so that the machine's drift falls on all of a comparison alike."""
-    groups = [["BM_GemmShape/lib:[01]/H:{}/".format(alternation(args.H)),
-               "BM_TanhShape/H:{}/N:{}/".format(alternation(args.H), alternation(args.N)),
+    groups = [["BM_GemmShape/lib:[012]/H:{}/".format(alternation(args.H)),
                "BM_ReadBandwidth/"]]
     for hidden in args.H:
         for layers in args.L:
@@ -325,38 +324,19 @@ def investigation_tables(shapes_run, torch_us):
     out = ["", "### Where the time goes", "",
            "Products at the engine's shapes, c (H x cols) += W (H x H) · x (H x cols): cols = N "
            "is one step's recurrent product, cols = T·N a chunk's input projection (OpenBLAS "
-           "uses sgemv at cols = 1).", "",
-           "| H | cols | Eigen GFLOP/s | OpenBLAS GFLOP/s | OpenBLAS/Eigen |",
-           "|---:|---:|---:|---:|---:|"]
+           "uses sgemv at cols = 1). PackedGemm is the engine's own kernel (weights packed at "
+           "load); the engine uses it except at H <= 128 with cols >= 1024, where it uses Eigen.",
+           "",
+           "| H | cols | Eigen GFLOP/s | OpenBLAS GFLOP/s | PackedGemm GFLOP/s | "
+           "PackedGemm/Eigen | PackedGemm/OpenBLAS |",
+           "|---:|---:|---:|---:|---:|---:|---:|"]
     for (h, cols), libs in sorted(gemm.items()):
-        eigen, blas = libs.get(0), libs.get(1)
-        cells = [str(h), str(cols), f"{eigen['gflops']:.1f}" if eigen else "–",
-                 f"{blas['gflops']:.1f}" if blas else "–",
-                 f"{blas['gflops'] / eigen['gflops']:.2f}x" if eigen and blas else "–"]
+        eigen, blas, packed = libs.get(0), libs.get(1), libs.get(2)
+        cells = [str(h), str(cols)]
+        cells += [f"{e['gflops']:.1f}" if e else "–" for e in (eigen, blas, packed)]
+        cells += [f"{packed['gflops'] / other['gflops']:.2f}x" if packed and other else "–"
+                  for other in (eigen, blas)]
         out.append("| " + " | ".join(cells) + " |")
-    tanh = {}
-    for params, entry in by_family.get("BM_TanhShape", {}).items():
-        p = dict(params)
-        tanh.setdefault((p["H"], p["N"]), {})[p["offset"]] = entry
-    if tanh:
-        out += ["", "tanh over one step's block (H x N), written as RecurrentStep writes it, on "
-                "a 64-byte-aligned buffer and on one 16 bytes off (as malloc'd storage is), "
-                "against that step's recurrent product (Eigen):", "",
-                "| H | N | tanh ns/elem aligned | 16 B off | product µs | "
-                "tanh share of the step, aligned | 16 B off |",
-                "|---:|---:|---:|---:|---:|---:|---:|"]
-        for (h, n), offsets in sorted(tanh.items()):
-            product = gemm.get((h, n), {}).get(0)
-            cells = [str(h), str(n)]
-            cells += [f"{offsets[o]['ns_per_elem']:.2f}" if o in offsets else "–" for o in (0, 4)]
-            cells.append("–" if product is None else fmt_us(product["us_per_call"]))
-            for o in (0, 4):
-                if product is None or o not in offsets:
-                    cells.append("–")
-                else:
-                    t = offsets[o]["us_per_call"]
-                    cells.append(f"{100 * t / (t + product['us_per_call']):.0f}%")
-            out.append("| " + " | ".join(cells) + " |")
     bandwidth = by_family.get("BM_ReadBandwidth", {})
     if bandwidth:
         out += ["", "One core's streaming read bandwidth (a product that streams its weights "
@@ -408,8 +388,9 @@ def main():
                         "other core (shared caches, memory, clocks)")
     parser.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
     parser.add_argument("--investigate", action="store_true",
-                        help="also run engine_bench's per-shape products (Eigen vs OpenBLAS), "
-                        "tanh and Forward stand-in, and print where the time goes")
+                        help="also run engine_bench's per-shape products (Eigen vs OpenBLAS vs "
+                        "PackedGemm), read bandwidth and Forward stand-in, and print where the "
+                        "time goes")
     parser.add_argument("--node", default="/usr/bin/node")
     parser.add_argument("--onnx-dir", default=os.path.join(ROOT, "build-bench", "onnx"))
     parser.add_argument("--out", help="also write the markdown here")

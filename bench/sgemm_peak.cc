@@ -1,6 +1,6 @@
 // GEMM yardsticks in engine_bench's run: OpenBLAS cblas_sgemm at 1 and 2 threads and Eigen's
-// GEMM, square 1024 and 2048; plus the engine's exact per-step shapes (recurrent product and
-// tanh) through Eigen and OpenBLAS, to locate where the engine loses time.
+// GEMM, square 1024 and 2048; plus the engine's exact per-step product shapes through Eigen,
+// OpenBLAS and the engine's PackedGemm, to locate where the engine loses time.
 #include <time.h>
 
 #include <algorithm>
@@ -129,24 +129,6 @@ void BM_GemmShape(benchmark::State& state) {
   TimeGemm(state, lib, w, x, c);
 }
 
-// The engine's activation at one step's shape: block = tanh(block) over H x N, as RecurrentStep.
-// The expression is RecurrentStep's: a column block of a row block of a Map. With offset 0 the
-// buffer is 64-byte aligned (Eigen's allocator); offset 4 (floats) puts it 16 bytes off, as
-// malloc'd std::vector storage (the engine's Workspace and Tensor) usually is. Args: H, N,
-// offset.
-void BM_TanhShape(benchmark::State& state) {
-  const int64_t h = state.range(0), cols = state.range(1), offset = state.range(2);
-  Matrix storage = RandomMatrix(h * cols + 16, 1, 3);
-  Eigen::Map<Matrix> map(storage.data() + offset, h, cols);
-  auto block = map.middleRows(0, h).middleCols(0, cols);
-  const double total = TimedLoop(state, [&] {
-    block = block.array().tanh();
-    benchmark::DoNotOptimize(block.data());
-    return true;
-  });
-  state.counters["ns_per_elem"] = SecondsPerCall(state, total) * 1e9 / (h * cols);
-}
-
 // A stand-in for RnnModel::ForwardTimeMajor (unidirectional, tanh, h_0 zeros) whose products go
 // through `lib`: with Eigen it should time like the engine (a check of the stand-in); with
 // OpenBLAS it shows what the engine would gain from OpenBLAS's kernels at that shape.
@@ -237,12 +219,6 @@ BENCHMARK(BM_ReadBandwidth)
     ->Arg(256)->Arg(1024)->Arg(4096)->Arg(16384)->Arg(65536)
     ->Unit(benchmark::kMicrosecond)
     ->UseManualTime();
-BENCHMARK(BM_TanhShape)
-    ->ArgNames({"H", "N", "offset"})
-    ->ArgsProduct({{64, 256, 512, 1024}, {1, 8, 64, 256}, {0, 4}})
-    ->Unit(benchmark::kMicrosecond)
-    ->UseManualTime();
-
 }  // namespace
 
 std::vector<float> RandomValues(int64_t count, uint32_t seed) {
