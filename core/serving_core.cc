@@ -65,6 +65,8 @@ struct ServingCore::ChunkTask : BatchScheduler::Task {
   absl::Time submitted;
   absl::Time dispatched;
   ChunkResult result;
+  // The session was ended (closed) when the batch began.
+  bool session_ended = false;
   // Set by PrepareChunk for chunks that compute.
   bool compute = false;
   int64_t steps = 0;
@@ -416,10 +418,10 @@ bool ServingCore::PrepareChunk(ChunkTask* task) {
     return false;
   };
   if (!req.decode_error.ok()) return fail(req.decode_error);
-  {
-    absl::MutexLock lock(&mu_);
+  if (task->session_ended) {
     // Closed by CloseSession after this chunk left the session's queue.
-    if (session.ended) return fail(UnknownSessionError(session.id));
+    absl::MutexLock lock(&mu_);
+    return fail(UnknownSessionError(session.id));
   }
   if (req.chunk_index.has_value()) {
     const uint64_t index = *req.chunk_index;
@@ -463,30 +465,30 @@ bool ServingCore::PrepareChunk(ChunkTask* task) {
         "a session needs a batch of at least one sequence; input has shape ",
         ShapeToString(input.shape))));
   }
-  {
+  // batch and unbatched change only here, by the worker owning the session's chunk (or at
+  // start, before any chunk): reading them needs no lock, setting them does.
+  if (session.batch == 0) {
+    // The first chunk fixes the batch size and allocates the state.
     absl::MutexLock lock(&mu_);
-    if (session.batch == 0) {
-      // The first chunk fixes the batch size and allocates the state.
-      const int64_t bytes = StateBytesFor(model, dims->batch);
-      if (absl::Status room = ReserveStateBytes(bytes, &session); !room.ok()) {
-        return fail(room);
-      }
-      session.batch = dims->batch;
-      session.unbatched = !dims->batched;
-      session.state_bytes = bytes;
-      session.state[0].assign(model.StateSize(dims->batch), 0.0f);
-      session.state[1].assign(model.StateSize(dims->batch), 0.0f);
-    } else if (session.unbatched == dims->batched) {
-      return fail(absl::InvalidArgumentError(absl::StrCat(
-          "session '", session.id, "' takes ", session.unbatched ? "unbatched 2-D" : "batched 3-D",
-          " input, as its first chunk or h_0 did; this chunk has shape ",
-          ShapeToString(input.shape))));
-    } else if (session.batch != dims->batch) {
-      return fail(absl::InvalidArgumentError(absl::StrCat(
-          "batch size must stay the same within a session: session '", session.id,
-          "' has N=", session.batch, ", this chunk has N=", dims->batch, " (shape ",
-          ShapeToString(input.shape), ")")));
+    const int64_t bytes = StateBytesFor(model, dims->batch);
+    if (absl::Status room = ReserveStateBytes(bytes, &session); !room.ok()) {
+      return fail(room);
     }
+    session.batch = dims->batch;
+    session.unbatched = !dims->batched;
+    session.state_bytes = bytes;
+    session.state[0].assign(model.StateSize(dims->batch), 0.0f);
+    session.state[1].assign(model.StateSize(dims->batch), 0.0f);
+  } else if (session.unbatched == dims->batched) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "session '", session.id, "' takes ", session.unbatched ? "unbatched 2-D" : "batched 3-D",
+        " input, as its first chunk or h_0 did; this chunk has shape ",
+        ShapeToString(input.shape))));
+  } else if (session.batch != dims->batch) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "batch size must stay the same within a session: session '", session.id,
+        "' has N=", session.batch, ", this chunk has N=", dims->batch, " (shape ",
+        ShapeToString(input.shape), ")")));
   }
   task->steps = dims->steps;
   task->batch = dims->batch;
@@ -512,6 +514,11 @@ bool ServingCore::PrepareChunk(ChunkTask* task) {
 }
 
 void ServingCore::RunChunks(std::vector<ChunkTask*>& tasks, Workspace& workspace) {
+  {
+    // One lock for the whole batch instead of one per chunk.
+    absl::MutexLock lock(&mu_);
+    for (ChunkTask* task : tasks) task->session_ended = task->session->ended;
+  }
   std::vector<StreamChunk> batch;
   batch.reserve(tasks.size());
   const RnnModel* model = nullptr;
