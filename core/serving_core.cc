@@ -25,9 +25,11 @@ const char* SessionEndReasonName(SessionEndReason reason) {
   return "unknown";
 }
 
-// A streamed session. Fields marked "mu_" are read and written under ServingCore::mu_. The
-// compute fields belong to whichever worker runs the session's in-flight chunk (busy == true);
-// the handoff between workers goes through the scheduler's lock.
+// A streamed session. Fields marked "mu_" are read and written under ServingCore::mu_, except
+// that batch, unbatched and next_chunk_index, which only the worker running the session's
+// in-flight chunk writes, may be read by that worker without it. The compute fields belong to
+// whichever worker runs the session's in-flight chunk (busy == true); the handoff between
+// workers goes through the scheduler's lock.
 struct ServingCore::Session {
   std::string id;
   const ServedModel* model = nullptr;
