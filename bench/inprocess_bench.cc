@@ -208,8 +208,9 @@ Result RunEngine(const RnnModel& model, const Args& a) {
 class CoreDriver {
  public:
   CoreDriver(ServingCore* core, const Args& a, int64_t input_size)
-      : core_(core), a_(a), input_({a.chunk_steps, 1, input_size},
-                                   RandomValues(a.chunk_steps * input_size, 7)),
+      : core_(core), a_(a),
+        input_(TensorBytes::FromTensor(Tensor({a.chunk_steps, 1, input_size},
+                                              RandomValues(a.chunk_steps * input_size, 7)))),
         ids_(a.sessions) {}
 
   void Start() {
@@ -232,7 +233,7 @@ class CoreDriver {
     }
     const bool last = stop_.load(std::memory_order_relaxed);
     request.end = last;
-    request.input = input_;  // a copy per chunk, as decoding a request makes one
+    request.input = input_;  // a copy per chunk, as receiving a request makes one
     request.omit_state = a_.omit_state;
     in_flight_.fetch_add(1);
     core_->SubmitChunk(std::move(request), [this, i](ChunkResult result) {
@@ -251,7 +252,7 @@ class CoreDriver {
 
   ServingCore* const core_;
   const Args& a_;
-  const Tensor input_;
+  const TensorBytes input_;
   std::vector<std::string> ids_;  // each touched only by its session's (serialized) callbacks
   std::atomic<int64_t> chunks_{0}, errors_{0}, in_flight_{0};
   std::atomic<bool> stop_{false};

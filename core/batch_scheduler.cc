@@ -5,9 +5,9 @@
 namespace rnnserve {
 
 BatchScheduler::BatchScheduler(const Options& options, RunBatch run_batch)
-    : options_(options), run_batch_(std::move(run_batch)) {
-  const int threads = std::max(1, options_.threads);
-  for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+    : options_(options), num_workers_(std::max(1, options.threads)),
+      run_batch_(std::move(run_batch)) {
+  for (int i = 0; i < num_workers_; ++i) workers_.emplace_back([this] { WorkerLoop(); });
 }
 
 BatchScheduler::~BatchScheduler() {
@@ -19,12 +19,29 @@ BatchScheduler::~BatchScheduler() {
   for (std::thread& t : workers_) t.join();
 }
 
-void BatchScheduler::Enqueue(Task* task) {
-  absl::MutexLock lock(&mu_);
-  task->enqueued = absl::Now();
+void BatchScheduler::EnqueueLocked(Task* task, absl::Time now) {
+  task->enqueued = now;
   queues_[task->key].push_back(task);
   ++queued_;
+}
+
+void BatchScheduler::Enqueue(Task* task) {
+  absl::MutexLock lock(&mu_);
+  EnqueueLocked(task, absl::Now());
   work_cv_.Signal();
+}
+
+void BatchScheduler::EnqueueAll(absl::Span<Task* const> tasks) {
+  if (tasks.empty()) return;
+  const absl::Time now = absl::Now();
+  absl::MutexLock lock(&mu_);
+  for (Task* task : tasks) EnqueueLocked(task, now);
+  // Wake as many workers as there are tasks; the split decides how they share them.
+  if (tasks.size() == 1) {
+    work_cv_.Signal();
+  } else {
+    work_cv_.SignalAll();
+  }
 }
 
 int64_t BatchScheduler::queued() const {
@@ -55,6 +72,19 @@ std::deque<BatchScheduler::Task*>* BatchScheduler::NextQueue() {
   return nullptr;
 }
 
+size_t BatchScheduler::BatchSize(size_t ready) const {
+  size_t take = ready;
+  // Workers not running a batch, besides this one: each gets an equal share, if that share
+  // is no smaller than min_split_batch.
+  const int64_t idle = num_workers_ - running_ - 1;
+  if (idle > 0 && options_.min_split_batch > 0) {
+    const size_t shares =
+        std::min<size_t>(idle + 1, ready / static_cast<size_t>(options_.min_split_batch));
+    if (shares >= 2) take = (ready + shares - 1) / shares;
+  }
+  return std::min<size_t>(take, std::max(1, options_.max_batch));
+}
+
 void BatchScheduler::WorkerLoop() {
   Workspace workspace;
   std::vector<Task*> batch;
@@ -75,11 +105,13 @@ void BatchScheduler::WorkerLoop() {
         continue;
       }
     }
-    const size_t take = std::min<size_t>(queue->size(), std::max(1, options_.max_batch));
+    const size_t take = BatchSize(queue->size());
     batch.assign(queue->begin(), queue->begin() + take);
     queue->erase(queue->begin(), queue->begin() + take);
     queued_ -= take;
     ++running_;
+    // Idle workers take what is left (the split left them their share).
+    if (queued_ > 0 && running_ < num_workers_) work_cv_.SignalAll();
     mu_.Unlock();
     run_batch_(batch, workspace);
     mu_.Lock();

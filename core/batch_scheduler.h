@@ -2,7 +2,8 @@
 // batches. Tasks of one model queued while the workers are busy are handed over together, so
 // one engine call advances many sessions (Deep Speech 2's batch dispatch). Dispatch is eager:
 // an idle worker takes whatever is queued at once, unless max_queue_delay asks it to wait for
-// a fuller batch.
+// a fuller batch. A large queue is split between the workers that are idle, so one big batch
+// does not run on one core while another waits.
 //
 // Thread-safe. Does not own tasks: the RunBatch callback receives them and is responsible for
 // them from then on. The callback runs on a worker thread with that worker's Workspace.
@@ -37,6 +38,9 @@ class BatchScheduler {
     int threads = 2;                             // worker threads
     int max_batch = 256;                         // most tasks handed over at once
     absl::Duration max_queue_delay = absl::ZeroDuration();  // wait for a fuller batch; 0 = eager
+    // A worker taking a batch while others are idle leaves them equal shares of the queue,
+    // when every share has at least this many tasks. 0 never splits.
+    int min_split_batch = 8;
   };
 
   using RunBatch = std::function<void(absl::Span<Task* const> batch, Workspace& workspace)>;
@@ -49,6 +53,8 @@ class BatchScheduler {
   BatchScheduler& operator=(const BatchScheduler&) = delete;
 
   void Enqueue(Task* task);
+  // Enqueues all of `tasks` at once (one lock), so workers never see part of them.
+  void EnqueueAll(absl::Span<Task* const> tasks);
 
   // Blocks until nothing is queued or running, or `deadline` passes; true when idle.
   bool WaitIdle(absl::Time deadline);
@@ -59,8 +65,12 @@ class BatchScheduler {
   void WorkerLoop();
   // Picks the next key with queued tasks, round-robin so no model starves.
   std::deque<Task*>* NextQueue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // How many of `ready` queued tasks one worker takes now.
+  size_t BatchSize(size_t ready) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EnqueueLocked(Task* task, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
+  const int num_workers_;
   const RunBatch run_batch_;
   std::vector<std::thread> workers_;
 
@@ -71,7 +81,7 @@ class BatchScheduler {
   std::map<const void*, std::deque<Task*>> queues_ ABSL_GUARDED_BY(mu_);
   const void* last_key_ ABSL_GUARDED_BY(mu_) = nullptr;
   int64_t queued_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t running_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t running_ ABSL_GUARDED_BY(mu_) = 0;  // batches being run (one per busy worker)
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -24,9 +25,11 @@ const char* SessionEndReasonName(SessionEndReason reason) {
   return "unknown";
 }
 
-// A streamed session. Fields marked "mu_" are read and written under ServingCore::mu_. The
-// compute fields belong to whichever worker runs the session's in-flight chunk (busy == true);
-// the handoff between workers goes through the scheduler's lock.
+// A streamed session. Fields marked "mu_" are read and written under ServingCore::mu_, except
+// that batch, unbatched and next_chunk_index, which only the worker running the session's
+// in-flight chunk writes, may be read by that worker without it. The compute fields belong to
+// whichever worker runs the session's in-flight chunk (busy == true); the handoff between
+// workers goes through the scheduler's lock.
 struct ServingCore::Session {
   std::string id;
   const ServedModel* model = nullptr;
@@ -42,16 +45,19 @@ struct ServingCore::Session {
   bool busy = false;   // a chunk of this session is queued or running in the scheduler
   bool answering = false;  // busy, but only answering its computed chunk: may be ended
   bool ended = false;  // removed from the table; queued chunks were answered
-  std::deque<ChunkTask*> pending;
+  // Chunks waiting behind the busy one; short (usually empty), and empty costs no allocation.
+  absl::InlinedVector<ChunkTask*, 2> pending;
   int current = 0;  // which of `state` holds h_n; flipped when a computed chunk completes
   int64_t buffered_steps = 0;
 
   // Compute state. state[current] is stable while readers hold mu_; a worker writes only
-  // state[1 - current] and flips `current` under mu_ when done.
+  // state[1 - current] and flips `current` under mu_ when done. Until the session's next chunk
+  // is handed to the scheduler, the worker that flipped it may also read state[current]
+  // without mu_: no one else writes it, and the buffers live as long as the Session.
   std::vector<float> state[2];  // (L*D, N, H) each
   std::vector<float> buffered;  // bidirectional: time-major (T, N, C) input awaiting `end`
   std::optional<uint64_t> last_index;  // chunk_index of the last applied chunk, for replays
-  std::optional<Tensor> last_output;
+  std::optional<TensorBytes> last_output;
 };
 
 struct ServingCore::ChunkTask : BatchScheduler::Task {
@@ -61,6 +67,8 @@ struct ServingCore::ChunkTask : BatchScheduler::Task {
   absl::Time submitted;
   absl::Time dispatched;
   ChunkResult result;
+  // The session was ended (closed) when the batch began.
+  bool session_ended = false;
   // Set by PrepareChunk for chunks that compute.
   bool compute = false;
   int64_t steps = 0;
@@ -68,7 +76,11 @@ struct ServingCore::ChunkTask : BatchScheduler::Task {
   bool batched = true;
   const float* input_time_major = nullptr;
   std::vector<float> transposed_input;   // batch_first input packed time-major
-  std::vector<float> output_time_major;  // (T, N, D*H)
+  // batch_first output as the engine writes it, (T, N, D*H); other layouts are written straight
+  // into result.output.
+  std::vector<float> output_time_major;
+  // Set by CompleteChunks: h_n goes into the result (copied there after mu_ is released).
+  bool report_state = false;
 };
 
 struct ServingCore::ForwardTask : BatchScheduler::Task {
@@ -80,12 +92,10 @@ struct ServingCore::ForwardTask : BatchScheduler::Task {
 
 namespace {
 
-// h_n as the client sees it: (L*D, N, H), or (L*D, H) for unbatched sessions.
-Tensor StateTensor(const RnnConfig& config, int64_t batch, bool unbatched,
-                   const std::vector<float>& state) {
-  Shape shape = unbatched ? Shape{config.num_state_rows(), config.hidden_size}
-                          : Shape{config.num_state_rows(), batch, config.hidden_size};
-  return Tensor(std::move(shape), state);
+// h_n's shape as the client sees it: (L*D, N, H), or (L*D, H) for unbatched sessions.
+Shape StateShape(const RnnConfig& config, int64_t batch, bool unbatched) {
+  return unbatched ? Shape{config.num_state_rows(), config.hidden_size}
+                   : Shape{config.num_state_rows(), batch, config.hidden_size};
 }
 
 int64_t StateBytesFor(const RnnModel& model, int64_t batch) {
@@ -129,16 +139,13 @@ void ServingCore::ReaperLoop() {
   }
 }
 
-absl::Status ServingCore::CheckFinite(const Tensor& tensor, const char* what) const {
+absl::Status ServingCore::CheckFinite(absl::Span<const float> values, const char* what) const {
   if (options_.allow_non_finite) return absl::OkStatus();
-  for (size_t i = 0; i < tensor.values.size(); ++i) {
-    if (!std::isfinite(tensor.values[i])) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, " holds a non-finite value (", tensor.values[i], ") at flat index ", i,
-          "; send finite numbers, or start the server with --allow_non_finite"));
-    }
-  }
-  return absl::OkStatus();
+  const std::optional<int64_t> bad = FirstNonFinite(values.data(), values.size());
+  if (!bad.has_value()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      what, " holds a non-finite value (", values[*bad], ") at flat index ", *bad,
+      "; send finite numbers, or start the server with --allow_non_finite"));
 }
 
 void ServingCore::Forward(const std::string& model_name, Tensor input, std::optional<Tensor> h0,
@@ -163,8 +170,8 @@ void ServingCore::Forward(const std::string& model_name, Tensor input, std::opti
 
 void ServingCore::RunForward(ForwardTask* task, Workspace& workspace) {
   std::unique_ptr<ForwardTask> owned(task);
-  absl::Status finite = CheckFinite(task->input, "input");
-  if (finite.ok() && task->h0.has_value()) finite = CheckFinite(*task->h0, "h_0");
+  absl::Status finite = CheckFinite(task->input.values, "input");
+  if (finite.ok() && task->h0.has_value()) finite = CheckFinite(task->h0->values, "h_0");
   if (!finite.ok()) {
     task->done(finite);
     return;
@@ -321,7 +328,7 @@ void ServingCore::SubmitChunk(ChunkRequest request, ChunkCallback done) {
                 "h_0 must have shape (", config.num_state_rows(), ", N, ", config.hidden_size,
                 "), or (", config.num_state_rows(), ", ", config.hidden_size,
                 ") for unbatched input, with N >= 1; got ", ShapeToString(shape)));
-          } else if (absl::Status finite = CheckFinite(*req.h0, "h_0"); !finite.ok()) {
+          } else if (absl::Status finite = CheckFinite(req.h0->values, "h_0"); !finite.ok()) {
             refusal = finite;
           } else if (absl::Status room = ReserveStateBytes(
                          StateBytesFor(*model->model, batch), session.get());
@@ -413,10 +420,10 @@ bool ServingCore::PrepareChunk(ChunkTask* task) {
     return false;
   };
   if (!req.decode_error.ok()) return fail(req.decode_error);
-  {
-    absl::MutexLock lock(&mu_);
+  if (task->session_ended) {
     // Closed by CloseSession after this chunk left the session's queue.
-    if (session.ended) return fail(UnknownSessionError(session.id));
+    absl::MutexLock lock(&mu_);
+    return fail(UnknownSessionError(session.id));
   }
   if (req.chunk_index.has_value()) {
     const uint64_t index = *req.chunk_index;
@@ -446,49 +453,51 @@ bool ServingCore::PrepareChunk(ChunkTask* task) {
     }
     return task->compute;
   }
-  const Tensor& input = *req.input;
+  const TensorBytes& input = *req.input;
   absl::StatusOr<InputDims> dims = model.CheckShapes(input.shape, nullptr);
   if (!dims.ok()) return fail(dims.status());
-  if (input.num_elements() != NumElements(input.shape)) {
+  if (!input.consistent()) {
     return fail(absl::InvalidArgumentError("input value count does not match its shape"));
   }
-  if (absl::Status finite = CheckFinite(input, "input"); !finite.ok()) return fail(finite);
+  if (absl::Status finite = CheckFinite(input.values(), "input"); !finite.ok()) {
+    return fail(finite);
+  }
   if (dims->batch < 1) {
     return fail(absl::InvalidArgumentError(absl::StrCat(
         "a session needs a batch of at least one sequence; input has shape ",
         ShapeToString(input.shape))));
   }
-  {
+  // batch and unbatched change only here, by the worker owning the session's chunk (or at
+  // start, before any chunk): reading them needs no lock, setting them does.
+  if (session.batch == 0) {
+    // The first chunk fixes the batch size and allocates the state.
     absl::MutexLock lock(&mu_);
-    if (session.batch == 0) {
-      // The first chunk fixes the batch size and allocates the state.
-      const int64_t bytes = StateBytesFor(model, dims->batch);
-      if (absl::Status room = ReserveStateBytes(bytes, &session); !room.ok()) {
-        return fail(room);
-      }
-      session.batch = dims->batch;
-      session.unbatched = !dims->batched;
-      session.state_bytes = bytes;
-      session.state[0].assign(model.StateSize(dims->batch), 0.0f);
-      session.state[1].assign(model.StateSize(dims->batch), 0.0f);
-    } else if (session.unbatched == dims->batched) {
-      return fail(absl::InvalidArgumentError(absl::StrCat(
-          "session '", session.id, "' takes ", session.unbatched ? "unbatched 2-D" : "batched 3-D",
-          " input, as its first chunk or h_0 did; this chunk has shape ",
-          ShapeToString(input.shape))));
-    } else if (session.batch != dims->batch) {
-      return fail(absl::InvalidArgumentError(absl::StrCat(
-          "batch size must stay the same within a session: session '", session.id,
-          "' has N=", session.batch, ", this chunk has N=", dims->batch, " (shape ",
-          ShapeToString(input.shape), ")")));
+    const int64_t bytes = StateBytesFor(model, dims->batch);
+    if (absl::Status room = ReserveStateBytes(bytes, &session); !room.ok()) {
+      return fail(room);
     }
+    session.batch = dims->batch;
+    session.unbatched = !dims->batched;
+    session.state_bytes = bytes;
+    session.state[0].assign(model.StateSize(dims->batch), 0.0f);
+    session.state[1].assign(model.StateSize(dims->batch), 0.0f);
+  } else if (session.unbatched == dims->batched) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "session '", session.id, "' takes ", session.unbatched ? "unbatched 2-D" : "batched 3-D",
+        " input, as its first chunk or h_0 did; this chunk has shape ",
+        ShapeToString(input.shape))));
+  } else if (session.batch != dims->batch) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "batch size must stay the same within a session: session '", session.id,
+        "' has N=", session.batch, ", this chunk has N=", dims->batch, " (shape ",
+        ShapeToString(input.shape), ")")));
   }
   task->steps = dims->steps;
   task->batch = dims->batch;
   task->batched = dims->batched;
   task->input_time_major = input.data();
   if (dims->batched && config.batch_first) {
-    task->transposed_input.resize(input.values.size());
+    task->transposed_input.resize(input.num_elements());
     SwapLeadingDims(input.data(), dims->batch, dims->steps, config.input_size,
                     task->transposed_input.data());
     task->input_time_major = task->transposed_input.data();
@@ -496,7 +505,7 @@ bool ServingCore::PrepareChunk(ChunkTask* task) {
   if (config.bidirectional) {
     // The reverse direction needs the whole sequence: buffer until `end`.
     session.buffered.insert(session.buffered.end(), task->input_time_major,
-                            task->input_time_major + input.values.size());
+                            task->input_time_major + input.num_elements());
     session.buffered_steps += dims->steps;
     if (!req.end) return false;
     task->steps = session.buffered_steps;
@@ -507,6 +516,11 @@ bool ServingCore::PrepareChunk(ChunkTask* task) {
 }
 
 void ServingCore::RunChunks(std::vector<ChunkTask*>& tasks, Workspace& workspace) {
+  {
+    // One lock for the whole batch instead of one per chunk.
+    absl::MutexLock lock(&mu_);
+    for (ChunkTask* task : tasks) task->session_ended = task->session->ended;
+  }
   std::vector<StreamChunk> batch;
   batch.reserve(tasks.size());
   const RnnModel* model = nullptr;
@@ -514,16 +528,31 @@ void ServingCore::RunChunks(std::vector<ChunkTask*>& tasks, Workspace& workspace
     if (!PrepareChunk(task)) continue;
     Session& session = *task->session;
     model = session.model->model.get();
+    const RnnConfig& config = model->config();
     const float* state_in = session.state[session.current].data();
     float* state_out = session.state[1 - session.current].data();
-    task->output_time_major.resize(model->OutputSize(task->steps, task->batch));
-    if (model->config().bidirectional) {
-      model->ForwardTimeMajor(task->input_time_major, task->steps, task->batch, state_in,
-                              task->output_time_major.data(), state_out, workspace);
+    // The engine writes the output where the response takes it from, except batch_first
+    // output, which is transposed there afterwards.
+    const int64_t features = config.output_size();
+    if (!task->batched) {
+      task->result.output = TensorBytes::Zeros({task->steps, features});
+    } else if (config.batch_first) {
+      task->result.output = TensorBytes::Zeros({task->batch, task->steps, features});
+    } else {
+      task->result.output = TensorBytes::Zeros({task->steps, task->batch, features});
+    }
+    float* output = task->result.output->data();
+    if (task->batched && config.batch_first) {
+      task->output_time_major.resize(model->OutputSize(task->steps, task->batch));
+      output = task->output_time_major.data();
+    }
+    if (config.bidirectional) {
+      model->ForwardTimeMajor(task->input_time_major, task->steps, task->batch, state_in, output,
+                              state_out, workspace);
       observer_->BatchRun(session.model->name, 1);
     } else {
       batch.push_back(StreamChunk{task->input_time_major, task->steps, task->batch, state_in,
-                                  state_out, task->output_time_major.data()});
+                                  state_out, output});
     }
   }
   if (!batch.empty()) {
@@ -532,22 +561,12 @@ void ServingCore::RunChunks(std::vector<ChunkTask*>& tasks, Workspace& workspace
     if (!status.ok()) LogError("StepBatch failed: ", status.ToString());
     observer_->BatchRun(tasks.front()->session->model->name, static_cast<int64_t>(batch.size()));
   }
-  // Outputs in the client's layout.
+  // batch_first outputs into the client's layout.
   for (ChunkTask* task : tasks) {
-    if (!task->compute) continue;
-    const RnnConfig& config = task->session->model->model->config();
-    const int64_t features = config.output_size();
-    Tensor output;
-    if (!task->batched) {
-      output = Tensor({task->steps, features}, std::move(task->output_time_major));
-    } else if (config.batch_first) {
-      output = Tensor::Zeros({task->batch, task->steps, features});
-      SwapLeadingDims(task->output_time_major.data(), task->steps, task->batch, features,
-                      output.data());
-    } else {
-      output = Tensor({task->steps, task->batch, features}, std::move(task->output_time_major));
-    }
-    task->result.output = std::move(output);
+    if (!task->compute || task->output_time_major.empty()) continue;
+    SwapLeadingDims(task->output_time_major.data(), task->steps, task->batch,
+                    task->session->model->model->config().output_size(),
+                    task->result.output->data());
   }
   CompleteChunks(tasks);
 }
@@ -577,22 +596,12 @@ void ServingCore::CompleteChunks(std::vector<ChunkTask*>& tasks) {
           session.buffered_steps = 0;
         }
       }
-      if (applied) {
-        if (req.chunk_index.has_value() || req.input.has_value()) ++session.next_chunk_index;
-        if (req.chunk_index.has_value() && result.output.has_value()) {
-          session.last_index = req.chunk_index;
-          session.last_output = result.output;
-        } else {
-          session.last_index.reset();
-          session.last_output.reset();
-        }
+      if (applied && (req.chunk_index.has_value() || req.input.has_value())) {
+        ++session.next_chunk_index;
       }
       session.last_used = now;
       result.steps_seen = session.steps_seen;
-      if (session.batch > 0 && !req.omit_state) {
-        result.h_n = StateTensor(session.model->model->config(), session.batch,
-                                 session.unbatched, session.state[session.current]);
-      }
+      task->report_state = session.batch > 0 && !req.omit_state;
       if (session.ended) {
         result.ended = true;
       } else if (!result.status.ok() && req.start) {
@@ -609,6 +618,29 @@ void ServingCore::CompleteChunks(std::vector<ChunkTask*>& tasks) {
       }
     }
   }
+  // This worker still owns each session's compute fields and state (see Session): finish the
+  // results without mu_.
+  for (ChunkTask* task : tasks) {
+    Session& session = *task->session;
+    ChunkResult& result = task->result;
+    if (result.status.ok() && !result.duplicate) {
+      if (task->request.chunk_index.has_value() && result.output.has_value()) {
+        // Kept for a replay of this chunk; reuses the previous copy's buffer.
+        session.last_index = task->request.chunk_index;
+        if (!session.last_output.has_value()) session.last_output.emplace();
+        session.last_output->shape = result.output->shape;
+        session.last_output->bytes.assign(result.output->bytes);
+      } else {
+        session.last_index.reset();
+        session.last_output.reset();
+      }
+    }
+    if (task->report_state) {
+      result.h_n = TensorBytes::Copy(
+          StateShape(session.model->model->config(), session.batch, session.unbatched),
+          session.state[session.current].data());
+    }
+  }
   // Answer first, and only then let the session's next chunk run: otherwise a fast next chunk
   // on another worker could be answered before this one.
   for (ChunkTask* task : tasks) Respond(task);
@@ -618,20 +650,20 @@ void ServingCore::CompleteChunks(std::vector<ChunkTask*>& tasks) {
     Respond(task);
   }
   if (handoff.empty()) return;
-  std::vector<ChunkTask*> next;
+  std::vector<BatchScheduler::Task*> next;
   {
     absl::MutexLock lock(&mu_);
     for (const std::shared_ptr<Session>& session : handoff) {
       session->answering = false;
       if (!session->pending.empty()) {
         next.push_back(session->pending.front());
-        session->pending.pop_front();
+        session->pending.erase(session->pending.begin());
       } else {
         session->busy = false;
       }
     }
   }
-  for (ChunkTask* task : next) scheduler_->Enqueue(task);
+  scheduler_->EnqueueAll(next);
 }
 
 void ServingCore::Respond(ChunkTask* task) {
@@ -656,8 +688,8 @@ SessionSnapshot ServingCore::SnapshotLocked(const Session& session, bool with_st
   s.batch_size = session.batch;
   s.unbatched = session.unbatched;
   if (with_state && session.batch > 0) {
-    s.h_n = StateTensor(session.model->model->config(), session.batch, session.unbatched,
-                        session.state[session.current]);
+    s.h_n = Tensor(StateShape(session.model->model->config(), session.batch, session.unbatched),
+                   session.state[session.current]);
   }
   s.created = session.created;
   s.last_used = session.last_used;

@@ -84,7 +84,8 @@ struct ChunkRequest {
   std::string model;
   bool start = false;
   bool end = false;
-  std::optional<Tensor> input;
+  // Raw bytes, so the RPC layer can hand over the request's buffer without copying it.
+  std::optional<TensorBytes> input;
   std::optional<Tensor> h0;
   std::optional<uint64_t> chunk_index;
   bool omit_state = false;  // leave h_n out of the result
@@ -97,8 +98,9 @@ struct ChunkResult {
   absl::Status status;
   std::string session_id;
   std::string model;  // the session's model (the request's, when refused before lookup)
-  std::optional<Tensor> output;  // absent when nothing was computed
-  std::optional<Tensor> h_n;     // absent when the state is not known yet
+  // Raw bytes, so the RPC layer can move them into the response without copying.
+  std::optional<TensorBytes> output;  // absent when nothing was computed
+  std::optional<TensorBytes> h_n;     // absent when the state is not known yet
   int64_t steps_seen = 0;
   std::optional<uint64_t> chunk_index;
   bool duplicate = false;
@@ -191,7 +193,7 @@ class ServingCore {
                         std::vector<ChunkTask*>* orphans) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   SessionSnapshot SnapshotLocked(const Session& session, bool with_state) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  absl::Status CheckFinite(const Tensor& tensor, const char* what) const;
+  absl::Status CheckFinite(absl::Span<const float> values, const char* what) const;
   void ReaperLoop();
 
   const std::unique_ptr<ModelRegistry> models_;

@@ -1,9 +1,13 @@
-// Tensor: a dense, row-major float32 array with a shape. A plain value type; like any standard
-// container it is safe to read from many threads and must not be mutated concurrently.
+// Tensor: a dense, row-major float32 array with a shape. TensorBytes: the same, its values kept
+// as little-endian bytes in a std::string (the wire format's `raw` layout), so the RPC layer can
+// move the buffer into and out of protobuf `bytes` fields instead of copying it. Plain value
+// types; like any standard container they are safe to read from many threads and must not be
+// mutated concurrently.
 #ifndef RNNSERVE_CORE_TENSOR_H_
 #define RNNSERVE_CORE_TENSOR_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +41,35 @@ struct Tensor {
   int64_t num_elements() const { return static_cast<int64_t>(values.size()); }
   float* data() { return values.data(); }
   const float* data() const { return values.data(); }
+};
+
+// Flat index of the first NaN or Inf in data[0, count), or nullopt when all are finite. The scan
+// is branch-free per block of values (vectorised), so the common all-finite case is cheap.
+std::optional<int64_t> FirstNonFinite(const float* data, int64_t count);
+
+struct TensorBytes {
+  Shape shape;
+  // NumElements(shape) * sizeof(float) bytes when consistent(). A std::string's buffer comes
+  // from operator new (or sits inside the string for short ones), so it is aligned for floats.
+  std::string bytes;
+
+  TensorBytes() = default;
+  TensorBytes(Shape s, std::string b) : shape(std::move(s)), bytes(std::move(b)) {}
+  // Sized for `shape`, zero-filled (std::string cannot grow uninitialised before C++23).
+  static TensorBytes Zeros(Shape shape);
+  // Copies NumElements(shape) floats from `data`.
+  static TensorBytes Copy(Shape shape, const float* data);
+  static TensorBytes FromTensor(const Tensor& tensor) {
+    return Copy(tensor.shape, tensor.data());
+  }
+  Tensor ToTensor() const;
+
+  // True when the byte count matches the shape.
+  bool consistent() const;
+  int64_t num_elements() const { return static_cast<int64_t>(bytes.size() / sizeof(float)); }
+  float* data() { return reinterpret_cast<float*>(bytes.data()); }
+  const float* data() const { return reinterpret_cast<const float*>(bytes.data()); }
+  absl::Span<const float> values() const { return {data(), bytes.size() / sizeof(float)}; }
 };
 
 }  // namespace rnnserve

@@ -1,6 +1,8 @@
 #include "proto/tensor_codec.h"
 
+#include <cstdint>
 #include <cstring>
+#include <string>
 
 #include "absl/base/config.h"
 #include "absl/strings/str_cat.h"
@@ -17,8 +19,11 @@ TensorEncoding EncodingOf(const v1::Tensor& proto) {
   return proto.raw().empty() ? TensorEncoding::kValues : TensorEncoding::kRaw;
 }
 
-absl::StatusOr<Tensor> DecodeTensor(const v1::Tensor& proto, absl::string_view what,
-                                    int64_t max_elements) {
+namespace {
+
+// Checks a wire tensor's shape against its data; returns the shape.
+absl::StatusOr<Shape> CheckedShape(const v1::Tensor& proto, absl::string_view what,
+                                   int64_t max_elements) {
   Shape shape(proto.shape().begin(), proto.shape().end());
   const int64_t count = NumElements(shape);
   if (count < 0) {
@@ -37,24 +42,49 @@ absl::StatusOr<Tensor> DecodeTensor(const v1::Tensor& proto, absl::string_view w
     return absl::InvalidArgumentError(absl::StrCat(
         what, ": set exactly one of `values` and `raw`, got both"));
   }
-  Tensor tensor(std::move(shape), std::vector<float>(count));
   if (has_raw) {
     const size_t want_bytes = static_cast<size_t>(count) * sizeof(float);
     if (proto.raw().size() != want_bytes) {
       return absl::InvalidArgumentError(absl::StrCat(
-          what, ": `raw` holds ", proto.raw().size(), " bytes, shape ",
-          ShapeToString(tensor.shape), " needs ", want_bytes, " (", count,
-          " little-endian float32 values)"));
+          what, ": `raw` holds ", proto.raw().size(), " bytes, shape ", ShapeToString(shape),
+          " needs ", want_bytes, " (", count, " little-endian float32 values)"));
     }
-    std::memcpy(tensor.values.data(), proto.raw().data(), want_bytes);
+  } else if (proto.values_size() != count) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": `values` holds ",
+                                                   proto.values_size(), " values, shape ",
+                                                   ShapeToString(shape), " needs ", count));
+  }
+  return shape;
+}
+
+}  // namespace
+
+absl::StatusOr<Tensor> DecodeTensor(const v1::Tensor& proto, absl::string_view what,
+                                    int64_t max_elements) {
+  absl::StatusOr<Shape> shape = CheckedShape(proto, what, max_elements);
+  if (!shape.ok()) return shape.status();
+  Tensor tensor(std::move(shape).value(), {});
+  if (!proto.raw().empty()) {
+    tensor.values.resize(proto.raw().size() / sizeof(float));
+    std::memcpy(tensor.values.data(), proto.raw().data(), proto.raw().size());
   } else {
-    if (proto.values_size() != count) {
-      return absl::InvalidArgumentError(absl::StrCat(what, ": `values` holds ",
-                                                     proto.values_size(), " values, shape ",
-                                                     ShapeToString(tensor.shape), " needs ",
-                                                     count));
-    }
-    std::copy(proto.values().begin(), proto.values().end(), tensor.values.begin());
+    tensor.values.assign(proto.values().begin(), proto.values().end());
+  }
+  return tensor;
+}
+
+absl::StatusOr<TensorBytes> TakeTensorBytes(v1::Tensor* proto, absl::string_view what,
+                                            int64_t max_elements) {
+  absl::StatusOr<Shape> shape = CheckedShape(*proto, what, max_elements);
+  if (!shape.ok()) return shape.status();
+  if (proto->raw().empty()) {
+    return TensorBytes::Copy(std::move(shape).value(), proto->values().data());
+  }
+  TensorBytes tensor(std::move(shape).value(), std::move(*proto->mutable_raw()));
+  proto->clear_raw();
+  // A std::string's buffer is aligned for floats; should one ever not be, copy it to one that is.
+  if (reinterpret_cast<uintptr_t>(tensor.bytes.data()) % alignof(float) != 0) {
+    tensor.bytes = std::string(tensor.bytes.begin(), tensor.bytes.end());
   }
   return tensor;
 }
@@ -76,6 +106,16 @@ void EncodeTensor(absl::Span<const int64_t> shape, const float* data, TensorEnco
 
 void EncodeTensor(const Tensor& tensor, TensorEncoding encoding, v1::Tensor* proto) {
   EncodeTensor(tensor.shape, tensor.data(), encoding, proto);
+}
+
+void EncodeTensor(TensorBytes&& tensor, TensorEncoding encoding, v1::Tensor* proto) {
+  if (encoding != TensorEncoding::kRaw) {
+    EncodeTensor(tensor.shape, tensor.data(), encoding, proto);
+    return;
+  }
+  proto->Clear();
+  proto->mutable_shape()->Add(tensor.shape.begin(), tensor.shape.end());
+  proto->set_raw(std::move(tensor.bytes));
 }
 
 }  // namespace rnnserve

@@ -24,12 +24,18 @@ TensorEncoding EncodingOf(const v1::Tensor& proto);
 // count overflows or exceeds `max_elements`, or the data length does not match the shape.
 absl::StatusOr<Tensor> DecodeTensor(const v1::Tensor& proto, absl::string_view what,
                                     int64_t max_elements = int64_t{1} << 31);
+// The same checks, into raw bytes: a `raw` tensor's buffer is moved out of `proto` (left
+// without it), not copied; `values` are copied.
+absl::StatusOr<TensorBytes> TakeTensorBytes(v1::Tensor* proto, absl::string_view what,
+                                            int64_t max_elements = int64_t{1} << 31);
 
 // Writes `tensor` into `proto` in the given encoding (replacing what was there).
 void EncodeTensor(const Tensor& tensor, TensorEncoding encoding, v1::Tensor* proto);
 // Same, from a shape and a pointer to row-major floats.
 void EncodeTensor(absl::Span<const int64_t> shape, const float* data, TensorEncoding encoding,
                   v1::Tensor* proto);
+// Same; in the raw encoding `tensor`'s buffer is moved into `proto`, not copied.
+void EncodeTensor(TensorBytes&& tensor, TensorEncoding encoding, v1::Tensor* proto);
 
 }  // namespace rnnserve
 

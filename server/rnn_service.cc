@@ -94,7 +94,11 @@ class RnnServiceImpl::StreamReactor
     chunk.end = request_.end();
     chunk.omit_state = request_.omit_state();
     if (request_.has_chunk_index()) chunk.chunk_index = request_.chunk_index();
-    auto input = DecodeOptional(request_.input(), "input");
+    // The input's raw bytes move out of request_ (read into again next) into the chunk.
+    absl::StatusOr<std::optional<TensorBytes>> input = std::optional<TensorBytes>();
+    if (!IsEmptyTensor(request_.input())) {
+      input = TakeTensorBytes(request_.mutable_input(), "input");
+    }
     auto h0 = DecodeOptional(request_.h_0(), "h_0");
     if (!input.ok()) {
       chunk.decode_error = input.status();
@@ -160,13 +164,18 @@ class RnnServiceImpl::StreamReactor
                                      result.status.code());
     v1::StreamResponse response;
     response.set_request_id(request_id);
-    response.set_session_id(result.session_id);
+    response.set_session_id(std::move(result.session_id));
     if (!result.status.ok()) {
       response.set_error_code(static_cast<int32_t>(result.status.code()));
       response.set_error_message(std::string(result.status.message()));
     }
-    if (result.output.has_value()) EncodeTensor(*result.output, encoding, response.mutable_output());
-    if (result.h_n.has_value()) EncodeTensor(*result.h_n, encoding, response.mutable_h_n());
+    // The result's buffers move into the response (raw encoding) rather than being copied.
+    if (result.output.has_value()) {
+      EncodeTensor(std::move(*result.output), encoding, response.mutable_output());
+    }
+    if (result.h_n.has_value()) {
+      EncodeTensor(std::move(*result.h_n), encoding, response.mutable_h_n());
+    }
     response.set_steps_seen(result.steps_seen);
     if (result.chunk_index.has_value()) response.set_chunk_index(*result.chunk_index);
     response.set_duplicate(result.duplicate);

@@ -23,7 +23,7 @@ Tensor Slice(const Tensor& t, int64_t begin, int64_t end) {
   return Tensor(shape, std::vector<float>(t.values.begin() + begin * row, t.values.begin() + end * row));
 }
 
-float MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
+float MaxAbsDiff(absl::Span<const float> a, absl::Span<const float> b) {
   EXPECT_EQ(a.size(), b.size());
   float m = 0;
   for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) m = std::max(m, std::abs(a[i] - b[i]));
@@ -73,7 +73,7 @@ class ServingCoreTest : public ::testing::Test {
     r.session_id = id;
     r.model = "m";
     r.start = true;
-    r.input = std::move(input);
+    if (input.has_value()) r.input = TensorBytes::FromTensor(*input);
     return Submit(std::move(r));
   }
 
@@ -81,7 +81,7 @@ class ServingCoreTest : public ::testing::Test {
                    bool end = false) {
     ChunkRequest r;
     r.session_id = id;
-    r.input = std::move(input);
+    r.input = TensorBytes::FromTensor(input);
     r.chunk_index = index;
     r.end = end;
     return Submit(std::move(r));
@@ -108,10 +108,10 @@ TEST_F(ServingCoreTest, ChunkedSessionEqualsWholeSequence) {
   for (auto [b, e] : {std::pair{0, 5}, {5, 6}, {6, 12}}) {
     last = Send(id, Slice(x, b, e));
     ASSERT_TRUE(last.status.ok()) << last.status;
-    out.insert(out.end(), last.output->values.begin(), last.output->values.end());
+    out.insert(out.end(), last.output->values().begin(), last.output->values().end());
   }
   EXPECT_LT(MaxAbsDiff(out, whole->output.values), 1e-6);
-  EXPECT_LT(MaxAbsDiff(last.h_n->values, whole->h_n.values), 1e-6);
+  EXPECT_LT(MaxAbsDiff(last.h_n->values(), whole->h_n.values), 1e-6);
   EXPECT_EQ(last.steps_seen, 12);
   EXPECT_EQ(observer_.timesteps.load(), 36);
 }
@@ -136,10 +136,10 @@ TEST_F(ServingCoreTest, BatchFirstAndUnbatchedSessions) {
   EXPECT_EQ(a.output->shape, (Shape{2, 4, 5}));
   for (int64_t n = 0; n < 2; ++n) {
     for (int64_t t = 0; t < 6; ++t) {
-      const Tensor& part = t < 4 ? *a.output : *b.output;
+      const TensorBytes& part = t < 4 ? *a.output : *b.output;
       const int64_t steps = t < 4 ? 4 : 2, tt = t < 4 ? t : t - 4;
       for (int64_t k = 0; k < 5; ++k) {
-        EXPECT_NEAR(part.values[(n * steps + tt) * 5 + k], whole->output.values[(n * 6 + t) * 5 + k], 1e-6);
+        EXPECT_NEAR(part.values()[(n * steps + tt) * 5 + k], whole->output.values[(n * 6 + t) * 5 + k], 1e-6);
       }
     }
   }
@@ -176,8 +176,8 @@ TEST_F(ServingCoreTest, BidirectionalBuffersUntilEnd) {
   ASSERT_TRUE(b.output.has_value());
   EXPECT_TRUE(b.ended);
   EXPECT_EQ(b.output->shape, (Shape{7, 2, 10}));
-  EXPECT_LT(MaxAbsDiff(b.output->values, whole->output.values), 1e-6);
-  EXPECT_LT(MaxAbsDiff(b.h_n->values, whole->h_n.values), 1e-6);
+  EXPECT_LT(MaxAbsDiff(b.output->values(), whole->output.values), 1e-6);
+  EXPECT_LT(MaxAbsDiff(b.h_n->values(), whole->h_n.values), 1e-6);
   EXPECT_EQ(core_->GetSession(id, false).status().code(), absl::StatusCode::kNotFound);
 }
 
@@ -200,7 +200,7 @@ TEST_F(ServingCoreTest, ConcurrentSessionsStayExactAndOrdered) {
     for (int s = 0; s < kSessions; ++s) {
       ChunkRequest r;
       r.session_id = ids[s];
-      r.input = Slice(inputs[s], c * kSteps, (c + 1) * kSteps);
+      r.input = TensorBytes::FromTensor(Slice(inputs[s], c * kSteps, (c + 1) * kSteps));
       r.chunk_index = c;
       core_->SubmitChunk(std::move(r), [&, s](ChunkResult result) {
         {
@@ -219,7 +219,7 @@ TEST_F(ServingCoreTest, ConcurrentSessionsStayExactAndOrdered) {
     for (int c = 0; c < kChunks; ++c) {
       EXPECT_EQ(results[s][c].first, static_cast<uint64_t>(c)) << "out of order in session " << s;
       ASSERT_TRUE(results[s][c].second.status.ok()) << results[s][c].second.status;
-      const auto& v = results[s][c].second.output->values;
+      const absl::Span<const float> v = results[s][c].second.output->values();
       out.insert(out.end(), v.begin(), v.end());
     }
     EXPECT_LT(MaxAbsDiff(out, whole->output.values), 1e-6) << "session " << s;
@@ -236,7 +236,7 @@ TEST_F(ServingCoreTest, ChunkIndexDuplicateAndGap) {
   ChunkResult replay = Send(id, Slice(x, 0, 2), 0);
   ASSERT_TRUE(replay.status.ok());
   EXPECT_TRUE(replay.duplicate);
-  EXPECT_EQ(replay.output->values, first.output->values);
+  EXPECT_EQ(replay.output->bytes, first.output->bytes);
   EXPECT_EQ(replay.steps_seen, 2);
   ChunkResult gap = Send(id, Slice(x, 2, 4), 2);
   EXPECT_EQ(gap.status.code(), absl::StatusCode::kFailedPrecondition);
@@ -244,7 +244,7 @@ TEST_F(ServingCoreTest, ChunkIndexDuplicateAndGap) {
   ChunkResult second = Send(id, Slice(x, 2, 6), 1);
   ASSERT_TRUE(second.status.ok());
   auto whole = reference_->Forward(x);
-  EXPECT_LT(MaxAbsDiff(second.h_n->values, whole->h_n.values), 1e-6);
+  EXPECT_LT(MaxAbsDiff(second.h_n->values(), whole->h_n.values), 1e-6);
 }
 
 TEST_F(ServingCoreTest, ErrorsAreDistinctAndLeaveSessionsIntact) {
@@ -289,7 +289,7 @@ TEST_F(ServingCoreTest, ErrorsAreDistinctAndLeaveSessionsIntact) {
   ChunkResult rest = Send(id, Slice(x, 2, 4));
   ASSERT_TRUE(rest.status.ok());
   auto whole = reference_->Forward(x);
-  EXPECT_LT(MaxAbsDiff(rest.h_n->values, whole->h_n.values), 1e-6);
+  EXPECT_LT(MaxAbsDiff(rest.h_n->values(), whole->h_n.values), 1e-6);
   EXPECT_EQ(rest.steps_seen, 4);
 }
 
@@ -351,7 +351,7 @@ TEST_F(ServingCoreTest, StateExportAndImportContinuesIdentically) {
   ASSERT_TRUE(Submit(import).status.ok());
   ChunkResult continued = Send("dst", Slice(x, 5, 8));
   auto whole = reference_->Forward(x);
-  EXPECT_LT(MaxAbsDiff(continued.h_n->values, whole->h_n.values), 1e-6);
+  EXPECT_LT(MaxAbsDiff(continued.h_n->values(), whole->h_n.values), 1e-6);
   ChunkRequest bad_import = import;
   bad_import.session_id = "bad";
   bad_import.h0 = Tensor::Zeros({2, 2, 6});

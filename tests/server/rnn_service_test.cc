@@ -43,6 +43,39 @@ class RnnServiceTest : public ::testing::Test {
   std::unique_ptr<RnnModel> demo_;
 };
 
+TEST(TensorCodecTest, TakeTensorBytesMovesRawBuffersAndChecksLikeDecode) {
+  const Tensor x = Random({6, 2, 100}, 1);
+  v1::Tensor raw;
+  EncodeTensor(x, TensorEncoding::kRaw, &raw);
+  const char* buffer = raw.raw().data();
+  absl::StatusOr<TensorBytes> taken = TakeTensorBytes(&raw, "input");
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  EXPECT_EQ(taken->bytes.data(), buffer) << "the raw buffer was copied, not moved";
+  EXPECT_TRUE(raw.raw().empty());
+  EXPECT_EQ(taken->shape, x.shape);
+  EXPECT_EQ(taken->ToTensor().values, x.values);
+
+  v1::Tensor values;
+  EncodeTensor(x, TensorEncoding::kValues, &values);
+  taken = TakeTensorBytes(&values, "input");
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  EXPECT_EQ(taken->ToTensor().values, x.values);
+
+  // Back into a response: the raw buffer moves again.
+  v1::Tensor out;
+  const char* moved = taken->bytes.data();
+  EncodeTensor(std::move(*taken), TensorEncoding::kRaw, &out);
+  EXPECT_EQ(out.raw().data(), moved);
+  EXPECT_EQ(DecodeTensor(out, "output")->values, x.values);
+
+  v1::Tensor bad;
+  EncodeTensor(x, TensorEncoding::kRaw, &bad);
+  bad.mutable_raw()->pop_back();
+  const std::string message(DecodeTensor(bad, "input").status().message());
+  EXPECT_THAT(message, HasSubstr("`raw` holds 4799 bytes, shape (6, 2, 100) needs 4800"));
+  EXPECT_EQ(TakeTensorBytes(&bad, "input").status().message(), message);
+}
+
 TEST_F(RnnServiceTest, ListAndGetModel) {
   grpc::ClientContext ctx;
   v1::ListModelsResponse models;
