@@ -46,7 +46,7 @@ struct GemmRate {
                            // meaningful only when the product runs on the calling thread alone
 };
 
-// Best GFLOP/s of `reps` square n x n x n products with `threads` OpenBLAS threads (Eigen's
+// Best GFLOP/s of at least `reps` square n x n x n products (and at least 0.25 s of them) with `threads` OpenBLAS threads (Eigen's
 // single-threaded GEMM when OpenBLAS is not linked).
 GemmRate MeasureSgemmGflops(int threads, int n, int reps);
 

@@ -407,13 +407,23 @@ def main():
     # machine's load during the run falls on all three alike rather than on whichever ran last.
     context, engine, torch_us, ort_us = None, {}, {}, {}
     torch_version, ort_report, ort_problem = None, None, "skipped (--no-ort)"
+    # The sgemm peak is measured again before every (H, L) group and the best figure of the
+    # run is the yardstick: one calibration alone, taken while the clock or the other core was
+    # in a slow phase, once came out 25% low and put engine figures above "100%".
+    peaks, gemm_best = [], {}
     for hidden in args.H:
         for layers in args.L:
             filters = grid_filters(args, hidden, layers)
-            ctx, results = run_engine(args.engine_bench, filters, args,
-                                      None if context is None else context["peak_gflops"])
+            ctx, results = run_engine(args.engine_bench, filters, args, None)
             context = context or ctx
-            engine.update(results)
+            peaks.append(ctx["peak_gflops"])
+            for (fam, params), r in results.items():
+                if fam in ("BM_SgemmOpenBlas", "BM_EigenGemm"):
+                    best = gemm_best.get((fam, params))
+                    if best is None or r["wall_gflops"] > best["wall_gflops"]:
+                        gemm_best[(fam, params)] = r
+                else:
+                    engine[(fam, params)] = r
             shapes = sorted({(hidden, layers, r["N"], r.get("T", CHUNK_STEPS))
                              for (fam, _), r in results.items()
                              if fam in ("BM_Forward", "BM_StepBatch")})
@@ -428,8 +438,11 @@ def main():
                      key=lambda r: (r["H"], r["L"], r["N"], r["T"]))
     step_batch = sorted((r for (fam, _), r in engine.items() if fam == "BM_StepBatch"),
                         key=lambda r: (r["H"], r["L"], r["N"]))
-    gemm_names = [(fam, r) for (fam, _), r in engine.items()
-                  if fam in ("BM_SgemmOpenBlas", "BM_EigenGemm")]
+    gemm_names = [(fam, r) for (fam, _), r in gemm_best.items()]
+    context["peak_gflops"] = max(peaks)
+    for r in forward + step_batch:
+        if context["peak_gflops"]:
+            r["peak_frac"] = r["gflops"] / context["peak_gflops"]
     with_ort = bool(ort_us)
     load_after = load_average()
 
@@ -437,8 +450,9 @@ def main():
            f"- CPU: {cpu_model()}, {os.cpu_count()} cores; load average before "
            f"{load_before}, after {load_after}; {time.time() - started:.0f} s in all",
            f"- GEMM yardstick: {context.get('gemm_library', '?')}; 1-thread sgemm peak "
-           f"{context['peak_gflops']:.1f} GFLOP/s by {args.clock} time (best of 1024³ and "
-           "2048³ at start-up: the \"% sgemm peak\" column)",
+           f"{context['peak_gflops']:.1f} GFLOP/s by {args.clock} time (best square sgemm "
+           f"from 256³ to 2048³, measured before each of the {len(peaks)} groups: {min(peaks):.1f}–"
+           f"{max(peaks):.1f}; the best is the \"% sgemm peak\" column's yardstick)",
            f"- torch {torch_version} (1 thread, inference_mode, float32); ONNX Runtime "
            + (f"{ort_report.get('ort_version')} via onnxruntime-node (intraOpNumThreads=1); "
               f"a call of a one-element model costs {ort_report.get('floor_us', 0):.1f} µs "
@@ -446,7 +460,7 @@ def main():
               if with_ort else f"not measured: {ort_problem}"),
            f"- timing: {args.clock}-clock time, mean per call over ≥{args.min_time} s after a "
            f"warm-up, best of {args.repetitions}", ""]
-    out += ["### GEMM peak (wall-clock)", "", "| GEMM | n | threads | GFLOP/s |",
+    out += ["### GEMM peak (wall-clock, best of the run)", "", "| GEMM | n | threads | GFLOP/s |",
             "|---|---:|---:|---:|"]
     for fam, r in sorted(gemm_names, key=lambda fr: (fr[0], fr[1].get("threads", 1), fr[1]["n"])):
         lib = "OpenBLAS cblas_sgemm" if fam == "BM_SgemmOpenBlas" else "Eigen 3.4 (engine's)"
