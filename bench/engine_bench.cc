@@ -23,6 +23,7 @@
 #include <benchmark/benchmark.h>
 
 #include "bench/bench_util.h"
+#include "bench/session_chunks.h"
 #include "core/rnn_config.h"
 #include "core/rnn_model.h"
 #include "core/rnn_parameters.h"
@@ -89,29 +90,16 @@ void BM_Forward(benchmark::State& state) {
 void BM_StepBatch(benchmark::State& state) {
   const int64_t h = state.range(0), layers = state.range(1), sessions = state.range(2);
   const RnnModel& model = Model(h, layers);
-  const int64_t in_size = kChunkSteps * h, state_size = model.StateSize(1);
-  const int64_t out_size = model.OutputSize(kChunkSteps, 1);
-  const std::vector<float> inputs = RandomValues(sessions * in_size, 7);
-  std::vector<float> states(sessions * state_size, 0.0f);
-  std::vector<float> outputs(sessions * out_size);
-  std::vector<StreamChunk> chunks(sessions);
-  for (int64_t i = 0; i < sessions; ++i) {
-    StreamChunk& chunk = chunks[i];
-    chunk.input = inputs.data() + i * in_size;
-    chunk.steps = kChunkSteps;
-    chunk.batch = 1;
-    chunk.state_in = states.data() + i * state_size;  // carried from call to call, in place
-    chunk.state_out = states.data() + i * state_size;
-    chunk.output = outputs.data() + i * out_size;
-  }
+  const SessionChunks session_chunks(model, sessions, kChunkSteps,
+                                     RandomValues(sessions * kChunkSteps * h, 7));
   Workspace workspace;
   const double total = TimedLoop(state, [&] {
-    const absl::Status status = model.StepBatch(chunks, &workspace);
+    const absl::Status status = model.StepBatch(session_chunks.chunks(), &workspace);
     if (!status.ok()) {
       state.SkipWithError(status.ToString().c_str());
       return false;
     }
-    benchmark::DoNotOptimize(outputs.data());
+    benchmark::DoNotOptimize(session_chunks.outputs());
     return true;
   });
   SetEngineCounters(state, total, model, sessions * kChunkSteps, kChunkSteps);

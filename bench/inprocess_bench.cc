@@ -35,6 +35,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/session_chunks.h"
 #include "core/model_registry.h"
 #include "core/rnn_model.h"
 #include "core/serving_core.h"
@@ -135,17 +136,10 @@ class BatchCounter : public ServingObserver {
 Result RunEngine(const RnnModel& model, const Args& a) {
   const RnnConfig& config = model.config();
   if (config.batch_first || config.bidirectional) Die("engine mode: time-major unidirectional only");
-  const int64_t n = a.sessions, steps = a.chunk_steps;
-  const int64_t in_size = steps * config.input_size, state_size = model.StateSize(1);
-  const int64_t out_size = model.OutputSize(steps, 1);
-  const std::vector<float> inputs = RandomValues(n * in_size, 7);
-  std::vector<float> states(n * state_size, 0.0f);
-  std::vector<float> outputs(n * out_size);
-  std::vector<StreamChunk> chunks(n);
-  for (int64_t i = 0; i < n; ++i) {
-    chunks[i] = StreamChunk{inputs.data() + i * in_size, steps, 1, states.data() + i * state_size,
-                            states.data() + i * state_size, outputs.data() + i * out_size};
-  }
+  const int64_t n = a.sessions;
+  const bench::SessionChunks sessions(model, n, a.chunk_steps,
+                                      RandomValues(n * a.chunk_steps * config.input_size, 7));
+  const absl::Span<const StreamChunk> chunks = sessions.chunks();
   // Near-equal batches of at most max_batch, at least one per thread (sessions allowing),
   // dealt round robin to the threads; batch b is sessions [bounds[b], bounds[b + 1]).
   const int64_t num_batches =
@@ -171,7 +165,7 @@ Result RunEngine(const RnnModel& model, const Args& a) {
         const int64_t begin = bounds[b];
         const int64_t count = bounds[b + 1] - begin;
         absl::Status status =
-            model.StepBatch(absl::MakeConstSpan(chunks.data() + begin, count), &workspace);
+            model.StepBatch(chunks.subspan(begin, count), &workspace);
         if (!status.ok()) Die(status.ToString());
         if (counting) done += count;
       }
