@@ -189,7 +189,7 @@ void PackedGemm(const PackedMatrix& w, const float* x, int64_t ldx, int64_t cols
   if (cols <= 0 || w.rows() <= 0) return;
   const int64_t depth = w.depth();
   const int64_t depth_block = depth <= kDepthBlock ? std::max<int64_t>(depth, 1) : kDepthBlock / 2;
-  const int64_t panel_bytes = std::max<int64_t>(depth_block, 1) * kLanes * sizeof(float);
+  const int64_t panel_bytes = depth_block * kLanes * sizeof(float);
   const int64_t panel_block = std::max<int64_t>(VecsFor(kMaxCols), kPanelBlockBytes / panel_bytes);
   int64_t k0 = 0;
   do {
