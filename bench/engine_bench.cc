@@ -22,12 +22,12 @@
 
 #include <benchmark/benchmark.h>
 
+#include "base/tensor.h"
 #include "bench/bench_util.h"
 #include "bench/session_chunks.h"
-#include "core/rnn_config.h"
-#include "core/rnn_model.h"
-#include "core/rnn_parameters.h"
-#include "core/tensor.h"
+#include "core/engine/rnn_config.h"
+#include "core/engine/rnn_model.h"
+#include "core/engine/rnn_parameters.h"
 
 namespace rnnserve::bench {
 namespace {

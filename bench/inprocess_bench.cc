@@ -35,11 +35,11 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "base/tensor.h"
 #include "bench/session_chunks.h"
-#include "core/model_registry.h"
-#include "core/rnn_model.h"
-#include "core/serving_core.h"
-#include "core/tensor.h"
+#include "core/engine/rnn_model.h"
+#include "core/serving/model_registry.h"
+#include "core/serving/serving_core.h"
 
 namespace rnnserve {
 namespace {

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "absl/types/span.h"
-#include "core/rnn_model.h"
+#include "core/engine/rnn_model.h"
 
 namespace rnnserve::bench {
 

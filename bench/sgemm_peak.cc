@@ -15,7 +15,7 @@
 #include <benchmark/benchmark.h>
 
 #include "bench/bench_util.h"
-#include "core/packed_gemm.h"
+#include "core/engine/packed_gemm.h"
 
 #ifdef RNNSERVE_HAVE_OPENBLAS
 #include <cblas.h>

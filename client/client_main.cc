@@ -15,18 +15,17 @@
 #include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "base/status_macros.h"
 #include "client/npy.h"
 #include "client/rnnserve_client.h"
 #include "client/stream_bench.h"
-#include "core/rnn_config.h"
-#include "core/status_macros.h"
 #include "google/protobuf/message.h"
 #include "nlohmann/json.hpp"
 
@@ -281,21 +280,6 @@ Json FieldValue(const google::protobuf::Message& m, const google::protobuf::Fiel
 
 void PrintJson(const Json& j) { std::cout << j.dump() << "\n"; }
 
-// "RNN(100, 10, num_layers=2)", as torch prints the module.
-std::string ConfigText(const v1::ModelConfig& c) {
-  RnnConfig config;
-  config.input_size = c.input_size();
-  config.hidden_size = c.hidden_size();
-  config.num_layers = c.num_layers();
-  auto nonlinearity = ParseNonlinearity(c.nonlinearity());
-  if (nonlinearity.ok()) config.nonlinearity = *nonlinearity;
-  config.bias = c.bias();
-  config.batch_first = c.batch_first();
-  config.dropout = c.dropout();
-  config.bidirectional = c.bidirectional();
-  return ConfigToString(config);
-}
-
 std::string DimsText(const google::protobuf::RepeatedField<int64_t>& dims) {
   return absl::StrCat("[", absl::StrJoin(dims, ", "), "]");
 }
@@ -312,7 +296,7 @@ absl::Status Models(RnnServeClient& client) {
   }
   if (models.empty()) std::cout << "(no models)\n";
   for (const auto& m : models) {
-    std::cout << absl::StrFormat("%-20s %-40s input %s %s\n", m.name(), ConfigText(m.config()),
+    std::cout << absl::StrFormat("%-20s %-40s input %s %s\n", m.name(), m.module(),
                                  m.input_layout(), DimsText(m.input_shape()));
   }
   return absl::OkStatus();
@@ -325,7 +309,7 @@ absl::Status Info(RnnServeClient& client, const std::string& model) {
     return absl::OkStatus();
   }
   std::cout << "model       " << m.name() << "\n"
-            << "module      " << ConfigText(m.config()) << "\n"
+            << "module      " << m.module() << "\n"
             << "input       " << m.input_layout() << " " << DimsText(m.input_shape()) << "\n"
             << "state       (L*D, N, H) " << DimsText(m.state_shape()) << "\n"
             << "streaming   "

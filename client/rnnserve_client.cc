@@ -3,24 +3,10 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "core/status_macros.h"
+#include "base/status_macros.h"
+#include "proto/status_codec.h"
 
 namespace rnnserve {
-
-absl::Status FromGrpcStatus(const grpc::Status& status) {
-  if (status.ok()) return absl::OkStatus();
-  // grpc::StatusCode and absl::StatusCode share their numbering (both are google.rpc.Code).
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
-}
-
-absl::Status FromStreamError(int32_t error_code, const std::string& error_message) {
-  if (error_code == 0) return absl::OkStatus();
-  if (error_code < 0 || error_code > static_cast<int32_t>(absl::StatusCode::kUnauthenticated)) {
-    return absl::UnknownError(
-        absl::StrCat("error code ", error_code, " (not a gRPC code): ", error_message));
-  }
-  return absl::Status(static_cast<absl::StatusCode>(error_code), error_message);
-}
 
 namespace {
 

@@ -24,19 +24,13 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "core/tensor.h"
+#include "base/tensor.h"
 #include "grpcpp/grpcpp.h"
+#include "proto/status_codec.h"
 #include "proto/tensor_codec.h"
 #include "rnnserve/v1/rnn_service.grpc.pb.h"
 
 namespace rnnserve {
-
-// The absl::Status with the same code and message as `status`.
-absl::Status FromGrpcStatus(const grpc::Status& status);
-
-// The absl::Status for a StreamResponse's (error_code, error_message): OK when error_code is 0.
-// Codes outside grpc's range map to UNKNOWN.
-absl::Status FromStreamError(int32_t error_code, const std::string& error_message);
 
 struct ClientOptions {
   // How request tensors are sent: kRaw (little-endian bytes, the fast path) or kValues

@@ -6,7 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "core/tensor.h"
+#include "base/tensor.h"
 #include "rnnserve/v1/rnn_service.pb.h"
 
 namespace rnnserve {

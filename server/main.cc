@@ -8,7 +8,7 @@
 #include "absl/flags/usage.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "server/server.h"
 
 ABSL_FLAG(std::string, model_repository, "",

@@ -3,7 +3,7 @@
 #include <exception>
 
 #include "absl/strings/str_cat.h"
-#include "server/status_util.h"
+#include "proto/status_codec.h"
 
 #ifndef RNNSERVE_VERSION
 #define RNNSERVE_VERSION "dev"

@@ -22,7 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "core/serving_core.h"
+#include "core/serving/serving_core.h"
 
 namespace rnnserve {
 

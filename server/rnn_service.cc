@@ -5,9 +5,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "proto/tensor_codec.h"
-#include "server/status_util.h"
+#include "proto/status_codec.h"
 
 namespace rnnserve {
 namespace {
@@ -35,6 +35,7 @@ void FillModelInfo(const ServedModel& served, v1::ModelInfo* info) {
   for (int64_t d : {c.num_state_rows(), int64_t{-1}, c.hidden_size}) info->add_state_shape(d);
   info->set_parameter_count(served.parameter_count);
   info->set_streaming_buffers_until_end(c.bidirectional);
+  info->set_module(ConfigToString(c));
 }
 
 void FillSessionInfo(const SessionSnapshot& s, TensorEncoding encoding, v1::SessionInfo* info) {

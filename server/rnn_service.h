@@ -11,7 +11,7 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include "core/serving_core.h"
+#include "core/serving/serving_core.h"
 #include "rnnserve/v1/rnn_service.grpc.pb.h"
 #include "server/metrics.h"
 

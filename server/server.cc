@@ -6,7 +6,7 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include "absl/strings/str_cat.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "grpc/health/v1/health.pb.h"
 
 namespace rnnserve {

@@ -12,7 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "core/serving_core.h"
+#include "core/serving/serving_core.h"
 #include "server/metrics.h"
 #include "server/rnn_service.h"
 #include "server/server_options.h"

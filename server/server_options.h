@@ -6,7 +6,7 @@
 #include <string>
 
 #include "absl/time/time.h"
-#include "core/serving_core.h"
+#include "core/serving/serving_core.h"
 #include "server/rnn_service.h"
 
 namespace rnnserve {

@@ -4,7 +4,7 @@
 
 #include <random>
 
-#include "core/tensor.h"
+#include "base/tensor.h"
 
 namespace rnnserve {
 

@@ -32,10 +32,10 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "core/model_io.h"
-#include "core/rnn_config.h"
-#include "core/rnn_model.h"
-#include "core/tensor.h"
+#include "base/tensor.h"
+#include "core/engine/model_io.h"
+#include "core/engine/rnn_config.h"
+#include "core/engine/rnn_model.h"
 
 namespace rnnserve {
 namespace {

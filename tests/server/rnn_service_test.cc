@@ -7,10 +7,10 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/test_tensors.h"
 #include "proto/tensor_codec.h"
 #include "rnnserve/v1/rnn_service.grpc.pb.h"
 #include "server/server.h"
+#include "tests/test_tensors.h"
 
 namespace rnnserve {
 namespace {

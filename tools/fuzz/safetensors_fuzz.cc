@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <cstdlib>
 
-#include "core/model_io.h"
-#include "core/tensor.h"
+#include "base/tensor.h"
+#include "core/engine/model_io.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::StatusOr<rnnserve::ParameterMap> parsed =

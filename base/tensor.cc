@@ -1,0 +1,85 @@
+#include "base/tensor.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace rnnserve {
+
+int64_t NumElements(absl::Span<const int64_t> shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) return -1;
+    if (d != 0 && n > std::numeric_limits<int64_t>::max() / d) return -1;
+    n *= d;
+  }
+  return n;
+}
+
+std::string ShapeToString(absl::Span<const int64_t> shape) {
+  if (shape.size() == 1) return absl::StrCat("(", shape[0], ",)");
+  return absl::StrCat("(", absl::StrJoin(shape, ", "), ")");
+}
+
+void SwapLeadingDims(const float* src, int64_t a, int64_t b, int64_t c, float* dst) {
+  for (int64_t i = 0; i < a; ++i) {
+    for (int64_t j = 0; j < b; ++j) {
+      std::copy_n(src + (i * b + j) * c, c, dst + (j * a + i) * c);
+    }
+  }
+}
+
+Tensor Tensor::Zeros(Shape shape) { return Filled(std::move(shape), 0.0f); }
+
+Tensor Tensor::Filled(Shape shape, float value) {
+  const int64_t n = NumElements(shape);
+  return Tensor(std::move(shape), std::vector<float>(n < 0 ? 0 : n, value));
+}
+
+std::optional<int64_t> FirstNonFinite(const float* data, int64_t count) {
+  // A float is NaN or Inf exactly when its exponent bits are all ones, the largest value the
+  // masked bits can take: the max over a block tells whether the block holds one.
+  constexpr uint32_t kExponent = 0x7f800000u;
+  constexpr int64_t kBlock = 1024;
+  for (int64_t begin = 0; begin < count; begin += kBlock) {
+    const int64_t end = std::min(count, begin + kBlock);
+    uint32_t largest = 0;
+    for (int64_t i = begin; i < end; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, data + i, sizeof(bits));
+      largest = std::max(largest, bits & kExponent);
+    }
+    if (largest != kExponent) continue;
+    for (int64_t i = begin; i < end; ++i) {
+      if (!std::isfinite(data[i])) return i;
+    }
+  }
+  return std::nullopt;
+}
+
+TensorBytes TensorBytes::Zeros(Shape shape) {
+  const int64_t n = NumElements(shape);
+  return TensorBytes(std::move(shape), std::string(n < 0 ? 0 : n * sizeof(float), '\0'));
+}
+
+TensorBytes TensorBytes::Copy(Shape shape, const float* data) {
+  const int64_t n = NumElements(shape);
+  return TensorBytes(std::move(shape), std::string(reinterpret_cast<const char*>(data),
+                                                   n < 0 ? 0 : n * sizeof(float)));
+}
+
+Tensor TensorBytes::ToTensor() const {
+  const absl::Span<const float> v = values();
+  return Tensor(shape, std::vector<float>(v.begin(), v.end()));
+}
+
+bool TensorBytes::consistent() const {
+  const int64_t n = NumElements(shape);
+  return n >= 0 && bytes.size() == static_cast<size_t>(n) * sizeof(float);
+}
+
+}  // namespace rnnserve

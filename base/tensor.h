@@ -1,0 +1,77 @@
+// Tensor: a dense, row-major float32 array with a shape. TensorBytes: the same, its values kept
+// as little-endian bytes in a std::string (the wire format's `raw` layout), so the RPC layer can
+// move the buffer into and out of protobuf `bytes` fields instead of copying it. Plain value
+// types; like any standard container they are safe to read from many threads and must not be
+// mutated concurrently.
+#ifndef RNNSERVE_BASE_TENSOR_H_
+#define RNNSERVE_BASE_TENSOR_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/types/span.h"
+
+namespace rnnserve {
+
+using Shape = std::vector<int64_t>;
+
+// Product of the dimensions; 1 for a scalar (empty shape). Returns -1 when a dimension is
+// negative or the product overflows int64, so callers can reject hostile shapes.
+int64_t NumElements(absl::Span<const int64_t> shape);
+
+// "(2, 3, 10)", the way torch prints sizes.
+std::string ShapeToString(absl::Span<const int64_t> shape);
+
+// Copies a row-major (a, b, c) array into (b, a, c) order: (N, T, C) <-> (T, N, C).
+void SwapLeadingDims(const float* src, int64_t a, int64_t b, int64_t c, float* dst);
+
+struct Tensor {
+  Shape shape;
+  std::vector<float> values;  // row-major, values.size() == NumElements(shape)
+
+  Tensor() = default;
+  Tensor(Shape s, std::vector<float> v) : shape(std::move(s)), values(std::move(v)) {}
+  static Tensor Zeros(Shape shape);
+  static Tensor Filled(Shape shape, float value);
+
+  int64_t dim() const { return static_cast<int64_t>(shape.size()); }
+  int64_t size(int64_t i) const { return shape[i < 0 ? i + dim() : i]; }
+  int64_t num_elements() const { return static_cast<int64_t>(values.size()); }
+  float* data() { return values.data(); }
+  const float* data() const { return values.data(); }
+};
+
+// Flat index of the first NaN or Inf in data[0, count), or nullopt when all are finite. The scan
+// is branch-free per block of values (vectorised), so the common all-finite case is cheap.
+std::optional<int64_t> FirstNonFinite(const float* data, int64_t count);
+
+struct TensorBytes {
+  Shape shape;
+  // NumElements(shape) * sizeof(float) bytes when consistent(). A std::string's buffer comes
+  // from operator new (or sits inside the string for short ones), so it is aligned for floats.
+  std::string bytes;
+
+  TensorBytes() = default;
+  TensorBytes(Shape s, std::string b) : shape(std::move(s)), bytes(std::move(b)) {}
+  // Sized for `shape`, zero-filled (std::string cannot grow uninitialised before C++23).
+  static TensorBytes Zeros(Shape shape);
+  // Copies NumElements(shape) floats from `data`.
+  static TensorBytes Copy(Shape shape, const float* data);
+  static TensorBytes FromTensor(const Tensor& tensor) {
+    return Copy(tensor.shape, tensor.data());
+  }
+  Tensor ToTensor() const;
+
+  // True when the byte count matches the shape.
+  bool consistent() const;
+  int64_t num_elements() const { return static_cast<int64_t>(bytes.size() / sizeof(float)); }
+  float* data() { return reinterpret_cast<float*>(bytes.data()); }
+  const float* data() const { return reinterpret_cast<const float*>(bytes.data()); }
+  absl::Span<const float> values() const { return {data(), bytes.size() / sizeof(float)}; }
+};
+
+}  // namespace rnnserve
+
+#endif  // RNNSERVE_BASE_TENSOR_H_

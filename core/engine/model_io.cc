@@ -1,0 +1,614 @@
+#include "core/engine/model_io.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/status_macros.h"
+#include "base/tensor.h"
+
+namespace rnnserve {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr char kConfigFileName[] = "config.json";
+constexpr char kWeightsFileName[] = "model.safetensors";
+constexpr char kMetadataKey[] = "__metadata__";
+// The reference implementation refuses headers above 100 MB; so do we, so that a forged length
+// cannot make us buffer or parse an absurd amount of JSON.
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+absl::Status ErrnoStatus(int error_number, absl::string_view action, const std::string& path) {
+  return absl::ErrnoToStatus(error_number, absl::StrCat("cannot ", action, " ", path));
+}
+
+// Reads a whole regular file. NOT_FOUND names the missing path.
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("file not found: ", path));
+    return ErrnoStatus(errno, "open", path);
+  }
+  std::string contents;
+  absl::Status status;
+  struct stat info;
+  if (::fstat(fd, &info) != 0) {
+    status = ErrnoStatus(errno, "stat", path);
+  } else if (!S_ISREG(info.st_mode)) {
+    // A directory opens fine but read() fails with a confusing EISDIR; say what is wrong.
+    status = absl::FailedPreconditionError(absl::StrCat("not a regular file: ", path));
+  } else {
+    contents.reserve(static_cast<size_t>(info.st_size));
+    char buffer[1 << 16];
+    for (;;) {
+      const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+      if (n == 0) break;
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        status = ErrnoStatus(errno, "read", path);
+        break;
+      }
+      contents.append(buffer, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  if (!status.ok()) return status;
+  return contents;
+}
+
+// Writes via a temporary file and rename(), so a concurrent reader never sees half a file.
+absl::Status WriteFile(const std::string& path, absl::string_view contents) {
+  const std::string temp_path = path + ".tmp";
+  const int fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoStatus(errno, "create", temp_path);
+  absl::Status status;
+  while (!contents.empty()) {
+    const ssize_t n = ::write(fd, contents.data(), contents.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      status = ErrnoStatus(errno, "write", temp_path);
+      break;
+    }
+    contents.remove_prefix(static_cast<size_t>(n));
+  }
+  if (::close(fd) != 0 && status.ok()) status = ErrnoStatus(errno, "close", temp_path);
+  if (status.ok() && ::rename(temp_path.c_str(), path.c_str()) != 0) {
+    status = ErrnoStatus(errno, "rename", temp_path + " to " + path);
+  }
+  if (!status.ok()) ::unlink(temp_path.c_str());
+  return status;
+}
+
+// Keeps the status code and puts the file's path in front of the message.
+absl::Status InFile(const std::string& path, const absl::Status& status) {
+  return absl::Status(status.code(), absl::StrCat(path, ": ", status.message()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON
+
+// What the parse callback saw: nlohmann keeps the last of repeated keys silently, and a
+// repeated tensor name or config key must be an error instead.
+struct DuplicateKeyTracker {
+  struct Level {
+    std::string name;  // the key this object is stored under ("" for the root)
+    std::set<std::string> keys;
+  };
+  std::vector<Level> open_objects;
+  std::string last_key;
+  std::string duplicate;  // first repeated key, if any
+  bool duplicate_in_root = false;
+  std::string duplicate_owner;  // the key of the object it was repeated in, if not the root
+
+  bool OnEvent(Json::parse_event_t event, const Json& parsed) {
+    switch (event) {
+      case Json::parse_event_t::object_start:
+        open_objects.push_back({open_objects.empty() ? "" : last_key, {}});
+        break;
+      case Json::parse_event_t::object_end:
+        if (!open_objects.empty()) open_objects.pop_back();
+        break;
+      case Json::parse_event_t::key:
+        last_key = parsed.get<std::string>();
+        if (!open_objects.empty() && !open_objects.back().keys.insert(last_key).second &&
+            duplicate.empty()) {
+          duplicate = last_key;
+          duplicate_in_root = open_objects.size() == 1;
+          duplicate_owner = open_objects.back().name;
+        }
+        break;
+      default:
+        break;
+    }
+    return true;  // keep everything; duplicates are reported after the parse
+  }
+};
+
+// Parses `text` as a JSON object with no repeated keys at any level. `what` names the text in
+// messages ("safetensors header", "config"); `top_level_key` names its keys ("tensor name").
+absl::StatusOr<Json> ParseJsonObject(absl::string_view text, absl::string_view what,
+                                     absl::string_view top_level_key) {
+  // nlohmann stops at a NUL byte as if the input ended there, which would let a header hide
+  // arbitrary bytes after "{...}\0"; valid JSON text never contains one.
+  if (const size_t nul = text.find('\0'); nul != absl::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " is not valid JSON: NUL byte at offset ", nul));
+  }
+  DuplicateKeyTracker tracker;
+  Json parsed;
+  try {
+    parsed = Json::parse(text.begin(), text.end(),
+                         [&tracker](int /*depth*/, Json::parse_event_t event, Json& value) {
+                           return tracker.OnEvent(event, value);
+                         });
+  } catch (const Json::exception& e) {
+    // e.what() carries the position, e.g. "[json.exception.parse_error.101] parse error at line
+    // 1, column 7: ... last read: '...'"; the token it quotes can be most of a hostile header.
+    constexpr size_t kMaxMessageChars = 300;
+    absl::string_view message = e.what();
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " is not valid JSON: ", message.substr(0, kMaxMessageChars),
+                     message.size() > kMaxMessageChars ? "..." : ""));
+  }
+  if (!parsed.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " must be a JSON object, got ", parsed.type_name()));
+  }
+  if (!tracker.duplicate.empty()) {
+    if (tracker.duplicate_in_root) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " has duplicate ", top_level_key, " '", tracker.duplicate, "'"));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(what, " has duplicate key '", tracker.duplicate,
+                                                   "' in '", tracker.duplicate_owner, "'"));
+  }
+  return parsed;
+}
+
+// A JSON integer that fits int64 (nlohmann stores large non-negative ones as unsigned).
+bool GetInt64(const Json& value, int64_t* out) {
+  if (value.is_number_unsigned()) {
+    const uint64_t u = value.get<uint64_t>();
+    if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return false;
+    *out = static_cast<int64_t>(u);
+    return true;
+  }
+  if (value.is_number_integer()) {
+    *out = value.get<int64_t>();
+    return true;
+  }
+  return false;
+}
+
+// A JSON value for an error message. dump() recurses per nesting level and a hostile header
+// may nest millions deep, so only scalars and flat arrays are printed, and only their start.
+std::string DescribeJson(const Json& value) {
+  constexpr size_t kMaxChars = 80;
+  if (value.is_object()) return "{...}";
+  if (value.is_array()) {
+    for (const Json& element : value) {
+      if (element.is_structured()) return "[...]";
+    }
+  }
+  std::string text = value.dump();
+  if (text.size() > kMaxChars) text = text.substr(0, kMaxChars) + "...";
+  return text;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Safetensors
+
+enum class DType { kF32, kF16, kBF16 };
+
+int64_t ElementBytes(DType dtype) { return dtype == DType::kF32 ? 4 : 2; }
+
+absl::StatusOr<DType> ParseDType(const Json& value, const std::string& tensor) {
+  if (value.is_string()) {
+    const std::string& name = value.get_ref<const std::string&>();
+    if (name == "F32") return DType::kF32;
+    if (name == "F16") return DType::kF16;
+    if (name == "BF16") return DType::kBF16;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("tensor '", tensor, "' has unsupported dtype ",
+                                                 DescribeJson(value),
+                                                 "; supported: F32, F16, BF16"));
+}
+
+// Little-endian loads assembled byte by byte: no alignment requirement (the data section of a
+// hostile file may start anywhere) and correct on any host byte order.
+uint16_t LoadU16(const unsigned char* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+uint32_t LoadU32(const unsigned char* p) {
+  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
+         (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
+}
+uint64_t LoadU64(const unsigned char* p) {
+  return static_cast<uint64_t>(LoadU32(p)) | (static_cast<uint64_t>(LoadU32(p + 4)) << 32);
+}
+float FloatFromBits(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+// IEEE binary16 -> binary32, exact for every input (all binary16 values are representable).
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exponent = (h >> 10) & 0x1fu;
+  const uint32_t mantissa = h & 0x3ffu;
+  if (exponent == 0) {
+    // Zero or subnormal: mantissa * 2^-24, exact in float.
+    const float magnitude = std::ldexp(static_cast<float>(mantissa), -24);
+    return sign ? -magnitude : magnitude;
+  }
+  if (exponent == 0x1f) {
+    // Inf, or NaN with its payload (and quiet bit) kept in the top mantissa bits.
+    return FloatFromBits(sign | 0x7f800000u | (mantissa << 13));
+  }
+  return FloatFromBits(sign | ((exponent - 15 + 127) << 23) | (mantissa << 13));
+}
+
+// bfloat16 is the top half of a float32.
+float BFloat16ToFloat(uint16_t b) { return FloatFromBits(static_cast<uint32_t>(b) << 16); }
+
+std::vector<float> DecodeValues(DType dtype, const unsigned char* data, int64_t count) {
+  std::vector<float> values(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) {
+    switch (dtype) {
+      case DType::kF32:
+        values[i] = FloatFromBits(LoadU32(data + 4 * i));
+        break;
+      case DType::kF16:
+        values[i] = HalfToFloat(LoadU16(data + 2 * i));
+        break;
+      case DType::kBF16:
+        values[i] = BFloat16ToFloat(LoadU16(data + 2 * i));
+        break;
+    }
+  }
+  return values;
+}
+
+// One header entry, checked on its own; coverage of the data section is checked across entries.
+struct TensorEntry {
+  std::string name;
+  DType dtype = DType::kF32;
+  Shape shape;
+  int64_t num_elements = 0;
+  uint64_t begin = 0;
+  uint64_t end = 0;
+};
+
+absl::StatusOr<TensorEntry> ParseTensorEntry(const std::string& name, const Json& entry,
+                                             uint64_t data_size) {
+  if (!entry.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "' must be a JSON object, got ", entry.type_name()));
+  }
+  for (const char* key : {"dtype", "shape", "data_offsets"}) {
+    if (!entry.contains(key)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", name, "' is missing key '", key, "'"));
+    }
+  }
+  if (entry.size() != 3) {
+    for (const auto& [key, unused] : entry.items()) {
+      if (key != "dtype" && key != "shape" && key != "data_offsets") {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor '", name, "' has unexpected key '", key,
+                         "'; expected exactly dtype, shape, data_offsets"));
+      }
+    }
+  }
+
+  TensorEntry t;
+  t.name = name;
+  ASSIGN_OR_RETURN(t.dtype, ParseDType(entry["dtype"], name));
+
+  const Json& shape = entry["shape"];
+  const auto bad_shape = [&] {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape ",
+                                                   DescribeJson(shape),
+                                                   "; expected a list of non-negative integers"));
+  };
+  if (!shape.is_array()) return bad_shape();
+  for (const Json& dim : shape) {
+    int64_t d;
+    if (!GetInt64(dim, &d) || d < 0) return bad_shape();
+    t.shape.push_back(d);
+  }
+  t.num_elements = NumElements(t.shape);
+  const int64_t element_bytes = ElementBytes(t.dtype);
+  if (t.num_elements < 0 || t.num_elements > std::numeric_limits<int64_t>::max() / element_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", name, "' has shape ", ShapeToString(t.shape), " whose byte size overflows"));
+  }
+  const uint64_t byte_size = static_cast<uint64_t>(t.num_elements * element_bytes);
+
+  const Json& offsets = entry["data_offsets"];
+  int64_t begin = -1, end = -1;
+  if (!offsets.is_array() || offsets.size() != 2 || !GetInt64(offsets[0], &begin) ||
+      !GetInt64(offsets[1], &end) || begin < 0 || end < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "' has data_offsets ", DescribeJson(offsets),
+                     "; expected [begin, end], two non-negative integers"));
+  }
+  t.begin = static_cast<uint64_t>(begin);
+  t.end = static_cast<uint64_t>(end);
+  if (t.begin > t.end) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has data_offsets [",
+                                                   t.begin, ", ", t.end, "] with begin > end"));
+  }
+  if (t.end > data_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "' has data_offsets [", t.begin, ", ", t.end,
+                     "] beyond the data section of ", data_size, " bytes"));
+  }
+  if (t.end - t.begin != byte_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", name, "' with shape ", ShapeToString(t.shape), " needs ", byte_size,
+        " bytes but data_offsets [", t.begin, ", ", t.end, "] span ", t.end - t.begin));
+  }
+  return t;
+}
+
+// __metadata__ is free-form string -> string; we ignore it but still insist on its shape.
+absl::Status CheckMetadata(const Json& metadata) {
+  if (metadata.is_object()) {
+    for (const auto& [key, value] : metadata.items()) {
+      if (!value.is_string()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "__metadata__ value of '", key, "' must be a string, got ", value.type_name()));
+      }
+    }
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("__metadata__ must be a JSON object of strings, got ", metadata.type_name()));
+}
+
+// The tensors must tile [0, data_size) exactly: no overlap (aliasing), no gaps (hidden bytes).
+absl::Status CheckCoverage(std::vector<const TensorEntry*> entries, uint64_t data_size) {
+  std::sort(entries.begin(), entries.end(), [](const TensorEntry* a, const TensorEntry* b) {
+    return std::tie(a->begin, a->end) < std::tie(b->begin, b->end);
+  });
+  uint64_t covered = 0;
+  const TensorEntry* previous = nullptr;
+  for (const TensorEntry* t : entries) {
+    if (t->begin < covered) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensors '", previous->name, "' [", previous->begin, ", ", previous->end,
+                       ") and '", t->name, "' [", t->begin, ", ", t->end, ") overlap"));
+    }
+    if (t->begin > covered) {
+      return absl::InvalidArgumentError(absl::StrCat("data bytes [", covered, ", ", t->begin,
+                                                     ") belong to no tensor (gap before '", t->name,
+                                                     "')"));
+    }
+    covered = t->end;
+    previous = t;
+  }
+  if (covered != data_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data section has ", data_size - covered, " trailing bytes after the last tensor (",
+        data_size, " bytes, tensors cover ", covered, ")"));
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// config.json
+
+absl::Status WrongType(absl::string_view key, absl::string_view expected, const Json& value) {
+  return absl::InvalidArgumentError(absl::StrCat("config key '", key, "' must be ", expected,
+                                                 ", got ", value.type_name(), " ",
+                                                 DescribeJson(value)));
+}
+
+// The config keys of one JSON type, with the field each one sets.
+template <typename T>
+struct ConfigField {
+  const char* key;
+  T RnnConfig::*field;
+};
+constexpr ConfigField<int64_t> kIntFields[] = {{"input_size", &RnnConfig::input_size},
+                                               {"hidden_size", &RnnConfig::hidden_size},
+                                               {"num_layers", &RnnConfig::num_layers}};
+constexpr ConfigField<bool> kBoolFields[] = {{"bias", &RnnConfig::bias},
+                                             {"batch_first", &RnnConfig::batch_first},
+                                             {"bidirectional", &RnnConfig::bidirectional}};
+// All of them in torch's constructor order, for the unknown-key message.
+constexpr const char* kConfigKeys[] = {"input_size", "hidden_size", "num_layers", "nonlinearity",
+                                       "bias",       "batch_first", "dropout",    "bidirectional"};
+
+// Sets the field `key` names from `value`, checking its JSON type (not yet its range).
+absl::Status SetConfigKey(const std::string& key, const Json& value, RnnConfig* config) {
+  for (const ConfigField<int64_t>& f : kIntFields) {
+    if (key != f.key) continue;
+    if (!GetInt64(value, &(config->*f.field))) return WrongType(key, "an integer", value);
+    return absl::OkStatus();
+  }
+  for (const ConfigField<bool>& f : kBoolFields) {
+    if (key != f.key) continue;
+    if (!value.is_boolean()) return WrongType(key, "a boolean", value);
+    config->*f.field = value.get<bool>();
+    return absl::OkStatus();
+  }
+  if (key == "nonlinearity") {
+    if (!value.is_string()) return WrongType(key, "a string", value);
+    ASSIGN_OR_RETURN(config->nonlinearity, ParseNonlinearity(value.get_ref<const std::string&>()));
+    return absl::OkStatus();
+  }
+  if (key == "dropout") {
+    if (!value.is_number()) return WrongType(key, "a number", value);
+    config->dropout = value.get<double>();
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "config has unknown key '", key, "'; known keys: ", absl::StrJoin(kConfigKeys, ", ")));
+}
+
+}  // namespace
+
+absl::StatusOr<ParameterMap> ParseSafetensors(absl::string_view bytes) {
+  if (bytes.size() < 8) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "safetensors data is ", bytes.size(), " bytes, shorter than the 8-byte header length"));
+  }
+  const auto* base = reinterpret_cast<const unsigned char*>(bytes.data());
+  const uint64_t header_size = LoadU64(base);
+  const uint64_t after_length = bytes.size() - 8;
+  if (header_size > kMaxHeaderBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("safetensors header length ", header_size,
+                                                   " exceeds the limit of ", kMaxHeaderBytes,
+                                                   " bytes"));
+  }
+  if (header_size > after_length) {
+    return absl::InvalidArgumentError(absl::StrCat("safetensors header length ", header_size,
+                                                   " exceeds the ", after_length,
+                                                   " bytes that follow the length field"));
+  }
+  ASSIGN_OR_RETURN(Json header, ParseJsonObject(bytes.substr(8, header_size), "safetensors header",
+                                                "tensor name"));
+
+  const uint64_t data_size = after_length - header_size;
+  const unsigned char* data = base + 8 + header_size;
+  std::vector<TensorEntry> entries;
+  entries.reserve(header.size());
+  for (const auto& [name, entry] : header.items()) {
+    if (name == kMetadataKey) {
+      RETURN_IF_ERROR(CheckMetadata(entry));
+      continue;
+    }
+    ASSIGN_OR_RETURN(TensorEntry t, ParseTensorEntry(name, entry, data_size));
+    entries.push_back(std::move(t));
+  }
+  std::vector<const TensorEntry*> by_offset;
+  for (const TensorEntry& t : entries) by_offset.push_back(&t);
+  RETURN_IF_ERROR(CheckCoverage(std::move(by_offset), data_size));
+
+  // Every range is now known to lie inside the data section with the right size.
+  ParameterMap tensors;
+  for (TensorEntry& t : entries) {
+    std::vector<float> values = DecodeValues(t.dtype, data + t.begin, t.num_elements);
+    tensors.emplace(t.name, Tensor(std::move(t.shape), std::move(values)));
+  }
+  return tensors;
+}
+
+std::string SerializeSafetensors(const ParameterMap& tensors) {
+  // ParameterMap is ordered by name, so the data lands in sorted-name order.
+  Json header = Json::object();
+  uint64_t offset = 0;
+  for (const auto& [name, tensor] : tensors) {
+    const uint64_t size = tensor.values.size() * sizeof(float);
+    header[name] = {
+        {"dtype", "F32"}, {"shape", tensor.shape}, {"data_offsets", {offset, offset + size}}};
+    offset += size;
+  }
+  std::string header_text = header.dump();
+  // Pad with spaces (allowed by the format) so the data starts 8-byte aligned.
+  header_text.append((8 - header_text.size() % 8) % 8, ' ');
+
+  std::string out;
+  out.reserve(8 + header_text.size() + offset);
+  const uint64_t header_size = header_text.size();
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((header_size >> (8 * i)) & 0xff));
+  out += header_text;
+  for (const auto& [name, tensor] : tensors) {
+    for (float v : tensor.values) {
+      uint32_t bits;
+      std::memcpy(&bits, &v, sizeof(bits));
+      for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((bits >> (8 * i)) & 0xff));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<RnnConfig> ParseConfigJson(absl::string_view json) {
+  ASSIGN_OR_RETURN(Json object, ParseJsonObject(json, "config", "key"));
+  for (const char* required : {"input_size", "hidden_size"}) {
+    if (!object.contains(required)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config is missing required key '", required, "'"));
+    }
+  }
+  RnnConfig config;
+  for (const auto& [key, value] : object.items()) {
+    RETURN_IF_ERROR(SetConfigKey(key, value, &config));
+  }
+  RETURN_IF_ERROR(config.Validate());
+  return config;
+}
+
+std::string ConfigToJson(const RnnConfig& config) {
+  // ordered_json keeps torch's constructor order, which reads better than alphabetical.
+  nlohmann::ordered_json json;
+  json["input_size"] = config.input_size;
+  json["hidden_size"] = config.hidden_size;
+  json["num_layers"] = config.num_layers;
+  json["nonlinearity"] = std::string(NonlinearityName(config.nonlinearity));
+  json["bias"] = config.bias;
+  json["batch_first"] = config.batch_first;
+  json["dropout"] = config.dropout;
+  json["bidirectional"] = config.bidirectional;
+  return json.dump(2) + "\n";
+}
+
+absl::StatusOr<ModelFiles> LoadModelDir(const std::string& dir) {
+  const std::string config_path = (std::filesystem::path(dir) / kConfigFileName).string();
+  const std::string weights_path = (std::filesystem::path(dir) / kWeightsFileName).string();
+  ModelFiles files;
+
+  absl::StatusOr<std::string> config_text = ReadFile(config_path);
+  if (!config_text.ok()) return config_text.status();  // already names the path
+  absl::StatusOr<RnnConfig> config = ParseConfigJson(*config_text);
+  if (!config.ok()) return InFile(config_path, config.status());
+  files.config = *config;
+
+  absl::StatusOr<std::string> weights = ReadFile(weights_path);
+  if (!weights.ok()) return weights.status();
+  absl::StatusOr<ParameterMap> parameters = ParseSafetensors(*weights);
+  if (!parameters.ok()) return InFile(weights_path, parameters.status());
+  files.parameters = *std::move(parameters);
+
+  const absl::Status matches = CheckParameters(files.config, files.parameters);
+  if (!matches.ok()) return InFile(weights_path, matches);
+  return files;
+}
+
+absl::Status SaveModelDir(const std::string& dir, const RnnConfig& config,
+                          const ParameterMap& parameters) {
+  // Refuse to write a folder that LoadModelDir would reject.
+  RETURN_IF_ERROR(config.Validate());
+  RETURN_IF_ERROR(CheckParameters(config, parameters));
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) {
+    return absl::ErrnoToStatus(error.value(), absl::StrCat("cannot create directory ", dir));
+  }
+  RETURN_IF_ERROR(
+      WriteFile((std::filesystem::path(dir) / kConfigFileName).string(), ConfigToJson(config)));
+  return WriteFile((std::filesystem::path(dir) / kWeightsFileName).string(),
+                   SerializeSafetensors(parameters));
+}
+
+}  // namespace rnnserve

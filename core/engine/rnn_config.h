@@ -1,0 +1,66 @@
+// RnnConfig: the constructor arguments of torch.nn.RNN, under torch's names and defaults, and
+// the list of parameters (names and shapes, in named_parameters() order) that a config implies.
+// Plain value types; thread-compatible.
+#ifndef RNNSERVE_CORE_ENGINE_RNN_CONFIG_H_
+#define RNNSERVE_CORE_ENGINE_RNN_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "base/tensor.h"
+
+namespace rnnserve {
+
+enum class Nonlinearity { kTanh, kRelu };
+
+// "tanh" or "relu", exactly as torch spells them.
+absl::StatusOr<Nonlinearity> ParseNonlinearity(absl::string_view name);
+absl::string_view NonlinearityName(Nonlinearity n);
+
+struct RnnConfig {
+  int64_t input_size = 0;   // features per timestep of the input (C); required, > 0
+  int64_t hidden_size = 0;  // features of the hidden state (H); required, > 0
+  int64_t num_layers = 1;   // stacked layers (L); > 0
+  Nonlinearity nonlinearity = Nonlinearity::kTanh;
+  bool bias = true;          // whether bias_ih/bias_hh exist
+  bool batch_first = false;  // input/output are (N, T, C) instead of (T, N, C); never h_0/h_n
+  double dropout = 0.0;      // in [0, 1]; accepted for compatibility, no effect at inference
+  bool bidirectional = false;
+
+  int64_t num_directions() const { return bidirectional ? 2 : 1; }
+  // L * D: the first dimension of h_0 and h_n.
+  int64_t num_state_rows() const { return num_layers * num_directions(); }
+  // Features of the output: D * H.
+  int64_t output_size() const { return num_directions() * hidden_size; }
+  // Features entering layer `layer`: input_size for layer 0, D * H above.
+  int64_t layer_input_size(int64_t layer) const {
+    return layer == 0 ? input_size : output_size();
+  }
+
+  // Checks the arguments as torch's constructor does; the message names the bad argument.
+  absl::Status Validate() const;
+
+  bool operator==(const RnnConfig& o) const;
+  bool operator!=(const RnnConfig& o) const { return !(*this == o); }
+};
+
+// "RNN(100, 10, num_layers=2, dropout=0.5)", as torch prints the module.
+std::string ConfigToString(const RnnConfig& config);
+
+struct ParameterSpec {
+  std::string name;  // e.g. "weight_ih_l0_reverse"
+  Shape shape;
+};
+
+// The parameters torch's RNN with this config has, in named_parameters() order: per layer,
+// per direction (forward, then "_reverse"): weight_ih, weight_hh, then bias_ih, bias_hh when
+// bias is set.
+std::vector<ParameterSpec> ParameterSpecs(const RnnConfig& config);
+
+}  // namespace rnnserve
+
+#endif  // RNNSERVE_CORE_ENGINE_RNN_CONFIG_H_

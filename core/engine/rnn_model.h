@@ -1,0 +1,136 @@
+// RnnModel: a loaded torch.nn.RNN, ready for inference with torch's exact semantics.
+//
+// Immutable after Create(); every const method is thread-safe. Scratch memory lives in a
+// Workspace the caller owns, one per thread, so concurrent calls never share buffers.
+//
+// Streaming: for unidirectional models, Forward(chunk, h) with the previous call's h_n gives the
+// same numbers as one call over the whole sequence. StepBatch() advances one chunk for many
+// independent states (sessions) in one set of matrix products: the scheduler's entry point.
+#ifndef RNNSERVE_CORE_ENGINE_RNN_MODEL_H_
+#define RNNSERVE_CORE_ENGINE_RNN_MODEL_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "base/tensor.h"
+#include "core/engine/packed_gemm.h"
+#include "core/engine/rnn_config.h"
+#include "core/engine/rnn_parameters.h"
+
+namespace rnnserve {
+
+// Grow-only scratch buffers reused across calls, so steady-state inference does not allocate.
+// Not thread-safe: use one per thread.
+class Workspace {
+ public:
+  Workspace() = default;
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+
+ private:
+  friend class RnnModel;
+  // Returns a (rows x cols) column-major matrix view over buffer `slot`, growing it if needed.
+  Eigen::Map<Eigen::MatrixXf> Matrix(int slot, int64_t rows, int64_t cols);
+
+  static constexpr int kSlots = 4;
+  // 64-byte aligned, so full-width kernels start on a vector boundary.
+  std::vector<float, Eigen::aligned_allocator<float>> buffers_[kSlots];
+  std::vector<int64_t> step_width_;   // active columns at each step (StepBatch)
+  std::vector<int64_t> step_offset_;  // first column of each step (StepBatch)
+  std::vector<int64_t> order_;        // chunk indices sorted by length (StepBatch)
+  std::vector<int64_t> column_;       // each chunk's column offset within a step (StepBatch)
+};
+
+// The dimensions of one Forward() call, resolved from the input's shape.
+struct InputDims {
+  int64_t steps = 0;     // T
+  int64_t batch = 0;     // N (1 when unbatched)
+  bool batched = true;   // false for (T, C) input
+};
+
+struct ForwardResult {
+  Tensor output;  // (T, N, D*H), (N, T, D*H) when batch_first, or (T, D*H) unbatched
+  Tensor h_n;     // (L*D, N, H), or (L*D, H) unbatched
+};
+
+// One session's chunk for StepBatch(). All pointers are borrowed for the call.
+struct StreamChunk {
+  const float* input = nullptr;  // (steps, batch, input_size), time-major, row-major
+  int64_t steps = 0;             // T; 0 leaves state untouched and writes nothing
+  int64_t batch = 0;             // N
+  const float* state_in = nullptr;  // (num_layers, batch, hidden_size): h_0
+  float* state_out = nullptr;       // (num_layers, batch, hidden_size): h_n; may equal state_in
+  float* output = nullptr;       // (steps, batch, hidden_size), written
+};
+
+class RnnModel {
+ public:
+  // Checks the config and the parameters (names, shapes) and lays the weights out for the
+  // kernels: transposed once, biases folded (b_ih + b_hh).
+  static absl::StatusOr<std::unique_ptr<RnnModel>> Create(const RnnConfig& config,
+                                                          const ParameterMap& parameters);
+
+  const RnnConfig& config() const { return config_; }
+
+  // Checks an input shape (and h_0's, when given) exactly as torch does; messages follow
+  // torch's ("input.size(-1) must be equal to input_size. Expected 100, got 50").
+  absl::StatusOr<InputDims> CheckShapes(absl::Span<const int64_t> input_shape,
+                                        const Shape* h0_shape) const;
+
+  // torch's `rnn(input, h_0)`. h0 may be null (zeros). Uses a thread-local Workspace when
+  // `workspace` is null.
+  absl::StatusOr<ForwardResult> Forward(const Tensor& input, const Tensor* h0 = nullptr,
+                                        Workspace* workspace = nullptr) const;
+
+  // The kernel behind Forward(), on time-major (T, N, C) input with no checks: shapes are the
+  // caller's contract. h0 may be null (zeros). Writes output (T, N, D*H) and h_n (L*D, N, H).
+  void ForwardTimeMajor(const float* input, int64_t steps, int64_t batch, const float* h0,
+                        float* output, float* h_n, Workspace& workspace) const;
+
+  // Advances every chunk by its own number of steps in one batched pass: per layer one GEMM
+  // for the input projection of all chunks, then per timestep one GEMM over the sessions still
+  // active at that step (sessions leave the batch when their chunk ends; nothing is padded).
+  // Results equal separate Forward() calls. Unidirectional models only (FAILED_PRECONDITION
+  // otherwise); shapes are the caller's contract.
+  absl::Status StepBatch(absl::Span<const StreamChunk> chunks, Workspace* workspace) const;
+
+  // Floats in one session's state for a batch of `batch`: L * D * batch * H.
+  int64_t StateSize(int64_t batch) const {
+    return config_.num_state_rows() * batch * config_.hidden_size;
+  }
+  // Floats in the output of a (steps, batch) chunk.
+  int64_t OutputSize(int64_t steps, int64_t batch) const {
+    return steps * batch * config_.output_size();
+  }
+  // Multiply-adds per timestep per batch row: the FLOP count benchmarks use (x2 for FLOPs).
+  int64_t MacsPerStep() const;
+
+ private:
+  // One layer and direction's weights, laid out at load for both product backends: Eigen's
+  // GEMM (wide products) and PackedGemm (up to a few hundred columns; see UsePacked()).
+  struct LayerDirection {
+    Eigen::MatrixXf w_ih;  // (H, in): W_ih, column-major for Eigen; empty when H > 128
+    Eigen::MatrixXf w_hh;  // (H, H); empty when H > 128
+    Eigen::VectorXf bias;  // b_ih + b_hh, or zeros; padded to packed_hh.padded_rows()
+    PackedMatrix packed_ih;
+    PackedMatrix packed_hh;
+  };
+
+  explicit RnnModel(const RnnConfig& config) : config_(config) {}
+  const LayerDirection& weights(int64_t layer, int64_t direction) const {
+    return weights_[layer * config_.num_directions() + direction];
+  }
+
+  RnnConfig config_;
+  std::vector<LayerDirection> weights_;  // layer-major, forward then reverse
+};
+
+}  // namespace rnnserve
+
+#endif  // RNNSERVE_CORE_ENGINE_RNN_MODEL_H_

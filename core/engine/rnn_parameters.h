@@ -1,0 +1,31 @@
+// Named parameter sets of an RNN, keyed by torch's state_dict() names, with the checks that a
+// set matches a config and the torch-style default initialisation. Value types; thread-compatible.
+#ifndef RNNSERVE_CORE_ENGINE_RNN_PARAMETERS_H_
+#define RNNSERVE_CORE_ENGINE_RNN_PARAMETERS_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "base/tensor.h"
+#include "core/engine/rnn_config.h"
+
+namespace rnnserve {
+
+// state_dict name -> tensor. Ordered by name; use ParameterSpecs() for torch's order.
+using ParameterMap = std::map<std::string, Tensor>;
+
+// OK when `params` has exactly the parameters ParameterSpecs(config) lists, each with its
+// shape and a value count matching the shape. Otherwise INVALID_ARGUMENT naming the missing,
+// unexpected or misshaped parameters (expected and actual shapes).
+absl::Status CheckParameters(const RnnConfig& config, const ParameterMap& params);
+
+// torch's default init: every parameter drawn from U(-1/sqrt(H), 1/sqrt(H)), deterministic for
+// a given seed (the same seed gives the same numbers; they are not torch's RNG stream).
+ParameterMap RandomParameters(const RnnConfig& config, uint64_t seed);
+
+}  // namespace rnnserve
+
+#endif  // RNNSERVE_CORE_ENGINE_RNN_PARAMETERS_H_

@@ -1,0 +1,91 @@
+#include "core/serving/model_registry.h"
+
+#include <filesystem>
+#include <system_error>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/status_macros.h"
+#include "core/engine/model_io.h"
+
+namespace rnnserve {
+
+RnnConfig DemoModelConfig() {
+  RnnConfig config;
+  config.input_size = 100;
+  config.hidden_size = 10;
+  config.num_layers = 2;
+  return config;
+}
+
+std::unique_ptr<ModelRegistry> ModelRegistry::WithDemoModel() {
+  auto registry = std::make_unique<ModelRegistry>();
+  const RnnConfig config = DemoModelConfig();
+  absl::Status status =
+      registry->Add(kDemoModelName, config, RandomParameters(config, kDemoModelSeed));
+  // The demo config and its generated parameters always agree.
+  if (!status.ok()) std::abort();
+  return registry;
+}
+
+absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::LoadRepository(
+    const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    return absl::NotFoundError(
+        absl::StrCat("model repository '", dir, "' is not a readable directory"));
+  }
+  auto registry = std::make_unique<ModelRegistry>();
+  std::vector<fs::path> folders;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.is_directory()) folders.push_back(entry.path());
+  }
+  if (ec) {
+    return absl::InternalError(absl::StrCat("listing model repository '", dir, "': ", ec.message()));
+  }
+  for (const fs::path& folder : folders) {
+    absl::StatusOr<ModelFiles> files = LoadModelDir(folder.string());
+    if (!files.ok()) {
+      return absl::Status(files.status().code(),
+                          absl::StrCat("model '", folder.filename().string(), "' in ",
+                                       folder.string(), ": ", files.status().message()));
+    }
+    RETURN_IF_ERROR(registry->Add(folder.filename().string(), files->config, files->parameters));
+  }
+  return registry;
+}
+
+absl::Status ModelRegistry::Add(std::string name, const RnnConfig& config,
+                                const ParameterMap& parameters) {
+  if (models_.count(name)) {
+    return absl::AlreadyExistsError(absl::StrCat("model '", name, "' is already loaded"));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<RnnModel> model, RnnModel::Create(config, parameters));
+  auto served = std::make_unique<ServedModel>();
+  served->name = name;
+  served->model = std::move(model);
+  for (const auto& [param_name, tensor] : parameters) served->parameter_count += tensor.num_elements();
+  models_.emplace(std::move(name), std::move(served));
+  return absl::OkStatus();
+}
+
+const ServedModel* ModelRegistry::Find(const std::string& name) const {
+  auto it = models_.find(name);
+  return it == models_.end() ? nullptr : it->second.get();
+}
+
+absl::Status ModelRegistry::UnknownModelError(const std::string& name) const {
+  std::vector<std::string> names;
+  for (const auto& [served, model] : models_) names.push_back(served);
+  return absl::NotFoundError(absl::StrCat("unknown model '", name, "'; this server serves: ",
+                                          absl::StrJoin(names, ", ")));
+}
+
+std::vector<const ServedModel*> ModelRegistry::All() const {
+  std::vector<const ServedModel*> all;
+  for (const auto& [name, model] : models_) all.push_back(model.get());
+  return all;
+}
+
+}  // namespace rnnserve

@@ -1,0 +1,53 @@
+// ModelRegistry: the models a server serves, by name. Filled once at start-up (from a model
+// repository folder, or the built-in demo model) and immutable afterwards, so lookups are
+// thread-safe without locks. Owns the models; hands out const pointers valid for its lifetime.
+#ifndef RNNSERVE_CORE_SERVING_MODEL_REGISTRY_H_
+#define RNNSERVE_CORE_SERVING_MODEL_REGISTRY_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/engine/rnn_model.h"
+
+namespace rnnserve {
+
+struct ServedModel {
+  std::string name;
+  std::unique_ptr<RnnModel> model;
+  int64_t parameter_count = 0;
+};
+
+// The seed notebook's RNN(100, 10, num_layers=2), seeded init: served as "demo" when no model
+// repository is given.
+inline constexpr char kDemoModelName[] = "demo";
+inline constexpr uint64_t kDemoModelSeed = 20240601;
+RnnConfig DemoModelConfig();
+
+class ModelRegistry {
+ public:
+  // Loads every subfolder of `dir` as a model named after the folder. An empty folder gives an
+  // empty registry. Errors name the folder/file and the problem.
+  static absl::StatusOr<std::unique_ptr<ModelRegistry>> LoadRepository(const std::string& dir);
+  // A registry with only the built-in demo model.
+  static std::unique_ptr<ModelRegistry> WithDemoModel();
+
+  absl::Status Add(std::string name, const RnnConfig& config, const ParameterMap& parameters);
+
+  // nullptr when unknown.
+  const ServedModel* Find(const std::string& name) const;
+  // NOT_FOUND for `name`, naming the models that are served.
+  absl::Status UnknownModelError(const std::string& name) const;
+  std::vector<const ServedModel*> All() const;  // sorted by name
+  bool empty() const { return models_.empty(); }
+
+ private:
+  std::map<std::string, std::unique_ptr<ServedModel>> models_;
+};
+
+}  // namespace rnnserve
+
+#endif  // RNNSERVE_CORE_SERVING_MODEL_REGISTRY_H_

@@ -1,0 +1,29 @@
+#include "proto/status_codec.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace rnnserve {
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+absl::Status FromStreamError(int32_t error_code, absl::string_view error_message) {
+  if (error_code == 0) return absl::OkStatus();
+  if (error_code < 0 || error_code > static_cast<int32_t>(absl::StatusCode::kUnauthenticated)) {
+    return absl::UnknownError(
+        absl::StrCat("error code ", error_code, " (not a gRPC code): ", error_message));
+  }
+  return absl::Status(static_cast<absl::StatusCode>(error_code), error_message);
+}
+
+std::string CodeName(absl::StatusCode code) { return absl::StatusCodeToString(code); }
+
+}  // namespace rnnserve

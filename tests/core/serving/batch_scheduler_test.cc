@@ -1,0 +1,190 @@
+#include "core/serving/batch_scheduler.h"
+
+#include <atomic>
+#include <future>
+#include <set>
+
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace rnnserve {
+namespace {
+
+struct TestTask : BatchScheduler::Task {
+  int id = 0;
+};
+
+TEST(BatchSchedulerTest, RunsEveryTaskOnceAndBatchesByKey) {
+  std::mutex mu;
+  std::multiset<int> seen;
+  std::vector<std::set<const void*>> batch_keys;
+  size_t largest = 0;
+  std::promise<void> gate;
+  std::shared_future<void> opened = gate.get_future().share();
+  BatchScheduler::Options options;
+  options.threads = 1;
+  options.max_batch = 8;
+  BatchScheduler scheduler(options, [&](absl::Span<BatchScheduler::Task* const> batch, Workspace&) {
+    opened.wait();  // hold the only worker so that tasks pile up behind the first one
+    std::lock_guard<std::mutex> lock(mu);
+    std::set<const void*> keys;
+    for (BatchScheduler::Task* t : batch) {
+      seen.insert(static_cast<TestTask*>(t)->id);
+      keys.insert(t->key);
+      delete t;
+    }
+    batch_keys.push_back(keys);
+    largest = std::max(largest, batch.size());
+  });
+  int key_a = 0, key_b = 0;
+  for (int i = 0; i < 30; ++i) {
+    auto* t = new TestTask;
+    t->id = i;
+    t->key = i % 3 == 0 ? &key_b : &key_a;
+    scheduler.Enqueue(t);
+  }
+  gate.set_value();
+  ASSERT_TRUE(scheduler.WaitIdle(absl::Now() + absl::Seconds(30)));
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(seen.size(), 30u);
+  for (int i = 0; i < 30; ++i) EXPECT_EQ(seen.count(i), 1u);
+  for (const auto& keys : batch_keys) EXPECT_EQ(keys.size(), 1u) << "a batch mixed models";
+  EXPECT_EQ(largest, 8u);
+  EXPECT_EQ(scheduler.queued(), 0);
+}
+
+TEST(BatchSchedulerTest, QueueDelayWaitsForFullerBatch) {
+  std::atomic<size_t> first_batch{0};
+  std::promise<void> done;
+  BatchScheduler::Options options;
+  options.threads = 1;
+  options.max_batch = 4;
+  options.max_queue_delay = absl::Seconds(30);
+  BatchScheduler scheduler(options, [&](absl::Span<BatchScheduler::Task* const> batch, Workspace&) {
+    if (first_batch.exchange(batch.size()) == 0) done.set_value();
+    for (auto* t : batch) delete t;
+  });
+  int key = 0;
+  for (int i = 0; i < 4; ++i) {
+    auto* t = new TestTask;
+    t->key = &key;
+    scheduler.Enqueue(t);
+  }
+  // The batch fills before the delay runs out, so it goes at once and whole.
+  done.get_future().wait();
+  EXPECT_EQ(first_batch.load(), 4u);
+}
+
+BatchScheduler::Options SplitOptions(int threads, int max_batch, int min_split_batch) {
+  BatchScheduler::Options options;
+  options.threads = threads;
+  options.max_batch = max_batch;
+  options.min_split_batch = min_split_batch;
+  return options;
+}
+
+std::vector<BatchScheduler::Task*> MakeTasks(int count, const void* key) {
+  std::vector<BatchScheduler::Task*> tasks;
+  for (int i = 0; i < count; ++i) {
+    auto* t = new TestTask;
+    t->id = i;
+    t->key = key;
+    tasks.push_back(t);
+  }
+  return tasks;
+}
+
+// With both workers idle, a queue of 2 x min_split_batch or more is split between them and the
+// halves run at the same time: each batch waits inside RunBatch until the other has started.
+TEST(BatchSchedulerTest, SplitsALargeQueueAcrossIdleWorkers) {
+  std::mutex mu;
+  std::vector<size_t> sizes;
+  std::multiset<int> seen;
+  absl::Notification both_running;
+  bool overlapped = true;
+  BatchScheduler scheduler(SplitOptions(2, 256, 8), [&](absl::Span<BatchScheduler::Task* const> batch, Workspace&) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      sizes.push_back(batch.size());
+      for (BatchScheduler::Task* t : batch) seen.insert(static_cast<TestTask*>(t)->id);
+      if (sizes.size() == 2) both_running.Notify();
+    }
+    // Bounded only so that a broken split fails the test instead of hanging it.
+    if (!both_running.WaitForNotificationWithTimeout(absl::Seconds(60))) {
+      std::lock_guard<std::mutex> lock(mu);
+      overlapped = false;
+    }
+    for (BatchScheduler::Task* t : batch) delete t;
+  });
+  int key = 0;
+  scheduler.EnqueueAll(MakeTasks(33, &key));
+  ASSERT_TRUE(scheduler.WaitIdle(absl::InfiniteFuture()));
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_TRUE(overlapped) << "the two batches did not run concurrently";
+  EXPECT_THAT(sizes, ::testing::UnorderedElementsAre(17u, 16u));
+  EXPECT_EQ(seen.size(), 33u);
+  for (int i = 0; i < 33; ++i) EXPECT_EQ(seen.count(i), 1u);
+}
+
+// Below 2 x min_split_batch, or with every other worker busy, a worker takes the whole queue
+// (up to max_batch).
+TEST(BatchSchedulerTest, SmallQueuesAndBusyWorkersDoNotSplit) {
+  std::mutex mu;
+  std::vector<size_t> sizes;
+  size_t after_blocker = 0;
+  absl::Notification blocker_started, release_blocker, hundred_done;
+  int key = 0, other = 0;
+  BatchScheduler scheduler(SplitOptions(2, 256, 8), [&](absl::Span<BatchScheduler::Task* const> batch, Workspace&) {
+    const bool blocker = batch[0]->key == &other;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      sizes.push_back(batch.size());
+      if (!blocker && blocker_started.HasBeenNotified()) {
+        after_blocker += batch.size();
+        if (after_blocker == 100) hundred_done.Notify();
+      }
+    }
+    for (BatchScheduler::Task* t : batch) delete t;
+    if (blocker) {
+      blocker_started.Notify();
+      release_blocker.WaitForNotification();
+    }
+  });
+  scheduler.EnqueueAll(MakeTasks(15, &key));
+  ASSERT_TRUE(scheduler.WaitIdle(absl::InfiniteFuture()));
+  // Hold one worker; the other is then the only idle one and takes all 100 at once.
+  scheduler.EnqueueAll(MakeTasks(1, &other));
+  blocker_started.WaitForNotification();
+  scheduler.EnqueueAll(MakeTasks(100, &key));
+  hundred_done.WaitForNotification();
+  release_blocker.Notify();
+  ASSERT_TRUE(scheduler.WaitIdle(absl::InfiniteFuture()));
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_THAT(sizes, ::testing::ElementsAre(15u, 1u, 100u));
+}
+
+TEST(BatchSchedulerTest, SplitRespectsMaxBatch) {
+  std::mutex mu;
+  std::vector<size_t> sizes;
+  BatchScheduler scheduler(SplitOptions(3, 10, 4), [&](absl::Span<BatchScheduler::Task* const> batch, Workspace&) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      sizes.push_back(batch.size());
+    }
+    for (BatchScheduler::Task* t : batch) delete t;
+  });
+  int key = 0;
+  scheduler.EnqueueAll(MakeTasks(45, &key));
+  ASSERT_TRUE(scheduler.WaitIdle(absl::InfiniteFuture()));
+  std::lock_guard<std::mutex> lock(mu);
+  size_t total = 0;
+  for (size_t size : sizes) {
+    EXPECT_LE(size, 10u);
+    total += size;
+  }
+  EXPECT_EQ(total, 45u);
+}
+
+}  // namespace
+}  // namespace rnnserve
