@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -31,6 +32,74 @@ void SwapLeadingDims(const float* src, int64_t a, int64_t b, int64_t c, float* d
       std::copy_n(src + (i * b + j) * c, c, dst + (j * a + i) * c);
     }
   }
+}
+
+namespace {
+
+// Elements before and after dimension `axis`.
+std::pair<int64_t, int64_t> OuterInner(const Shape& shape, int64_t axis) {
+  int64_t outer = 1, inner = 1;
+  for (int64_t d = 0; d < axis; ++d) outer *= shape[d];
+  for (size_t d = axis + 1; d < shape.size(); ++d) inner *= shape[d];
+  return {outer, inner};
+}
+
+}  // namespace
+
+absl::StatusOr<Tensor> Slice(const Tensor& t, int64_t axis, int64_t start, int64_t length) {
+  if (axis < 0 || axis >= t.dim()) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot slice dimension ", axis,
+                                                   " of a tensor of shape ",
+                                                   ShapeToString(t.shape)));
+  }
+  const int64_t size = t.shape[axis];
+  if (start < 0 || length < 0 || start > size || length > size - start) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "slice [", start, ", ", start, " + ", length, ") is outside dimension ", axis,
+        " of size ", size, " (shape ", ShapeToString(t.shape), ")"));
+  }
+  auto [outer, inner] = OuterInner(t.shape, axis);
+  Shape shape = t.shape;
+  shape[axis] = length;
+  Tensor out = Tensor::Zeros(shape);
+  for (int64_t o = 0; o < outer; ++o) {
+    const float* src = t.data() + (o * size + start) * inner;
+    std::copy(src, src + length * inner, out.data() + o * length * inner);
+  }
+  return out;
+}
+
+absl::StatusOr<Tensor> Concat(absl::Span<const Tensor> parts, int64_t axis) {
+  if (parts.empty()) return absl::InvalidArgumentError("Concat needs at least one tensor");
+  Shape shape = parts.front().shape;
+  if (axis < 0 || axis >= static_cast<int64_t>(shape.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot concatenate along dimension ", axis,
+                                                   " of shape ", ShapeToString(shape)));
+  }
+  shape[axis] = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    Shape other = parts[i].shape;
+    if (other.size() == shape.size()) other[axis] = 0;
+    if (other != shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "cannot concatenate along dimension ", axis, ": part ", i, " has shape ",
+          ShapeToString(parts[i].shape), ", part 0 has shape ",
+          ShapeToString(parts.front().shape)));
+    }
+  }
+  for (const Tensor& p : parts) shape[axis] += p.shape[axis];
+  auto [outer, inner] = OuterInner(shape, axis);
+  Tensor out = Tensor::Zeros(shape);
+  int64_t at = 0;
+  for (const Tensor& p : parts) {
+    const int64_t len = p.shape[axis];
+    for (int64_t o = 0; o < outer; ++o) {
+      std::copy(p.data() + o * len * inner, p.data() + (o + 1) * len * inner,
+                out.data() + (o * shape[axis] + at) * inner);
+    }
+    at += len;
+  }
+  return out;
 }
 
 Tensor Tensor::Zeros(Shape shape) { return Filled(std::move(shape), 0.0f); }

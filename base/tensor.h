@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/types/span.h"
 
 namespace rnnserve {
@@ -42,6 +43,14 @@ struct Tensor {
   float* data() { return values.data(); }
   const float* data() const { return values.data(); }
 };
+
+// t[..., start:start+length, ...] along `axis`. INVALID_ARGUMENT when the axis or the range
+// lies outside the tensor.
+absl::StatusOr<Tensor> Slice(const Tensor& t, int64_t axis, int64_t start, int64_t length);
+
+// Joins tensors along `axis`; they must agree in every other dimension (INVALID_ARGUMENT
+// otherwise, naming the first part that differs). At least one part.
+absl::StatusOr<Tensor> Concat(absl::Span<const Tensor> parts, int64_t axis);
 
 // Flat index of the first NaN or Inf in data[0, count), or nullopt when all are finite. The scan
 // is branch-free per block of values (vectorised), so the common all-finite case is cheap.

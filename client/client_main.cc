@@ -174,46 +174,6 @@ Tensor RandomTensor(Shape shape, uint64_t seed) {
   return t;
 }
 
-// Elements before and after dimension `axis`.
-std::pair<int64_t, int64_t> OuterInner(const Shape& shape, int64_t axis) {
-  int64_t outer = 1, inner = 1;
-  for (int64_t d = 0; d < axis; ++d) outer *= shape[d];
-  for (size_t d = axis + 1; d < shape.size(); ++d) inner *= shape[d];
-  return {outer, inner};
-}
-
-// t[..., start:start+len, ...] along `axis`.
-Tensor Slice(const Tensor& t, int64_t axis, int64_t start, int64_t len) {
-  auto [outer, inner] = OuterInner(t.shape, axis);
-  Shape shape = t.shape;
-  shape[axis] = len;
-  Tensor out = Tensor::Zeros(shape);
-  for (int64_t o = 0; o < outer; ++o) {
-    const float* src = t.data() + (o * t.shape[axis] + start) * inner;
-    std::copy(src, src + len * inner, out.data() + o * len * inner);
-  }
-  return out;
-}
-
-// Joins tensors that differ only in dimension `axis` along it.
-Tensor Concat(const std::vector<Tensor>& parts, int64_t axis) {
-  Shape shape = parts.front().shape;
-  shape[axis] = 0;
-  for (const Tensor& p : parts) shape[axis] += p.shape[axis];
-  auto [outer, inner] = OuterInner(shape, axis);
-  Tensor out = Tensor::Zeros(shape);
-  int64_t at = 0;
-  for (const Tensor& p : parts) {
-    const int64_t len = p.shape[axis];
-    for (int64_t o = 0; o < outer; ++o) {
-      std::copy(p.data() + o * len * inner, p.data() + (o + 1) * len * inner,
-                out.data() + (o * shape[axis] + at) * inner);
-    }
-    at += len;
-  }
-  return out;
-}
-
 absl::StatusOr<std::optional<Tensor>> OptionalNpy(const std::string& path) {
   if (path.empty()) return std::optional<Tensor>();
   ASSIGN_OR_RETURN(Tensor t, ReadNpy(path));
@@ -395,7 +355,7 @@ absl::Status Stream(RnnServeClient& client, const std::string& model) {
   int64_t index = 0;
   for (int64_t at = 0; at < total_steps; at += chunk_steps, ++index) {
     const int64_t len = std::min(chunk_steps, total_steps - at);
-    const Tensor chunk = Slice(input, time_axis, at, len);
+    ASSIGN_OR_RETURN(const Tensor chunk, Slice(input, time_axis, at, len));
     const bool last_chunk = at + chunk_steps >= total_steps;
     absl::StatusOr<ChunkResult> r =
         session_id.empty()
@@ -431,7 +391,8 @@ absl::Status Stream(RnnServeClient& client, const std::string& model) {
   }
   RETURN_IF_ERROR(stream->Finish());
   if (!outputs.empty()) {
-    RETURN_IF_ERROR(SaveIfAsked(absl::GetFlag(FLAGS_save_output), Concat(outputs, time_axis)));
+    ASSIGN_OR_RETURN(const Tensor output, Concat(outputs, time_axis));
+    RETURN_IF_ERROR(SaveIfAsked(absl::GetFlag(FLAGS_save_output), output));
   }
   if (last_h_n) RETURN_IF_ERROR(SaveIfAsked(absl::GetFlag(FLAGS_save_h_n), *last_h_n));
   if (!json) {

@@ -1,11 +1,7 @@
 #include "core/engine/model_io.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -19,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/file_io.h"
 #include "base/status_macros.h"
 #include "base/tensor.h"
 
@@ -33,75 +30,6 @@ constexpr char kMetadataKey[] = "__metadata__";
 // The reference implementation refuses headers above 100 MB; so do we, so that a forged length
 // cannot make us buffer or parse an absurd amount of JSON.
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
-
-// ---------------------------------------------------------------------------------------------
-// Files
-
-absl::Status ErrnoStatus(int error_number, absl::string_view action, const std::string& path) {
-  return absl::ErrnoToStatus(error_number, absl::StrCat("cannot ", action, " ", path));
-}
-
-// Reads a whole regular file. NOT_FOUND names the missing path.
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("file not found: ", path));
-    return ErrnoStatus(errno, "open", path);
-  }
-  std::string contents;
-  absl::Status status;
-  struct stat info;
-  if (::fstat(fd, &info) != 0) {
-    status = ErrnoStatus(errno, "stat", path);
-  } else if (!S_ISREG(info.st_mode)) {
-    // A directory opens fine but read() fails with a confusing EISDIR; say what is wrong.
-    status = absl::FailedPreconditionError(absl::StrCat("not a regular file: ", path));
-  } else {
-    contents.reserve(static_cast<size_t>(info.st_size));
-    char buffer[1 << 16];
-    for (;;) {
-      const ssize_t n = ::read(fd, buffer, sizeof(buffer));
-      if (n == 0) break;
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        status = ErrnoStatus(errno, "read", path);
-        break;
-      }
-      contents.append(buffer, static_cast<size_t>(n));
-    }
-  }
-  ::close(fd);
-  if (!status.ok()) return status;
-  return contents;
-}
-
-// Writes via a temporary file and rename(), so a concurrent reader never sees half a file.
-absl::Status WriteFile(const std::string& path, absl::string_view contents) {
-  const std::string temp_path = path + ".tmp";
-  const int fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoStatus(errno, "create", temp_path);
-  absl::Status status;
-  while (!contents.empty()) {
-    const ssize_t n = ::write(fd, contents.data(), contents.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      status = ErrnoStatus(errno, "write", temp_path);
-      break;
-    }
-    contents.remove_prefix(static_cast<size_t>(n));
-  }
-  if (::close(fd) != 0 && status.ok()) status = ErrnoStatus(errno, "close", temp_path);
-  if (status.ok() && ::rename(temp_path.c_str(), path.c_str()) != 0) {
-    status = ErrnoStatus(errno, "rename", temp_path + " to " + path);
-  }
-  if (!status.ok()) ::unlink(temp_path.c_str());
-  return status;
-}
-
-// Keeps the status code and puts the file's path in front of the message.
-absl::Status InFile(const std::string& path, const absl::Status& status) {
-  return absl::Status(status.code(), absl::StrCat(path, ": ", status.message()));
-}
 
 // ---------------------------------------------------------------------------------------------
 // JSON
@@ -581,17 +509,17 @@ absl::StatusOr<ModelFiles> LoadModelDir(const std::string& dir) {
   absl::StatusOr<std::string> config_text = ReadFile(config_path);
   if (!config_text.ok()) return config_text.status();  // already names the path
   absl::StatusOr<RnnConfig> config = ParseConfigJson(*config_text);
-  if (!config.ok()) return InFile(config_path, config.status());
+  if (!config.ok()) return PrefixStatus(config_path, config.status());
   files.config = *config;
 
   absl::StatusOr<std::string> weights = ReadFile(weights_path);
   if (!weights.ok()) return weights.status();
   absl::StatusOr<ParameterMap> parameters = ParseSafetensors(*weights);
-  if (!parameters.ok()) return InFile(weights_path, parameters.status());
+  if (!parameters.ok()) return PrefixStatus(weights_path, parameters.status());
   files.parameters = *std::move(parameters);
 
   const absl::Status matches = CheckParameters(files.config, files.parameters);
-  if (!matches.ok()) return InFile(weights_path, matches);
+  if (!matches.ok()) return PrefixStatus(weights_path, matches);
   return files;
 }
 

@@ -83,5 +83,51 @@ TEST(TensorTest, TensorBytesHoldsFloatsAsRawBytes) {
   EXPECT_FALSE(TensorBytes({-1}, "").consistent());
 }
 
+TEST(TensorTest, SliceTakesARangeAlongAnAxis) {
+  // (2, 3, 2): values 0..11.
+  Tensor t({2, 3, 2}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
+  absl::StatusOr<Tensor> middle = Slice(t, 1, 1, 2);
+  ASSERT_TRUE(middle.ok()) << middle.status();
+  EXPECT_EQ(middle->shape, (Shape{2, 2, 2}));
+  EXPECT_EQ(middle->values, (std::vector<float>{2, 3, 4, 5, 8, 9, 10, 11}));
+  absl::StatusOr<Tensor> empty = Slice(t, 0, 2, 0);
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(empty->shape, (Shape{0, 3, 2}));
+}
+
+TEST(TensorTest, SliceRefusesRangesOutsideTheTensor) {
+  Tensor t({2, 3}, {0, 1, 2, 3, 4, 5});
+  EXPECT_EQ(Slice(t, 2, 0, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Slice(t, -1, 0, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Slice(t, 1, 2, 2).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Slice(t, 1, -1, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Slice(t, 1, 1, std::numeric_limits<int64_t>::max()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(TensorTest, ConcatUndoesSlice) {
+  Tensor t({2, 5, 3}, std::vector<float>(30));
+  for (int i = 0; i < 30; ++i) t.values[i] = static_cast<float>(i) * 0.5f;
+  std::vector<Tensor> parts;
+  for (int64_t at : {0, 2, 3}) {
+    const int64_t len = at == 0 ? 2 : at == 2 ? 1 : 2;
+    parts.push_back(*Slice(t, 1, at, len));
+  }
+  absl::StatusOr<Tensor> joined = Concat(parts, 1);
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  EXPECT_EQ(joined->shape, t.shape);
+  EXPECT_EQ(joined->values, t.values);
+}
+
+TEST(TensorTest, ConcatRefusesMismatchedParts) {
+  std::vector<Tensor> parts = {Tensor::Zeros({2, 3}), Tensor::Zeros({3, 3})};
+  EXPECT_EQ(Concat(parts, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Concat(parts, 0).ok());
+  EXPECT_EQ(Concat({}, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Concat(parts, 2).status().code(), absl::StatusCode::kInvalidArgument);
+  parts.push_back(Tensor::Zeros({3}));
+  EXPECT_EQ(Concat(parts, 0).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace rnnserve
