@@ -188,15 +188,16 @@ Difference Compare(const Tensor& actual, const Tensor& expected) {
   return worst;
 }
 
-#define EXPECT_CLOSE(what, actual, expected)                                                 \
-  do {                                                                                       \
-    const Difference diff_ = Compare((actual), (expected));                                  \
-    ::testing::Test::RecordProperty(what "_max_abs_diff", absl::StrCat(diff_.max_abs));      \
+#define EXPECT_CLOSE(what, actual, expected)                                                  \
+  do {                                                                                        \
+    const Difference diff_ = Compare((actual), (expected));                                   \
+    ::testing::Test::RecordProperty(what "_max_abs_diff", absl::StrCat(diff_.max_abs));       \
     ::testing::Test::RecordProperty(what "_max_scaled_diff", absl::StrCat(diff_.max_scaled)); \
-    EXPECT_LE(diff_.max_scaled, kTolerance)                                                  \
-        << what << ": max |engine - torch| / max(1, |torch|) = " << diff_.max_scaled         \
-        << " (max |engine - torch| = " << diff_.max_abs << "); engine shape "                \
-        << ShapeToString((actual).shape) << ", torch shape " << ShapeToString((expected).shape); \
+    EXPECT_LE(diff_.max_scaled, kTolerance)                                                   \
+        << what << ": max |engine - torch| / max(1, |torch|) = " << diff_.max_scaled          \
+        << " (max |engine - torch| = " << diff_.max_abs << "); engine shape "                 \
+        << ShapeToString((actual).shape) << ", torch shape "                                  \
+        << ShapeToString((expected).shape);                                                   \
   } while (0)
 
 // ---------------------------------------------------------------------------------------------
