@@ -2,7 +2,9 @@
 # Builds the libFuzzer targets for the model-file parsers (tools/fuzz) with clang-14 in
 # build/fuzz/ and runs each for a bounded time, starting from a seed corpus generated from real
 # exported models. The corpus grows across runs (build/fuzz/corpus/); crashes land in
-# build/fuzz/artifacts/ and make the script fail.
+# build/fuzz/artifacts/ and make the script fail. build/fuzz/ is its own configure
+# (RNNSERVE_FUZZ=ON; tests, server and benchmarks off) that compiles everything with libFuzzer
+# coverage, ASan and UBSan, so the fuzzers link rnnserve_engine itself.
 #
 #   scripts/fuzz.sh                # 60 s per target
 #   scripts/fuzz.sh 600            # 10 minutes per target

@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
-#include "core/engine/model_io.h"
+#include "core/engine/model_dir.h"
 
 namespace rnnserve {
 

@@ -5,7 +5,7 @@
 #include <cstdlib>
 
 #include "base/tensor.h"
-#include "core/engine/model_io.h"
+#include "core/engine/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::StatusOr<rnnserve::ParameterMap> parsed =

@@ -1,149 +1,32 @@
-#include "core/engine/model_io.h"
-
+#include "core/engine/safetensors.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <filesystem>
 #include <limits>
-#include <nlohmann/json.hpp>
-#include <set>
 #include <tuple>
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "base/file_io.h"
 #include "base/status_macros.h"
 #include "base/tensor.h"
+#include "core/engine/json_util.h"
 
 namespace rnnserve {
 namespace {
 
-using Json = nlohmann::json;
+using json_internal::DescribeJson;
+using json_internal::GetInt64;
+using json_internal::Json;
+using json_internal::ParseJsonObject;
 
-constexpr char kConfigFileName[] = "config.json";
-constexpr char kWeightsFileName[] = "model.safetensors";
 constexpr char kMetadataKey[] = "__metadata__";
 // The reference implementation refuses headers above 100 MB; so do we, so that a forged length
 // cannot make us buffer or parse an absurd amount of JSON.
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
-
-// ---------------------------------------------------------------------------------------------
-// JSON
-
-// What the parse callback saw: nlohmann keeps the last of repeated keys silently, and a
-// repeated tensor name or config key must be an error instead.
-struct DuplicateKeyTracker {
-  struct Level {
-    std::string name;  // the key this object is stored under ("" for the root)
-    std::set<std::string> keys;
-  };
-  std::vector<Level> open_objects;
-  std::string last_key;
-  std::string duplicate;  // first repeated key, if any
-  bool duplicate_in_root = false;
-  std::string duplicate_owner;  // the key of the object it was repeated in, if not the root
-
-  bool OnEvent(Json::parse_event_t event, const Json& parsed) {
-    switch (event) {
-      case Json::parse_event_t::object_start:
-        open_objects.push_back({open_objects.empty() ? "" : last_key, {}});
-        break;
-      case Json::parse_event_t::object_end:
-        if (!open_objects.empty()) open_objects.pop_back();
-        break;
-      case Json::parse_event_t::key:
-        last_key = parsed.get<std::string>();
-        if (!open_objects.empty() && !open_objects.back().keys.insert(last_key).second &&
-            duplicate.empty()) {
-          duplicate = last_key;
-          duplicate_in_root = open_objects.size() == 1;
-          duplicate_owner = open_objects.back().name;
-        }
-        break;
-      default:
-        break;
-    }
-    return true;  // keep everything; duplicates are reported after the parse
-  }
-};
-
-// Parses `text` as a JSON object with no repeated keys at any level. `what` names the text in
-// messages ("safetensors header", "config"); `top_level_key` names its keys ("tensor name").
-absl::StatusOr<Json> ParseJsonObject(absl::string_view text, absl::string_view what,
-                                     absl::string_view top_level_key) {
-  // nlohmann stops at a NUL byte as if the input ended there, which would let a header hide
-  // arbitrary bytes after "{...}\0"; valid JSON text never contains one.
-  if (const size_t nul = text.find('\0'); nul != absl::string_view::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " is not valid JSON: NUL byte at offset ", nul));
-  }
-  DuplicateKeyTracker tracker;
-  Json parsed;
-  try {
-    parsed = Json::parse(text.begin(), text.end(),
-                         [&tracker](int /*depth*/, Json::parse_event_t event, Json& value) {
-                           return tracker.OnEvent(event, value);
-                         });
-  } catch (const Json::exception& e) {
-    // e.what() carries the position, e.g. "[json.exception.parse_error.101] parse error at line
-    // 1, column 7: ... last read: '...'"; the token it quotes can be most of a hostile header.
-    constexpr size_t kMaxMessageChars = 300;
-    absl::string_view message = e.what();
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " is not valid JSON: ", message.substr(0, kMaxMessageChars),
-                     message.size() > kMaxMessageChars ? "..." : ""));
-  }
-  if (!parsed.is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " must be a JSON object, got ", parsed.type_name()));
-  }
-  if (!tracker.duplicate.empty()) {
-    if (tracker.duplicate_in_root) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, " has duplicate ", top_level_key, " '", tracker.duplicate, "'"));
-    }
-    return absl::InvalidArgumentError(absl::StrCat(what, " has duplicate key '", tracker.duplicate,
-                                                   "' in '", tracker.duplicate_owner, "'"));
-  }
-  return parsed;
-}
-
-// A JSON integer that fits int64 (nlohmann stores large non-negative ones as unsigned).
-bool GetInt64(const Json& value, int64_t* out) {
-  if (value.is_number_unsigned()) {
-    const uint64_t u = value.get<uint64_t>();
-    if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return false;
-    *out = static_cast<int64_t>(u);
-    return true;
-  }
-  if (value.is_number_integer()) {
-    *out = value.get<int64_t>();
-    return true;
-  }
-  return false;
-}
-
-// A JSON value for an error message. dump() recurses per nesting level and a hostile header
-// may nest millions deep, so only scalars and flat arrays are printed, and only their start.
-std::string DescribeJson(const Json& value) {
-  constexpr size_t kMaxChars = 80;
-  if (value.is_object()) return "{...}";
-  if (value.is_array()) {
-    for (const Json& element : value) {
-      if (element.is_structured()) return "[...]";
-    }
-  }
-  std::string text = value.dump();
-  if (text.size() > kMaxChars) text = text.substr(0, kMaxChars) + "...";
-  return text;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Safetensors
 
 enum class DType { kF32, kF16, kBF16 };
 
@@ -342,58 +225,6 @@ absl::Status CheckCoverage(std::vector<const TensorEntry*> entries, uint64_t dat
   return absl::OkStatus();
 }
 
-// ---------------------------------------------------------------------------------------------
-// config.json
-
-absl::Status WrongType(absl::string_view key, absl::string_view expected, const Json& value) {
-  return absl::InvalidArgumentError(absl::StrCat("config key '", key, "' must be ", expected,
-                                                 ", got ", value.type_name(), " ",
-                                                 DescribeJson(value)));
-}
-
-// The config keys of one JSON type, with the field each one sets.
-template <typename T>
-struct ConfigField {
-  const char* key;
-  T RnnConfig::*field;
-};
-constexpr ConfigField<int64_t> kIntFields[] = {{"input_size", &RnnConfig::input_size},
-                                               {"hidden_size", &RnnConfig::hidden_size},
-                                               {"num_layers", &RnnConfig::num_layers}};
-constexpr ConfigField<bool> kBoolFields[] = {{"bias", &RnnConfig::bias},
-                                             {"batch_first", &RnnConfig::batch_first},
-                                             {"bidirectional", &RnnConfig::bidirectional}};
-// All of them in torch's constructor order, for the unknown-key message.
-constexpr const char* kConfigKeys[] = {"input_size", "hidden_size", "num_layers", "nonlinearity",
-                                       "bias",       "batch_first", "dropout",    "bidirectional"};
-
-// Sets the field `key` names from `value`, checking its JSON type (not yet its range).
-absl::Status SetConfigKey(const std::string& key, const Json& value, RnnConfig* config) {
-  for (const ConfigField<int64_t>& f : kIntFields) {
-    if (key != f.key) continue;
-    if (!GetInt64(value, &(config->*f.field))) return WrongType(key, "an integer", value);
-    return absl::OkStatus();
-  }
-  for (const ConfigField<bool>& f : kBoolFields) {
-    if (key != f.key) continue;
-    if (!value.is_boolean()) return WrongType(key, "a boolean", value);
-    config->*f.field = value.get<bool>();
-    return absl::OkStatus();
-  }
-  if (key == "nonlinearity") {
-    if (!value.is_string()) return WrongType(key, "a string", value);
-    ASSIGN_OR_RETURN(config->nonlinearity, ParseNonlinearity(value.get_ref<const std::string&>()));
-    return absl::OkStatus();
-  }
-  if (key == "dropout") {
-    if (!value.is_number()) return WrongType(key, "a number", value);
-    config->dropout = value.get<double>();
-    return absl::OkStatus();
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "config has unknown key '", key, "'; known keys: ", absl::StrJoin(kConfigKeys, ", ")));
-}
-
 }  // namespace
 
 absl::StatusOr<ParameterMap> ParseSafetensors(absl::string_view bytes) {
@@ -469,74 +300,6 @@ std::string SerializeSafetensors(const ParameterMap& tensors) {
     }
   }
   return out;
-}
-
-absl::StatusOr<RnnConfig> ParseConfigJson(absl::string_view json) {
-  ASSIGN_OR_RETURN(Json object, ParseJsonObject(json, "config", "key"));
-  for (const char* required : {"input_size", "hidden_size"}) {
-    if (!object.contains(required)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("config is missing required key '", required, "'"));
-    }
-  }
-  RnnConfig config;
-  for (const auto& [key, value] : object.items()) {
-    RETURN_IF_ERROR(SetConfigKey(key, value, &config));
-  }
-  RETURN_IF_ERROR(config.Validate());
-  return config;
-}
-
-std::string ConfigToJson(const RnnConfig& config) {
-  // ordered_json keeps torch's constructor order, which reads better than alphabetical.
-  nlohmann::ordered_json json;
-  json["input_size"] = config.input_size;
-  json["hidden_size"] = config.hidden_size;
-  json["num_layers"] = config.num_layers;
-  json["nonlinearity"] = std::string(NonlinearityName(config.nonlinearity));
-  json["bias"] = config.bias;
-  json["batch_first"] = config.batch_first;
-  json["dropout"] = config.dropout;
-  json["bidirectional"] = config.bidirectional;
-  return json.dump(2) + "\n";
-}
-
-absl::StatusOr<ModelFiles> LoadModelDir(const std::string& dir) {
-  const std::string config_path = (std::filesystem::path(dir) / kConfigFileName).string();
-  const std::string weights_path = (std::filesystem::path(dir) / kWeightsFileName).string();
-  ModelFiles files;
-
-  absl::StatusOr<std::string> config_text = ReadFile(config_path);
-  if (!config_text.ok()) return config_text.status();  // already names the path
-  absl::StatusOr<RnnConfig> config = ParseConfigJson(*config_text);
-  if (!config.ok()) return PrefixStatus(config_path, config.status());
-  files.config = *config;
-
-  absl::StatusOr<std::string> weights = ReadFile(weights_path);
-  if (!weights.ok()) return weights.status();
-  absl::StatusOr<ParameterMap> parameters = ParseSafetensors(*weights);
-  if (!parameters.ok()) return PrefixStatus(weights_path, parameters.status());
-  files.parameters = *std::move(parameters);
-
-  const absl::Status matches = CheckParameters(files.config, files.parameters);
-  if (!matches.ok()) return PrefixStatus(weights_path, matches);
-  return files;
-}
-
-absl::Status SaveModelDir(const std::string& dir, const RnnConfig& config,
-                          const ParameterMap& parameters) {
-  // Refuse to write a folder that LoadModelDir would reject.
-  RETURN_IF_ERROR(config.Validate());
-  RETURN_IF_ERROR(CheckParameters(config, parameters));
-  std::error_code error;
-  std::filesystem::create_directories(dir, error);
-  if (error) {
-    return absl::ErrnoToStatus(error.value(), absl::StrCat("cannot create directory ", dir));
-  }
-  RETURN_IF_ERROR(
-      WriteFile((std::filesystem::path(dir) / kConfigFileName).string(), ConfigToJson(config)));
-  return WriteFile((std::filesystem::path(dir) / kWeightsFileName).string(),
-                   SerializeSafetensors(parameters));
 }
 
 }  // namespace rnnserve

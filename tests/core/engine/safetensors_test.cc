@@ -1,12 +1,10 @@
-#include "core/engine/model_io.h"
-
-#include <unistd.h>
+// ParseSafetensors and SerializeSafetensors: round trips, F16/BF16 decoding, every rejection
+// with its message, and robustness against every truncation and single-byte corruption.
+#include "core/engine/safetensors.h"
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <limits>
 #include <string>
 #include <vector>
@@ -14,11 +12,15 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/core/engine/format_test_util.h"
 
 namespace rnnserve {
 namespace {
 
 using ::testing::HasSubstr;
+using format_test::Bits;
+using format_test::ExpectSameParameters;
+using format_test::SmallConfig;
 
 // A safetensors blob from a raw header and raw data bytes, so tests can forge any header.
 std::string Blob(const std::string& header, const std::string& data = "") {
@@ -47,12 +49,6 @@ std::string F32Bytes(const std::vector<float>& values) {
   return out;
 }
 
-uint32_t Bits(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof(bits));
-  return bits;
-}
-
 float FromBits(uint32_t bits) {
   float f;
   std::memcpy(&f, &bits, sizeof(f));
@@ -77,34 +73,6 @@ std::string ParseError(const std::string& blob) {
   if (parsed.ok()) return "";
   EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << parsed.status();
   return std::string(parsed.status().message());
-}
-
-std::string ConfigError(const std::string& json) {
-  absl::StatusOr<RnnConfig> parsed = ParseConfigJson(json);
-  EXPECT_FALSE(parsed.ok());
-  if (parsed.ok()) return "";
-  EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << parsed.status();
-  return std::string(parsed.status().message());
-}
-
-RnnConfig SmallConfig() {
-  RnnConfig config;
-  config.input_size = 3;
-  config.hidden_size = 2;
-  return config;
-}
-
-void ExpectSameParameters(const ParameterMap& actual, const ParameterMap& expected) {
-  ASSERT_EQ(actual.size(), expected.size());
-  for (const auto& [name, tensor] : expected) {
-    auto it = actual.find(name);
-    ASSERT_NE(it, actual.end()) << name;
-    EXPECT_EQ(it->second.shape, tensor.shape) << name;
-    ASSERT_EQ(it->second.values.size(), tensor.values.size()) << name;
-    for (size_t i = 0; i < tensor.values.size(); ++i) {
-      EXPECT_EQ(Bits(it->second.values[i]), Bits(tensor.values[i])) << name << "[" << i << "]";
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -305,9 +273,6 @@ TEST(SafetensorsRejectTest, DeeplyNestedValuesAreNotPrintedRecursively) {
   EXPECT_THAT(ParseError(Blob(absl::StrCat(R"({"a":{"dtype":"F32","shape":)", nested,
                                            R"(,"data_offsets":[0,0]}})"))),
               HasSubstr("tensor 'a' has shape [...]; expected a list of non-negative integers"));
-  EXPECT_THAT(
-      ConfigError(absl::StrCat(R"({"input_size": 3, "hidden_size": 2, "bias": )", nested, "}")),
-      HasSubstr("config key 'bias' must be a boolean, got array [...]"));
   std::string long_dtype(1000, 'F');
   EXPECT_THAT(ParseError(Blob(absl::StrCat(R"({"a":{"dtype":")", long_dtype,
                                            R"(","shape":[0],"data_offsets":[0,0]}})"))),
@@ -447,234 +412,6 @@ TEST(SafetensorsRobustnessTest, EveryTruncationAndByteCorruption) {
       }
     }
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// config.json
-
-TEST(ConfigJsonTest, DefaultsFollowTorch) {
-  absl::StatusOr<RnnConfig> config = ParseConfigJson(R"({"input_size": 3, "hidden_size": 2})");
-  ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(*config, SmallConfig());
-  EXPECT_EQ(config->num_layers, 1);
-  EXPECT_EQ(config->nonlinearity, Nonlinearity::kTanh);
-  EXPECT_TRUE(config->bias);
-  EXPECT_FALSE(config->batch_first);
-  EXPECT_EQ(config->dropout, 0.0);
-  EXPECT_FALSE(config->bidirectional);
-}
-
-TEST(ConfigJsonTest, ParsesEveryKey) {
-  absl::StatusOr<RnnConfig> config = ParseConfigJson(R"({
-    "input_size": 100, "hidden_size": 10, "num_layers": 2, "nonlinearity": "relu",
-    "bias": false, "batch_first": true, "dropout": 0.5, "bidirectional": true})");
-  ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(config->input_size, 100);
-  EXPECT_EQ(config->hidden_size, 10);
-  EXPECT_EQ(config->num_layers, 2);
-  EXPECT_EQ(config->nonlinearity, Nonlinearity::kRelu);
-  EXPECT_FALSE(config->bias);
-  EXPECT_TRUE(config->batch_first);
-  EXPECT_EQ(config->dropout, 0.5);
-  EXPECT_TRUE(config->bidirectional);
-  // torch accepts dropout=0 as an int.
-  EXPECT_TRUE(ParseConfigJson(R"({"input_size": 1, "hidden_size": 1, "dropout": 0})").ok());
-}
-
-TEST(ConfigJsonTest, ToJsonWritesAllKeysAndRoundTrips) {
-  RnnConfig config = SmallConfig();
-  config.num_layers = 3;
-  config.nonlinearity = Nonlinearity::kRelu;
-  config.bias = false;
-  config.batch_first = true;
-  config.dropout = 0.25;
-  config.bidirectional = true;
-  const std::string json = ConfigToJson(config);
-  absl::StatusOr<RnnConfig> parsed = ParseConfigJson(json);
-  ASSERT_TRUE(parsed.ok()) << parsed.status();
-  EXPECT_EQ(*parsed, config);
-
-  EXPECT_EQ(ConfigToJson(SmallConfig()),
-            "{\n"
-            "  \"input_size\": 3,\n"
-            "  \"hidden_size\": 2,\n"
-            "  \"num_layers\": 1,\n"
-            "  \"nonlinearity\": \"tanh\",\n"
-            "  \"bias\": true,\n"
-            "  \"batch_first\": false,\n"
-            "  \"dropout\": 0.0,\n"
-            "  \"bidirectional\": false\n"
-            "}\n");
-}
-
-TEST(ConfigJsonTest, RejectsMalformedDocuments) {
-  EXPECT_THAT(ConfigError("{"), HasSubstr("config is not valid JSON"));
-  EXPECT_THAT(ConfigError("[3, 2]"), HasSubstr("config must be a JSON object, got array"));
-  EXPECT_THAT(ConfigError(std::string(R"({"input_size": 3, "hidden_size": 2})"
-                                      "\0{",
-                                      37)),
-              HasSubstr("config is not valid JSON: NUL byte at offset 35"));
-  EXPECT_THAT(ConfigError(R"({"input_size": 3, "hidden_size": 2, "input_size": 4})"),
-              HasSubstr("config has duplicate key 'input_size'"));
-}
-
-TEST(ConfigJsonTest, RequiresInputAndHiddenSize) {
-  EXPECT_THAT(ConfigError(R"({"hidden_size": 2})"),
-              HasSubstr("config is missing required key 'input_size'"));
-  EXPECT_THAT(ConfigError(R"({"input_size": 2})"),
-              HasSubstr("config is missing required key 'hidden_size'"));
-}
-
-TEST(ConfigJsonTest, RejectsUnknownKeys) {
-  EXPECT_THAT(ConfigError(R"({"input_size": 3, "hidden_size": 2, "hiden_size": 2})"),
-              HasSubstr("config has unknown key 'hiden_size'; known keys: input_size, "
-                        "hidden_size, num_layers, nonlinearity, bias, batch_first, dropout, "
-                        "bidirectional"));
-}
-
-TEST(ConfigJsonTest, RejectsWrongTypesNamingKeyAndType) {
-  const std::string base = R"({"input_size": 3, "hidden_size": 2, )";
-  EXPECT_THAT(ConfigError(base + R"("num_layers": "2"})"),
-              HasSubstr("config key 'num_layers' must be an integer, got string \"2\""));
-  EXPECT_THAT(ConfigError(base + R"("num_layers": 2.0})"),
-              HasSubstr("config key 'num_layers' must be an integer, got number 2.0"));
-  EXPECT_THAT(ConfigError(base + R"("num_layers": 18446744073709551615})"),
-              HasSubstr("config key 'num_layers' must be an integer"));
-  EXPECT_THAT(ConfigError(R"({"input_size": true, "hidden_size": 2})"),
-              HasSubstr("config key 'input_size' must be an integer, got boolean true"));
-  EXPECT_THAT(ConfigError(base + R"("bias": 1})"),
-              HasSubstr("config key 'bias' must be a boolean, got number 1"));
-  EXPECT_THAT(ConfigError(base + R"("batch_first": "yes"})"),
-              HasSubstr("config key 'batch_first' must be a boolean"));
-  EXPECT_THAT(ConfigError(base + R"("bidirectional": null})"),
-              HasSubstr("config key 'bidirectional' must be a boolean, got null"));
-  EXPECT_THAT(ConfigError(base + R"("nonlinearity": 1})"),
-              HasSubstr("config key 'nonlinearity' must be a string, got number"));
-  EXPECT_THAT(ConfigError(base + R"("dropout": "0.1"})"),
-              HasSubstr("config key 'dropout' must be a number, got string"));
-}
-
-TEST(ConfigJsonTest, RejectsValuesTorchRejects) {
-  const std::string base = R"({"input_size": 3, "hidden_size": 2, )";
-  EXPECT_THAT(ConfigError(base + R"("nonlinearity": "sigmoid"})"),
-              HasSubstr("Unknown nonlinearity 'sigmoid'"));
-  EXPECT_THAT(ConfigError(base + R"("dropout": 1.5})"), HasSubstr("dropout should be a number"));
-  EXPECT_THAT(ConfigError(base + R"("num_layers": 0})"),
-              HasSubstr("num_layers must be greater than zero"));
-  EXPECT_THAT(ConfigError(R"({"input_size": 3, "hidden_size": -2})"),
-              HasSubstr("hidden_size must be greater than zero"));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Model folders
-
-class ModelDirTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = std::filesystem::path(::testing::TempDir()) /
-           absl::StrCat("model_io_test_", info->name(), "_", ::getpid());
-    std::filesystem::remove_all(dir_);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
-  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
-  void Write(const std::string& name, const std::string& contents) const {
-    std::filesystem::create_directories(dir_);
-    std::ofstream(Path(name), std::ios::binary) << contents;
-  }
-  absl::Status LoadError() const {
-    absl::StatusOr<ModelFiles> loaded = LoadModelDir(dir_.string());
-    EXPECT_FALSE(loaded.ok());
-    return loaded.status();
-  }
-
-  std::filesystem::path dir_;
-};
-
-TEST_F(ModelDirTest, SaveThenLoadRoundTrips) {
-  RnnConfig config = SmallConfig();
-  config.num_layers = 2;
-  config.bias = false;
-  const ParameterMap params = RandomParameters(config, 11);
-  const std::string nested = Path("a/b");
-  ASSERT_TRUE(SaveModelDir(nested, config, params).ok());
-  EXPECT_FALSE(std::filesystem::exists(nested + "/model.safetensors.tmp"));
-  absl::StatusOr<ModelFiles> loaded = LoadModelDir(nested);
-  ASSERT_TRUE(loaded.ok()) << loaded.status();
-  EXPECT_EQ(loaded->config, config);
-  ExpectSameParameters(loaded->parameters, params);
-  // Saving again overwrites in place.
-  ASSERT_TRUE(SaveModelDir(nested, config, RandomParameters(config, 12)).ok());
-  ASSERT_TRUE(LoadModelDir(nested).ok());
-}
-
-TEST_F(ModelDirTest, SaveRefusesParametersThatDoNotMatch) {
-  ParameterMap params = RandomParameters(SmallConfig(), 1);
-  params.erase("weight_ih_l0");
-  const absl::Status status = SaveModelDir(dir_.string(), SmallConfig(), params);
-  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(status.message(), HasSubstr("missing parameter 'weight_ih_l0'"));
-  EXPECT_FALSE(std::filesystem::exists(dir_));
-}
-
-TEST_F(ModelDirTest, SaveReportsUnwritableFolder) {
-  Write("blocker", "a file where a folder should go");
-  const std::string target = Path("blocker/model");
-  const absl::Status status =
-      SaveModelDir(target, SmallConfig(), RandomParameters(SmallConfig(), 1));
-  EXPECT_FALSE(status.ok());
-  EXPECT_THAT(status.message(), HasSubstr("cannot create directory " + target));
-}
-
-TEST_F(ModelDirTest, MissingFolderNamesConfigPath) {
-  const absl::Status status = LoadError();
-  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(status.message(), HasSubstr(Path("config.json")));
-}
-
-TEST_F(ModelDirTest, MissingWeightsNamesWeightsPath) {
-  Write("config.json", ConfigToJson(SmallConfig()));
-  const absl::Status status = LoadError();
-  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(status.message(), HasSubstr("file not found: " + Path("model.safetensors")));
-}
-
-TEST_F(ModelDirTest, BadConfigNamesConfigPath) {
-  Write("config.json", R"({"input_size": 3})");
-  Write("model.safetensors", SerializeSafetensors(RandomParameters(SmallConfig(), 1)));
-  const absl::Status status = LoadError();
-  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(status.message(),
-              HasSubstr(Path("config.json") + ": config is missing required key 'hidden_size'"));
-}
-
-TEST_F(ModelDirTest, CorruptWeightsNameWeightsPath) {
-  Write("config.json", ConfigToJson(SmallConfig()));
-  Write("model.safetensors", "short");
-  const absl::Status status = LoadError();
-  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(status.message(),
-              HasSubstr(Path("model.safetensors") + ": safetensors data is 5 bytes"));
-}
-
-TEST_F(ModelDirTest, WeightsNotMatchingConfigNameWeightsPath) {
-  RnnConfig other = SmallConfig();
-  other.hidden_size = 4;
-  Write("config.json", ConfigToJson(SmallConfig()));
-  Write("model.safetensors", SerializeSafetensors(RandomParameters(other, 1)));
-  const absl::Status status = LoadError();
-  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(status.message(), HasSubstr(Path("model.safetensors") + ": parameters do not match"));
-  EXPECT_THAT(status.message(), HasSubstr("parameter 'weight_hh_l0' has shape (4, 4), expected "
-                                          "(2, 2)"));
-}
-
-TEST_F(ModelDirTest, ConfigThatIsADirectoryIsRefused) {
-  std::filesystem::create_directories(dir_ / "config.json");
-  const absl::Status status = LoadError();
-  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(status.message(), HasSubstr("not a regular file: " + Path("config.json")));
 }
 
 }  // namespace

@@ -1,0 +1,30 @@
+// config.json of a model folder: the torch.nn.RNN constructor arguments under their torch
+// names. Stateless free functions; thread-safe.
+//
+// Hostile-input rules: ParseConfigJson accepts any text and answers anything but a valid config
+// with INVALID_ARGUMENT naming the key and what was wrong (unknown keys, wrong JSON types,
+// repeated keys and values torch rejects included), never a crash. tools/fuzz/config_json_fuzz
+// checks this.
+#ifndef RNNSERVE_CORE_ENGINE_CONFIG_JSON_H_
+#define RNNSERVE_CORE_ENGINE_CONFIG_JSON_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "core/engine/rnn_config.h"
+
+namespace rnnserve {
+
+// Parses config.json: {"input_size": 100, "hidden_size": 10, "num_layers": 2,
+// "nonlinearity": "tanh", "bias": true, "batch_first": false, "dropout": 0.0,
+// "bidirectional": false}. input_size and hidden_size are required, the rest default as in
+// torch; unknown keys and wrong JSON types are errors. The result is Validate()d.
+absl::StatusOr<RnnConfig> ParseConfigJson(absl::string_view json);
+
+// Every key, in torch's constructor order, indented; ParseConfigJson reads it back unchanged.
+std::string ConfigToJson(const RnnConfig& config);
+
+}  // namespace rnnserve
+
+#endif  // RNNSERVE_CORE_ENGINE_CONFIG_JSON_H_

@@ -1,0 +1,59 @@
+#include "core/engine/model_dir.h"
+
+#include <filesystem>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "base/file_io.h"
+#include "base/status_macros.h"
+#include "core/engine/config_json.h"
+#include "core/engine/safetensors.h"
+
+namespace rnnserve {
+namespace {
+
+constexpr char kConfigFileName[] = "config.json";
+constexpr char kWeightsFileName[] = "model.safetensors";
+
+}  // namespace
+
+absl::StatusOr<ModelFiles> LoadModelDir(const std::string& dir) {
+  const std::string config_path = (std::filesystem::path(dir) / kConfigFileName).string();
+  const std::string weights_path = (std::filesystem::path(dir) / kWeightsFileName).string();
+  ModelFiles files;
+
+  absl::StatusOr<std::string> config_text = ReadFile(config_path);
+  if (!config_text.ok()) return config_text.status();  // already names the path
+  absl::StatusOr<RnnConfig> config = ParseConfigJson(*config_text);
+  if (!config.ok()) return PrefixStatus(config_path, config.status());
+  files.config = *config;
+
+  absl::StatusOr<std::string> weights = ReadFile(weights_path);
+  if (!weights.ok()) return weights.status();
+  absl::StatusOr<ParameterMap> parameters = ParseSafetensors(*weights);
+  if (!parameters.ok()) return PrefixStatus(weights_path, parameters.status());
+  files.parameters = *std::move(parameters);
+
+  const absl::Status matches = CheckParameters(files.config, files.parameters);
+  if (!matches.ok()) return PrefixStatus(weights_path, matches);
+  return files;
+}
+
+absl::Status SaveModelDir(const std::string& dir, const RnnConfig& config,
+                          const ParameterMap& parameters) {
+  // Refuse to write a folder that LoadModelDir would reject.
+  RETURN_IF_ERROR(config.Validate());
+  RETURN_IF_ERROR(CheckParameters(config, parameters));
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) {
+    return absl::ErrnoToStatus(error.value(), absl::StrCat("cannot create directory ", dir));
+  }
+  RETURN_IF_ERROR(
+      WriteFile((std::filesystem::path(dir) / kConfigFileName).string(), ConfigToJson(config)));
+  return WriteFile((std::filesystem::path(dir) / kWeightsFileName).string(),
+                   SerializeSafetensors(parameters));
+}
+
+}  // namespace rnnserve

@@ -1,0 +1,35 @@
+// A model folder: <dir>/config.json (config_json.h) and <dir>/model.safetensors
+// (safetensors.h), read and written whole through base/file_io. Stateless free functions;
+// thread-safe, though two concurrent SaveModelDir() calls on one folder may leave one call's
+// config next to the other's weights.
+//
+// Hostile-input rules: both files are parsed as hostile (see their headers), read only if they
+// are regular files, and the parameters must match the config exactly (CheckParameters) before
+// a ModelFiles is returned. Every error names the file it is about.
+#ifndef RNNSERVE_CORE_ENGINE_MODEL_DIR_H_
+#define RNNSERVE_CORE_ENGINE_MODEL_DIR_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/engine/rnn_config.h"
+#include "core/engine/rnn_parameters.h"
+
+namespace rnnserve {
+
+struct ModelFiles {
+  RnnConfig config;
+  ParameterMap parameters;  // checked against config with CheckParameters()
+};
+
+// Reads <dir>/config.json and <dir>/model.safetensors. Errors name the file and the problem.
+absl::StatusOr<ModelFiles> LoadModelDir(const std::string& dir);
+// Writes both files, creating `dir` if needed. Refuses (INVALID_ARGUMENT) a config or
+// parameters that LoadModelDir would reject, before writing anything.
+absl::Status SaveModelDir(const std::string& dir, const RnnConfig& config,
+                          const ParameterMap& parameters);
+
+}  // namespace rnnserve
+
+#endif  // RNNSERVE_CORE_ENGINE_MODEL_DIR_H_

@@ -1,0 +1,135 @@
+// LoadModelDir and SaveModelDir: the round trip through a real folder, and errors that name
+// the file they are about.
+#include "core/engine/model_dir.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "core/engine/config_json.h"
+#include "core/engine/safetensors.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/core/engine/format_test_util.h"
+
+namespace rnnserve {
+namespace {
+
+using ::testing::HasSubstr;
+using format_test::ExpectSameParameters;
+using format_test::SmallConfig;
+
+class ModelDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           absl::StrCat("model_dir_test_", info->name(), "_", ::getpid());
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+  void Write(const std::string& name, const std::string& contents) const {
+    std::filesystem::create_directories(dir_);
+    std::ofstream(Path(name), std::ios::binary) << contents;
+  }
+  absl::Status LoadError() const {
+    absl::StatusOr<ModelFiles> loaded = LoadModelDir(dir_.string());
+    EXPECT_FALSE(loaded.ok());
+    return loaded.status();
+  }
+
+  std::filesystem::path dir_;
+};
+
+TEST_F(ModelDirTest, SaveThenLoadRoundTrips) {
+  RnnConfig config = SmallConfig();
+  config.num_layers = 2;
+  config.bias = false;
+  const ParameterMap params = RandomParameters(config, 11);
+  const std::string nested = Path("a/b");
+  ASSERT_TRUE(SaveModelDir(nested, config, params).ok());
+  EXPECT_FALSE(std::filesystem::exists(nested + "/model.safetensors.tmp"));
+  absl::StatusOr<ModelFiles> loaded = LoadModelDir(nested);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->config, config);
+  ExpectSameParameters(loaded->parameters, params);
+  // Saving again overwrites in place.
+  ASSERT_TRUE(SaveModelDir(nested, config, RandomParameters(config, 12)).ok());
+  ASSERT_TRUE(LoadModelDir(nested).ok());
+}
+
+TEST_F(ModelDirTest, SaveRefusesParametersThatDoNotMatch) {
+  ParameterMap params = RandomParameters(SmallConfig(), 1);
+  params.erase("weight_ih_l0");
+  const absl::Status status = SaveModelDir(dir_.string(), SmallConfig(), params);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("missing parameter 'weight_ih_l0'"));
+  EXPECT_FALSE(std::filesystem::exists(dir_));
+}
+
+TEST_F(ModelDirTest, SaveReportsUnwritableFolder) {
+  Write("blocker", "a file where a folder should go");
+  const std::string target = Path("blocker/model");
+  const absl::Status status =
+      SaveModelDir(target, SmallConfig(), RandomParameters(SmallConfig(), 1));
+  EXPECT_FALSE(status.ok());
+  EXPECT_THAT(status.message(), HasSubstr("cannot create directory " + target));
+}
+
+TEST_F(ModelDirTest, MissingFolderNamesConfigPath) {
+  const absl::Status status = LoadError();
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(status.message(), HasSubstr(Path("config.json")));
+}
+
+TEST_F(ModelDirTest, MissingWeightsNamesWeightsPath) {
+  Write("config.json", ConfigToJson(SmallConfig()));
+  const absl::Status status = LoadError();
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(status.message(), HasSubstr("file not found: " + Path("model.safetensors")));
+}
+
+TEST_F(ModelDirTest, BadConfigNamesConfigPath) {
+  Write("config.json", R"({"input_size": 3})");
+  Write("model.safetensors", SerializeSafetensors(RandomParameters(SmallConfig(), 1)));
+  const absl::Status status = LoadError();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(),
+              HasSubstr(Path("config.json") + ": config is missing required key 'hidden_size'"));
+}
+
+TEST_F(ModelDirTest, CorruptWeightsNameWeightsPath) {
+  Write("config.json", ConfigToJson(SmallConfig()));
+  Write("model.safetensors", "short");
+  const absl::Status status = LoadError();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(),
+              HasSubstr(Path("model.safetensors") + ": safetensors data is 5 bytes"));
+}
+
+TEST_F(ModelDirTest, WeightsNotMatchingConfigNameWeightsPath) {
+  RnnConfig other = SmallConfig();
+  other.hidden_size = 4;
+  Write("config.json", ConfigToJson(SmallConfig()));
+  Write("model.safetensors", SerializeSafetensors(RandomParameters(other, 1)));
+  const absl::Status status = LoadError();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr(Path("model.safetensors") + ": parameters do not match"));
+  EXPECT_THAT(status.message(), HasSubstr("parameter 'weight_hh_l0' has shape (4, 4), expected "
+                                          "(2, 2)"));
+}
+
+TEST_F(ModelDirTest, ConfigThatIsADirectoryIsRefused) {
+  std::filesystem::create_directories(dir_ / "config.json");
+  const absl::Status status = LoadError();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(status.message(), HasSubstr("not a regular file: " + Path("config.json")));
+}
+
+}  // namespace
+}  // namespace rnnserve
