@@ -1,19 +1,22 @@
-// Turning a call's credentials into a principal.
+// Turning a call's credentials into a principal: "authorization: Bearer TOKEN" metadata
+// checked against a TokenAuthenticator, or (when allowed) the subject of the client
+// certificate that mutual TLS verified.
 //
-// With TLS on, BearerTokenProcessor is installed on the server credentials
-// (ServerCredentials::SetAuthMetadataProcessor). gRPC runs it before every call: it checks
-// the "authorization: Bearer TOKEN" metadata against a TokenAuthenticator (or, when allowed
-// and no token is sent, takes the verified client certificate's subject) and records the
-// principal in the call's auth context; a call without valid credentials ends UNAUTHENTICATED
-// before any handler runs. It also consumes the authorization metadata, so handlers, logs and
-// metrics never see a token. gRPC gives each call its own auth context chained to the
-// connection's, so one call's principal never leaks into the next call on that connection.
+// Two pieces, because gRPC 1.51 offers no per-call place to store a principal:
+//  - BearerTokenProcessor, installed on TLS server credentials with SetAuthMetadataProcessor,
+//    runs before every call on the port (health, reflection and unknown methods included)
+//    and ends a call without valid credentials UNAUTHENTICATED before any handler runs.
+//  - AuthenticateCall, called by handlers, returns the principal. On TLS it repeats the
+//    processor's check (one SHA-256); on plaintext, where gRPC runs no processor (it aborts
+//    if one is set on insecure credentials), it is the only check.
+// The processor deliberately writes nothing into the AuthContext: gRPC shares that object
+// between all calls of a connection and does not lock it, so a property written for one call
+// would be read by the next call on the same connection (tls_test shows this), and two
+// concurrent calls would race. The authorization metadata therefore stays visible to handlers:
+// they must never log or export metadata.
 //
-// With plaintext, gRPC does not run processors (it aborts if one is set on insecure
-// credentials), so handlers call AuthenticateCall themselves.
-//
-// BearerTokenProcessor is thread-safe (gRPC calls Process concurrently); it shares ownership
-// of the authenticator, whose table a reload poller may swap at any time.
+// Both are thread-safe. The processor shares ownership of the authenticator, whose table a
+// reload poller may swap at any time.
 #ifndef RNNSERVE_SERVER_AUTH_AUTH_PROCESSOR_H_
 #define RNNSERVE_SERVER_AUTH_AUTH_PROCESSOR_H_
 
@@ -29,21 +32,20 @@
 
 namespace rnnserve {
 
-// The auth-context property holding the authenticated principal.
-inline constexpr char kPrincipalProperty[] = "rnnserve_principal";
 inline constexpr char kAuthorizationMetadata[] = "authorization";
+
+struct CallAuthOptions {
+  // A call with no authorization metadata is accepted when the peer presented a certificate
+  // verified against the client CA (mTLS); its principal is the certificate's subject, e.g.
+  // "CN=batch-job,O=example". Subjects contain '=', which token principals cannot, so the two
+  // kinds never collide. A token, when sent, is always checked, certificate or not.
+  bool accept_client_certificate = false;
+};
 
 class BearerTokenProcessor : public grpc::AuthMetadataProcessor {
  public:
-  struct Options {
-    // A call with no authorization metadata is accepted when the peer presented a verified
-    // client certificate (mTLS); its principal is the certificate's subject, e.g.
-    // "CN=batch-job,O=example". Subjects contain '=', which token principals cannot, so the
-    // two kinds never collide. A token, when sent, is always checked.
-    bool accept_client_certificate = false;
-  };
-
-  BearerTokenProcessor(std::shared_ptr<TokenAuthenticator> authenticator, Options options);
+  BearerTokenProcessor(std::shared_ptr<const TokenAuthenticator> authenticator,
+                       CallAuthOptions options);
 
   // Cheap (a hash and a short lock), so gRPC runs it inline instead of on another thread.
   bool IsBlocking() const override { return false; }
@@ -53,19 +55,15 @@ class BearerTokenProcessor : public grpc::AuthMetadataProcessor {
                        OutputMetadata* response_metadata) override;
 
  private:
-  const std::shared_ptr<TokenAuthenticator> authenticator_;
-  const Options options_;
+  const std::shared_ptr<const TokenAuthenticator> authenticator_;
+  const CallAuthOptions options_;
 };
 
-// The principal BearerTokenProcessor recorded, or "" when none (plaintext, or no processor).
-std::string PrincipalFromContext(const grpc::AuthContext& context);
-std::string PrincipalFromContext(const grpc::ServerContextBase& context);
-
-// For handlers: the principal the processor recorded if any, else the call's own
-// authorization metadata checked against `authenticator` (the plaintext case).
-// UNAUTHENTICATED when neither gives a principal.
+// The principal of the call in `context`, by the same rules as BearerTokenProcessor.
+// UNAUTHENTICATED (never echoing a token) when the call has no valid credentials.
 absl::StatusOr<std::string> AuthenticateCall(const TokenAuthenticator& authenticator,
-                                             const grpc::ServerContextBase& context);
+                                             const grpc::ServerContextBase& context,
+                                             CallAuthOptions options = {});
 
 }  // namespace rnnserve
 
