@@ -24,6 +24,7 @@
 #include "server/auth/auth_processor.h"
 #include "server/auth/tls.h"
 #include "server/auth/token_file.h"
+#include "tests/temp_dir.h"
 
 namespace rnnserve {
 namespace {
@@ -121,23 +122,19 @@ CallResult Call(const std::shared_ptr<grpc::Channel>& channel, const std::string
 class TlsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    char dir_template[] = "/tmp/tls_test.XXXXXX";
-    ASSERT_NE(mkdtemp(dir_template), nullptr);
-    dir_ = new std::string(dir_template);
+    certs_ = new TempDir;
+    ASSERT_TRUE(certs_->ok());
     const std::string command =
-        std::string("bash '") + RNNSERVE_MAKE_TEST_CERTS + "' '" + *dir_ + "'";
+        std::string("bash '") + RNNSERVE_MAKE_TEST_CERTS + "' '" + certs_->path() + "'";
     ASSERT_EQ(std::system(command.c_str()), 0) << command;
     grpc::EnableDefaultHealthCheckService(true);
   }
-  static void TearDownTestSuite() {
-    std::system(("rm -rf '" + *dir_ + "'").c_str());
-    delete dir_;
-  }
+  static void TearDownTestSuite() { delete certs_; }
   void TearDown() override {
     if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
   }
 
-  static std::string Path(const std::string& name) { return *dir_ + "/" + name; }
+  static std::string Path(const std::string& name) { return certs_->File(name); }
   static std::string Pem(const std::string& name) { return ReadFile(Path(name)).value(); }
 
   static TlsOptions ServerA(const std::string& client_ca = "") {
@@ -181,12 +178,12 @@ class TlsTest : public ::testing::Test {
         {"alice", HashToken("token-alice")}, {"bob", HashToken("token-bob")}});
   }
 
-  static std::string* dir_;
+  static TempDir* certs_;
   int port_ = 0;
   std::unique_ptr<WhoamiService> service_;
   std::unique_ptr<grpc::Server> server_;
 };
-std::string* TlsTest::dir_ = nullptr;
+TempDir* TlsTest::certs_ = nullptr;
 
 TEST_F(TlsTest, BadFilesFailUpFrontNamingTheFile) {
   TlsOptions missing = ServerA();
@@ -275,9 +272,9 @@ TEST_F(TlsTest, BearerTokenProcessorGatesEveryCallBeforeItsHandler) {
 }
 
 TEST_F(TlsTest, ProcessorFollowsTokenReloads) {
-  char dir_template[] = "/tmp/tls_test_tokens.XXXXXX";
-  ASSERT_NE(mkdtemp(dir_template), nullptr);
-  const std::string path = std::string(dir_template) + "/tokens";
+  TempDir temp;
+  ASSERT_TRUE(temp.ok());
+  const std::string path = temp.File("tokens");
   auto line = [](const std::string& who, const std::string& token) {
     return who + " " + TokenHashHex(HashToken(token)) + "\n";
   };
@@ -295,7 +292,6 @@ TEST_F(TlsTest, ProcessorFollowsTokenReloads) {
   EXPECT_EQ(Call(channel, kWhoami, "Bearer token-alice").status.error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(Call(channel, kWhoami, "Bearer token-carol").body, "carol");
-  std::system((std::string("rm -rf '") + dir_template + "'").c_str());
 }
 
 TEST_F(TlsTest, ClientCertificateSubjectCanBeThePrincipal) {

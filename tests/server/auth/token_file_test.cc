@@ -10,6 +10,7 @@
 #include "base/file_io.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/temp_dir.h"
 
 namespace rnnserve {
 namespace {
@@ -23,13 +24,7 @@ std::string Line(absl::string_view principal, absl::string_view token) {
 
 class TokenFileTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char dir_template[] = "/tmp/token_file_test.XXXXXX";
-    ASSERT_NE(mkdtemp(dir_template), nullptr);
-    dir_ = dir_template;
-    path_ = dir_ + "/tokens";
-  }
-  void TearDown() override { std::system(("rm -rf '" + dir_ + "'").c_str()); }
+  void SetUp() override { ASSERT_TRUE(temp_.ok()); }
 
   void Write(absl::string_view contents) { ASSERT_TRUE(WriteFile(path_, contents).ok()); }
 
@@ -37,8 +32,8 @@ class TokenFileTest : public ::testing::Test {
     return ParseTokensFile(contents, "tokens.txt").status();
   }
 
-  std::string dir_;
-  std::string path_;
+  TempDir temp_;
+  const std::string path_ = temp_.File("tokens");
 };
 
 TEST(TokenHashTest, MatchesKnownSha256) {
@@ -169,9 +164,9 @@ TEST_F(TokenFileTest, ReloadIfChangedFollowsTheFile) {
 }
 
 TEST_F(TokenFileTest, FromFileNamesAMissingPath) {
-  const absl::Status status = TokenAuthenticator::FromFile(dir_ + "/nope").status();
+  const absl::Status status = TokenAuthenticator::FromFile(temp_.File("nope")).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(status.message(), HasSubstr(dir_ + "/nope"));
+  EXPECT_THAT(status.message(), HasSubstr(temp_.File("nope")));
 }
 
 TEST(TokenAuthenticatorTest, EmptyTableRefusesEveryone) {

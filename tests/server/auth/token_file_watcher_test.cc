@@ -1,12 +1,12 @@
 #include "server/auth/token_file_watcher.h"
 
-#include <cstdlib>
 #include <string>
 #include <thread>
 
 #include "absl/time/clock.h"
 #include "base/file_io.h"
 #include "gtest/gtest.h"
+#include "tests/temp_dir.h"
 
 namespace rnnserve {
 namespace {
@@ -29,20 +29,17 @@ bool Eventually(F done) {
 class TokenFileWatcherTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char dir_template[] = "/tmp/token_file_watcher_test.XXXXXX";
-    ASSERT_NE(mkdtemp(dir_template), nullptr);
-    dir_ = dir_template;
-    path_ = dir_ + "/tokens";
+    ASSERT_TRUE(temp_.ok());
     ASSERT_TRUE(WriteFile(path_, Line("alice", "token-alice")).ok());
     tokens_ = TokenAuthenticator::FromFile(path_).value();
   }
-  void TearDown() override { std::system(("rm -rf '" + dir_ + "'").c_str()); }
 
   bool Accepts(const std::string& token) {
     return tokens_->Authenticate("Bearer " + token).ok();
   }
 
-  std::string dir_, path_;
+  TempDir temp_;
+  const std::string path_ = temp_.File("tokens");
   std::shared_ptr<TokenAuthenticator> tokens_;
 };
 
