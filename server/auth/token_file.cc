@@ -67,15 +67,16 @@ absl::Status Unauthenticated(absl::string_view why) {
 
 }  // namespace
 
+// False only if OpenSSL fails (out of memory); callers then refuse rather than compare.
+static bool Sha256(absl::string_view data, TokenHash* hash) {
+  unsigned int length = 0;
+  return EVP_Digest(data.data(), data.size(), hash->data(), &length, EVP_sha256(), nullptr) == 1 &&
+         length == hash->size();
+}
+
 TokenHash HashToken(absl::string_view token) {
   TokenHash hash;
-  unsigned int length = 0;
-  // EVP_Digest with SHA-256 cannot fail short of memory exhaustion; the table never matches
-  // an all-zero hash by accident because parsed hashes of real tokens are never zero.
-  if (EVP_Digest(token.data(), token.size(), hash.data(), &length, EVP_sha256(), nullptr) != 1 ||
-      length != hash.size()) {
-    hash.fill(0);
-  }
+  if (!Sha256(token, &hash)) hash.fill(0);
   return hash;
 }
 
@@ -226,7 +227,8 @@ absl::StatusOr<std::string> TokenAuthenticator::AuthenticateToken(absl::string_v
           "malformed bearer token: it must be printable ASCII without spaces");
     }
   }
-  const TokenHash presented = HashToken(token);
+  TokenHash presented;
+  if (!Sha256(token, &presented)) return Unauthenticated("could not hash the bearer token");
   const std::shared_ptr<const Table> table = Snapshot();
   const TokenEntry* match = nullptr;
   for (const TokenEntry& entry : *table) {

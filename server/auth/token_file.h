@@ -42,7 +42,8 @@ inline constexpr int64_t kMaxTokensFileBytes = 1 << 20;
 absl::StatusOr<std::vector<TokenEntry>> ParseTokensFile(absl::string_view contents,
                                                        absl::string_view path);
 
-// SHA-256 of `token` (OpenSSL).
+// SHA-256 of `token` (OpenSSL); all zeros if OpenSSL fails. For writing tokens files and
+// tests: Authenticate refuses a token it cannot hash instead of using this value.
 TokenHash HashToken(absl::string_view token);
 
 // Lowercase hex of `hash`: what a tokens-file line holds for a token.
