@@ -28,12 +28,16 @@ build_packages=(
   # C++ libraries
   libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libabsl-dev libeigen3-dev prometheus-cpp-dev nlohmann-json3-dev
+  # OpenSSL: token hashing and TLS file checks (server/auth)
+  libssl-dev
 )
 # Everything else a developer or CI machine needs.
 more_packages=(
   git ca-certificates
   # test and benchmark libraries, BLAS
   libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev libopenblas0-pthread
+  # the TLS tests make their certificates with the openssl CLI
+  openssl
   # sanitizers and fuzzing
   clang-14 libclang-rt-14-dev
   # Python oracle, tests and client (for /usr/bin/python3)
