@@ -83,7 +83,14 @@ Metrics::Metrics(const std::vector<std::string>& model_names)
                                     "progress and the server stopped reading it until "
                                     "responses were written")
                               .Register(*registry_)
-                              .Add({})) {
+                              .Add({})),
+      streams_read_paused_(BuildGauge()
+                               .Name("rnnserve_streams_read_paused")
+                               .Help("Streams the server is not reading right now because "
+                                     "--max_in_flight_per_stream of their requests are in "
+                                     "progress")
+                               .Register(*registry_)
+                               .Add({})) {
   BuildGauge()
       .Name("rnnserve_build_info")
       .Help("Build information; the value is always 1")

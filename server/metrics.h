@@ -46,10 +46,18 @@ class Metrics : public ServingObserver {
   void CountRequest(const std::string& rpc, const std::string& model, absl::StatusCode code);
 
   // A stream reached max_in_flight_per_stream: the server stops reading it until responses
-  // are written (the client pipelines deeper than the server buffers).
-  void StreamReadPaused() { stream_read_pauses_.Increment(); }
+  // are written (the client pipelines deeper than the server buffers). Each pause ends with
+  // StreamReadResumed, also when the stream ends while paused.
+  void StreamReadPaused() {
+    stream_read_pauses_.Increment();
+    streams_read_paused_.Increment();
+  }
+  void StreamReadResumed() { streams_read_paused_.Decrement(); }
   int64_t stream_read_pauses() const {
     return static_cast<int64_t>(stream_read_pauses_.Value());
+  }
+  int64_t streams_read_paused() const {
+    return static_cast<int64_t>(streams_read_paused_.Value());
   }
 
   // ServingObserver
@@ -81,6 +89,7 @@ class Metrics : public ServingObserver {
   prometheus::Family<prometheus::Counter>& sessions_ended_;
   prometheus::Gauge& state_bytes_;
   prometheus::Counter& stream_read_pauses_;
+  prometheus::Gauge& streams_read_paused_;
 
   absl::Mutex mu_;
   // State below is protected by mu_: label-set caches, so hot paths skip Family::Add's lookup.

@@ -40,12 +40,10 @@ void StreamReactor::OnReadDone(bool ok) {
     absl::MutexLock lock(&mu_);
     read_more = in_flight_ < options_.max_in_flight_per_stream;
     read_paused_ = !read_more;
+    // Counted under mu_, so that the resume (also under mu_) is counted after it.
+    if (read_paused_) metrics_->StreamReadPaused();
   }
-  if (read_more) {
-    StartRead(&request_);
-  } else {
-    metrics_->StreamReadPaused();
-  }
+  if (read_more) StartRead(&request_);
 }
 
 void StreamReactor::OnWriteDone(bool ok) {
@@ -114,12 +112,17 @@ void StreamReactor::BreakLocked() {
     --in_flight_;
   }
   // With no read outstanding, no OnReadDone will come to end the reading side.
-  if (read_paused_) reads_done_ = true;
+  if (read_paused_) {
+    reads_done_ = true;
+    read_paused_ = false;
+    metrics_->StreamReadResumed();
+  }
 }
 
 bool StreamReactor::AfterProgressLocked() {
   if (read_paused_ && !broken_ && in_flight_ < options_.max_in_flight_per_stream) {
     read_paused_ = false;
+    metrics_->StreamReadResumed();
     StartRead(&request_);
   }
   return ShouldFinishLocked();
