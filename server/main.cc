@@ -9,6 +9,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "base/log.h"
@@ -69,6 +70,15 @@ std::string VersionString() {
 // ours are defined in this file. --helpfull still lists every flag, Abseil's and gRPC's too.
 bool DefinesServerFlags(absl::string_view file) { return absl::EndsWith(file, "server/main.cc"); }
 
+// Flag locations relative to the repository ("server/main.cc"), however the build named them.
+std::string RepositoryPath(absl::string_view file) {
+  const size_t server = file.rfind("server/main.cc");
+  if (server != absl::string_view::npos) return std::string(file.substr(server));
+  while (absl::ConsumePrefix(&file, "../") || absl::ConsumePrefix(&file, "./")) {
+  }
+  return std::string(file);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -76,6 +86,7 @@ int main(int argc, char** argv) {
   usage.contains_help_flags = DefinesServerFlags;
   usage.contains_helpshort_flags = DefinesServerFlags;
   usage.version_string = VersionString;
+  usage.normalize_filename = RepositoryPath;
   absl::SetFlagsUsageConfig(usage);
   absl::SetProgramUsageMessage(
       "Serves torch.nn.RNN models over gRPC.\n"

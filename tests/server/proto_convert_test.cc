@@ -3,6 +3,8 @@
 // server runs here; rnn_service_test covers the same conversions through gRPC.
 #include "server/proto_convert.h"
 
+#include <functional>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "core/engine/rnn_parameters.h"
@@ -178,42 +180,49 @@ const HostileCase kHostile[] = {
      "is invalid"},
 };
 
-TEST(ProtoConvertTest, HostileStreamTensorsAreInvalidArgumentNamingTheField) {
+// Runs `check` on `request` with both tensors valid but one spoiled, for every case and field.
+template <typename Request>
+void ForEachHostileTensor(
+    const Request& request,
+    const std::function<void(Request&, const HostileCase&, const char* field)>& check) {
   for (const HostileCase& c : kHostile) {
     for (const char* field : {"input", "h_0"}) {
       SCOPED_TRACE(absl::StrCat(c.name, " in ", field));
-      v1::StreamRequest request;
-      request.set_session_id("s");
-      request.set_start(true);
-      EncodeTensor(Random({1, 2, 3}, 4), TensorEncoding::kRaw, request.mutable_input());
-      EncodeTensor(Random({1, 2, 3}, 5), TensorEncoding::kRaw, request.mutable_h_0());
-      c.spoil(field == std::string("input") ? request.mutable_input() : request.mutable_h_0());
-      DecodedStreamRequest decoded = StreamRequestToChunk(&request);
-      EXPECT_EQ(decoded.chunk.decode_error.code(), absl::StatusCode::kInvalidArgument);
-      EXPECT_THAT(decoded.chunk.decode_error.message(), HasSubstr(absl::StrCat(field, ": ")));
-      EXPECT_THAT(decoded.chunk.decode_error.message(), HasSubstr(c.message));
-      EXPECT_FALSE(decoded.chunk.input.has_value());
-      EXPECT_FALSE(decoded.chunk.h0.has_value());
-      EXPECT_EQ(decoded.chunk.session_id, "s") << "the error is answered in the session's order";
+      Request spoiled = request;
+      EncodeTensor(Random({1, 2, 3}, 4), TensorEncoding::kRaw, spoiled.mutable_input());
+      EncodeTensor(Random({1, 2, 3}, 5), TensorEncoding::kRaw, spoiled.mutable_h_0());
+      c.spoil(field == std::string("input") ? spoiled.mutable_input() : spoiled.mutable_h_0());
+      check(spoiled, c, field);
     }
   }
 }
 
+TEST(ProtoConvertTest, HostileStreamTensorsAreInvalidArgumentNamingTheField) {
+  v1::StreamRequest request;
+  request.set_session_id("s");
+  request.set_start(true);
+  ForEachHostileTensor<v1::StreamRequest>(
+      request, [](v1::StreamRequest& spoiled, const HostileCase& c, const char* field) {
+        DecodedStreamRequest decoded = StreamRequestToChunk(&spoiled);
+        EXPECT_EQ(decoded.chunk.decode_error.code(), absl::StatusCode::kInvalidArgument);
+        EXPECT_THAT(decoded.chunk.decode_error.message(), HasSubstr(absl::StrCat(field, ": ")));
+        EXPECT_THAT(decoded.chunk.decode_error.message(), HasSubstr(c.message));
+        EXPECT_FALSE(decoded.chunk.input.has_value());
+        EXPECT_FALSE(decoded.chunk.h0.has_value());
+        EXPECT_EQ(decoded.chunk.session_id, "s") << "answered in the session's order";
+      });
+}
+
 TEST(ProtoConvertTest, HostileForwardTensorsAreInvalidArgumentNamingTheField) {
-  for (const HostileCase& c : kHostile) {
-    for (const char* field : {"input", "h_0"}) {
-      SCOPED_TRACE(absl::StrCat(c.name, " in ", field));
-      v1::ForwardRequest request;
-      request.set_model("demo");
-      EncodeTensor(Random({1, 2, 3}, 4), TensorEncoding::kRaw, request.mutable_input());
-      EncodeTensor(Random({1, 2, 3}, 5), TensorEncoding::kRaw, request.mutable_h_0());
-      c.spoil(field == std::string("input") ? request.mutable_input() : request.mutable_h_0());
-      absl::StatusOr<ForwardArgs> args = ForwardRequestToArgs(request);
-      EXPECT_EQ(args.status().code(), absl::StatusCode::kInvalidArgument);
-      EXPECT_THAT(args.status().message(), HasSubstr(absl::StrCat(field, ": ")));
-      EXPECT_THAT(args.status().message(), HasSubstr(c.message));
-    }
-  }
+  v1::ForwardRequest request;
+  request.set_model("demo");
+  ForEachHostileTensor<v1::ForwardRequest>(
+      request, [](v1::ForwardRequest& spoiled, const HostileCase& c, const char* field) {
+        absl::StatusOr<ForwardArgs> args = ForwardRequestToArgs(spoiled);
+        EXPECT_EQ(args.status().code(), absl::StatusCode::kInvalidArgument);
+        EXPECT_THAT(args.status().message(), HasSubstr(absl::StrCat(field, ": ")));
+        EXPECT_THAT(args.status().message(), HasSubstr(c.message));
+      });
   // Forward needs an input; an absent one is a scalar with no value.
   v1::ForwardRequest empty;
   empty.set_model("demo");

@@ -1,13 +1,17 @@
 // The gRPC service in process: a real RnnServer on a free loopback port, called through the
-// generated stub. Checks the proto <-> core conversions, status mapping, stream semantics and
-// health; the Python suite covers the same against the real binary and torch.
+// generated stub. Checks the proto <-> core conversions, status mapping, stream semantics
+// (duplicates, back-pressure) and health; the Python suite covers the same against the real
+// binary and torch.
 #include <grpcpp/grpcpp.h>
 
 #include <functional>
 #include <map>
 #include <memory>
+#include <cmath>
+#include <limits>
 #include <random>
 #include <thread>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -71,6 +75,23 @@ class RnnServiceTest : public ::testing::Test {
     channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
                                    grpc::InsecureChannelCredentials());
     stub_ = v1::RnnService::NewStub(channel_);
+  }
+
+  grpc::Status Forward(const Tensor& input, const Tensor& h0, TensorEncoding encoding,
+                       v1::ForwardResponse* response) {
+    grpc::ClientContext ctx;
+    v1::ForwardRequest request;
+    request.set_model("demo");
+    EncodeTensor(input, encoding, request.mutable_input());
+    EncodeTensor(h0, encoding, request.mutable_h_0());
+    return stub_->Forward(&ctx, request, response);
+  }
+
+  grpc::Status GetSession(const std::string& session_id, v1::SessionInfo* info) {
+    grpc::ClientContext ctx;
+    v1::GetSessionRequest request;
+    request.set_session_id(session_id);
+    return stub_->GetSession(&ctx, request, info);
   }
 
   std::unique_ptr<RnnServer> server_;
@@ -141,13 +162,8 @@ TEST_F(RnnServiceTest, ForwardInBothEncodings) {
   auto want = demo_->Forward(x, &h0);
   ASSERT_TRUE(want.ok());
   for (TensorEncoding encoding : {TensorEncoding::kValues, TensorEncoding::kRaw}) {
-    grpc::ClientContext ctx;
-    v1::ForwardRequest request;
-    request.set_model("demo");
-    EncodeTensor(x, encoding, request.mutable_input());
-    EncodeTensor(h0, encoding, request.mutable_h_0());
     v1::ForwardResponse response;
-    ASSERT_TRUE(stub_->Forward(&ctx, request, &response).ok());
+    ASSERT_TRUE(Forward(x, h0, encoding, &response).ok());
     EXPECT_EQ(EncodingOf(response.output()), encoding);
     auto output = DecodeTensor(response.output(), "output");
     auto h_n = DecodeTensor(response.h_n(), "h_n");
@@ -234,11 +250,8 @@ TEST_F(RnnServiceTest, StreamInterleavesSessions) {
   EXPECT_EQ(responses[id - 2].steps_seen(), 8);
 
   // The sessions outlive the stream: export, then close.
-  grpc::ClientContext get_ctx;
-  v1::GetSessionRequest get;
-  get.set_session_id("a");
   v1::SessionInfo info;
-  ASSERT_TRUE(stub_->GetSession(&get_ctx, get, &info).ok());
+  ASSERT_TRUE(GetSession("a", &info).ok());
   EXPECT_EQ(info.steps_seen(), 8);
   EXPECT_EQ(info.next_chunk_index(), 4u);
   EXPECT_EQ(DecodeTensor(info.h_n(), "h_n")->values, last_a->values);
@@ -247,8 +260,7 @@ TEST_F(RnnServiceTest, StreamInterleavesSessions) {
   close.set_session_id("a");
   v1::CloseSessionResponse closed;
   ASSERT_TRUE(stub_->CloseSession(&close_ctx, close, &closed).ok());
-  grpc::ClientContext again_ctx;
-  grpc::Status gone = stub_->GetSession(&again_ctx, get, &info);
+  grpc::Status gone = GetSession("a", &info);
   EXPECT_EQ(gone.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_THAT(gone.error_message(), HasSubstr("was closed"));
 }
@@ -289,13 +301,8 @@ TEST_F(RnnServiceTest, ForwardRefusesNonFiniteH0) {
       SCOPED_TRACE(absl::StrCat(bad, encoding == TensorEncoding::kRaw ? " raw" : " values"));
       Tensor h0 = Random({2, 2, 10}, 21);
       h0.values[17] = bad;
-      grpc::ClientContext ctx;
-      v1::ForwardRequest request;
-      request.set_model("demo");
-      EncodeTensor(x, encoding, request.mutable_input());
-      EncodeTensor(h0, encoding, request.mutable_h_0());
       v1::ForwardResponse response;
-      grpc::Status status = stub_->Forward(&ctx, request, &response);
+      grpc::Status status = Forward(x, h0, encoding, &response);
       EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
       EXPECT_THAT(status.error_message(), HasSubstr("h_0 holds a non-finite value"));
       EXPECT_THAT(status.error_message(), HasSubstr("at flat index 17"));
@@ -350,11 +357,8 @@ TEST_F(RnnServiceTest, DuplicateChunkIndexReplaysTheLastOutput) {
   stream->WritesDone();
   EXPECT_TRUE(stream->Finish().ok());
 
-  grpc::ClientContext get_ctx;
-  v1::GetSessionRequest get;
-  get.set_session_id("dup");
   v1::SessionInfo info;
-  ASSERT_TRUE(stub_->GetSession(&get_ctx, get, &info).ok());
+  ASSERT_TRUE(GetSession("dup", &info).ok());
   EXPECT_EQ(info.steps_seen(), 5);
   EXPECT_EQ(info.next_chunk_index(), 2u);
 }
