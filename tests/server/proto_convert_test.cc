@@ -8,6 +8,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "core/engine/rnn_parameters.h"
+#include "proto/status_codec.h"
 #include "tests/test_tensors.h"
 
 namespace rnnserve {
@@ -347,6 +348,19 @@ TEST(ProtoConvertTest, DecodeOptionalTellsAbsentFromInvalid) {
   shape_only.add_shape(2);  // a shape with no data is not "absent"
   EXPECT_EQ(DecodeOptional(shape_only, "h_0").status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// A stream error crosses the wire as (error_code, error_message) and comes back the same.
+TEST(ProtoConvertTest, StreamErrorsRoundTripThroughTheStatusCodec) {
+  for (int code = 0; code <= static_cast<int>(absl::StatusCode::kUnauthenticated); ++code) {
+    const absl::Status status(static_cast<absl::StatusCode>(code), code == 0 ? "" : "why");
+    ChunkResult result;
+    result.status = status;
+    const v1::StreamResponse response =
+        ChunkResultToResponse(std::move(result), 1, TensorEncoding::kRaw, 1 << 20);
+    EXPECT_EQ(response.error_code(), code);
+    EXPECT_EQ(FromStreamError(response.error_code(), response.error_message()), status);
+  }
 }
 
 }  // namespace
