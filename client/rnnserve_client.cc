@@ -10,14 +10,6 @@ namespace rnnserve {
 
 namespace {
 
-// Decodes an optional tensor field: nullopt when absent.
-absl::StatusOr<std::optional<Tensor>> DecodeOptional(const v1::Tensor& proto,
-                                                     absl::string_view what) {
-  if (IsEmptyTensor(proto)) return std::optional<Tensor>();
-  ASSIGN_OR_RETURN(Tensor t, DecodeTensor(proto, what));
-  return std::optional<Tensor>(std::move(t));
-}
-
 // Prefixes a decoding error so it reads as the server's fault, not the caller's.
 absl::Status BadResponse(const absl::Status& status) {
   return absl::InternalError(absl::StrCat("malformed response from server: ", status.message()));

@@ -15,6 +15,10 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
+int32_t ToStreamErrorCode(const absl::Status& status) {
+  return static_cast<int32_t>(status.code());
+}
+
 absl::Status FromStreamError(int32_t error_code, absl::string_view error_message) {
   if (error_code == 0) return absl::OkStatus();
   if (error_code < 0 || error_code > static_cast<int32_t>(absl::StatusCode::kUnauthenticated)) {

@@ -19,6 +19,8 @@ namespace rnnserve {
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
+// A request's status as a StreamResponse's error_code/error_message (0 and "" when OK).
+int32_t ToStreamErrorCode(const absl::Status& status);
 // A StreamResponse's error_code/error_message: 0 is OK; a number that is no gRPC code becomes
 // UNKNOWN, naming the number, so a hostile or newer server cannot produce an invalid status.
 absl::Status FromStreamError(int32_t error_code, absl::string_view error_message);

@@ -73,6 +73,15 @@ absl::StatusOr<Tensor> DecodeTensor(const v1::Tensor& proto, absl::string_view w
   return tensor;
 }
 
+absl::StatusOr<std::optional<Tensor>> DecodeOptional(const v1::Tensor& proto,
+                                                     absl::string_view what,
+                                                     int64_t max_elements) {
+  if (IsEmptyTensor(proto)) return std::optional<Tensor>();
+  absl::StatusOr<Tensor> tensor = DecodeTensor(proto, what, max_elements);
+  if (!tensor.ok()) return tensor.status();
+  return std::optional<Tensor>(std::move(tensor).value());
+}
+
 absl::StatusOr<TensorBytes> TakeTensorBytes(v1::Tensor* proto, absl::string_view what,
                                             int64_t max_elements) {
   absl::StatusOr<Shape> shape = CheckedShape(*proto, what, max_elements);

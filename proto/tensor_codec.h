@@ -4,6 +4,8 @@
 #ifndef RNNSERVE_PROTO_TENSOR_CODEC_H_
 #define RNNSERVE_PROTO_TENSOR_CODEC_H_
 
+#include <optional>
+
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "base/tensor.h"
@@ -24,6 +26,11 @@ TensorEncoding EncodingOf(const v1::Tensor& proto);
 // count overflows or exceeds `max_elements`, or the data length does not match the shape.
 absl::StatusOr<Tensor> DecodeTensor(const v1::Tensor& proto, absl::string_view what,
                                     int64_t max_elements = int64_t{1} << 31);
+// An optional tensor field: an empty message (absent) gives nullopt, anything else is decoded
+// as above.
+absl::StatusOr<std::optional<Tensor>> DecodeOptional(const v1::Tensor& proto,
+                                                     absl::string_view what,
+                                                     int64_t max_elements = int64_t{1} << 31);
 // The same checks, into raw bytes: a `raw` tensor's buffer is moved out of `proto` (left
 // without it), not copied; `values` are copied.
 absl::StatusOr<TensorBytes> TakeTensorBytes(v1::Tensor* proto, absl::string_view what,

@@ -6,6 +6,10 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "base/log.h"
@@ -37,7 +41,53 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(5),
           "After draining: how long work in flight may take before it is cancelled.");
 
+#ifndef RNNSERVE_VERSION
+#define RNNSERVE_VERSION "dev"
+#endif
+#ifndef RNNSERVE_BUILD_TYPE
+#define RNNSERVE_BUILD_TYPE ""
+#endif
+
+namespace {
+
+#if defined(__clang__)
+constexpr char kCompiler[] = "clang " __clang_version__;
+#elif defined(__GNUC__)
+constexpr char kCompiler[] = "gcc " __VERSION__;
+#else
+constexpr char kCompiler[] = "unknown compiler";
+#endif
+
+// "rnnserve 0.1.0 (Release build, gcc 12.2.0)" for --version.
+std::string VersionString() {
+  const absl::string_view build_type = RNNSERVE_BUILD_TYPE;
+  return absl::StrCat("rnnserve ", RNNSERVE_VERSION, " (",
+                      build_type.empty() ? "no CMAKE_BUILD_TYPE" : build_type, " build, ",
+                      kCompiler, ")\n");
+}
+
+// Abseil's --help and --helpshort list the flags of files named like the program (rnnserve.cc);
+// ours are defined in this file. --helpfull still lists every flag, Abseil's and gRPC's too.
+bool DefinesServerFlags(absl::string_view file) { return absl::EndsWith(file, "server/main.cc"); }
+
+// Flag locations relative to the repository ("server/main.cc"), however the build named them.
+std::string RepositoryPath(absl::string_view file) {
+  const size_t server = file.rfind("server/main.cc");
+  if (server != absl::string_view::npos) return std::string(file.substr(server));
+  while (absl::ConsumePrefix(&file, "../") || absl::ConsumePrefix(&file, "./")) {
+  }
+  return std::string(file);
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = DefinesServerFlags;
+  usage.contains_helpshort_flags = DefinesServerFlags;
+  usage.version_string = VersionString;
+  usage.normalize_filename = RepositoryPath;
+  absl::SetFlagsUsageConfig(usage);
   absl::SetProgramUsageMessage(
       "Serves torch.nn.RNN models over gRPC.\n"
       "  rnnserve --model_repository=/models --port=50051 --metrics_port=9090");

@@ -28,6 +28,10 @@ prometheus::Histogram::BucketBoundaries BatchBuckets() {
 
 }  // namespace
 
+std::string ModelLabel(const ModelRegistry& models, const std::string& name) {
+  return models.Find(name) != nullptr ? name : "";
+}
+
 Metrics::Metrics(const std::vector<std::string>& model_names)
     : registry_(std::make_shared<prometheus::Registry>()),
       requests_(BuildCounter()
@@ -72,7 +76,21 @@ Metrics::Metrics(const std::vector<std::string>& model_names)
                        .Name("rnnserve_session_state_bytes")
                        .Help("Memory held by all sessions' hidden state, in bytes")
                        .Register(*registry_)
-                       .Add({})) {
+                       .Add({})),
+      stream_read_pauses_(BuildCounter()
+                              .Name("rnnserve_stream_read_pauses_total")
+                              .Help("Times a stream had --max_in_flight_per_stream requests in "
+                                    "progress and the server stopped reading it until "
+                                    "responses were written")
+                              .Register(*registry_)
+                              .Add({})),
+      streams_read_paused_(BuildGauge()
+                               .Name("rnnserve_streams_read_paused")
+                               .Help("Streams the server is not reading right now because "
+                                     "--max_in_flight_per_stream of their requests are in "
+                                     "progress")
+                               .Register(*registry_)
+                               .Add({})) {
   BuildGauge()
       .Name("rnnserve_build_info")
       .Help("Build information; the value is always 1")

@@ -26,6 +26,10 @@
 
 namespace rnnserve {
 
+// The `model` label for a request naming `name`: the name when it is served, else "", so that
+// clients cannot create new series with arbitrary names.
+std::string ModelLabel(const ModelRegistry& models, const std::string& name);
+
 class Metrics : public ServingObserver {
  public:
   // Registers every metric; `model_names` pre-creates the per-model series so they read 0
@@ -40,6 +44,21 @@ class Metrics : public ServingObserver {
 
   // One finished RPC (for Stream: one request on the stream).
   void CountRequest(const std::string& rpc, const std::string& model, absl::StatusCode code);
+
+  // A stream reached max_in_flight_per_stream: the server stops reading it until responses
+  // are written (the client pipelines deeper than the server buffers). Each pause ends with
+  // StreamReadResumed, also when the stream ends while paused.
+  void StreamReadPaused() {
+    stream_read_pauses_.Increment();
+    streams_read_paused_.Increment();
+  }
+  void StreamReadResumed() { streams_read_paused_.Decrement(); }
+  int64_t stream_read_pauses() const {
+    return static_cast<int64_t>(stream_read_pauses_.Value());
+  }
+  int64_t streams_read_paused() const {
+    return static_cast<int64_t>(streams_read_paused_.Value());
+  }
 
   // ServingObserver
   void ChunkDone(const std::string& model, absl::Duration queued, absl::Duration total,
@@ -69,6 +88,8 @@ class Metrics : public ServingObserver {
   prometheus::Counter& sessions_started_;
   prometheus::Family<prometheus::Counter>& sessions_ended_;
   prometheus::Gauge& state_bytes_;
+  prometheus::Counter& stream_read_pauses_;
+  prometheus::Gauge& streams_read_paused_;
 
   absl::Mutex mu_;
   // State below is protected by mu_: label-set caches, so hot paths skip Family::Add's lookup.

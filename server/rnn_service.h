@@ -1,9 +1,10 @@
 // RnnServiceImpl: the gRPC face of rnnserve (callback API). Stateless and thin: each handler
-// converts the proto to core types, calls the ServingCore facade, converts back, maps the
-// status and counts the request. No math and no session state live here.
+// converts the request (proto_convert), calls the ServingCore facade, converts the answer back,
+// maps the status (proto/status_codec) and counts the request. No math and no session state
+// live here.
 //
 // Thread-safe. Does not own the core or the metrics; both must outlive the service. Each
-// Stream call gets a reactor that owns itself and deletes itself in OnDone().
+// Stream call gets a StreamReactor that owns itself and deletes itself in OnDone().
 #ifndef RNNSERVE_SERVER_RNN_SERVICE_H_
 #define RNNSERVE_SERVER_RNN_SERVICE_H_
 
@@ -14,17 +15,9 @@
 #include "core/serving/serving_core.h"
 #include "rnnserve/v1/rnn_service.grpc.pb.h"
 #include "server/metrics.h"
+#include "server/stream_reactor.h"
 
 namespace rnnserve {
-
-struct ServiceOptions {
-  // Requests of one stream being processed before the server stops reading more from it
-  // (flow control for clients that pipeline).
-  int max_in_flight_per_stream = 4096;
-  // Largest response message; a chunk whose response would be larger is answered with an
-  // error instead of breaking the stream.
-  int64_t max_message_bytes = 64 << 20;
-};
 
 class RnnServiceImpl final : public v1::RnnService::CallbackService {
  public:
@@ -52,10 +45,6 @@ class RnnServiceImpl final : public v1::RnnService::CallbackService {
   int64_t open_streams() const { return open_streams_.load(); }
 
  private:
-  class StreamReactor;
-  // The `model` label for metrics: a served model's name, or "" so that clients cannot create
-  // new series with arbitrary names.
-  std::string ModelLabel(const std::string& name) const;
   // Finishes a unary call and counts it.
   void FinishUnary(grpc::ServerUnaryReactor* reactor, const char* rpc, const std::string& model,
                    const absl::Status& status);

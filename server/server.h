@@ -31,6 +31,7 @@ class RnnServer {
   int port() const { return port_; }
   int metrics_port() const { return metrics_ ? metrics_->port() : -1; }
   ServingCore& core() { return *core_; }
+  Metrics& metrics() { return *metrics_; }
 
   // Health goes NOT_SERVING and new sessions get UNAVAILABLE; open streams keep working. Then
   // waits until every stream has closed or `drain_timeout` passes, and shuts down (what is

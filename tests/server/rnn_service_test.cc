@@ -1,9 +1,17 @@
 // The gRPC service in process: a real RnnServer on a free loopback port, called through the
-// generated stub. Checks the proto <-> core conversions, status mapping, stream semantics and
-// health; the Python suite covers the same against the real binary and torch.
+// generated stub. Checks the proto <-> core conversions, status mapping, stream semantics
+// (duplicates, back-pressure) and health; the Python suite covers the same against the real
+// binary and torch.
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
+#include <map>
+#include <memory>
+#include <cmath>
+#include <limits>
 #include <random>
+#include <thread>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -17,24 +25,73 @@ namespace {
 
 using ::testing::HasSubstr;
 
+// Polls `condition` until it holds or `timeout` passes; true when it holds. For states another
+// thread reaches (a counter), never as a stand-in for an event's order.
+bool WaitUntil(const std::function<bool()>& condition, absl::Duration timeout = absl::Seconds(10)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!condition()) {
+    if (absl::Now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+v1::StreamRequest StartRequest(uint64_t request_id, const Tensor& input) {
+  v1::StreamRequest request;
+  request.set_model("demo");
+  request.set_start(true);
+  request.set_request_id(request_id);
+  EncodeTensor(input, TensorEncoding::kRaw, request.mutable_input());
+  return request;
+}
+
 class RnnServiceTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  static ServerOptions DefaultOptions() {
     ServerOptions options;
     options.host = "127.0.0.1";
     options.port = 0;
     options.metrics_port = -1;
     options.max_message_bytes = 1 << 20;
     options.serving.threads = 2;
+    return options;
+  }
+
+  void SetUp() override {
+    StartServer(DefaultOptions());
+    // The demo model's engine, for expected values.
+    const RnnConfig config = DemoModelConfig();
+    demo_ = std::move(RnnModel::Create(config, RandomParameters(config, kDemoModelSeed))).value();
+  }
+
+  // (Re)starts the server with `options`, on a free loopback port.
+  void StartServer(const ServerOptions& options) {
+    stub_.reset();
+    channel_.reset();
+    server_.reset();
     auto server = RnnServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(server).value();
     channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
                                    grpc::InsecureChannelCredentials());
     stub_ = v1::RnnService::NewStub(channel_);
-    // The demo model's engine, for expected values.
-    const RnnConfig config = DemoModelConfig();
-    demo_ = std::move(RnnModel::Create(config, RandomParameters(config, kDemoModelSeed))).value();
+  }
+
+  grpc::Status Forward(const Tensor& input, const Tensor& h0, TensorEncoding encoding,
+                       v1::ForwardResponse* response) {
+    grpc::ClientContext ctx;
+    v1::ForwardRequest request;
+    request.set_model("demo");
+    EncodeTensor(input, encoding, request.mutable_input());
+    EncodeTensor(h0, encoding, request.mutable_h_0());
+    return stub_->Forward(&ctx, request, response);
+  }
+
+  grpc::Status GetSession(const std::string& session_id, v1::SessionInfo* info) {
+    grpc::ClientContext ctx;
+    v1::GetSessionRequest request;
+    request.set_session_id(session_id);
+    return stub_->GetSession(&ctx, request, info);
   }
 
   std::unique_ptr<RnnServer> server_;
@@ -105,13 +162,8 @@ TEST_F(RnnServiceTest, ForwardInBothEncodings) {
   auto want = demo_->Forward(x, &h0);
   ASSERT_TRUE(want.ok());
   for (TensorEncoding encoding : {TensorEncoding::kValues, TensorEncoding::kRaw}) {
-    grpc::ClientContext ctx;
-    v1::ForwardRequest request;
-    request.set_model("demo");
-    EncodeTensor(x, encoding, request.mutable_input());
-    EncodeTensor(h0, encoding, request.mutable_h_0());
     v1::ForwardResponse response;
-    ASSERT_TRUE(stub_->Forward(&ctx, request, &response).ok());
+    ASSERT_TRUE(Forward(x, h0, encoding, &response).ok());
     EXPECT_EQ(EncodingOf(response.output()), encoding);
     auto output = DecodeTensor(response.output(), "output");
     auto h_n = DecodeTensor(response.h_n(), "h_n");
@@ -198,11 +250,8 @@ TEST_F(RnnServiceTest, StreamInterleavesSessions) {
   EXPECT_EQ(responses[id - 2].steps_seen(), 8);
 
   // The sessions outlive the stream: export, then close.
-  grpc::ClientContext get_ctx;
-  v1::GetSessionRequest get;
-  get.set_session_id("a");
   v1::SessionInfo info;
-  ASSERT_TRUE(stub_->GetSession(&get_ctx, get, &info).ok());
+  ASSERT_TRUE(GetSession("a", &info).ok());
   EXPECT_EQ(info.steps_seen(), 8);
   EXPECT_EQ(info.next_chunk_index(), 4u);
   EXPECT_EQ(DecodeTensor(info.h_n(), "h_n")->values, last_a->values);
@@ -211,8 +260,7 @@ TEST_F(RnnServiceTest, StreamInterleavesSessions) {
   close.set_session_id("a");
   v1::CloseSessionResponse closed;
   ASSERT_TRUE(stub_->CloseSession(&close_ctx, close, &closed).ok());
-  grpc::ClientContext again_ctx;
-  grpc::Status gone = stub_->GetSession(&again_ctx, get, &info);
+  grpc::Status gone = GetSession("a", &info);
   EXPECT_EQ(gone.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_THAT(gone.error_message(), HasSubstr("was closed"));
 }
@@ -242,6 +290,145 @@ TEST_F(RnnServiceTest, CancelledStreamLeavesServerServing) {
   v1::ForwardResponse response;
   ASSERT_TRUE(stub_->Forward(&ctx, request, &response).ok());
   EXPECT_EQ(DecodeTensor(response.h_n(), "h_n")->values, demo_->Forward(x)->h_n.values);
+}
+
+// NaN and Inf in a Forward's h_0 are refused like those in the input, naming h_0.
+TEST_F(RnnServiceTest, ForwardRefusesNonFiniteH0) {
+  const Tensor x = Random({3, 2, 100}, 20);
+  for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity()}) {
+    for (TensorEncoding encoding : {TensorEncoding::kValues, TensorEncoding::kRaw}) {
+      SCOPED_TRACE(absl::StrCat(bad, encoding == TensorEncoding::kRaw ? " raw" : " values"));
+      Tensor h0 = Random({2, 2, 10}, 21);
+      h0.values[17] = bad;
+      v1::ForwardResponse response;
+      grpc::Status status = Forward(x, h0, encoding, &response);
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+      EXPECT_THAT(status.error_message(), HasSubstr("h_0 holds a non-finite value"));
+      EXPECT_THAT(status.error_message(), HasSubstr("at flat index 17"));
+      EXPECT_FALSE(response.has_output());
+    }
+  }
+}
+
+// A retried chunk_index is acknowledged and never applied twice: the last applied chunk's
+// output is replayed, an older chunk gets no output, and the state is the current one.
+TEST_F(RnnServiceTest, DuplicateChunkIndexReplaysTheLastOutput) {
+  grpc::ClientContext ctx;
+  auto stream = stub_->Stream(&ctx);
+  const Tensor x0 = Random({3, 1, 100}, 30), x1 = Random({2, 1, 100}, 31);
+  auto exchange = [&](uint64_t index, const Tensor& input, bool start) {
+    v1::StreamRequest request;
+    request.set_session_id("dup");
+    request.set_model("demo");
+    request.set_start(start);
+    request.set_chunk_index(index);
+    EncodeTensor(input, TensorEncoding::kRaw, request.mutable_input());
+    EXPECT_TRUE(stream->Write(request));
+    v1::StreamResponse response;
+    EXPECT_TRUE(stream->Read(&response));
+    return response;
+  };
+  const v1::StreamResponse first0 = exchange(0, x0, true);
+  const v1::StreamResponse first1 = exchange(1, x1, false);
+  ASSERT_EQ(first1.error_code(), 0) << first1.error_message();
+  EXPECT_FALSE(first1.duplicate());
+  EXPECT_EQ(first1.steps_seen(), 5);
+
+  // The retry carries other data on purpose: a duplicate is never computed.
+  const v1::StreamResponse again1 = exchange(1, Random({2, 1, 100}, 99), false);
+  EXPECT_EQ(again1.error_code(), 0) << again1.error_message();
+  EXPECT_TRUE(again1.duplicate());
+  EXPECT_EQ(again1.chunk_index(), 1u);
+  EXPECT_EQ(again1.steps_seen(), 5);
+  EXPECT_EQ(again1.output().SerializeAsString(), first1.output().SerializeAsString());
+  EXPECT_EQ(again1.h_n().SerializeAsString(), first1.h_n().SerializeAsString());
+
+  const v1::StreamResponse again0 = exchange(0, x0, false);
+  EXPECT_TRUE(again0.duplicate());
+  EXPECT_EQ(again0.chunk_index(), 0u);
+  EXPECT_TRUE(IsEmptyTensor(again0.output())) << "only the last chunk's output is kept";
+  EXPECT_EQ(again0.h_n().SerializeAsString(), first1.h_n().SerializeAsString());
+  EXPECT_EQ(again0.steps_seen(), 5);
+
+  const v1::StreamResponse gap = exchange(3, x1, false);
+  EXPECT_EQ(gap.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(gap.error_message(), HasSubstr("expects chunk_index 2 next"));
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+
+  v1::SessionInfo info;
+  ASSERT_TRUE(GetSession("dup", &info).ok());
+  EXPECT_EQ(info.steps_seen(), 5);
+  EXPECT_EQ(info.next_chunk_index(), 2u);
+}
+
+// --max_in_flight_per_stream: with K requests of a stream submitted and unanswered, the server
+// reads no more of it until responses are written. The core holds partial batches (an hour's
+// queue delay, batches of 4), so nothing is answered until a batch fills: the piped stream's
+// first K requests wait and the server stops reading it, with the rest of its requests sent.
+// Two requests on other streams fill each batch; only then does the server read the piped
+// stream's next K. Without the cap the piped stream's own requests would fill the batch and
+// the server would never pause; with a cap off by one it would read K+1.
+TEST_F(RnnServiceTest, StreamStopsReadingAtMaxInFlight) {
+  constexpr int kMaxInFlight = 2;
+  constexpr int kRounds = 3;
+  ServerOptions options = DefaultOptions();
+  options.serving.threads = 1;
+  options.serving.max_batch = 2 * kMaxInFlight;
+  options.serving.max_queue_delay = absl::Hours(1);
+  options.service.max_in_flight_per_stream = kMaxInFlight;
+  StartServer(options);
+  ServingCore& core = server_->core();
+  Metrics& metrics = server_->metrics();
+
+  grpc::ClientContext piped_ctx;
+  auto piped = stub_->Stream(&piped_ctx);
+  // Small requests: they all fit in the transport's window whether or not the server reads.
+  const int piped_requests = kRounds * kMaxInFlight;
+  for (int i = 0; i < piped_requests; ++i) {
+    ASSERT_TRUE(piped->Write(StartRequest(i, Random({1, 1, 100}, i))));
+  }
+  piped->WritesDone();
+
+  // One request per stream, so that only the piped stream can reach the limit.
+  std::vector<std::unique_ptr<grpc::ClientContext>> filler_contexts;
+  std::vector<std::unique_ptr<grpc::ClientReaderWriter<v1::StreamRequest, v1::StreamResponse>>>
+      fillers;
+  auto add_filler = [&](uint64_t request_id) {
+    filler_contexts.push_back(std::make_unique<grpc::ClientContext>());
+    fillers.push_back(stub_->Stream(filler_contexts.back().get()));
+    ASSERT_TRUE(fillers.back()->Write(StartRequest(request_id, Random({1, 1, 100}, request_id))));
+    fillers.back()->WritesDone();
+  };
+  for (int round = 0; round < kRounds; ++round) {
+    // Each request starts a session as it is read. Paused with this many read is a state that
+    // lasts: the K requests read last wait for a batch that only fillers can complete.
+    const int64_t want_sessions = (round + 1) * kMaxInFlight + round * kMaxInFlight;
+    ASSERT_TRUE(WaitUntil([&] {
+      return metrics.streams_read_paused() == 1 && core.session_count() == want_sessions;
+    })) << "round " << round << ": " << metrics.streams_read_paused()
+        << " streams paused, sessions started: " << core.session_count() << ", want "
+        << want_sessions;
+    for (int i = 0; i < kMaxInFlight; ++i) add_filler(100 + round * kMaxInFlight + i);
+  }
+
+  std::map<uint64_t, v1::StreamResponse> answered;
+  v1::StreamResponse response;
+  while (piped->Read(&response)) answered[response.request_id()] = response;
+  EXPECT_TRUE(piped->Finish().ok());
+  ASSERT_EQ(answered.size(), static_cast<size_t>(piped_requests));
+  for (const auto& [id, r] : answered) {
+    EXPECT_EQ(r.error_code(), 0) << id << ": " << r.error_message();
+    EXPECT_EQ(r.steps_seen(), 1);
+  }
+  for (auto& filler : fillers) {
+    ASSERT_TRUE(filler->Read(&response));
+    EXPECT_EQ(response.error_code(), 0) << response.error_message();
+    EXPECT_TRUE(filler->Finish().ok());
+  }
+  EXPECT_EQ(metrics.streams_read_paused(), 0);
+  EXPECT_GE(metrics.stream_read_pauses(), kRounds);
 }
 
 }  // namespace

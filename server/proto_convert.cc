@@ -1,0 +1,133 @@
+#include "server/proto_convert.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/engine/rnn_config.h"
+#include "core/engine/rnn_parameters.h"
+#include "proto/status_codec.h"
+
+namespace rnnserve {
+
+void ModelInfoToProto(const ServedModel& model, v1::ModelInfo* info) {
+  const RnnConfig& c = model.model->config();
+  info->set_name(model.name);
+  v1::ModelConfig* config = info->mutable_config();
+  config->set_input_size(c.input_size);
+  config->set_hidden_size(c.hidden_size);
+  config->set_num_layers(c.num_layers);
+  config->set_nonlinearity(std::string(NonlinearityName(c.nonlinearity)));
+  config->set_bias(c.bias);
+  config->set_batch_first(c.batch_first);
+  config->set_dropout(c.dropout);
+  config->set_bidirectional(c.bidirectional);
+  for (const ParameterSpec& spec : ParameterSpecs(c)) {
+    v1::ParameterInfo* parameter = info->add_parameters();
+    parameter->set_name(spec.name);
+    for (int64_t d : spec.shape) parameter->add_shape(d);
+  }
+  for (int64_t d : {int64_t{-1}, int64_t{-1}, c.input_size}) info->add_input_shape(d);
+  info->set_input_layout(c.batch_first ? "(N, T, C)" : "(T, N, C)");
+  for (int64_t d : {c.num_state_rows(), int64_t{-1}, c.hidden_size}) info->add_state_shape(d);
+  info->set_parameter_count(model.parameter_count);
+  info->set_streaming_buffers_until_end(c.bidirectional);
+  info->set_module(ConfigToString(c));
+}
+
+void SessionInfoToProto(const SessionSnapshot& session, TensorEncoding encoding,
+                        v1::SessionInfo* info) {
+  info->set_session_id(session.session_id);
+  info->set_model(session.model);
+  info->set_steps_seen(session.steps_seen);
+  info->set_next_chunk_index(session.next_chunk_index);
+  info->set_batch_size(session.batch_size);
+  info->set_unbatched(session.unbatched);
+  if (session.h_n.has_value()) EncodeTensor(*session.h_n, encoding, info->mutable_h_n());
+  info->set_created_unix_ms(absl::ToUnixMillis(session.created));
+  info->set_last_used_unix_ms(absl::ToUnixMillis(session.last_used));
+  info->set_expires_in_ms(absl::ToInt64Milliseconds(session.expires_in));
+  info->set_state_bytes(session.state_bytes);
+  info->set_buffered_steps(session.buffered_steps);
+}
+
+DecodedStreamRequest StreamRequestToChunk(v1::StreamRequest* request) {
+  DecodedStreamRequest out;
+  out.request_id = request->request_id();
+  out.encoding = EncodingOf(request->input());
+  ChunkRequest& chunk = out.chunk;
+  chunk.session_id = request->session_id();
+  chunk.model = request->model();
+  chunk.start = request->start();
+  chunk.end = request->end();
+  chunk.omit_state = request->omit_state();
+  if (request->has_chunk_index()) chunk.chunk_index = request->chunk_index();
+  absl::StatusOr<std::optional<TensorBytes>> input = std::optional<TensorBytes>();
+  if (!IsEmptyTensor(request->input())) {
+    input = TakeTensorBytes(request->mutable_input(), "input");
+  }
+  absl::StatusOr<std::optional<Tensor>> h0 = DecodeOptional(request->h_0(), "h_0");
+  if (!input.ok()) {
+    chunk.decode_error = input.status();
+  } else if (!h0.ok()) {
+    chunk.decode_error = h0.status();
+  } else {
+    chunk.input = std::move(input).value();
+    chunk.h0 = std::move(h0).value();
+  }
+  return out;
+}
+
+v1::StreamResponse ChunkResultToResponse(ChunkResult result, uint64_t request_id,
+                                         TensorEncoding encoding, int64_t max_message_bytes) {
+  v1::StreamResponse response;
+  response.set_request_id(request_id);
+  response.set_session_id(std::move(result.session_id));
+  if (!result.status.ok()) {
+    response.set_error_code(ToStreamErrorCode(result.status));
+    response.set_error_message(std::string(result.status.message()));
+  }
+  if (result.output.has_value()) {
+    EncodeTensor(std::move(*result.output), encoding, response.mutable_output());
+  }
+  if (result.h_n.has_value()) {
+    EncodeTensor(std::move(*result.h_n), encoding, response.mutable_h_n());
+  }
+  response.set_steps_seen(result.steps_seen);
+  if (result.chunk_index.has_value()) response.set_chunk_index(*result.chunk_index);
+  response.set_duplicate(result.duplicate);
+  response.set_ended(result.ended);
+  const size_t size = response.ByteSizeLong();
+  if (static_cast<int64_t>(size) > max_message_bytes) {
+    const absl::Status too_big = absl::ResourceExhaustedError(absl::StrCat(
+        "the response to this chunk would be ", size, " bytes, more than the server's ",
+        max_message_bytes,
+        "-byte message limit; the chunk WAS applied (steps_seen is current): read h_n with "
+        "GetSession, and send shorter chunks"));
+    response.clear_output();
+    response.clear_h_n();
+    response.set_error_code(ToStreamErrorCode(too_big));
+    response.set_error_message(std::string(too_big.message()));
+  }
+  return response;
+}
+
+absl::StatusOr<ForwardArgs> ForwardRequestToArgs(const v1::ForwardRequest& request) {
+  ForwardArgs args;
+  args.model = request.model();
+  args.encoding = EncodingOf(request.input());
+  absl::StatusOr<Tensor> input = DecodeTensor(request.input(), "input");
+  if (!input.ok()) return input.status();
+  args.input = std::move(input).value();
+  absl::StatusOr<std::optional<Tensor>> h0 = DecodeOptional(request.h_0(), "h_0");
+  if (!h0.ok()) return h0.status();
+  args.h0 = std::move(h0).value();
+  return args;
+}
+
+void ForwardResultToResponse(const ForwardResult& result, TensorEncoding encoding,
+                             v1::ForwardResponse* response) {
+  EncodeTensor(result.output, encoding, response->mutable_output());
+  EncodeTensor(result.h_n, encoding, response->mutable_h_n());
+}
+
+}  // namespace rnnserve

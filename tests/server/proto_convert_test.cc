@@ -1,0 +1,367 @@
+// server/proto_convert: each message of the API converted to and from ServingCore's types,
+// field by field, and hostile requests refused with INVALID_ARGUMENT naming the field. No
+// server runs here; rnn_service_test covers the same conversions through gRPC.
+#include "server/proto_convert.h"
+
+#include <functional>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "core/engine/rnn_parameters.h"
+#include "proto/status_codec.h"
+#include "tests/test_tensors.h"
+
+namespace rnnserve {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+ServedModel BidirectionalModel() {
+  RnnConfig config;
+  config.input_size = 3;
+  config.hidden_size = 4;
+  config.num_layers = 2;
+  config.batch_first = true;
+  config.bidirectional = true;
+  ServedModel served;
+  served.name = "bi";
+  served.model = std::move(RnnModel::Create(config, RandomParameters(config, 7))).value();
+  served.parameter_count = 1234;  // passed through as the registry computed it
+  return served;
+}
+
+TEST(ProtoConvertTest, ModelInfoDescribesTheModelAsTorchDoes) {
+  const ServedModel served = BidirectionalModel();
+  v1::ModelInfo info;
+  ModelInfoToProto(served, &info);
+  EXPECT_EQ(info.name(), "bi");
+  EXPECT_EQ(info.config().input_size(), 3);
+  EXPECT_EQ(info.config().hidden_size(), 4);
+  EXPECT_EQ(info.config().num_layers(), 2);
+  EXPECT_EQ(info.config().nonlinearity(), "tanh");
+  EXPECT_TRUE(info.config().bias());
+  EXPECT_TRUE(info.config().batch_first());
+  EXPECT_TRUE(info.config().bidirectional());
+  // torch's named_parameters() order: per layer, forward then reverse.
+  ASSERT_EQ(info.parameters_size(), 16);
+  EXPECT_EQ(info.parameters(0).name(), "weight_ih_l0");
+  EXPECT_THAT(info.parameters(0).shape(), ElementsAre(4, 3));
+  EXPECT_EQ(info.parameters(4).name(), "weight_ih_l0_reverse");
+  EXPECT_EQ(info.parameters(8).name(), "weight_ih_l1");
+  EXPECT_THAT(info.parameters(8).shape(), ElementsAre(4, 8));  // input is both directions
+  EXPECT_EQ(info.parameters(15).name(), "bias_hh_l1_reverse");
+  EXPECT_THAT(info.input_shape(), ElementsAre(-1, -1, 3));
+  EXPECT_EQ(info.input_layout(), "(N, T, C)");
+  EXPECT_THAT(info.state_shape(), ElementsAre(4, -1, 4));
+  EXPECT_EQ(info.parameter_count(), 1234);
+  EXPECT_TRUE(info.streaming_buffers_until_end());
+  EXPECT_EQ(info.module(), "RNN(3, 4, num_layers=2, batch_first=True, bidirectional=True)");
+}
+
+TEST(ProtoConvertTest, SessionInfoCarriesEveryFieldAndStateInTheAskedEncoding) {
+  SessionSnapshot s;
+  s.session_id = "s1";
+  s.model = "demo";
+  s.steps_seen = 12;
+  s.next_chunk_index = 3;
+  s.batch_size = 2;
+  s.unbatched = false;
+  s.h_n = Random({2, 2, 10}, 1);
+  s.created = absl::FromUnixMillis(1000);
+  s.last_used = absl::FromUnixMillis(2500);
+  s.expires_in = absl::Milliseconds(4000);
+  s.state_bytes = 320;
+  s.buffered_steps = 5;
+  for (TensorEncoding encoding : {TensorEncoding::kValues, TensorEncoding::kRaw}) {
+    v1::SessionInfo info;
+    SessionInfoToProto(s, encoding, &info);
+    EXPECT_EQ(info.session_id(), "s1");
+    EXPECT_EQ(info.model(), "demo");
+    EXPECT_EQ(info.steps_seen(), 12);
+    EXPECT_EQ(info.next_chunk_index(), 3u);
+    EXPECT_EQ(info.batch_size(), 2);
+    EXPECT_FALSE(info.unbatched());
+    EXPECT_EQ(info.created_unix_ms(), 1000);
+    EXPECT_EQ(info.last_used_unix_ms(), 2500);
+    EXPECT_EQ(info.expires_in_ms(), 4000);
+    EXPECT_EQ(info.state_bytes(), 320);
+    EXPECT_EQ(info.buffered_steps(), 5);
+    EXPECT_EQ(EncodingOf(info.h_n()), encoding);
+    absl::StatusOr<Tensor> h_n = DecodeTensor(info.h_n(), "h_n");
+    ASSERT_TRUE(h_n.ok()) << h_n.status();
+    EXPECT_EQ(h_n->shape, s.h_n->shape);
+    EXPECT_EQ(h_n->values, s.h_n->values);
+  }
+  s.h_n.reset();
+  v1::SessionInfo info;
+  SessionInfoToProto(s, TensorEncoding::kRaw, &info);
+  EXPECT_TRUE(IsEmptyTensor(info.h_n())) << "no state: h_n absent";
+}
+
+TEST(ProtoConvertTest, StreamRequestBecomesAChunkAndMovesRawInput) {
+  const Tensor x = Random({4, 2, 3}, 2);
+  const Tensor h0 = Random({1, 2, 5}, 3);
+  v1::StreamRequest request;
+  request.set_session_id("abc");
+  request.set_model("m");
+  request.set_start(true);
+  request.set_end(true);
+  request.set_omit_state(true);
+  request.set_request_id(77);
+  request.set_chunk_index(0);
+  EncodeTensor(x, TensorEncoding::kRaw, request.mutable_input());
+  EncodeTensor(h0, TensorEncoding::kValues, request.mutable_h_0());
+  const char* buffer = request.input().raw().data();
+
+  DecodedStreamRequest decoded = StreamRequestToChunk(&request);
+  EXPECT_EQ(decoded.request_id, 77u);
+  EXPECT_EQ(decoded.encoding, TensorEncoding::kRaw);
+  const ChunkRequest& chunk = decoded.chunk;
+  EXPECT_TRUE(chunk.decode_error.ok()) << chunk.decode_error;
+  EXPECT_EQ(chunk.session_id, "abc");
+  EXPECT_EQ(chunk.model, "m");
+  EXPECT_TRUE(chunk.start);
+  EXPECT_TRUE(chunk.end);
+  EXPECT_TRUE(chunk.omit_state);
+  ASSERT_TRUE(chunk.chunk_index.has_value()) << "chunk_index 0 is set, not absent";
+  EXPECT_EQ(*chunk.chunk_index, 0u);
+  ASSERT_TRUE(chunk.input.has_value());
+  EXPECT_EQ(chunk.input->bytes.data(), buffer) << "the raw input was copied, not moved";
+  EXPECT_EQ(chunk.input->shape, x.shape);
+  EXPECT_EQ(chunk.input->ToTensor().values, x.values);
+  ASSERT_TRUE(chunk.h0.has_value());
+  EXPECT_EQ(chunk.h0->shape, h0.shape);
+  EXPECT_EQ(chunk.h0->values, h0.values);
+
+  // A bare request: no tensors, no chunk_index; values encoding for the response.
+  v1::StreamRequest bare;
+  bare.set_session_id("abc");
+  decoded = StreamRequestToChunk(&bare);
+  EXPECT_EQ(decoded.encoding, TensorEncoding::kValues);
+  EXPECT_TRUE(decoded.chunk.decode_error.ok());
+  EXPECT_FALSE(decoded.chunk.chunk_index.has_value());
+  EXPECT_FALSE(decoded.chunk.input.has_value());
+  EXPECT_FALSE(decoded.chunk.h0.has_value());
+  EXPECT_FALSE(decoded.chunk.start || decoded.chunk.end || decoded.chunk.omit_state);
+}
+
+// Hostile tensors, each in the input and in h_0. The request is still turned into a chunk
+// (its error is answered in the session's order), carrying INVALID_ARGUMENT and no tensors.
+struct HostileCase {
+  const char* name;
+  void (*spoil)(v1::Tensor* tensor);
+  const char* message;
+};
+
+const HostileCase kHostile[] = {
+    {"both values and raw",
+     [](v1::Tensor* t) { t->add_values(1.0f); },
+     "set exactly one of `values` and `raw`, got both"},
+    {"raw one byte short",
+     [](v1::Tensor* t) { t->mutable_raw()->pop_back(); },
+     "`raw` holds 23 bytes, shape (1, 2, 3) needs 24"},
+    {"raw one byte long",
+     [](v1::Tensor* t) { t->mutable_raw()->push_back('x'); },
+     "`raw` holds 25 bytes, shape (1, 2, 3) needs 24"},
+    {"negative dimension",
+     [](v1::Tensor* t) { t->set_shape(1, -2); },
+     "shape (1, -2, 3) is invalid"},
+    {"values without raw, too few",
+     [](v1::Tensor* t) {
+       t->clear_raw();
+       t->add_values(1.0f);
+     },
+     "`values` holds 1 values, shape (1, 2, 3) needs 6"},
+    {"overflowing element count",
+     [](v1::Tensor* t) {
+       t->clear_shape();
+       for (int i = 0; i < 3; ++i) t->add_shape(int64_t{1} << 30);
+     },
+     "is invalid"},
+};
+
+// Runs `check` on `request` with both tensors valid but one spoiled, for every case and field.
+template <typename Request>
+void ForEachHostileTensor(
+    const Request& request,
+    const std::function<void(Request&, const HostileCase&, const char* field)>& check) {
+  for (const HostileCase& c : kHostile) {
+    for (const char* field : {"input", "h_0"}) {
+      SCOPED_TRACE(absl::StrCat(c.name, " in ", field));
+      Request spoiled = request;
+      EncodeTensor(Random({1, 2, 3}, 4), TensorEncoding::kRaw, spoiled.mutable_input());
+      EncodeTensor(Random({1, 2, 3}, 5), TensorEncoding::kRaw, spoiled.mutable_h_0());
+      c.spoil(field == std::string("input") ? spoiled.mutable_input() : spoiled.mutable_h_0());
+      check(spoiled, c, field);
+    }
+  }
+}
+
+TEST(ProtoConvertTest, HostileStreamTensorsAreInvalidArgumentNamingTheField) {
+  v1::StreamRequest request;
+  request.set_session_id("s");
+  request.set_start(true);
+  ForEachHostileTensor<v1::StreamRequest>(
+      request, [](v1::StreamRequest& spoiled, const HostileCase& c, const char* field) {
+        DecodedStreamRequest decoded = StreamRequestToChunk(&spoiled);
+        EXPECT_EQ(decoded.chunk.decode_error.code(), absl::StatusCode::kInvalidArgument);
+        EXPECT_THAT(decoded.chunk.decode_error.message(), HasSubstr(absl::StrCat(field, ": ")));
+        EXPECT_THAT(decoded.chunk.decode_error.message(), HasSubstr(c.message));
+        EXPECT_FALSE(decoded.chunk.input.has_value());
+        EXPECT_FALSE(decoded.chunk.h0.has_value());
+        EXPECT_EQ(decoded.chunk.session_id, "s") << "answered in the session's order";
+      });
+}
+
+TEST(ProtoConvertTest, HostileForwardTensorsAreInvalidArgumentNamingTheField) {
+  v1::ForwardRequest request;
+  request.set_model("demo");
+  ForEachHostileTensor<v1::ForwardRequest>(
+      request, [](v1::ForwardRequest& spoiled, const HostileCase& c, const char* field) {
+        absl::StatusOr<ForwardArgs> args = ForwardRequestToArgs(spoiled);
+        EXPECT_EQ(args.status().code(), absl::StatusCode::kInvalidArgument);
+        EXPECT_THAT(args.status().message(), HasSubstr(absl::StrCat(field, ": ")));
+        EXPECT_THAT(args.status().message(), HasSubstr(c.message));
+      });
+  // Forward needs an input; an absent one is a scalar with no value.
+  v1::ForwardRequest empty;
+  empty.set_model("demo");
+  EXPECT_EQ(ForwardRequestToArgs(empty).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ProtoConvertTest, ForwardRequestAndResultInBothEncodings) {
+  const Tensor x = Random({5, 2, 3}, 6);
+  const Tensor h0 = Random({2, 2, 4}, 7);
+  for (TensorEncoding encoding : {TensorEncoding::kValues, TensorEncoding::kRaw}) {
+    v1::ForwardRequest request;
+    request.set_model("m");
+    EncodeTensor(x, encoding, request.mutable_input());
+    absl::StatusOr<ForwardArgs> args = ForwardRequestToArgs(request);
+    ASSERT_TRUE(args.ok()) << args.status();
+    EXPECT_EQ(args->model, "m");
+    EXPECT_EQ(args->encoding, encoding);
+    EXPECT_EQ(args->input.shape, x.shape);
+    EXPECT_EQ(args->input.values, x.values);
+    EXPECT_FALSE(args->h0.has_value()) << "absent h_0 means zeros, left to the core";
+
+    EncodeTensor(h0, encoding, request.mutable_h_0());
+    args = ForwardRequestToArgs(request);
+    ASSERT_TRUE(args.ok()) << args.status();
+    ASSERT_TRUE(args->h0.has_value());
+    EXPECT_EQ(args->h0->values, h0.values);
+
+    ForwardResult result{Random({5, 2, 4}, 8), Random({2, 2, 4}, 9)};
+    v1::ForwardResponse response;
+    ForwardResultToResponse(result, encoding, &response);
+    EXPECT_EQ(EncodingOf(response.output()), encoding);
+    EXPECT_EQ(EncodingOf(response.h_n()), encoding);
+    EXPECT_EQ(DecodeTensor(response.output(), "output")->values, result.output.values);
+    EXPECT_EQ(DecodeTensor(response.output(), "output")->shape, result.output.shape);
+    EXPECT_EQ(DecodeTensor(response.h_n(), "h_n")->values, result.h_n.values);
+  }
+}
+
+ChunkResult FullResult() {
+  ChunkResult result;
+  result.session_id = "s9";
+  result.model = "demo";
+  result.output = TensorBytes::FromTensor(Random({3, 1, 10}, 10));
+  result.h_n = TensorBytes::FromTensor(Random({2, 1, 10}, 11));
+  result.steps_seen = 9;
+  result.chunk_index = 4;
+  result.duplicate = true;
+  result.ended = true;
+  return result;
+}
+
+TEST(ProtoConvertTest, ChunkResultBecomesAResponseAndMovesRawBuffers) {
+  ChunkResult result = FullResult();
+  const Tensor output = result.output->ToTensor(), h_n = result.h_n->ToTensor();
+  const char* output_buffer = result.output->bytes.data();
+  v1::StreamResponse response =
+      ChunkResultToResponse(std::move(result), 42, TensorEncoding::kRaw, 1 << 20);
+  EXPECT_EQ(response.request_id(), 42u);
+  EXPECT_EQ(response.session_id(), "s9");
+  EXPECT_EQ(response.error_code(), 0);
+  EXPECT_EQ(response.error_message(), "");
+  EXPECT_EQ(response.output().raw().data(), output_buffer) << "output copied, not moved";
+  EXPECT_EQ(DecodeTensor(response.output(), "output")->values, output.values);
+  EXPECT_THAT(response.output().shape(), ElementsAre(3, 1, 10));
+  EXPECT_EQ(DecodeTensor(response.h_n(), "h_n")->values, h_n.values);
+  EXPECT_EQ(response.steps_seen(), 9);
+  ASSERT_TRUE(response.has_chunk_index());
+  EXPECT_EQ(response.chunk_index(), 4u);
+  EXPECT_TRUE(response.duplicate());
+  EXPECT_TRUE(response.ended());
+
+  response = ChunkResultToResponse(FullResult(), 1, TensorEncoding::kValues, 1 << 20);
+  EXPECT_EQ(EncodingOf(response.output()), TensorEncoding::kValues);
+  EXPECT_EQ(DecodeTensor(response.output(), "output")->values, output.values);
+
+  // An error: code and message, no tensors, no chunk_index when the request had none.
+  ChunkResult failed;
+  failed.session_id = "s9";
+  failed.status = absl::FailedPreconditionError("chunk_index 7 skips ahead");
+  response = ChunkResultToResponse(std::move(failed), 2, TensorEncoding::kRaw, 1 << 20);
+  EXPECT_EQ(response.error_code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(response.error_message(), "chunk_index 7 skips ahead");
+  EXPECT_TRUE(IsEmptyTensor(response.output()));
+  EXPECT_TRUE(IsEmptyTensor(response.h_n()));
+  EXPECT_FALSE(response.has_chunk_index());
+}
+
+TEST(ProtoConvertTest, OversizedResponseKeepsTheStreamAliveWithResourceExhausted) {
+  const int64_t limit = 100;  // a 30-value output alone is 120 bytes raw
+  v1::StreamResponse response =
+      ChunkResultToResponse(FullResult(), 5, TensorEncoding::kRaw, limit);
+  EXPECT_EQ(response.error_code(), static_cast<int>(absl::StatusCode::kResourceExhausted));
+  EXPECT_THAT(response.error_message(), HasSubstr("more than the server's 100-byte"));
+  EXPECT_THAT(response.error_message(), HasSubstr("the chunk WAS applied"));
+  EXPECT_TRUE(IsEmptyTensor(response.output()));
+  EXPECT_TRUE(IsEmptyTensor(response.h_n()));
+  // What the client needs to carry on is still there.
+  EXPECT_EQ(response.request_id(), 5u);
+  EXPECT_EQ(response.session_id(), "s9");
+  EXPECT_EQ(response.steps_seen(), 9);
+  EXPECT_EQ(response.chunk_index(), 4u);
+  EXPECT_LE(static_cast<int64_t>(response.ByteSizeLong()), 1000);
+  // At the limit exactly, the response goes out whole.
+  const int64_t whole =
+      static_cast<int64_t>(ChunkResultToResponse(FullResult(), 5, TensorEncoding::kRaw, 1 << 20)
+                               .ByteSizeLong());
+  response = ChunkResultToResponse(FullResult(), 5, TensorEncoding::kRaw, whole);
+  EXPECT_EQ(response.error_code(), 0);
+  EXPECT_FALSE(IsEmptyTensor(response.output()));
+}
+
+TEST(ProtoConvertTest, DecodeOptionalTellsAbsentFromInvalid) {
+  absl::StatusOr<std::optional<Tensor>> absent = DecodeOptional(v1::Tensor(), "h_0");
+  ASSERT_TRUE(absent.ok());
+  EXPECT_FALSE(absent->has_value());
+  v1::Tensor present;
+  EncodeTensor(Random({2, 3}, 12), TensorEncoding::kRaw, &present);
+  absl::StatusOr<std::optional<Tensor>> decoded = DecodeOptional(present, "h_0");
+  ASSERT_TRUE(decoded.ok() && decoded->has_value());
+  EXPECT_EQ((*decoded)->shape, Shape({2, 3}));
+  v1::Tensor shape_only;
+  shape_only.add_shape(2);  // a shape with no data is not "absent"
+  EXPECT_EQ(DecodeOptional(shape_only, "h_0").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// A stream error crosses the wire as (error_code, error_message) and comes back the same.
+TEST(ProtoConvertTest, StreamErrorsRoundTripThroughTheStatusCodec) {
+  for (int code = 0; code <= static_cast<int>(absl::StatusCode::kUnauthenticated); ++code) {
+    const absl::Status status(static_cast<absl::StatusCode>(code), code == 0 ? "" : "why");
+    ChunkResult result;
+    result.status = status;
+    const v1::StreamResponse response =
+        ChunkResultToResponse(std::move(result), 1, TensorEncoding::kRaw, 1 << 20);
+    EXPECT_EQ(response.error_code(), code);
+    EXPECT_EQ(FromStreamError(response.error_code(), response.error_message()), status);
+  }
+}
+
+}  // namespace
+}  // namespace rnnserve
