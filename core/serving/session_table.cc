@@ -4,7 +4,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "base/log.h"
 #include "base/status_macros.h"
 
 namespace rnnserve {
@@ -19,7 +18,7 @@ int64_t StateBytesFor(const RnnModel& model, int64_t batch) {
 
 SessionTable::SessionTable(const ModelRegistry& models, const ServingOptions& options,
                            ServingObserver& observer)
-    : models_(models), options_(options), observer_(observer), id_rng_(std::random_device{}()) {}
+    : models_(models), options_(options), publisher_(observer), id_rng_(std::random_device{}()) {}
 
 absl::StatusOr<bool> SessionTable::Admit(ChunkTask* task, SessionEvents& events) {
   const ChunkRequest& req = task->request;
@@ -137,6 +136,8 @@ absl::Status SessionTable::AllocateState(ChunkTask* task, int64_t batch, bool un
   const int64_t bytes = StateBytesFor(model, batch);
   absl::MutexLock lock(&mu_);
   session.mu.AssertHeld();
+  // Closed since the batch began: reserving now would count bytes no one ever releases.
+  if (session.ended) return UnknownSessionErrorLocked(session.id);
   RETURN_IF_ERROR(ReserveStateBytes(bytes, &session, events));
   session.batch = task->seen.batch = batch;
   session.unbatched = task->seen.unbatched = unbatched;
@@ -395,32 +396,6 @@ int64_t SessionTable::session_count() const {
 int64_t SessionTable::state_bytes() const {
   absl::ReaderMutexLock lock(&mu_);
   return state_bytes_;
-}
-
-void SessionTable::Publish(SessionEvents& events) {
-  for (const SessionEvents::Started& s : events.started) {
-    observer_.SessionStarted(s.model);
-    LogInfo("session ", s.id, " started model=", s.model, s.imported ? " (state imported)" : "");
-  }
-  for (const SessionEvents::Ended& e : events.ended) {
-    if (e.reason == SessionEndReason::kEvicted) {
-      LogInfo("session ", e.id, " evicted (idle since ",
-              absl::FormatTime("%H:%M:%S", e.last_used, absl::UTCTimeZone()),
-              ") to make room for state");
-    }
-    observer_.SessionEnded(e.model, e.reason);
-    LogInfo("session ", e.id, " ended (", SessionEndReasonName(e.reason), ") model=", e.model,
-            " steps_seen=", e.steps_seen);
-  }
-  if (events.state_bytes.has_value()) {
-    absl::MutexLock lock(&publish_mu_);
-    if (events.state_bytes->first > published_state_bytes_change_) {
-      published_state_bytes_change_ = events.state_bytes->first;
-      observer_.StateBytes(events.state_bytes->second);
-    }
-  }
-  for (ChunkTask* task : events.orphans) AnswerChunk(task, observer_);
-  events = SessionEvents();
 }
 
 }  // namespace rnnserve

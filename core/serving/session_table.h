@@ -34,30 +34,9 @@
 #include "core/serving/serving_options.h"
 #include "core/serving/serving_types.h"
 #include "core/serving/session.h"
+#include "core/serving/session_events.h"
 
 namespace rnnserve {
-
-// What a SessionTable call did that is told outside its lock.
-struct SessionEvents {
-  struct Started {
-    std::string id;
-    std::string model;
-    bool imported = false;  // state imported with h_0
-  };
-  struct Ended {
-    std::string id;
-    std::string model;
-    SessionEndReason reason;
-    int64_t steps_seen = 0;
-    absl::Time last_used;
-  };
-  std::vector<Started> started;
-  std::vector<Ended> ended;
-  // Chunks of ended sessions, their result.status set; Publish answers them.
-  std::vector<ChunkTask*> orphans;
-  // The total state bytes after the call's last change, with that change's sequence number.
-  std::optional<std::pair<uint64_t, int64_t>> state_bytes;
-};
 
 class SessionTable {
  public:
@@ -108,7 +87,7 @@ class SessionTable {
   int64_t state_bytes() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Logs and tells the observer what `events` hold, then answers its orphaned chunks.
-  void Publish(SessionEvents& events) ABSL_LOCKS_EXCLUDED(mu_, publish_mu_);
+  void Publish(SessionEvents& events) ABSL_LOCKS_EXCLUDED(mu_) { publisher_.Publish(events); }
 
  private:
   struct Tombstone {
@@ -136,7 +115,7 @@ class SessionTable {
 
   const ModelRegistry& models_;
   const ServingOptions& options_;
-  ServingObserver& observer_;
+  SessionEventPublisher publisher_;
 
   mutable absl::Mutex mu_;
   // State below is protected by mu_.
@@ -147,11 +126,6 @@ class SessionTable {
   uint64_t state_bytes_changes_ ABSL_GUARDED_BY(mu_) = 0;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   std::mt19937_64 id_rng_ ABSL_GUARDED_BY(mu_);
-
-  // Orders StateBytes reports, so a late publisher never overwrites a newer total.
-  absl::Mutex publish_mu_ ABSL_ACQUIRED_AFTER(mu_);
-  // State below is protected by publish_mu_.
-  uint64_t published_state_bytes_change_ ABSL_GUARDED_BY(publish_mu_) = 0;
 };
 
 }  // namespace rnnserve
