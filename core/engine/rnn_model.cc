@@ -207,25 +207,19 @@ absl::StatusOr<ForwardResult> RnnModel::Forward(const Tensor& input, const Tenso
   result.output = Tensor::Zeros(config_.OutputShape(steps, batch, dims.batched));
   if (cols == 0) return result;  // N == 0: torch returns empty tensors.
 
-  // Layer 0 reads the input in place when it is already time-major; batch_first is packed
-  // into time-major order once.
-  const float* first_input = input.data();
-  if (convert) {
-    MatrixMap packed = ws.Matrix(2, config_.input_size, cols);
-    config_.InputToTimeMajor(input.data(), steps, batch, packed.data());
-    first_input = packed.data();
+  const float* h0_data = h0 == nullptr ? nullptr : h0->data();
+  if (!convert) {  // time-major already: layer 0 reads the input in place
+    ForwardTimeMajor(input.data(), steps, batch, h0_data, result.output.data(), result.h_n.data(),
+                     ws);
+    return result;
   }
-
-  if (convert) {
-    // The output is written time-major into a scratch slot, then transposed to (N, T, D*H).
-    MatrixMap time_major = ws.Matrix(3, config_.output_size(), cols);
-    ForwardTimeMajor(first_input, steps, batch, h0 == nullptr ? nullptr : h0->data(),
-                     time_major.data(), result.h_n.data(), ws);
-    config_.OutputFromTimeMajor(time_major.data(), steps, batch, result.output.data());
-  } else {
-    ForwardTimeMajor(first_input, steps, batch, h0 == nullptr ? nullptr : h0->data(),
-                     result.output.data(), result.h_n.data(), ws);
-  }
+  // batch_first: the input is packed time-major once, and the output is written time-major
+  // into a scratch slot, then converted to (N, T, D*H).
+  MatrixMap packed = ws.Matrix(2, config_.input_size, cols);
+  config_.InputToTimeMajor(input.data(), steps, batch, packed.data());
+  MatrixMap time_major = ws.Matrix(3, config_.output_size(), cols);
+  ForwardTimeMajor(packed.data(), steps, batch, h0_data, time_major.data(), result.h_n.data(), ws);
+  config_.OutputFromTimeMajor(time_major.data(), steps, batch, result.output.data());
   return result;
 }
 
