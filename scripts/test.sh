@@ -23,6 +23,13 @@ cmake --build build -j"$jobs"
 echo "== Tests (Release)"
 ctest --test-dir build --output-on-failure -j"$jobs" --timeout 900
 
+echo "== Thread-safety analysis (clang -Wthread-safety, as errors, over core/ and server/)"
+# The lock annotations (ABSL_GUARDED_BY and friends) are checks, not comments: any access to
+# guarded state without its lock fails this build.
+CXX=clang++-14 cmake -S . -B build/tsa -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DRNNSERVE_THREAD_SAFETY=ON -DRNNSERVE_BUILD_TESTS=OFF -DRNNSERVE_BUILD_BENCH=OFF
+cmake --build build/tsa -j"$jobs"
+
 echo "== Sanitizer build (ASan + UBSan)"
 cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRNNSERVE_SANITIZE=ON \
   -DRNNSERVE_BUILD_BENCH=OFF

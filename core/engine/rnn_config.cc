@@ -38,6 +38,26 @@ absl::Status RnnConfig::Validate() const {
   return absl::OkStatus();
 }
 
+Shape RnnConfig::StateShape(int64_t batch, bool batched) const {
+  return batched ? Shape{num_state_rows(), batch, hidden_size}
+                 : Shape{num_state_rows(), hidden_size};
+}
+
+Shape RnnConfig::OutputShape(int64_t steps, int64_t batch, bool batched) const {
+  if (!batched) return {steps, output_size()};
+  return batch_first ? Shape{batch, steps, output_size()} : Shape{steps, batch, output_size()};
+}
+
+void RnnConfig::InputToTimeMajor(const float* input, int64_t steps, int64_t batch,
+                                 float* out) const {
+  SwapLeadingDims(input, batch, steps, input_size, out);
+}
+
+void RnnConfig::OutputFromTimeMajor(const float* time_major, int64_t steps, int64_t batch,
+                                    float* out) const {
+  SwapLeadingDims(time_major, steps, batch, output_size(), out);
+}
+
 bool RnnConfig::operator==(const RnnConfig& o) const {
   return input_size == o.input_size && hidden_size == o.hidden_size &&
          num_layers == o.num_layers && nonlinearity == o.nonlinearity && bias == o.bias &&

@@ -41,6 +41,20 @@ struct RnnConfig {
     return layer == 0 ? input_size : output_size();
   }
 
+  // The one home of the tensor layouts torch.nn.RNN uses. `batched` is false for 2-D (T, C)
+  // input. h_0 and h_n: (L*D, N, H), or (L*D, H) unbatched; batch_first never applies to them.
+  Shape StateShape(int64_t batch, bool batched) const;
+  // The output: (T, N, D*H), (N, T, D*H) when batch_first, or (T, D*H) unbatched.
+  Shape OutputShape(int64_t steps, int64_t batch, bool batched) const;
+  // The engine computes time-major (T, N, features). True when batched batch_first input and
+  // output must be converted to and from that layout (ToTimeMajor, FromTimeMajor).
+  bool NeedsTimeMajorConversion(bool batched) const { return batched && batch_first; }
+  // batch_first (N, T, C) input into time-major (T, N, C); `out` holds N * T * C floats.
+  void InputToTimeMajor(const float* input, int64_t steps, int64_t batch, float* out) const;
+  // Time-major (T, N, D*H) output into batch_first (N, T, D*H).
+  void OutputFromTimeMajor(const float* time_major, int64_t steps, int64_t batch,
+                           float* out) const;
+
   // Checks the arguments as torch's constructor does; the message names the bad argument.
   absl::Status Validate() const;
 

@@ -179,8 +179,7 @@ absl::StatusOr<InputDims> RnnModel::CheckShapes(absl::Span<const int64_t> input_
     return InvalidShape("Expected sequence length to be larger than 0 in RNN");
   }
   if (h0_shape != nullptr) {
-    Shape expected = {config_.num_state_rows(), result.batch, config_.hidden_size};
-    if (!result.batched) expected.erase(expected.begin() + 1);
+    const Shape expected = config_.StateShape(result.batch, result.batched);
     if (*h0_shape != expected) {
       return InvalidShape(absl::StrCat("Expected hidden size ", ShapeToString(expected),
                                        ", got [", absl::StrJoin(*h0_shape, ", "), "]"));
@@ -201,39 +200,26 @@ absl::StatusOr<ForwardResult> RnnModel::Forward(const Tensor& input, const Tenso
   Workspace& ws = workspace != nullptr ? *workspace : thread_workspace;
 
   const int64_t steps = dims.steps, batch = dims.batch, cols = steps * batch;
-  const int64_t h = config_.hidden_size, d = config_.num_directions();
-  const int64_t state_rows = config_.num_state_rows();
+  const bool convert = config_.NeedsTimeMajorConversion(dims.batched);
 
   ForwardResult result;
-  result.h_n = Tensor::Zeros(dims.batched ? Shape{state_rows, batch, h} : Shape{state_rows, h});
-  const Shape out_shape = !dims.batched          ? Shape{steps, d * h}
-                          : config_.batch_first ? Shape{batch, steps, d * h}
-                                                : Shape{steps, batch, d * h};
-  if (cols == 0) {  // N == 0: torch returns empty tensors.
-    result.output = Tensor::Zeros(out_shape);
+  result.h_n = Tensor::Zeros(config_.StateShape(batch, dims.batched));
+  result.output = Tensor::Zeros(config_.OutputShape(steps, batch, dims.batched));
+  if (cols == 0) return result;  // N == 0: torch returns empty tensors.
+
+  const float* h0_data = h0 == nullptr ? nullptr : h0->data();
+  if (!convert) {  // time-major already: layer 0 reads the input in place
+    ForwardTimeMajor(input.data(), steps, batch, h0_data, result.output.data(), result.h_n.data(),
+                     ws);
     return result;
   }
-
-  // Layer 0 reads the input in place when it is already time-major; batch_first is packed
-  // into time-major order once.
-  const float* first_input = input.data();
-  if (dims.batched && config_.batch_first) {
-    MatrixMap packed = ws.Matrix(2, config_.input_size, cols);
-    SwapLeadingDims(input.data(), batch, steps, config_.input_size, packed.data());
-    first_input = packed.data();
-  }
-
-  result.output = Tensor::Zeros(out_shape);
-  if (dims.batched && config_.batch_first) {
-    // The output is written time-major into a scratch slot, then transposed to (N, T, D*H).
-    MatrixMap time_major = ws.Matrix(3, d * h, cols);
-    ForwardTimeMajor(first_input, steps, batch, h0 == nullptr ? nullptr : h0->data(),
-                     time_major.data(), result.h_n.data(), ws);
-    SwapLeadingDims(time_major.data(), steps, batch, d * h, result.output.data());
-  } else {
-    ForwardTimeMajor(first_input, steps, batch, h0 == nullptr ? nullptr : h0->data(),
-                     result.output.data(), result.h_n.data(), ws);
-  }
+  // batch_first: the input is packed time-major once, and the output is written time-major
+  // into a scratch slot, then converted to (N, T, D*H).
+  MatrixMap packed = ws.Matrix(2, config_.input_size, cols);
+  config_.InputToTimeMajor(input.data(), steps, batch, packed.data());
+  MatrixMap time_major = ws.Matrix(3, config_.output_size(), cols);
+  ForwardTimeMajor(packed.data(), steps, batch, h0_data, time_major.data(), result.h_n.data(), ws);
+  config_.OutputFromTimeMajor(time_major.data(), steps, batch, result.output.data());
   return result;
 }
 

@@ -76,6 +76,59 @@ TEST(BatchSchedulerTest, QueueDelayWaitsForFullerBatch) {
   EXPECT_EQ(first_batch.load(), 4u);
 }
 
+// A partial batch is held until its oldest task has waited max_queue_delay, gathering the
+// tasks enqueued one at a time meanwhile; the clock comparison is the scheduler's own deadline
+// check, so an ignored delay fails it whatever the timing.
+TEST(BatchSchedulerTest, QueueDelayHoldsAPartialBatchUntilTheDelayRunsOut) {
+  const absl::Duration delay = absl::Milliseconds(200);
+  std::mutex mu;
+  std::vector<std::pair<size_t, absl::Duration>> runs;  // batch size, oldest task's wait
+  absl::Notification ran;
+  BatchScheduler::Options options;
+  options.threads = 1;
+  options.max_batch = 8;
+  options.max_queue_delay = delay;
+  BatchScheduler scheduler(options, [&](absl::Span<BatchScheduler::Task* const> batch, Workspace&) {
+    const absl::Duration waited = absl::Now() - batch.front()->enqueued;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      runs.emplace_back(batch.size(), waited);
+    }
+    for (auto* t : batch) delete t;
+    ran.Notify();
+  });
+  int key = 0;
+  for (int i = 0; i < 3; ++i) {
+    auto* t = new TestTask;
+    t->key = &key;
+    scheduler.Enqueue(t);
+  }
+  ASSERT_TRUE(ran.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(scheduler.WaitIdle(absl::Now() + absl::Seconds(60)));
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(runs.size(), 1u) << "the tasks were not held for one batch";
+  EXPECT_EQ(runs[0].first, 3u);
+  EXPECT_GE(runs[0].second, delay) << "a partial batch was dispatched before the delay ran out";
+}
+
+// With no delay a lone task is dispatched at once, without waiting for company.
+TEST(BatchSchedulerTest, NoQueueDelayDispatchesALoneTask) {
+  absl::Notification ran;
+  BatchScheduler::Options options;
+  options.threads = 1;
+  options.max_batch = 8;
+  BatchScheduler scheduler(options, [&](absl::Span<BatchScheduler::Task* const> batch, Workspace&) {
+    for (auto* t : batch) delete t;
+    ran.Notify();
+  });
+  int key = 0;
+  auto* t = new TestTask;
+  t->key = &key;
+  scheduler.Enqueue(t);
+  // Bounded only so that a scheduler that holds the task fails instead of hanging.
+  EXPECT_TRUE(ran.WaitForNotificationWithTimeout(absl::Seconds(60)));
+}
+
 BatchScheduler::Options SplitOptions(int threads, int max_batch, int min_split_batch) {
   BatchScheduler::Options options;
   options.threads = threads;

@@ -3,7 +3,9 @@
 // the parity suite).
 #include "core/serving/serving_core.h"
 
+#include <cmath>
 #include <future>
+#include <limits>
 #include <random>
 
 #include "gmock/gmock.h"
@@ -23,10 +25,17 @@ Tensor Slice(const Tensor& t, int64_t begin, int64_t end) {
   return Tensor(shape, std::vector<float>(t.values.begin() + begin * row, t.values.begin() + end * row));
 }
 
+// The largest |a - b|; infinity when the sizes differ or any difference is NaN (a NaN or an
+// infinity on either side), so such outputs never pass an EXPECT_LT.
 float MaxAbsDiff(absl::Span<const float> a, absl::Span<const float> b) {
   EXPECT_EQ(a.size(), b.size());
+  if (a.size() != b.size()) return std::numeric_limits<float>::infinity();
   float m = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+  for (size_t i = 0; i < a.size(); ++i) {
+    const float d = std::abs(a[i] - b[i]);
+    if (std::isnan(d)) return std::numeric_limits<float>::infinity();
+    m = std::max(m, d);
+  }
   return m;
 }
 
@@ -184,7 +193,12 @@ TEST_F(ServingCoreTest, BidirectionalBuffersUntilEnd) {
 // Many sessions submitted at once, each with several queued chunks: every session's chunks are
 // applied in order, batches form, and each result equals its own sequence's.
 TEST_F(ServingCoreTest, ConcurrentSessionsStayExactAndOrdered) {
-  MakeCore();
+  ServingOptions options;
+  // Holds the first partial batch long enough for every session's first chunk to join it, so
+  // that batches form however the threads are scheduled (eager dispatch could run each chunk
+  // alone on a loaded machine).
+  options.max_queue_delay = absl::Milliseconds(50);
+  MakeCore(options);
   const int kSessions = 40, kChunks = 5, kSteps = 3;
   std::vector<Tensor> inputs;
   std::vector<std::string> ids;
@@ -311,6 +325,25 @@ TEST_F(ServingCoreTest, TombstonesTellClosedFromExpiredFromUnknown) {
   EXPECT_EQ(observer_.ended[static_cast<int>(SessionEndReason::kClosed)].load(), 1);
 }
 
+// Only the newest max_tombstones ended ids are remembered: older ones become unknown.
+TEST_F(ServingCoreTest, TombstonesArePrunedOldestFirst) {
+  ServingOptions options;
+  options.max_tombstones = 2;
+  options.session_idle_timeout = absl::Hours(1);
+  MakeCore(options);
+  for (const char* id : {"first", "second", "third"}) {
+    ASSERT_TRUE(Start(id).status.ok());
+    if (std::string(id) != "third") ASSERT_TRUE(core_->CloseSession(id).ok());
+  }
+  ASSERT_EQ(core_->ReapIdleSessions(absl::Now() + absl::Hours(2)), 1);  // "third" expires
+  EXPECT_THAT(core_->GetSession("first", false).status().message(),
+              HasSubstr("unknown session 'first'"));
+  EXPECT_THAT(core_->GetSession("second", false).status().message(), HasSubstr("was closed"));
+  EXPECT_THAT(core_->GetSession("third", false).status().message(), HasSubstr("expired"));
+  // A pruned id may be started again like any unknown one.
+  EXPECT_TRUE(Start("first").status.ok());
+}
+
 TEST_F(ServingCoreTest, StateBudgetEvictsIdleSessionsOrRefuses) {
   ServingOptions options;
   // Room for two sessions of N=1: 2 buffers * L(2) * H(5) * 4 bytes = 80 bytes each.
@@ -372,6 +405,21 @@ TEST_F(ServingCoreTest, DrainingRefusesNewWorkButFinishesSessions) {
   core_->EndAllSessions();
   EXPECT_EQ(core_->session_count(), 0);
   EXPECT_EQ(observer_.ended[static_cast<int>(SessionEndReason::kShutdown)].load(), 1);
+}
+
+TEST_F(ServingCoreTest, ForwardRefusesNonFiniteH0) {
+  MakeCore();
+  for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    Tensor h0 = Random({2, 3, 5}, 11);
+    h0.values[7] = bad;
+    std::promise<absl::StatusOr<ForwardResult>> promise;
+    core_->Forward("m", Random({5, 3, 4}, 10), h0,
+                   [&](absl::StatusOr<ForwardResult> r) { promise.set_value(std::move(r)); });
+    auto got = promise.get_future().get();
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(got.status().message(), HasSubstr("h_0 holds a non-finite value"));
+    EXPECT_THAT(got.status().message(), HasSubstr("at flat index 7"));
+  }
 }
 
 TEST_F(ServingCoreTest, ForwardMatchesEngine) {

@@ -1,0 +1,183 @@
+#include "core/serving/chunk_batch.h"
+
+#include "absl/strings/str_cat.h"
+#include "base/log.h"
+
+namespace rnnserve {
+
+void ChunkBatch::Run(std::vector<ChunkTask*>& tasks, Workspace& workspace) {
+  table_.BeginBatch(tasks);
+  Compute(tasks, workspace);
+  Finish(tasks);
+}
+
+bool ChunkBatch::Prepare(ChunkTask* task) {
+  Session& session = *task->session;
+  Session::Work& work = session.work;
+  const ChunkTask::Seen& seen = task->seen;
+  const ChunkRequest& req = task->request;
+  ChunkResult& result = task->result;
+  const RnnModel& model = *session.model->model;
+  const RnnConfig& config = model.config();
+  auto fail = [&](absl::Status status) {
+    result.status = std::move(status);
+    return false;
+  };
+  if (!req.decode_error.ok()) return fail(req.decode_error);
+  // Closed by CloseSession after this chunk left the session's queue.
+  if (seen.ended) return fail(table_.UnknownSessionError(session.id));
+  if (req.chunk_index.has_value()) {
+    const uint64_t index = *req.chunk_index;
+    if (index < seen.next_chunk_index) {
+      // A retry of a chunk already applied: acknowledge, never apply twice.
+      result.duplicate = true;
+      if (work.last_index == index && work.last_output.has_value()) {
+        result.output = work.last_output;
+      }
+      return false;
+    }
+    if (index > seen.next_chunk_index) {
+      return fail(absl::FailedPreconditionError(absl::StrCat(
+          "chunk_index ", index, " skips ahead: session '", session.id, "' expects chunk_index ",
+          seen.next_chunk_index, " next; resend the missing chunks first")));
+    }
+  }
+  if (!req.input.has_value()) {
+    // Start-only or end-only; a bidirectional session computes its buffer at the end.
+    if (config.bidirectional && req.end && work.buffered_steps > 0) {
+      task->compute = true;
+      task->steps = work.buffered_steps;
+      task->batch = seen.batch;
+      task->batched = !seen.unbatched;
+      task->input_time_major = work.buffered.data();
+    }
+    return task->compute;
+  }
+  const TensorBytes& input = *req.input;
+  absl::StatusOr<InputDims> dims = model.CheckShapes(input.shape, nullptr);
+  if (!dims.ok()) return fail(dims.status());
+  if (!input.consistent()) {
+    return fail(absl::InvalidArgumentError("input value count does not match its shape"));
+  }
+  if (absl::Status finite = CheckFinite(input.values(), "input", options_); !finite.ok()) {
+    return fail(finite);
+  }
+  if (dims->batch < 1) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "a session needs a batch of at least one sequence; input has shape ",
+        ShapeToString(input.shape))));
+  }
+  if (seen.batch == 0) {
+    // The first chunk fixes the batch size and allocates the state.
+    absl::Status allocated = table_.AllocateState(task, dims->batch, !dims->batched, events_);
+    if (!allocated.ok()) return fail(allocated);
+  } else if (seen.unbatched == dims->batched) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "session '", session.id, "' takes ", seen.unbatched ? "unbatched 2-D" : "batched 3-D",
+        " input, as its first chunk or h_0 did; this chunk has shape ",
+        ShapeToString(input.shape))));
+  } else if (seen.batch != dims->batch) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "batch size must stay the same within a session: session '", session.id,
+        "' has N=", seen.batch, ", this chunk has N=", dims->batch, " (shape ",
+        ShapeToString(input.shape), ")")));
+  }
+  task->steps = dims->steps;
+  task->batch = dims->batch;
+  task->batched = dims->batched;
+  task->input_time_major = input.data();
+  if (config.NeedsTimeMajorConversion(dims->batched)) {
+    task->transposed_input.resize(input.num_elements());
+    config.InputToTimeMajor(input.data(), dims->steps, dims->batch,
+                            task->transposed_input.data());
+    task->input_time_major = task->transposed_input.data();
+  }
+  if (config.bidirectional) {
+    // The reverse direction needs the whole sequence: buffer until `end`.
+    work.buffered.insert(work.buffered.end(), task->input_time_major,
+                         task->input_time_major + input.num_elements());
+    work.buffered_steps += dims->steps;
+    if (!req.end) return false;
+    task->steps = work.buffered_steps;
+    task->input_time_major = work.buffered.data();
+  }
+  task->compute = true;
+  return true;
+}
+
+void ChunkBatch::Compute(std::vector<ChunkTask*>& tasks, Workspace& workspace) {
+  std::vector<StreamChunk> batch;
+  batch.reserve(tasks.size());
+  const ServedModel* served = tasks.front()->session->model;
+  const RnnModel& model = *served->model;
+  const RnnConfig& config = model.config();
+  for (ChunkTask* task : tasks) {
+    if (!Prepare(task)) continue;
+    Session::Work& work = task->session->work;
+    const float* state_in = work.state[task->seen.current].data();
+    float* state_out = work.state[1 - task->seen.current].data();
+    // The engine writes the output where the response takes it from, except batch_first
+    // output, which is converted there afterwards.
+    task->result.output =
+        TensorBytes::Zeros(config.OutputShape(task->steps, task->batch, task->batched));
+    float* output = task->result.output->data();
+    if (config.NeedsTimeMajorConversion(task->batched)) {
+      task->output_time_major.resize(model.OutputSize(task->steps, task->batch));
+      output = task->output_time_major.data();
+    }
+    if (config.bidirectional) {
+      model.ForwardTimeMajor(task->input_time_major, task->steps, task->batch, state_in, output,
+                             state_out, workspace);
+      observer_.BatchRun(served->name, 1);
+    } else {
+      batch.push_back(StreamChunk{task->input_time_major, task->steps, task->batch, state_in,
+                                  state_out, output});
+    }
+  }
+  if (!batch.empty()) {
+    // Shapes were checked per chunk above, so the batched step cannot fail.
+    absl::Status status = model.StepBatch(batch, &workspace);
+    if (!status.ok()) LogError("StepBatch failed: ", status.ToString());
+    observer_.BatchRun(served->name, static_cast<int64_t>(batch.size()));
+  }
+  for (ChunkTask* task : tasks) {
+    if (!task->compute || task->output_time_major.empty()) continue;
+    config.OutputFromTimeMajor(task->output_time_major.data(), task->steps, task->batch,
+                               task->result.output->data());
+  }
+}
+
+void ChunkBatch::Finish(std::vector<ChunkTask*>& tasks) {
+  const std::vector<std::shared_ptr<Session>> handoff = table_.CompleteBatch(tasks, events_);
+  // This worker still owns each session's work fields and state (see session.h): finish the
+  // results without the table's lock.
+  for (ChunkTask* task : tasks) {
+    Session::Work& work = task->session->work;
+    ChunkResult& result = task->result;
+    if (result.status.ok() && !result.duplicate) {
+      if (task->request.chunk_index.has_value() && result.output.has_value()) {
+        // Kept for a replay of this chunk; reuses the previous copy's buffer.
+        work.last_index = task->request.chunk_index;
+        if (!work.last_output.has_value()) work.last_output.emplace();
+        work.last_output->shape = result.output->shape;
+        work.last_output->bytes.assign(result.output->bytes);
+      } else {
+        work.last_index.reset();
+        work.last_output.reset();
+      }
+    }
+    if (task->report_state != nullptr) {
+      const RnnConfig& config = task->session->model->model->config();
+      result.h_n = TensorBytes::Copy(config.StateShape(task->seen.batch, !task->seen.unbatched),
+                                     task->report_state);
+    }
+  }
+  // Answer first, and only then let the sessions' next chunks run: otherwise a fast next
+  // chunk on another worker could be answered before this one.
+  for (ChunkTask* task : tasks) AnswerChunk(task, observer_);
+  table_.Publish(events_);
+  if (handoff.empty()) return;
+  scheduler_.EnqueueAll(table_.Handoff(handoff));
+}
+
+}  // namespace rnnserve

@@ -1,0 +1,19 @@
+#include "core/serving/session.h"
+
+#include "base/log.h"
+
+namespace rnnserve {
+
+void AnswerChunk(ChunkTask* task, ServingObserver& observer) {
+  std::unique_ptr<ChunkTask> owned(task);
+  if (task->result.status.ok()) {
+    observer.ChunkDone(task->session->model->name, task->dispatched - task->submitted,
+                       absl::Now() - task->submitted,
+                       task->compute ? task->steps * task->batch : 0);
+  } else {
+    LogInfo("session ", task->session->id, " request failed: ", task->result.status.ToString());
+  }
+  task->done(std::move(task->result));
+}
+
+}  // namespace rnnserve

@@ -1,0 +1,123 @@
+// Session: one streamed session's state, and ChunkTask: one of its requests on its way through
+// the session's queue, the scheduler and a batch. AnswerChunk answers and frees a ChunkTask.
+//
+// Not thread-safe by itself. A Session's fields are split by owner:
+//  - immutable after construction: id, model, created;
+//  - guarded by the SessionTable's lock (`mu` refers to it): the bookkeeping every thread may
+//    read (phase, counters, the queue of waiting chunks);
+//  - `work`: owned by the worker running the session's in-flight chunk (phase != kIdle), and
+//    before the first chunk by the thread that creates the session. Ownership passes from one
+//    worker to the next when CompleteBatch/Handoff sets the phase under the table's lock and
+//    the next chunk goes through the scheduler's lock, which orders the two workers' accesses.
+// The two state buffers are the one exception to that split: state[current] is stable and may
+// be read by anyone holding the table's lock (snapshots); the worker writes only
+// state[1 - current] and flips `current` under the lock when its chunk completes.
+//
+// Ownership: sessions are shared (the table, queued tasks and the running batch hold them). A
+// ChunkTask is owned by whoever holds it: the session's `pending` queue, the scheduler, the
+// batch, and finally AnswerChunk, which deletes it.
+#ifndef RNNSERVE_CORE_SERVING_SESSION_H_
+#define RNNSERVE_CORE_SERVING_SESSION_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "base/tensor.h"
+#include "core/serving/batch_scheduler.h"
+#include "core/serving/model_registry.h"
+#include "core/serving/serving_observer.h"
+#include "core/serving/serving_types.h"
+
+namespace rnnserve {
+
+struct ChunkTask;
+
+struct Session {
+  // Where the session's in-flight chunk is; a session has one at most.
+  enum class Phase {
+    kIdle,       // no chunk queued or running: may be expired or evicted
+    kScheduled,  // a chunk is queued in the scheduler or computing
+    kAnswering,  // its chunk is computed and being answered: may be ended, not yet run again
+  };
+
+  Session(std::string id, const ServedModel* model, absl::Time created, absl::Mutex& table_mu)
+      : id(std::move(id)), model(model), created(created), mu(table_mu), last_used(created) {}
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  const std::string id;
+  const ServedModel* const model;
+  const absl::Time created;
+  // The SessionTable's lock. Code holding it names it for the analysis with mu.AssertHeld().
+  absl::Mutex& mu;
+
+  // State below is protected by mu.
+  absl::Time last_used ABSL_GUARDED_BY(mu);
+  int64_t steps_seen ABSL_GUARDED_BY(mu) = 0;
+  uint64_t next_chunk_index ABSL_GUARDED_BY(mu) = 0;
+  int64_t batch ABSL_GUARDED_BY(mu) = 0;  // N; 0 until the first chunk or h_0 fixes it
+  bool unbatched ABSL_GUARDED_BY(mu) = false;
+  int64_t state_bytes ABSL_GUARDED_BY(mu) = 0;
+  Phase phase ABSL_GUARDED_BY(mu) = Phase::kIdle;
+  bool ended ABSL_GUARDED_BY(mu) = false;  // removed from the table; queued chunks answered
+  // Chunks waiting behind the in-flight one; short (usually empty), empty costs no allocation.
+  absl::InlinedVector<ChunkTask*, 2> pending ABSL_GUARDED_BY(mu);
+  int current ABSL_GUARDED_BY(mu) = 0;  // which of work.state holds h_n
+  int64_t buffered_steps ABSL_GUARDED_BY(mu) = 0;  // work.buffered_steps, as last published
+
+  // Owned by the worker running the in-flight chunk (see above).
+  struct Work {
+    std::vector<float> state[2];  // (L*D, N, H) each
+    std::vector<float> buffered;  // bidirectional: time-major (T, N, C) input awaiting `end`
+    int64_t buffered_steps = 0;
+    std::optional<uint64_t> last_index;  // chunk_index of the last applied chunk, for replays
+    std::optional<TensorBytes> last_output;
+  } work;
+};
+
+struct ChunkTask : BatchScheduler::Task {
+  ChunkRequest request;
+  ChunkCallback done;
+  std::shared_ptr<Session> session;
+  absl::Time submitted;
+  absl::Time dispatched;
+  ChunkResult result;
+
+  // The session's guarded fields this chunk's worker needs, copied under the table's lock when
+  // the batch begins (SessionTable::BeginBatch); the worker owns them from then on.
+  struct Seen {
+    bool ended = false;  // closed after this chunk left the session's queue
+    int64_t batch = 0;
+    bool unbatched = false;
+    uint64_t next_chunk_index = 0;
+    int current = 0;
+  } seen;
+
+  // Set while the batch prepares the chunk, for chunks that compute.
+  bool compute = false;
+  int64_t steps = 0;
+  int64_t batch = 0;
+  bool batched = true;
+  const float* input_time_major = nullptr;
+  std::vector<float> transposed_input;  // batch_first input packed time-major
+  // batch_first output as the engine writes it, (T, N, D*H); other layouts are written straight
+  // into result.output.
+  std::vector<float> output_time_major;
+  // Set when the batch completes: h_n goes into the result, from this buffer (work.state).
+  const float* report_state = nullptr;
+};
+
+// Reports the task to the observer (or logs its failure), calls `done` with its result and
+// deletes it. Call with no lock held.
+void AnswerChunk(ChunkTask* task, ServingObserver& observer);
+
+}  // namespace rnnserve
+
+#endif  // RNNSERVE_CORE_SERVING_SESSION_H_
