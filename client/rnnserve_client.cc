@@ -7,6 +7,7 @@
 #include "proto/status_codec.h"
 
 namespace rnnserve {
+namespace client {
 
 namespace {
 
@@ -237,4 +238,5 @@ absl::Status StreamChannel::Finish() {
   return *final_status_;
 }
 
+}  // namespace client
 }  // namespace rnnserve
