@@ -18,8 +18,8 @@ absl::Status Commands::Bench(const std::string& model, bool* failed) {
   ASSIGN_OR_RETURN(v1::ModelInfo info, client_->GetModel(model));
   ASSIGN_OR_RETURN(const client::StreamBenchOptions bench, ToStreamBenchOptions(options_, model));
   const int64_t c = info.config().input_size();
-  const Shape chunk_shape = info.config().batch_first() ? Shape{1, bench.chunk_steps, c}
-                                                        : Shape{bench.chunk_steps, 1, c};
+  const Shape chunk_shape =
+      info.config().batch_first() ? Shape{1, bench.chunk_steps, c} : Shape{bench.chunk_steps, 1, c};
   const int64_t num_channels = options_.channels;
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   for (int64_t i = 0; i < num_channels; ++i) {
@@ -46,8 +46,8 @@ absl::Status Commands::Bench(const std::string& model, bool* failed) {
     const double rate = dt > 0 ? static_cast<double>(p.chunks - last_chunks) / dt : 0;
     *err_ << absl::StrFormat(
         "[%5.1fs] chunks %d  %.0f chunks/s  %.0f timesteps/s  live sessions %d  errors %d\n",
-        p.elapsed_s, p.chunks, rate, rate * static_cast<double>(bench.chunk_steps),
-        p.live_sessions, p.errors);
+        p.elapsed_s, p.chunks, rate, rate * static_cast<double>(bench.chunk_steps), p.live_sessions,
+        p.errors);
     last_chunks = p.chunks;
     last_elapsed = p.elapsed_s;
   };

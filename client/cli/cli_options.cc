@@ -15,8 +15,7 @@ namespace cli {
 client::ClientOptions ToClientOptions(const CliOptions& options) {
   client::ClientOptions out;
   out.encoding = options.raw ? TensorEncoding::kRaw : TensorEncoding::kValues;
-  out.timeout =
-      options.timeout_s > 0 ? absl::Seconds(options.timeout_s) : absl::InfiniteDuration();
+  out.timeout = options.timeout_s > 0 ? absl::Seconds(options.timeout_s) : absl::InfiniteDuration();
   return out;
 }
 

@@ -24,25 +24,25 @@ struct CliOptions {
   bool raw = true;                         // tensors as raw bytes; false: repeated float values
   double timeout_s = 30;                   // deadline of each unary call; 0 for none
   // forward/stream
-  std::string input;                       // input .npy file
-  std::string shape;                       // forward: shape of a random input, e.g. "5,2,100"
-  uint64_t seed = 0;                       // seed of the random input
-  std::string h0;                          // initial state .npy file
-  std::string save_output;                 // write the output (stream: all chunks joined) here
-  std::string save_h_n;                    // write the final h_n here (session too)
+  std::string input;        // input .npy file
+  std::string shape;        // forward: shape of a random input, e.g. "5,2,100"
+  uint64_t seed = 0;        // seed of the random input
+  std::string h0;           // initial state .npy file
+  std::string save_output;  // write the output (stream: all chunks joined) here
+  std::string save_h_n;     // write the final h_n here (session too)
   // stream
-  int64_t chunk_steps = 10;                // timesteps per chunk (bench too)
-  int64_t steps = 20;                      // timesteps of the random input
-  int64_t batch = 1;                       // batch of the random input; 0 for unbatched
-  std::string session_id;                  // continue this session instead of starting one
-  bool end = false;                        // close the session with the last chunk
-  bool omit_state = false;                 // leave h_n out of responses (bench too)
+  int64_t chunk_steps = 10;  // timesteps per chunk (bench too)
+  int64_t steps = 20;        // timesteps of the random input
+  int64_t batch = 1;         // batch of the random input; 0 for unbatched
+  std::string session_id;    // continue this session instead of starting one
+  bool end = false;          // close the session with the last chunk
+  bool omit_state = false;   // leave h_n out of responses (bench too)
   // bench
-  int64_t sessions = 64;                   // concurrent sessions
-  int64_t streams = 0;                     // gRPC streams they share; 0: min(sessions, 64)
-  int64_t channels = 1;                    // gRPC channels (TCP connections)
-  double duration_s = 10;                  // seconds of sending
-  int64_t max_chunks = 0;                  // chunks per session before it ends; 0: no limit
+  int64_t sessions = 64;   // concurrent sessions
+  int64_t streams = 0;     // gRPC streams they share; 0: min(sessions, 64)
+  int64_t channels = 1;    // gRPC channels (TCP connections)
+  double duration_s = 10;  // seconds of sending
+  int64_t max_chunks = 0;  // chunks per session before it ends; 0: no limit
 };
 
 // The C++ client's options: tensor encoding from `raw`, deadline from `timeout_s`.

@@ -100,9 +100,9 @@ absl::Status Commands::Stream(const std::string& model) {
   if (!options_.input.empty()) {
     ASSIGN_OR_RETURN(input, ReadNpy(options_.input));
     if (input.dim() != 2 && input.dim() != 3) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--input has shape ", ShapeToString(input.shape), "; model ", model,
-                       " takes ", info.input_layout(), " or (T, C)"));
+      return absl::InvalidArgumentError(absl::StrCat("--input has shape ",
+                                                     ShapeToString(input.shape), "; model ", model,
+                                                     " takes ", info.input_layout(), " or (T, C)"));
     }
   } else {
     ASSIGN_OR_RETURN(Shape shape,
@@ -137,9 +137,8 @@ absl::Status Commands::Stream(const std::string& model) {
     if (r->output.num_elements() > 0) outputs.push_back(r->output);
     if (r->h_n) last_h_n = r->h_n;
     if (options_.json) {
-      Json j{{"chunk", index},           {"session_id", r->session_id},
-             {"first_step", at},         {"steps", len},
-             {"steps_seen", r->steps_seen}, {"ended", r->ended}};
+      Json j{{"chunk", index}, {"session_id", r->session_id}, {"first_step", at},
+             {"steps", len},   {"steps_seen", r->steps_seen}, {"ended", r->ended}};
       j["output"] = r->output.shape.empty() ? Json(nullptr) : TensorJson(r->output);
       j["h_n"] = r->h_n ? TensorJson(*r->h_n) : Json(nullptr);
       *out_ << j.dump() << "\n";
@@ -198,8 +197,7 @@ absl::Status Commands::Session(const std::string& verb, const std::string& id) {
         << "next_chunk   " << i.next_chunk_index() << "\n"
         << "batch_size   " << i.batch_size() << (i.unbatched() ? " (unbatched)" : "") << "\n"
         << "created      " << absl::FormatTime(absl::FromUnixMillis(i.created_unix_ms())) << "\n"
-        << "last_used    " << absl::FormatTime(absl::FromUnixMillis(i.last_used_unix_ms()))
-        << "\n"
+        << "last_used    " << absl::FormatTime(absl::FromUnixMillis(i.last_used_unix_ms())) << "\n"
         << "expires_in   " << absl::FormatDuration(absl::Milliseconds(i.expires_in_ms())) << "\n"
         << "state_bytes  " << i.state_bytes() << "\n";
   if (i.buffered_steps() > 0) *out_ << "buffered     " << i.buffered_steps() << " steps\n";
@@ -224,7 +222,9 @@ CommandError Dispatch(const std::vector<std::string>& args, Commands& commands, 
   if (args.empty()) return Usage("no subcommand");
   const std::string& cmd = args[0];
   auto arity = [&](size_t n) { return args.size() == n; };
-  auto usage = [](const char* form) { return Usage(absl::StrCat("usage: rnnserve-client ", form)); };
+  auto usage = [](const char* form) {
+    return Usage(absl::StrCat("usage: rnnserve-client ", form));
+  };
   if (cmd == "models") {
     if (!arity(1)) return usage("models");
     return {commands.Models()};

@@ -206,8 +206,8 @@ TEST_F(ClientTorchTest, ChunkedStreamMatchesTorch) {
       // Raw: about three chunks; values: chunks of 2 steps, so both splits are covered.
       const int64_t chunk_steps =
           encoding == TensorEncoding::kRaw ? std::max<int64_t>(1, (c.steps() + 2) / 3) : 2;
-      SCOPED_TRACE(absl::StrCat(c.name, ", ", EncodingName(encoding), ", chunks of ",
-                                chunk_steps, " of ", c.steps(), " steps"));
+      SCOPED_TRACE(absl::StrCat(c.name, ", ", EncodingName(encoding), ", chunks of ", chunk_steps,
+                                " of ", c.steps(), " steps"));
       std::string session_id;
       std::vector<Tensor> outputs;
       client::ChunkResult last;
@@ -228,8 +228,7 @@ TEST_F(ClientTorchTest, ChunkedStreamMatchesTorch) {
             EXPECT_TRUE(r->output.shape.empty()) << "a bidirectional answer before end";
           }
         } else {
-          EXPECT_TORCH("chunk output", r->output,
-                       Slice(c.output, c.time_axis(), at, len).value());
+          EXPECT_TORCH("chunk output", r->output, Slice(c.output, c.time_axis(), at, len).value());
         }
         if (r->output.num_elements() > 0) outputs.push_back(r->output);
         last = *std::move(r);

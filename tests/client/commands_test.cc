@@ -44,6 +44,13 @@ struct CliRun {
   }
 };
 
+// Expects a failed command (exit 1) reporting `code` with `text` in its message.
+void ExpectFailure(const CliRun& run, const std::string& code, const std::string& text) {
+  EXPECT_EQ(run.exit_status, kExitFailed) << run.out;
+  EXPECT_THAT(run.err, StartsWith(absl::StrCat("rnnserve-client: ", code, ": ")));
+  EXPECT_THAT(run.err, HasSubstr(text));
+}
+
 double MaxAbsDiff(const Tensor& a, const Tensor& b) {
   if (a.shape != b.shape) return INFINITY;
   double worst = 0;
@@ -133,10 +140,7 @@ TEST_F(CommandsTest, InfoTextAndJson) {
   EXPECT_EQ(info["parameters"][0]["name"], "weight_ih_l0");
   EXPECT_EQ(info["parameters"][0]["shape"], Json::parse("[10, 100]"));
 
-  run = Run({"info", "nope"});
-  EXPECT_EQ(run.exit_status, kExitFailed);
-  EXPECT_THAT(run.err, StartsWith("rnnserve-client: NOT_FOUND: "));
-  EXPECT_THAT(run.err, HasSubstr("nope"));
+  ExpectFailure(Run({"info", "nope"}), "NOT_FOUND", "nope");
 }
 
 TEST_F(CommandsTest, ForwardSavesAndPrintsWhatTheClientComputes) {
@@ -183,20 +187,13 @@ TEST_F(CommandsTest, ForwardRandomInputAndItsErrors) {
   EXPECT_EQ(run.err,
             "rnnserve-client: INVALID_ARGUMENT: forward needs --input FILE.npy or --shape T,N,C\n");
   options_.shape = "5,x";
-  run = Run({"forward", "demo"});
-  EXPECT_EQ(run.exit_status, kExitFailed);
-  EXPECT_THAT(run.err, HasSubstr("is not a list of sizes"));
+  ExpectFailure(Run({"forward", "demo"}), "INVALID_ARGUMENT", "is not a list of sizes");
   // The server's refusal comes back with its code.
   options_.shape = "3,2,7";
-  run = Run({"forward", "demo"});
-  EXPECT_EQ(run.exit_status, kExitFailed);
-  EXPECT_THAT(run.err, StartsWith("rnnserve-client: INVALID_ARGUMENT: "));
+  ExpectFailure(Run({"forward", "demo"}), "INVALID_ARGUMENT", "Expected 100, got 7");
   options_.shape = "";
   options_.input = Path("missing.npy");
-  run = Run({"forward", "demo"});
-  EXPECT_EQ(run.exit_status, kExitFailed);
-  EXPECT_THAT(run.err, StartsWith("rnnserve-client: NOT_FOUND: "));
-  EXPECT_THAT(run.err, HasSubstr("missing.npy"));
+  ExpectFailure(Run({"forward", "demo"}), "NOT_FOUND", "missing.npy");
 }
 
 TEST_F(CommandsTest, StreamChunksEqualForwardAndSessionsContinue) {
@@ -257,9 +254,7 @@ TEST_F(CommandsTest, StreamChunksEqualForwardAndSessionsContinue) {
   // --save_h_n: the closed session's final state, as `session get` showed it.
   EXPECT_EQ(TensorJson(ReadNpy(Path("h_n.npy")).value()), session["h_n"]);
 
-  run = Run({"session", "get", id});
-  EXPECT_EQ(run.exit_status, kExitFailed);
-  EXPECT_THAT(run.err, HasSubstr(id));
+  ExpectFailure(Run({"session", "get", id}), "NOT_FOUND", id);
 }
 
 TEST_F(CommandsTest, StreamTextEndsTheSessionWithEnd) {
@@ -277,46 +272,43 @@ TEST_F(CommandsTest, StreamTextEndsTheSessionWithEnd) {
 
 TEST_F(CommandsTest, StreamOptionErrors) {
   options_.chunk_steps = 0;
-  CliRun run = Run({"stream", "demo"});
-  EXPECT_EQ(run.exit_status, kExitFailed);
-  EXPECT_THAT(run.err, HasSubstr("--chunk_steps must be >= 1"));
+  ExpectFailure(Run({"stream", "demo"}), "INVALID_ARGUMENT", "--chunk_steps must be >= 1");
 
   options_.chunk_steps = 2;
   options_.h0 = Path("h0.npy");
   ASSERT_TRUE(WriteNpy(options_.h0, Random({2, 1, 10}, 1)).ok());
   options_.session_id = "some";
-  run = Run({"stream", "demo"});
-  EXPECT_EQ(run.exit_status, kExitFailed);
-  EXPECT_THAT(run.err, HasSubstr("cannot be combined with --session_id"));
+  ExpectFailure(Run({"stream", "demo"}), "INVALID_ARGUMENT",
+                "cannot be combined with --session_id");
 
   options_.h0 = "";
   options_.session_id = "";
   options_.input = Path("x.npy");
   ASSERT_TRUE(WriteNpy(options_.input, Random({100}, 1)).ok());
-  run = Run({"stream", "demo"});
-  EXPECT_EQ(run.exit_status, kExitFailed);
-  EXPECT_THAT(run.err, HasSubstr("--input has shape (100,); model demo takes (T, N, C) or (T, C)"));
+  ExpectFailure(Run({"stream", "demo"}), "INVALID_ARGUMENT",
+                "--input has shape (100,); model demo takes (T, N, C) or (T, C)");
 
   // A chunk the server refuses names the chunk.
   options_.input = "";
   options_.session_id = "no-such-session";
-  run = Run({"stream", "demo"});
-  EXPECT_EQ(run.exit_status, kExitFailed);
-  EXPECT_THAT(run.err, HasSubstr(": chunk 0: "));
+  ExpectFailure(Run({"stream", "demo"}), "NOT_FOUND", "chunk 0: ");
 }
 
 TEST_F(CommandsTest, UsageErrorsExitTwo) {
   for (const std::vector<std::string>& args :
-       std::vector<std::vector<std::string>>{{}, {"bogus"}, {"info"}, {"models", "x"},
-                                             {"forward"}, {"session", "get"}, {"bench", "a", "b"}}) {
+       std::vector<std::vector<std::string>>{{},
+                                             {"bogus"},
+                                             {"info"},
+                                             {"models", "x"},
+                                             {"forward"},
+                                             {"session", "get"},
+                                             {"bench", "a", "b"}}) {
     CliRun run = Run(args);
     EXPECT_EQ(run.exit_status, kExitUsageError) << absl::StrJoin(args, " ");
     EXPECT_THAT(run.err, HasSubstr("(see --help)")) << absl::StrJoin(args, " ");
     EXPECT_TRUE(run.out.empty());
   }
-  CliRun run = Run({"session", "frob", "x"});
-  EXPECT_EQ(run.exit_status, kExitFailed);
-  EXPECT_THAT(run.err, HasSubstr("unknown `session frob`"));
+  ExpectFailure(Run({"session", "frob", "x"}), "INVALID_ARGUMENT", "unknown `session frob`");
 }
 
 TEST_F(CommandsTest, BenchCountsChunksAndEndsItsSessions) {
@@ -336,9 +328,7 @@ TEST_F(CommandsTest, BenchCountsChunksAndEndsItsSessions) {
   EXPECT_THAT(run.err, StartsWith("bench: model demo, 3 sessions over 3 streams and 1 channel(s)"));
 
   options_.channels = 0;
-  run = Run({"bench", "demo"});
-  EXPECT_EQ(run.exit_status, kExitFailed);
-  EXPECT_THAT(run.err, HasSubstr("--channels must be >= 1"));
+  ExpectFailure(Run({"bench", "demo"}), "INVALID_ARGUMENT", "--channels must be >= 1");
 }
 
 }  // namespace

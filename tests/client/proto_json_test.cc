@@ -83,10 +83,25 @@ class ProtoJsonTest : public ::testing::Test {
 
 TEST_F(ProtoJsonTest, EveryFieldKind) {
   const Json j = Parse(R"pb(
-    i32: -5 i64: -9007199254740993 u32: 4000000000 u64: 18446744073709551615
-    d: 0.1 f: 0.1 b: true s: "héllo" by: "\000\377ab" e: KIND_ONE m { x: 3 }
-    ri64: [1, -2] rf: [0.5, 1e-7] rs: ["a", "b"] re: [KIND_ONE, KIND_ZERO]
-    rm { x: 1 } rm {} sint: -7 fix: 12345678901234
+    i32: -5
+    i64: -9007199254740993
+    u32: 4000000000
+    u64: 18446744073709551615
+    d: 0.1
+    f: 0.1
+    b: true
+    s: "héllo"
+    by: "\000\377ab"
+    e: KIND_ONE
+    m { x: 3 }
+    ri64: [ 1, -2 ]
+    rf: [ 0.5, 1e-7 ]
+    rs: [ "a", "b" ]
+    re: [ KIND_ONE, KIND_ZERO ]
+    rm { x: 1 }
+    rm {}
+    sint: -7
+    fix: 12345678901234
   )pb");
   EXPECT_EQ(j["i32"], -5);
   // 64-bit integers are exact JSON numbers, not strings as in protobuf's own JSON.
