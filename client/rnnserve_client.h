@@ -1,10 +1,10 @@
 // C++ client library for rnnserve's gRPC API (rnnserve.v1.RnnService).
 //
 // RnnServeClient wraps the generated stub with blocking calls that return absl::Status /
-// StatusOr and core Tensors; StreamChannel drives one bidirectional Stream call synchronously
+// StatusOr and base/tensor.h Tensors; StreamChannel drives one bidirectional Stream call synchronously
 // (send a request, read its response), carrying one or many sessions.
 //
-//   RnnServeClient client("127.0.0.1:50051");
+//   rnnserve::client::RnnServeClient client("127.0.0.1:50051");
 //   ASSIGN_OR_RETURN(ForwardResult r, client.Forward("demo", input));
 //   ASSIGN_OR_RETURN(std::unique_ptr<StreamChannel> stream, client.OpenStream());
 //   ASSIGN_OR_RETURN(ChunkResult first, stream->Start("demo", "", nullptr, &chunk0));
@@ -14,7 +14,9 @@
 // `rnnserve-client bench` subcommand does: a StreamChannel blocks a thread per Read.
 //
 // The types live in namespace rnnserve::client, apart from the server core's types of the same
-// names (rnnserve::ChunkResult, rnnserve::ForwardResult), so one binary may link both.
+// names (rnnserve::ChunkResult, rnnserve::ForwardResult), so one binary may link both (as
+// tests/client/client_torch_test.cc does). The library links the wire codec, gRPC and Abseil
+// only, never the engine.
 #ifndef RNNSERVE_CLIENT_RNNSERVE_CLIENT_H_
 #define RNNSERVE_CLIENT_RNNSERVE_CLIENT_H_
 
