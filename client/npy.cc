@@ -3,15 +3,15 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <fstream>
 #include <optional>
-#include <sstream>
 
 #include "absl/base/config.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/file_io.h"
+#include "base/status_macros.h"
 
 namespace rnnserve {
 namespace {
@@ -232,16 +232,9 @@ absl::StatusOr<Tensor> ParseNpy(absl::string_view bytes) {
 }
 
 absl::StatusOr<Tensor> ReadNpy(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open for reading"));
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
-  auto tensor = ParseNpy(buffer.str());
-  if (!tensor.ok()) {
-    return absl::Status(tensor.status().code(),
-                        absl::StrCat(path, ": ", tensor.status().message()));
-  }
+  ASSIGN_OR_RETURN(const std::string bytes, ReadFile(path));
+  absl::StatusOr<Tensor> tensor = ParseNpy(bytes);
+  if (!tensor.ok()) return PrefixStatus(path, tensor.status());
   return tensor;
 }
 
@@ -272,13 +265,7 @@ std::string SerializeNpy(const Tensor& tensor) {
 }
 
 absl::Status WriteNpy(const std::string& path, const Tensor& tensor) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot open for writing"));
-  const std::string bytes = SerializeNpy(tensor);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  out.close();
-  if (!out) return absl::DataLossError(absl::StrCat(path, ": write failed"));
-  return absl::OkStatus();
+  return WriteFile(path, SerializeNpy(tensor));
 }
 
 }  // namespace rnnserve

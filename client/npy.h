@@ -20,15 +20,17 @@ namespace rnnserve {
 // differs from the shape's (trailing bytes included).
 absl::StatusOr<Tensor> ParseNpy(absl::string_view bytes);
 
-// Reads `path` and parses it; errors are prefixed with the path. NOT_FOUND when the file
-// cannot be opened.
+// Reads `path` with base/file_io's ReadFile (the model loader's reader, with its codes:
+// NOT_FOUND for a missing file, FAILED_PRECONDITION for a directory or FIFO) and parses it;
+// parse errors are prefixed with the path.
 absl::StatusOr<Tensor> ReadNpy(const std::string& path);
 
 // The .npy bytes of `tensor`: version 1.0, "<f4", C order, header padded to 64 bytes as numpy
 // writes it.
 std::string SerializeNpy(const Tensor& tensor);
 
-// Writes SerializeNpy(tensor) to `path` (replacing it).
+// Writes SerializeNpy(tensor) to `path` (replacing it atomically, via base/file_io's
+// WriteFile).
 absl::Status WriteNpy(const std::string& path, const Tensor& tensor);
 
 }  // namespace rnnserve

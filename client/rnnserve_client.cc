@@ -7,6 +7,7 @@
 #include "proto/status_codec.h"
 
 namespace rnnserve {
+namespace client {
 
 namespace {
 
@@ -229,4 +230,5 @@ absl::Status StreamChannel::Finish() {
   return *final_status_;
 }
 
+}  // namespace client
 }  // namespace rnnserve

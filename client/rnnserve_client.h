@@ -1,10 +1,10 @@
 // C++ client library for rnnserve's gRPC API (rnnserve.v1.RnnService).
 //
 // RnnServeClient wraps the generated stub with blocking calls that return absl::Status /
-// StatusOr and core Tensors; StreamChannel drives one bidirectional Stream call synchronously
+// StatusOr and base/tensor.h Tensors; StreamChannel drives one bidirectional Stream call synchronously
 // (send a request, read its response), carrying one or many sessions.
 //
-//   RnnServeClient client("127.0.0.1:50051");
+//   rnnserve::client::RnnServeClient client("127.0.0.1:50051");
 //   ASSIGN_OR_RETURN(ForwardResult r, client.Forward("demo", input));
 //   ASSIGN_OR_RETURN(std::unique_ptr<StreamChannel> stream, client.OpenStream());
 //   ASSIGN_OR_RETURN(ChunkResult first, stream->Start("demo", "", nullptr, &chunk0));
@@ -12,6 +12,11 @@
 //
 // For many concurrent sessions (thousands), use gRPC's callback API on stub() instead, as the
 // `rnnserve-client bench` subcommand does: a StreamChannel blocks a thread per Read.
+//
+// The types live in namespace rnnserve::client, apart from the server core's types of the same
+// names (rnnserve::ChunkResult, rnnserve::ForwardResult), so one binary may link both (as
+// tests/client/client_torch_test.cc does). The library links the wire codec, gRPC and Abseil
+// only, never the engine.
 #ifndef RNNSERVE_CLIENT_RNNSERVE_CLIENT_H_
 #define RNNSERVE_CLIENT_RNNSERVE_CLIENT_H_
 
@@ -31,6 +36,7 @@
 #include "rnnserve/v1/rnn_service.grpc.pb.h"
 
 namespace rnnserve {
+namespace client {
 
 struct ClientOptions {
   // How request tensors are sent: kRaw (little-endian bytes, the fast path) or kValues
@@ -56,13 +62,15 @@ struct SessionState {
 // One successful StreamResponse, decoded.
 struct ChunkResult {
   std::string session_id;
-  // The chunk's output; empty (no shape) when the request had no input, for duplicates, and for
-  // bidirectional models before `end`.
+  // The chunk's output; empty (no shape) when the request had no input and for bidirectional
+  // models before `end`. A duplicate (a chunk_index already applied) is not applied again: a
+  // resend of the last applied chunk replays that chunk's output; an older one gets none.
   Tensor output;
   // The state after the chunk; absent with omit_state.
   std::optional<Tensor> h_n;
   int64_t steps_seen = 0;
   std::optional<uint64_t> chunk_index;
+  // The request's chunk_index was already applied (see `output`); h_n is the current state.
   bool duplicate = false;
   bool ended = false;
 };
@@ -173,6 +181,7 @@ class StreamChannel {
   std::optional<absl::Status> final_status_;
 };
 
+}  // namespace client
 }  // namespace rnnserve
 
 #endif  // RNNSERVE_CLIENT_RNNSERVE_CLIENT_H_

@@ -17,6 +17,7 @@
 #include "rnnserve/v1/rnn_service.grpc.pb.h"
 
 namespace rnnserve {
+namespace client {
 namespace {
 
 int64_t NowNanos() {
@@ -386,4 +387,5 @@ absl::StatusOr<StreamBenchReport> RunStreamBench(
   return report;
 }
 
+}  // namespace client
 }  // namespace rnnserve

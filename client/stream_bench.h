@@ -20,6 +20,7 @@
 #include "proto/tensor_codec.h"
 
 namespace rnnserve {
+namespace client {
 
 struct StreamBenchOptions {
   std::string model = "demo";
@@ -79,6 +80,7 @@ absl::StatusOr<StreamBenchReport> RunStreamBench(
     const std::vector<int64_t>& input_shape, const StreamBenchOptions& options,
     const std::function<void(const StreamBenchProgress&)>& progress = nullptr);
 
+}  // namespace client
 }  // namespace rnnserve
 
 #endif  // RNNSERVE_CLIENT_STREAM_BENCH_H_

@@ -1,5 +1,6 @@
 #include "client/npy.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -138,8 +139,7 @@ TEST(NpyTest, RejectsBadFiles) {
       {"float16", Npy(Dict("<f2", "(2,)"), "abcd"), "unsupported .npy dtype '<f2'"},
       {"fortran", Npy(Dict("<f4", "(2,)", true), F32Bytes({1, 2})), "Fortran order"},
       {"missing key", Npy("{'descr': '<f4', 'shape': (2,), }", F32Bytes({1, 2})), "lacks"},
-      {"unknown key",
-       Npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': 1}", ""),
+      {"unknown key", Npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': 1}", ""),
        "unexpected header key 'x'"},
       {"negative dim", Npy(Dict("<f4", "(2, -1)"), ""), "non-negative integers"},
       {"huge dim", Npy(Dict("<f4", "(99999999999999999999,)"), ""), "fit in int64"},
@@ -193,6 +193,21 @@ TEST(NpyTest, ReadNpyNamesThePath) {
   std::filesystem::remove(path);
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr(path + ": not a valid .npy"));
+}
+
+// ReadNpy reads through base/file_io's ReadFile, so its codes are the model loader's.
+TEST(NpyTest, ReadNpyRefusesWhatIsNotARegularFile) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / absl::StrCat("npy_dir_", getpid());
+  std::filesystem::create_directories(dir);
+  auto directory = ReadNpy(dir.string());
+  const std::string fifo = (dir / "fifo.npy").string();
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  auto from_fifo = ReadNpy(fifo);  // returns at once: no writer is waited for
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(directory.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(directory.status().message()), HasSubstr(dir.string()));
+  EXPECT_EQ(from_fifo.status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(NpyTest, WriteNpyReportsUnwritablePath) {

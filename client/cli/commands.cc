@@ -1,0 +1,272 @@
+#include "client/cli/commands.h"
+
+#include <algorithm>
+#include <memory>
+#include <optional>
+#include <utility>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "base/status_macros.h"
+#include "client/cli/proto_json.h"
+#include "client/cli/tensor_text.h"
+#include "client/npy.h"
+
+namespace rnnserve {
+namespace cli {
+namespace {
+
+absl::StatusOr<std::optional<Tensor>> OptionalNpy(const std::string& path) {
+  if (path.empty()) return std::optional<Tensor>();
+  ASSIGN_OR_RETURN(Tensor t, ReadNpy(path));
+  return std::optional<Tensor>(std::move(t));
+}
+
+absl::Status SaveIfAsked(const std::string& path, const Tensor& t) {
+  if (path.empty()) return absl::OkStatus();
+  return WriteNpy(path, t);
+}
+
+std::string DimsText(const google::protobuf::RepeatedField<int64_t>& dims) {
+  return absl::StrCat("[", absl::StrJoin(dims, ", "), "]");
+}
+
+}  // namespace
+
+Commands::Commands(const CliOptions& options, client::RnnServeClient* client, std::ostream* out,
+                   std::ostream* err)
+    : options_(options), client_(client), out_(out), err_(err) {}
+
+absl::Status Commands::Models() {
+  ASSIGN_OR_RETURN(std::vector<v1::ModelInfo> models, client_->ListModels());
+  if (options_.json) {
+    Json list = Json::array();
+    for (const auto& m : models) list.push_back(ProtoJson(m));
+    *out_ << Json{{"models", std::move(list)}}.dump() << "\n";
+    return absl::OkStatus();
+  }
+  if (models.empty()) *out_ << "(no models)\n";
+  for (const auto& m : models) {
+    *out_ << absl::StrFormat("%-20s %-40s input %s %s\n", m.name(), m.module(), m.input_layout(),
+                             DimsText(m.input_shape()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Commands::Info(const std::string& model) {
+  ASSIGN_OR_RETURN(v1::ModelInfo m, client_->GetModel(model));
+  if (options_.json) {
+    *out_ << ProtoJson(m).dump() << "\n";
+    return absl::OkStatus();
+  }
+  *out_ << "model       " << m.name() << "\n"
+        << "module      " << m.module() << "\n"
+        << "input       " << m.input_layout() << " " << DimsText(m.input_shape()) << "\n"
+        << "state       (L*D, N, H) " << DimsText(m.state_shape()) << "\n"
+        << "streaming   "
+        << (m.streaming_buffers_until_end() ? "buffers chunks, answers at `end` (bidirectional)"
+                                            : "output per chunk")
+        << "\n"
+        << "parameters  " << m.parameter_count() << "\n";
+  for (const auto& p : m.parameters()) {
+    *out_ << absl::StrFormat("  %-24s %s\n", p.name(),
+                             ShapeToString(Shape(p.shape().begin(), p.shape().end())));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Commands::Forward(const std::string& model) {
+  ASSIGN_OR_RETURN(Tensor input, options_.input.empty() ? RandomInputFromShape(options_)
+                                                        : ReadNpy(options_.input));
+  ASSIGN_OR_RETURN(std::optional<Tensor> h0, OptionalNpy(options_.h0));
+  ASSIGN_OR_RETURN(client::ForwardResult r, client_->Forward(model, input, h0 ? &*h0 : nullptr));
+  RETURN_IF_ERROR(SaveIfAsked(options_.save_output, r.output));
+  RETURN_IF_ERROR(SaveIfAsked(options_.save_h_n, r.h_n));
+  if (options_.json) {
+    *out_ << Json{{"output", TensorJson(r.output)}, {"h_n", TensorJson(r.h_n)}}.dump() << "\n";
+  } else {
+    *out_ << NamedTensorText("output", r.output) << NamedTensorText("h_n", r.h_n);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Commands::Stream(const std::string& model) {
+  ASSIGN_OR_RETURN(v1::ModelInfo info, client_->GetModel(model));
+  const bool batch_first = info.config().batch_first();
+  Tensor input;
+  if (!options_.input.empty()) {
+    ASSIGN_OR_RETURN(input, ReadNpy(options_.input));
+    if (input.dim() != 2 && input.dim() != 3) {
+      return absl::InvalidArgumentError(absl::StrCat("--input has shape ",
+                                                     ShapeToString(input.shape), "; model ", model,
+                                                     " takes ", info.input_layout(), " or (T, C)"));
+    }
+  } else {
+    ASSIGN_OR_RETURN(Shape shape,
+                     RandomStreamShape(options_, info.config().input_size(), batch_first));
+    input = RandomTensor(std::move(shape), options_.seed);
+  }
+  RETURN_IF_ERROR(ValidateStreamOptions(options_));
+  const int64_t chunk_steps = options_.chunk_steps;
+  ASSIGN_OR_RETURN(std::optional<Tensor> h0, OptionalNpy(options_.h0));
+  std::string session_id = options_.session_id;
+
+  // Time is dimension 1 only for batched input of a batch_first model.
+  const int64_t time_axis = batch_first && input.dim() == 3 ? 1 : 0;
+  const int64_t total_steps = input.shape[time_axis];
+  if (total_steps < 1) return absl::InvalidArgumentError("the input has no timesteps");
+  ASSIGN_OR_RETURN(std::unique_ptr<client::StreamChannel> stream, client_->OpenStream());
+  stream->set_omit_state(options_.omit_state);
+
+  std::vector<Tensor> outputs;
+  std::optional<Tensor> last_h_n;
+  client::ChunkResult last;
+  int64_t index = 0;
+  for (int64_t at = 0; at < total_steps; at += chunk_steps, ++index) {
+    const int64_t len = std::min(chunk_steps, total_steps - at);
+    ASSIGN_OR_RETURN(const Tensor chunk, Slice(input, time_axis, at, len));
+    const bool end = options_.end && at + chunk_steps >= total_steps;
+    absl::StatusOr<client::ChunkResult> r =
+        session_id.empty() ? stream->Start(model, "", h0 ? &*h0 : nullptr, &chunk, end)
+                           : stream->SendChunk(session_id, chunk, end);
+    if (!r.ok()) return PrefixStatus(absl::StrCat("chunk ", index), r.status());
+    session_id = r->session_id;
+    if (r->output.num_elements() > 0) outputs.push_back(r->output);
+    if (r->h_n) last_h_n = r->h_n;
+    if (options_.json) {
+      Json j{{"chunk", index}, {"session_id", r->session_id}, {"first_step", at},
+             {"steps", len},   {"steps_seen", r->steps_seen}, {"ended", r->ended}};
+      j["output"] = r->output.shape.empty() ? Json(nullptr) : TensorJson(r->output);
+      j["h_n"] = r->h_n ? TensorJson(*r->h_n) : Json(nullptr);
+      *out_ << j.dump() << "\n";
+    } else {
+      *out_ << absl::StrFormat("chunk %d  session %s  steps %d..%d  steps_seen %d%s\n", index,
+                               r->session_id, at, at + len - 1, r->steps_seen,
+                               r->ended ? "  (ended)" : "");
+      if (r->output.shape.empty()) {
+        *out_ << "output: none yet (bidirectional models answer at --end)\n";
+      } else {
+        *out_ << NamedTensorText("output", r->output);
+      }
+      if (r->h_n) *out_ << NamedTensorText("h_n", *r->h_n);
+      *out_ << "\n";
+    }
+    last = *std::move(r);
+  }
+  RETURN_IF_ERROR(stream->Finish());
+  if (!outputs.empty()) {
+    ASSIGN_OR_RETURN(const Tensor output, Concat(outputs, time_axis));
+    RETURN_IF_ERROR(SaveIfAsked(options_.save_output, output));
+  }
+  if (last_h_n) RETURN_IF_ERROR(SaveIfAsked(options_.save_h_n, *last_h_n));
+  if (!options_.json) {
+    *out_ << "session " << session_id << ": " << last.steps_seen << " steps seen, "
+          << (last.ended ? "closed"
+                         : "still open (continue with --session_id, close with --end or "
+                           "`session close`)")
+          << "\n";
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Commands::Session(const std::string& verb, const std::string& id) {
+  absl::StatusOr<client::SessionState> s;
+  if (verb == "get") {
+    s = client_->GetSession(id);
+  } else if (verb == "close") {
+    s = client_->CloseSession(id);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown `session ", verb, "`; use `session get ID` or `session close ID`"));
+  }
+  RETURN_IF_ERROR(s.status());
+  if (s->h_n) RETURN_IF_ERROR(SaveIfAsked(options_.save_h_n, *s->h_n));
+  if (options_.json) {
+    Json j = ProtoJson(s->info);
+    j["h_n"] = s->h_n ? TensorJson(*s->h_n) : Json(nullptr);
+    *out_ << j.dump() << "\n";
+    return absl::OkStatus();
+  }
+  const v1::SessionInfo& i = s->info;
+  *out_ << "session      " << i.session_id() << (verb == "close" ? " (closed)" : "") << "\n"
+        << "model        " << i.model() << "\n"
+        << "steps_seen   " << i.steps_seen() << "\n"
+        << "next_chunk   " << i.next_chunk_index() << "\n"
+        << "batch_size   " << i.batch_size() << (i.unbatched() ? " (unbatched)" : "") << "\n"
+        << "created      " << absl::FormatTime(absl::FromUnixMillis(i.created_unix_ms())) << "\n"
+        << "last_used    " << absl::FormatTime(absl::FromUnixMillis(i.last_used_unix_ms())) << "\n"
+        << "expires_in   " << absl::FormatDuration(absl::Milliseconds(i.expires_in_ms())) << "\n"
+        << "state_bytes  " << i.state_bytes() << "\n";
+  if (i.buffered_steps() > 0) *out_ << "buffered     " << i.buffered_steps() << " steps\n";
+  if (s->h_n) *out_ << NamedTensorText("h_n", *s->h_n);
+  return absl::OkStatus();
+}
+
+namespace {
+
+// A failed command's status, and whether it was the caller's use of the command line.
+struct CommandError {
+  absl::Status status;
+  bool usage = false;
+};
+
+CommandError Usage(const std::string& message) {
+  return {absl::InvalidArgumentError(absl::StrCat(message, " (see --help)")), true};
+}
+
+// Runs the subcommand in args; sets *failed for a bench with failed chunks.
+CommandError Dispatch(const std::vector<std::string>& args, Commands& commands, bool* failed) {
+  if (args.empty()) return Usage("no subcommand");
+  const std::string& cmd = args[0];
+  auto arity = [&](size_t n) { return args.size() == n; };
+  auto usage = [](const char* form) {
+    return Usage(absl::StrCat("usage: rnnserve-client ", form));
+  };
+  if (cmd == "models") {
+    if (!arity(1)) return usage("models");
+    return {commands.Models()};
+  }
+  if (cmd == "info") {
+    if (!arity(2)) return usage("info MODEL");
+    return {commands.Info(args[1])};
+  }
+  if (cmd == "forward") {
+    if (!arity(2)) return usage("forward MODEL (--input FILE.npy | --shape T,N,C)");
+    return {commands.Forward(args[1])};
+  }
+  if (cmd == "stream") {
+    if (!arity(2)) return usage("stream MODEL [--input FILE.npy | --steps T --batch N]");
+    return {commands.Stream(args[1])};
+  }
+  if (cmd == "session") {
+    if (!arity(3)) return usage("session (get|close) SESSION_ID");
+    return {commands.Session(args[1], args[2])};
+  }
+  if (cmd == "bench") {
+    if (args.size() > 2) return usage("bench [MODEL]");
+    return {commands.Bench(args.size() == 2 ? args[1] : "demo", failed)};
+  }
+  return Usage(absl::StrCat("unknown subcommand '", cmd, "'"));
+}
+
+}  // namespace
+
+int RunCli(const std::vector<std::string>& args, const CliOptions& options, std::ostream& out,
+           std::ostream& err) {
+  client::RnnServeClient client(options.server, ToClientOptions(options));
+  Commands commands(options, &client, &out, &err);
+  bool failed = false;
+  const CommandError error = Dispatch(args, commands, &failed);
+  if (!error.status.ok()) {
+    err << "rnnserve-client: " << absl::StatusCodeToString(error.status.code()) << ": "
+        << error.status.message() << "\n";
+    return error.usage ? kExitUsageError : kExitFailed;
+  }
+  return failed ? kExitFailed : kExitOk;
+}
+
+}  // namespace cli
+}  // namespace rnnserve

@@ -1,0 +1,336 @@
+// The CLI's commands (RunCli, as main runs them) against an in-process RnnServer serving the
+// demo model on a free loopback port: output formats, saved .npy files, exit statuses and
+// error messages. The numbers against torch are tests/client/client_torch_test.cc's and
+// test_cli_torch.py's job; here the CLI's numbers are checked against the C++ client's.
+#include "client/cli/commands.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "client/cli/proto_json.h"
+#include "client/npy.h"
+#include "client/rnnserve_client.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/server.h"
+#include "tests/test_tensors.h"
+
+namespace rnnserve {
+namespace cli {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+struct CliRun {
+  int exit_status = -1;
+  std::string out, err;
+  // out as JSON lines.
+  std::vector<Json> JsonLines() const {
+    std::vector<Json> lines;
+    for (absl::string_view line : absl::StrSplit(out, '\n', absl::SkipEmpty())) {
+      lines.push_back(Json::parse(line));
+    }
+    return lines;
+  }
+};
+
+// Expects a failed command (exit 1) reporting `code` with `text` in its message.
+void ExpectFailure(const CliRun& run, const std::string& code, const std::string& text) {
+  EXPECT_EQ(run.exit_status, kExitFailed) << run.out;
+  EXPECT_THAT(run.err, StartsWith(absl::StrCat("rnnserve-client: ", code, ": ")));
+  EXPECT_THAT(run.err, HasSubstr(text));
+}
+
+double MaxAbsDiff(const Tensor& a, const Tensor& b) {
+  if (a.shape != b.shape) return INFINITY;
+  double worst = 0;
+  for (size_t i = 0; i < a.values.size(); ++i) {
+    worst = std::max(worst, std::fabs(static_cast<double>(a.values[i]) - b.values[i]));
+  }
+  return worst;
+}
+
+class CommandsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ServerOptions options;
+    options.host = "127.0.0.1";
+    options.port = 0;
+    options.metrics_port = -1;
+    options.serving.threads = 2;
+    auto server = RnnServer::Start(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(server).value().release();
+  }
+  static void TearDownTestSuite() {
+    server_->DrainAndShutdown();
+    delete server_;
+    server_ = nullptr;
+  }
+
+  void SetUp() override {
+    ASSERT_NE(server_, nullptr);
+    options_.server = absl::StrCat("127.0.0.1:", server_->port());
+    dir_ = std::filesystem::temp_directory_path() /
+           absl::StrCat("commands_test_", getpid(), "_",
+                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  CliRun Run(const std::vector<std::string>& args) {
+    std::ostringstream out, err;
+    CliRun run;
+    run.exit_status = RunCli(args, options_, out, err);
+    run.out = out.str();
+    run.err = err.str();
+    return run;
+  }
+  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+
+  static RnnServer* server_;
+  CliOptions options_;
+  std::filesystem::path dir_;
+};
+
+RnnServer* CommandsTest::server_ = nullptr;
+
+TEST_F(CommandsTest, ModelsTextAndJson) {
+  CliRun run = Run({"models"});
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  EXPECT_THAT(run.out, StartsWith("demo "));
+  EXPECT_THAT(run.out, HasSubstr("RNN(100, 10, num_layers=2)"));
+  EXPECT_THAT(run.out, HasSubstr("input (T, N, C) [-1, -1, 100]"));
+
+  options_.json = true;
+  run = Run({"models"});
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  const std::vector<Json> lines = run.JsonLines();
+  ASSERT_EQ(lines.size(), 1u);
+  const Json& model = lines[0]["models"][0];
+  EXPECT_EQ(model["name"], "demo");
+  EXPECT_EQ(model["config"]["input_size"], 100);
+  EXPECT_EQ(model["input_shape"], Json::parse("[-1, -1, 100]"));
+  EXPECT_EQ(model["parameter_count"], 1340);
+}
+
+TEST_F(CommandsTest, InfoTextAndJson) {
+  CliRun run = Run({"info", "demo"});
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  EXPECT_THAT(run.out, HasSubstr("model       demo\n"));
+  EXPECT_THAT(run.out, HasSubstr("state       (L*D, N, H) [2, -1, 10]\n"));
+  EXPECT_THAT(run.out, HasSubstr("streaming   output per chunk\n"));
+  EXPECT_THAT(run.out, HasSubstr("  weight_ih_l0             (10, 100)\n"));
+
+  options_.json = true;
+  run = Run({"info", "demo"});
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  const Json info = run.JsonLines().at(0);
+  EXPECT_EQ(info["config"]["nonlinearity"], "tanh");
+  EXPECT_EQ(info["parameters"][0]["name"], "weight_ih_l0");
+  EXPECT_EQ(info["parameters"][0]["shape"], Json::parse("[10, 100]"));
+
+  ExpectFailure(Run({"info", "nope"}), "NOT_FOUND", "nope");
+}
+
+TEST_F(CommandsTest, ForwardSavesAndPrintsWhatTheClientComputes) {
+  const Tensor x = Random({4, 2, 100}, 1);
+  const Tensor h0 = Random({2, 2, 10}, 2);
+  ASSERT_TRUE(WriteNpy(Path("x.npy"), x).ok());
+  ASSERT_TRUE(WriteNpy(Path("h0.npy"), h0).ok());
+  client::RnnServeClient client(options_.server);
+  const client::ForwardResult want = client.Forward("demo", x, &h0).value();
+
+  for (bool raw : {true, false}) {
+    options_.raw = raw;
+    options_.json = true;
+    options_.input = Path("x.npy");
+    options_.h0 = Path("h0.npy");
+    options_.save_output = Path("y.npy");
+    options_.save_h_n = Path("h_n.npy");
+    CliRun run = Run({"forward", "demo"});
+    ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+    const Json j = run.JsonLines().at(0);
+    EXPECT_EQ(j["output"], TensorJson(want.output));
+    EXPECT_EQ(j["h_n"], TensorJson(want.h_n));
+    EXPECT_EQ(MaxAbsDiff(ReadNpy(Path("y.npy")).value(), want.output), 0) << raw;
+    EXPECT_EQ(MaxAbsDiff(ReadNpy(Path("h_n.npy")).value(), want.h_n), 0) << raw;
+  }
+
+  options_.json = false;
+  CliRun run = Run({"forward", "demo"});
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  EXPECT_THAT(run.out, StartsWith("output (4, 2, 10):\n[[["));
+  EXPECT_THAT(run.out, HasSubstr("\nh_n (2, 2, 10):\n[[["));
+}
+
+TEST_F(CommandsTest, ForwardRandomInputAndItsErrors) {
+  options_.shape = "3,100";
+  options_.json = true;
+  CliRun run = Run({"forward", "demo"});
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  EXPECT_EQ(run.JsonLines().at(0)["output"]["shape"], Json::parse("[3, 10]"));
+
+  options_.shape = "";
+  run = Run({"forward", "demo"});
+  EXPECT_EQ(run.exit_status, kExitFailed);
+  EXPECT_EQ(run.err,
+            "rnnserve-client: INVALID_ARGUMENT: forward needs --input FILE.npy or --shape T,N,C\n");
+  options_.shape = "5,x";
+  ExpectFailure(Run({"forward", "demo"}), "INVALID_ARGUMENT", "is not a list of sizes");
+  // The server's refusal comes back with its code.
+  options_.shape = "3,2,7";
+  ExpectFailure(Run({"forward", "demo"}), "INVALID_ARGUMENT", "Expected 100, got 7");
+  options_.shape = "";
+  options_.input = Path("missing.npy");
+  ExpectFailure(Run({"forward", "demo"}), "NOT_FOUND", "missing.npy");
+}
+
+TEST_F(CommandsTest, StreamChunksEqualForwardAndSessionsContinue) {
+  const Tensor x = Random({7, 2, 100}, 3);
+  ASSERT_TRUE(WriteNpy(Path("x.npy"), x).ok());
+  client::RnnServeClient client(options_.server);
+  const client::ForwardResult want = client.Forward("demo", x).value();
+
+  options_.json = true;
+  options_.input = Path("x.npy");
+  options_.chunk_steps = 3;
+  options_.save_output = Path("y.npy");
+  options_.save_h_n = Path("h_n.npy");
+  CliRun run = Run({"stream", "demo"});
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  const std::vector<Json> lines = run.JsonLines();
+  ASSERT_EQ(lines.size(), 3u) << run.out;
+  const std::string id = lines[0]["session_id"];
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(lines[i]["chunk"], i);
+    EXPECT_EQ(lines[i]["session_id"], id);
+    EXPECT_EQ(lines[i]["first_step"], 3 * i);
+    EXPECT_EQ(lines[i]["steps"], i < 2 ? 3 : 1);
+    EXPECT_EQ(lines[i]["steps_seen"], i < 2 ? 3 * (i + 1) : 7);
+    EXPECT_EQ(lines[i]["ended"], false);
+  }
+  // Streaming in chunks computes what one stateless call does.
+  EXPECT_LE(MaxAbsDiff(ReadNpy(Path("y.npy")).value(), want.output), 1e-5);
+  EXPECT_LE(MaxAbsDiff(ReadNpy(Path("h_n.npy")).value(), want.h_n), 1e-5);
+
+  // The session is still open: continue it, then look at it and close it.
+  options_.input = "";
+  options_.steps = 2;
+  options_.batch = 2;
+  options_.session_id = id;
+  options_.save_output = "";
+  run = Run({"stream", "demo"});
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  EXPECT_EQ(run.JsonLines().back()["steps_seen"], 9);
+
+  options_.session_id = "";
+  ASSERT_TRUE(std::filesystem::remove(Path("h_n.npy")));
+  run = Run({"session", "get", id});
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  const Json session = run.JsonLines().at(0);
+  EXPECT_EQ(session["steps_seen"], 9);
+  EXPECT_EQ(session["model"], "demo");
+  EXPECT_EQ(session["h_n"]["shape"], Json::parse("[2, 2, 10]"));
+  EXPECT_EQ(session["h_n"], TensorJson(ReadNpy(Path("h_n.npy")).value()));
+  ASSERT_TRUE(std::filesystem::remove(Path("h_n.npy")));
+
+  options_.json = false;
+  run = Run({"session", "close", id});
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  EXPECT_THAT(run.out, StartsWith(absl::StrCat("session      ", id, " (closed)\n")));
+  EXPECT_THAT(run.out, HasSubstr("steps_seen   9\n"));
+  EXPECT_THAT(run.out, HasSubstr("h_n (2, 2, 10):\n"));
+  // --save_h_n: the closed session's final state, as `session get` showed it.
+  EXPECT_EQ(TensorJson(ReadNpy(Path("h_n.npy")).value()), session["h_n"]);
+
+  ExpectFailure(Run({"session", "get", id}), "NOT_FOUND", id);
+}
+
+TEST_F(CommandsTest, StreamTextEndsTheSessionWithEnd) {
+  options_.steps = 5;
+  options_.batch = 0;
+  options_.chunk_steps = 2;
+  options_.end = true;
+  CliRun run = Run({"stream", "demo"});
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  EXPECT_THAT(run.out, StartsWith("chunk 0  session "));
+  EXPECT_THAT(run.out, HasSubstr("steps 4..4  steps_seen 5  (ended)\noutput (1, 10):\n"));
+  EXPECT_THAT(run.out, HasSubstr("h_n (2, 10):\n"));
+  EXPECT_THAT(run.out, HasSubstr(": 5 steps seen, closed\n"));
+}
+
+TEST_F(CommandsTest, StreamOptionErrors) {
+  options_.chunk_steps = 0;
+  ExpectFailure(Run({"stream", "demo"}), "INVALID_ARGUMENT", "--chunk_steps must be >= 1");
+
+  options_.chunk_steps = 2;
+  options_.h0 = Path("h0.npy");
+  ASSERT_TRUE(WriteNpy(options_.h0, Random({2, 1, 10}, 1)).ok());
+  options_.session_id = "some";
+  ExpectFailure(Run({"stream", "demo"}), "INVALID_ARGUMENT",
+                "cannot be combined with --session_id");
+
+  options_.h0 = "";
+  options_.session_id = "";
+  options_.input = Path("x.npy");
+  ASSERT_TRUE(WriteNpy(options_.input, Random({100}, 1)).ok());
+  ExpectFailure(Run({"stream", "demo"}), "INVALID_ARGUMENT",
+                "--input has shape (100,); model demo takes (T, N, C) or (T, C)");
+
+  // A chunk the server refuses names the chunk.
+  options_.input = "";
+  options_.session_id = "no-such-session";
+  ExpectFailure(Run({"stream", "demo"}), "NOT_FOUND", "chunk 0: ");
+}
+
+TEST_F(CommandsTest, UsageErrorsExitTwo) {
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{},
+                                             {"bogus"},
+                                             {"info"},
+                                             {"models", "x"},
+                                             {"forward"},
+                                             {"session", "get"},
+                                             {"bench", "a", "b"}}) {
+    CliRun run = Run(args);
+    EXPECT_EQ(run.exit_status, kExitUsageError) << absl::StrJoin(args, " ");
+    EXPECT_THAT(run.err, HasSubstr("(see --help)")) << absl::StrJoin(args, " ");
+    EXPECT_TRUE(run.out.empty());
+  }
+  ExpectFailure(Run({"session", "frob", "x"}), "INVALID_ARGUMENT", "unknown `session frob`");
+}
+
+TEST_F(CommandsTest, BenchCountsChunksAndEndsItsSessions) {
+  options_.json = true;
+  options_.sessions = 3;
+  options_.chunk_steps = 2;
+  options_.max_chunks = 2;
+  options_.duration_s = 20;  // ends sooner: every session stops after max_chunks
+  CliRun run = Run({"bench", "demo"});
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  const Json report = run.JsonLines().at(0);
+  EXPECT_EQ(report["sessions"], 3);
+  EXPECT_EQ(report["chunks"], 6);
+  EXPECT_EQ(report["timesteps"], 12);
+  EXPECT_EQ(report["errors"], 0);
+  EXPECT_EQ(report["encoding"], "raw");
+  EXPECT_THAT(run.err, StartsWith("bench: model demo, 3 sessions over 3 streams and 1 channel(s)"));
+
+  options_.channels = 0;
+  ExpectFailure(Run({"bench", "demo"}), "INVALID_ARGUMENT", "--channels must be >= 1");
+}
+
+}  // namespace
+}  // namespace cli
+}  // namespace rnnserve
