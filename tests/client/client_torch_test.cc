@@ -20,7 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/file_io.h"
 #include "client/rnnserve_client.h"
-#include "core/engine/model_io.h"
+#include "core/engine/safetensors.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "server/server.h"
