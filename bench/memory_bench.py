@@ -18,20 +18,18 @@ Bounded: --sessions requests in all, and --time_limit seconds for opening them.
 import argparse
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, ROOT)
-import reference_server  # noqa: E402  (load_stubs)
-import server_bench  # noqa: E402  (Server, export_repository)
+import server_bench  # noqa: E402  (Server, export_repository; puts the test kit on the path)
+import rnnserve_testkit as kit  # noqa: E402
 
 MODEL = "rnn256x2"
 GIB = 1 << 30
@@ -50,15 +48,10 @@ def rss_bytes(pid):
 
 
 def metrics(port):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
-        text = r.read().decode()
-    values = {}
-    for name in ("rnnserve_session_state_bytes", "rnnserve_sessions_active"):
-        total = 0.0
-        for match in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M):
-            total += float(match.group(1))
-        values[name] = total
-    return values
+    samples, _ = kit.parse_samples(
+        kit.scrape(f"http://127.0.0.1:{port}/metrics", timeout=30))
+    return {name: kit.metric_sum(samples, name)
+            for name in ("rnnserve_session_state_bytes", "rnnserve_sessions_active")}
 
 
 def open_sessions(pb2, pb2_grpc, address, count, streams, time_limit, checkpoint):
@@ -131,7 +124,7 @@ def main(argv=None):
     try:
         repo = os.path.join(work, "models")
         server_bench.export_repository(repo, [MODEL], seed=0)
-        pb2, pb2_grpc = reference_server.load_stubs(os.path.join(work, "stubs"))
+        pb2, pb2_grpc = kit.stubs()[:2]
         server = server_bench.Server(
             "rnnserve",
             [args.rnnserve, "--host", "127.0.0.1", "--port", "0", "--metrics_port", "0",
