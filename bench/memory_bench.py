@@ -47,6 +47,22 @@ def rss_bytes(pid):
     return status_kib(pid, "VmRSS") * 1024
 
 
+def settled_rss(pid, timeout=30.0, tolerance=64 << 10):
+    """VmRSS once two readings 0.5 s apart differ by less than `tolerance` bytes (the server
+    has finished its start-up, or winding down the closed streams); bounded by `timeout`."""
+    last = [rss_bytes(pid)]
+
+    def settled():
+        time.sleep(0.5)
+        now = rss_bytes(pid)
+        steady = abs(now - last[0]) < tolerance
+        last[0] = now
+        return steady
+
+    kit.wait_until(settled, timeout, f"the RSS of pid {pid} to settle", interval=0)
+    return last[0]
+
+
 def metrics(port):
     samples, _ = kit.parse_samples(
         kit.scrape(f"http://127.0.0.1:{port}/metrics", timeout=30))
@@ -133,8 +149,7 @@ def main(argv=None):
             os.path.join(work, "rnnserve.log"))
         try:
             pid = server.pid
-            time.sleep(1)
-            before = rss_bytes(pid)
+            before = settled_rss(pid)
             metrics_before = metrics(server.metrics_port)
             print(f"memory_bench: rnnserve pid {pid} VmRSS {before / 2**20:.1f} MiB before; "
                   f"opening {args.sessions} sessions over {args.streams} streams",
@@ -159,8 +174,7 @@ def main(argv=None):
                 t.join()
             open_s = time.monotonic() - t0
             channel.close()
-            time.sleep(2)  # let the streams wind down; the sessions stay
-            after = rss_bytes(pid)
+            after = settled_rss(pid)  # the streams wind down; the sessions stay
             hwm = status_kib(pid, "VmHWM") * 1024
             metrics_after = metrics(server.metrics_port)
         finally:

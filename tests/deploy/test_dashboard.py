@@ -3,7 +3,7 @@ dashboard, prometheus.yml and the alert rules use must really be exported by rnn
 labels, counter-or-gauge use), and every JSON/YAML file under deploy/ must parse.
 
 Compose itself cannot run on the CI machines, so this is what keeps deploy/compose honest.
-    RNNSERVE_BIN=build/server/rnnserve /usr/bin/python3 -m unittest -v test_dashboard
+    (cd tests/deploy && /usr/bin/python3 ../pykit/run_tests.py test_dashboard)
 """
 
 import glob

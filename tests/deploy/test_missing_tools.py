@@ -3,7 +3,7 @@ hidden from PATH in turn (a folder of links to everything else on PATH), and the
 check and the replica test must then exit non-zero saying what is missing, where they once
 reported Passed having checked less.
 
-    RNNSERVE_BIN=build/server/rnnserve /usr/bin/python3 ../pykit/run_tests.py test_missing_tools
+    (cd tests/deploy && /usr/bin/python3 ../pykit/run_tests.py test_missing_tools)
 """
 
 import os

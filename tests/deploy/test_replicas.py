@@ -10,7 +10,7 @@ its own folder, so nothing collides under ctest -j. Without nginx the test fails
     replica (NOT_FOUND), starts the session again with h_0 = its last h_n, and the outputs
     still match torch over the whole sequence within 1e-5.
 
-    RNNSERVE_BIN=build/server/rnnserve /usr/bin/python3 -m unittest -v test_replicas
+    (cd tests/deploy && /usr/bin/python3 ../pykit/run_tests.py test_replicas)
 """
 
 import os

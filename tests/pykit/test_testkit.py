@@ -124,7 +124,8 @@ class KitTest(unittest.TestCase):
 
     def test_listening_process_that_exits_is_reported(self):
         script = "import sys; print('bad flag', file=sys.stderr); sys.exit(3)"
-        with self.assertRaisesRegex(AssertionError, "exited with 3 before listening(.|\n)*bad flag"):
+        with self.assertRaisesRegex(AssertionError,
+                                    "exited with 3 before listening(.|\n)*bad flag"):
             kit.ListeningProcess([sys.executable, "-c", script], name="fake").start()
 
 

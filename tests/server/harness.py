@@ -7,7 +7,10 @@ models), whose names it re-exports so the tests read h.ServerProcess, h.metric, 
 - ReferenceSession: a streamed session mirrored in torch (the oracle).
 - ServerTestCase: a class with its own model repository and server, which must exit 0.
 
-Every wait here is a poll with a deadline; nothing sleeps in place of synchronisation.
+Every wait here is a poll with a deadline; nothing sleeps in place of synchronisation. Run a
+module as ctest does (the server binary is found in build/ when RNNSERVE_BIN is unset):
+
+    (cd tests/server && /usr/bin/python3 ../pykit/run_tests.py test_streaming)
 """
 
 import itertools
@@ -27,8 +30,9 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "pykit"))
 import rnnserve_testkit as kit  # noqa: E402
-from rnnserve_testkit import (ROOT, SERVICE, server_binary, wait_until, stubs, pb2,  # noqa: E402,F401
-                              scrape, parse_metrics, metric, make_rnn, export_repository,
+# Re-exported for the tests (h.ROOT, h.metric, ...).
+from rnnserve_testkit import (ROOT, SERVICE, server_binary, wait_until, stubs,  # noqa: E402,F401
+                              pb2, scrape, parse_metrics, metric, make_rnn, export_repository,
                               torch_forward, scaled)
 
 # Numbers from the server must match torch's within this (absolute) tolerance.
