@@ -128,6 +128,22 @@ class KitTest(unittest.TestCase):
                                     "exited with 3 before listening(.|\n)*bad flag"):
             kit.ListeningProcess([sys.executable, "-c", script], name="fake").start()
 
+    def test_sanitizer_report_fails_the_stop(self):
+        script = ("import sys, time\n"
+                  "print('fake listening on 127.0.0.1:1 (gRPC), metrics on 127.0.0.1:-1',"
+                  " flush=True)\n"
+                  "time.sleep(60)\n")  # until stop()'s SIGTERM ends it
+        clean = kit.ListeningProcess([sys.executable, "-c", script], name="clean").start()
+        self.assertEqual(clean.stop(timeout=10), -15)
+        leaky = kit.ListeningProcess(
+            [sys.executable, "-c", "import sys; print('==7==ERROR: LeakSanitizer: detected "
+             "memory leaks', file=sys.stderr, flush=True)\n" + script], name="leaky").start()
+        with self.assertRaisesRegex(AssertionError, "leaky: the sanitizers reported"):
+            leaky.stop(timeout=10)
+        self.assertIsNone(kit.sanitizer_report("all fine\nruntime error: in a message\n"))
+        self.assertIsNotNone(kit.sanitizer_report(
+            "x\nserver/a.cc:12:5: runtime error: signed integer overflow\n"))
+
 
 if __name__ == "__main__":
     unittest.main()

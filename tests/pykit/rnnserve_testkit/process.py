@@ -26,11 +26,24 @@ STOP_TIMEOUT = scaled(20.0)
 
 LISTENING_RE = re.compile(
     rb"listening on (\S+):(\d+) \(gRPC\), metrics on (\S+):(-?\d+)")
+# What ASan, LSan and UBSan print when they find something (the sanitizer stage of
+# scripts/test.sh runs these tests against a sanitized rnnserve).
+SANITIZER_RE = re.compile(r"ERROR: (?:Address|Leak|Thread|UndefinedBehavior)Sanitizer|"
+                          r"^\S+:\d+:\d+: runtime error: ", re.M)
+
+
+def sanitizer_report(text):
+    """The sanitizer report in a process's stderr from its first line, or None."""
+    match = SANITIZER_RE.search(text)
+    if match is None:
+        return None
+    return text[text.rfind("\n", 0, match.start()) + 1:]
 
 
 class ListeningProcess:
     """A server command that prints "NAME listening on HOST:PORT (gRPC), metrics on HOST:PORT"
-    (rnnserve, bench/reference_server.py) once it is serving:
+    (rnnserve, bench/reference_server.py) once it is serving. stop() fails (AssertionError)
+    when the process's stderr holds a sanitizer report, whatever its exit status:
 
         with ListeningProcess([binary, "--port=0", ...], name="rnnserve") as server:
             ...server.target, server.metrics_port...
@@ -55,6 +68,7 @@ class ListeningProcess:
         self._logdir = None
         self._stderr = None
         self._saved_stderr = ""
+        self._sanitizer_reported = False
 
     def start(self):
         if self.log_path is None:
@@ -152,6 +166,11 @@ class ListeningProcess:
             self._saved_stderr = self.stderr_text()
             shutil.rmtree(self._logdir, ignore_errors=True)
             self._logdir = None
+        report = sanitizer_report(self.stderr_text())
+        if report is not None and not self._sanitizer_reported:
+            self._sanitizer_reported = True  # once, though stop() may be called again
+            raise AssertionError(f"{self.name}: the sanitizers reported (exit status "
+                                 f"{self.process.returncode}):\n{report[:20000]}")
         return self.process.returncode
 
     def stderr_text(self):
