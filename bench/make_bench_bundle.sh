@@ -9,6 +9,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
+# Python with torch, numpy and grpcio (as CMake's RNNSERVE_PYTHON; Debian's by default).
+python="${RNNSERVE_PYTHON:-/usr/bin/python3}"
 out="${1:-build-bundle}"
 build="${RNNSERVE_SBENCH_BUILD:-build-sbench}"
 
@@ -21,7 +23,7 @@ cp "$build/server/rnnserve" "$build/client/rnnserve-client" "$inprocess" "$(comm
 for binary in "$out"/bin/*; do
   ldd "$binary" | awk '/=> \//{print $3} $1 ~ /^\/.*ld-linux/{print $1}'
 done | sort -u | while read -r library; do cp -L "$library" "$out/lib/"; done
-PYTHONPATH="$root/tools:$root/bench" /usr/bin/python3 - "$out/models" <<'PY'
+PYTHONPATH="$root/tools:$root/bench" "$python" - "$out/models" <<'PY'
 import sys
 import server_bench
 server_bench.export_repository(sys.argv[1], ["rnn256x2", "rnn512x3"], seed=0)

@@ -18,20 +18,18 @@ Bounded: --sessions requests in all, and --time_limit seconds for opening them.
 import argparse
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, ROOT)
-import reference_server  # noqa: E402  (load_stubs)
-import server_bench  # noqa: E402  (Server, export_repository)
+import server_bench  # noqa: E402  (Server, export_repository; puts the test kit on the path)
+import rnnserve_testkit as kit  # noqa: E402
 
 MODEL = "rnn256x2"
 GIB = 1 << 30
@@ -49,16 +47,27 @@ def rss_bytes(pid):
     return status_kib(pid, "VmRSS") * 1024
 
 
+def settled_rss(pid, timeout=30.0, tolerance=64 << 10):
+    """VmRSS once two readings 0.5 s apart differ by less than `tolerance` bytes (the server
+    has finished its start-up, or winding down the closed streams); bounded by `timeout`."""
+    last = [rss_bytes(pid)]
+
+    def settled():
+        time.sleep(0.5)
+        now = rss_bytes(pid)
+        steady = abs(now - last[0]) < tolerance
+        last[0] = now
+        return steady
+
+    kit.wait_until(settled, timeout, f"the RSS of pid {pid} to settle", interval=0)
+    return last[0]
+
+
 def metrics(port):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
-        text = r.read().decode()
-    values = {}
-    for name in ("rnnserve_session_state_bytes", "rnnserve_sessions_active"):
-        total = 0.0
-        for match in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M):
-            total += float(match.group(1))
-        values[name] = total
-    return values
+    samples, _ = kit.parse_samples(
+        kit.scrape(f"http://127.0.0.1:{port}/metrics", timeout=30))
+    return {name: kit.metric_sum(samples, name)
+            for name in ("rnnserve_session_state_bytes", "rnnserve_sessions_active")}
 
 
 def open_sessions(pb2, pb2_grpc, address, count, streams, time_limit, checkpoint):
@@ -131,7 +140,7 @@ def main(argv=None):
     try:
         repo = os.path.join(work, "models")
         server_bench.export_repository(repo, [MODEL], seed=0)
-        pb2, pb2_grpc = reference_server.load_stubs(os.path.join(work, "stubs"))
+        pb2, pb2_grpc = kit.stubs()[:2]
         server = server_bench.Server(
             "rnnserve",
             [args.rnnserve, "--host", "127.0.0.1", "--port", "0", "--metrics_port", "0",
@@ -140,8 +149,7 @@ def main(argv=None):
             os.path.join(work, "rnnserve.log"))
         try:
             pid = server.pid
-            time.sleep(1)
-            before = rss_bytes(pid)
+            before = settled_rss(pid)
             metrics_before = metrics(server.metrics_port)
             print(f"memory_bench: rnnserve pid {pid} VmRSS {before / 2**20:.1f} MiB before; "
                   f"opening {args.sessions} sessions over {args.streams} streams",
@@ -166,8 +174,7 @@ def main(argv=None):
                 t.join()
             open_s = time.monotonic() - t0
             channel.close()
-            time.sleep(2)  # let the streams wind down; the sessions stay
-            after = rss_bytes(pid)
+            after = settled_rss(pid)  # the streams wind down; the sessions stay
             hwm = status_kib(pid, "VmHWM") * 1024
             metrics_after = metrics(server.metrics_port)
         finally:

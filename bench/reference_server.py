@@ -14,8 +14,8 @@ config.json + model.safetensors), read with export_pytorch.read_safetensors.
     -> "reference_server listening on 127.0.0.1:PORT (gRPC), metrics on 127.0.0.1:-1"
 
 Runs until SIGTERM or SIGINT. Needs torch, numpy, grpcio and protobuf (Debian's python3
-packages) and /usr/bin/protoc + /usr/bin/grpc_python_plugin for the stubs, which are generated
-once into --stubs_dir (default: a temporary folder).
+packages) and /usr/bin/protoc + /usr/bin/grpc_python_plugin for the stubs, which the test kit
+(tests/pykit/rnnserve_testkit) generates once per proto version.
 """
 
 import argparse
@@ -23,9 +23,7 @@ import concurrent.futures
 import json
 import os
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import uuid
 import warnings
@@ -35,7 +33,8 @@ import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "pykit"))
+import rnnserve_testkit as kit  # noqa: E402  (the stubs; puts tools/ on the path)
 import export_pytorch  # noqa: E402  (tools/export_pytorch.py)
 
 PROTO = "rnnserve/v1/rnn_service.proto"
@@ -49,21 +48,9 @@ NOT_FOUND = 5
 ALREADY_EXISTS = 6
 
 
-def load_stubs(stubs_dir=None):
-    """Generates (once) and imports the rnnserve.v1 Python stubs: (pb2, pb2_grpc)."""
-    stubs_dir = stubs_dir or tempfile.mkdtemp(prefix="rnnserve-pystubs-")
-    target = os.path.join(stubs_dir, "rnnserve", "v1", "rnn_service_pb2_grpc.py")
-    if not os.path.exists(target):
-        os.makedirs(stubs_dir, exist_ok=True)
-        subprocess.run(
-            ["/usr/bin/protoc", f"--python_out={stubs_dir}", f"--grpc_out={stubs_dir}",
-             "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin",
-             "-I", os.path.join(ROOT, "proto"), os.path.join(ROOT, "proto", PROTO)],
-            check=True)
-    if stubs_dir not in sys.path:
-        sys.path.insert(0, stubs_dir)
-    from rnnserve.v1 import rnn_service_pb2, rnn_service_pb2_grpc  # noqa: E402
-    return rnn_service_pb2, rnn_service_pb2_grpc
+def load_stubs():
+    """The rnnserve.v1 Python stubs (rnnserve_testkit generates them once): (pb2, pb2_grpc)."""
+    return kit.stubs()[:2]
 
 
 class Model:
@@ -247,10 +234,9 @@ def main(argv=None):
                              "this must exceed the client's stream count")
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="torch.set_num_threads (default: the core count)")
-    parser.add_argument("--stubs_dir", default=None)
     args = parser.parse_args(argv)
 
-    pb2, pb2_grpc = load_stubs(args.stubs_dir)
+    pb2, pb2_grpc = load_stubs()
     torch.set_num_threads(args.threads)
     models = load_repository(args.model_repository)
     server = grpc.server(

@@ -13,6 +13,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
+# Python with torch, numpy and grpcio (as CMake's RNNSERVE_PYTHON; Debian's by default).
+python="${RNNSERVE_PYTHON:-/usr/bin/python3}"
 build="${RNNSERVE_BENCH_BUILD:-build-bench}"
 
 cmake -S . -B "$build" -G Ninja -DRNNSERVE_BUILD_SERVER=OFF -DRNNSERVE_BUILD_TESTS=OFF \
@@ -22,7 +24,7 @@ ninja -C "$build" -j2 engine_bench >&2
 echo "run_engine_bench: $(uptime)" >&2
 # OPENBLAS_CORETYPE (set in this environment for safety) would hold OpenBLAS, and so torch, to
 # Haswell kernels; benchmarks run without it, tests never do.
-env -u OPENBLAS_CORETYPE /usr/bin/python3 bench/compare_torch.py \
+env -u OPENBLAS_CORETYPE "$python" bench/compare_torch.py \
   --engine-bench "$build/bench/engine_bench" --onnx-dir "$build/onnx" --repetitions 3 \
   --out "$build/engine_table.md" --json-out "$build/engine_results.json" "$@"
 echo "run_engine_bench: $(uptime)" >&2

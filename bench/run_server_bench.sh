@@ -15,6 +15,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
+# Python with torch, numpy and grpcio (as CMake's RNNSERVE_PYTHON; Debian's by default).
+python="${RNNSERVE_PYTHON:-/usr/bin/python3}"
 build="${RNNSERVE_SBENCH_BUILD:-build-sbench}"
 
 memory=1
@@ -66,12 +68,12 @@ fi
 
 echo "run_server_bench: $(uptime)" >&2
 # OPENBLAS_CORETYPE (set in this environment for safety) would hold torch to Haswell kernels.
-env -u OPENBLAS_CORETYPE /usr/bin/python3 bench/server_bench.py \
+env -u OPENBLAS_CORETYPE "$python" bench/server_bench.py \
   --rnnserve "$build/server/rnnserve" --client "$build/client/rnnserve-client" \
   --inprocess "$inprocess" --out "$build/server_table.md" \
   --json-out "$build/server_results.json" "${args[@]}"
 if [ "$memory" = 1 ]; then
-  /usr/bin/python3 bench/memory_bench.py --rnnserve "$build/server/rnnserve" \
+  "$python" bench/memory_bench.py --rnnserve "$build/server/rnnserve" \
     --json-out "$build/memory_results.json"
 fi
 echo "run_server_bench: $(uptime)" >&2

@@ -27,18 +27,17 @@ import argparse
 import json
 import os
 import platform
-import re
 import resource
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "pykit"))
+import rnnserve_testkit as kit  # noqa: E402  (server processes, metrics; puts tools/ on the path)
 
 # name -> (input_size, hidden_size, num_layers); all tanh, unidirectional, time-major.
 MODELS = {
@@ -46,7 +45,6 @@ MODELS = {
     "rnn256x2": (256, 256, 2),
     "rnn512x3": (512, 512, 3),
 }
-LISTENING = re.compile(r"listening on ([0-9.]+):(\d+) \(gRPC\), metrics on [0-9.]+:(-?\d+)")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -138,19 +136,13 @@ def scrape_metrics(port):
     exports, or {} when there is no metrics port."""
     if not port or port < 0:
         return {}
-    import urllib.request
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-            text = r.read().decode()
+        samples, _ = kit.parse_samples(kit.scrape(f"http://127.0.0.1:{port}/metrics"))
     except OSError:
         return {}
-    totals = {}
-    for line in text.splitlines():
-        match = re.match(r"^(rnnserve_(?:batch_size|queue_duration_seconds|"
-                         r"chunk_duration_seconds)_(?:sum|count))(?:{[^}]*})? (\S+)$", line)
-        if match:
-            totals[match.group(1)] = totals.get(match.group(1), 0.0) + float(match.group(2))
-    return totals
+    return {f"{family}_{part}": kit.metric_sum(samples, f"{family}_{part}")
+            for family in ("rnnserve_batch_size", "rnnserve_queue_duration_seconds",
+                           "rnnserve_chunk_duration_seconds") for part in ("sum", "count")}
 
 
 class QuietWaiter:
@@ -210,44 +202,11 @@ def children_cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
-class Server:
-    """A server process started on 127.0.0.1 with port 0, its port read from stdout."""
-
-    def __init__(self, name, command, log_path, start_timeout=120):
-        self.name = name
-        self.log_file = open(log_path, "w")
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log_file,
-                                        text=True, cwd=ROOT)
-        deadline = time.monotonic() + start_timeout
-        self.port = None
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                break
-            match = LISTENING.search(line)
-            if match:
-                self.port = int(match.group(2))
-                self.metrics_port = int(match.group(3))
-                break
-        if self.port is None:
-            self.stop()
-            raise RuntimeError(f"{name} did not start; see {log_path}")
-        self.pid = self.process.pid
-
-    @property
-    def address(self):
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self, timeout=60):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                log(f"{self.name} did not stop within {timeout} s; killing it")
-                self.process.kill()
-                self.process.wait()
-        self.log_file.close()
+def Server(name, command, log_path, start_timeout=120):
+    """A started server process on 127.0.0.1 with port 0, its ports read from its first line
+    (rnnserve_testkit.ListeningProcess); stderr goes to log_path."""
+    return kit.ListeningProcess(command, name=name, start_timeout=start_timeout,
+                                log_path=log_path, cwd=ROOT).start()
 
 
 def run_client_bench(args, server, model, sessions, duration, label=""):
@@ -575,7 +534,7 @@ def main(argv=None):
                             lambda: run_client_bench(args, server, m, n, duration),
                             f"{name} {m} x{n}")
             finally:
-                server.stop()
+                server.stop(timeout=60)
 
         # 1. rnnserve.
         if not args.no_rnnserve:
@@ -587,7 +546,7 @@ def main(argv=None):
         # 2. The reference server, at the counts that also have a rnnserve row.
         if not args.no_reference:
             bench_server("reference",
-                         ["/usr/bin/python3", args.reference, "--model_repository", repo,
+                         [sys.executable, args.reference, "--model_repository", repo,
                           "--port", "0", "--threads", str(args.threads),
                           "--stubs_dir", os.path.join(work, "stubs")],
                          {m: [n for n in ref_counts[m] if n in counts[m]] for m in models},

@@ -7,30 +7,25 @@ line). The CLI at $RNNSERVE_CLIENT_BIN runs `forward` and `stream` with --json, 
 files must match torch's output and h_n, computed live here, within 1e-5.
 
     RNNSERVE_BIN=build/server/rnnserve RNNSERVE_CLIENT_BIN=build/client/rnnserve-client \\
-    PYTHONPATH=tools /usr/bin/python3 -m unittest -v test_cli_torch   (from tests/client)
+    /usr/bin/python3 tests/pykit/run_tests.py test_cli_torch   (from tests/client)
 
 Every wait is bounded; nothing sleeps in place of synchronisation.
 """
 
 import json
 import os
-import queue
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
-import threading
 import unittest
 
 import numpy as np
 import torch
 
-import export_pytorch  # tools/, through PYTHONPATH
+import rnnserve_testkit as testkit
 
 ATOL = 1e-5
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 20.0
 CLI_TIMEOUT = 60.0
 LISTENING_RE = re.compile(rb"rnnserve listening on (\S+):(\d+) \(gRPC\)")
 
@@ -45,66 +40,13 @@ MODELS = {
 }
 
 
-def binary(variable):
-    path = os.environ.get(variable)
-    if not path or not os.access(path, os.X_OK):
-        raise unittest.SkipTest(f"${variable} is not set to an executable (ctest sets it)")
+def client_binary():
+    """$RNNSERVE_CLIENT_BIN (ctest sets it); AssertionError when it is not an executable, so a
+    missing CLI fails the test instead of skipping it."""
+    path = os.environ.get("RNNSERVE_CLIENT_BIN", "")
+    if not os.access(path, os.X_OK):
+        raise AssertionError(f"$RNNSERVE_CLIENT_BIN={path!r} is not an executable (ctest sets it)")
     return path
-
-
-class ServedModels:
-    """The exported models, served by one rnnserve process on 127.0.0.1."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="rnnserve-cli-torch-")
-        repository = os.path.join(self.dir, "models")
-        self.modules = {}
-        for seed, (name, kwargs) in enumerate(sorted(MODELS.items())):
-            torch.manual_seed(1000 + seed)
-            rnn = torch.nn.RNN(**kwargs).float().eval()
-            export_pytorch.export_module(rnn, os.path.join(repository, name))
-            self.modules[name] = rnn
-        self.stderr = open(os.path.join(self.dir, "stderr.log"), "wb")
-        self.process = subprocess.Popen(
-            [binary("RNNSERVE_BIN"), "--host=127.0.0.1", "--port=0", "--metrics_port=-1",
-             f"--model_repository={repository}", "--drain_timeout=5s"],
-            stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL)
-        lines = queue.Queue()
-
-        def read_stdout():
-            for line in self.process.stdout:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=read_stdout, daemon=True).start()
-        while True:
-            try:
-                line = lines.get(timeout=START_TIMEOUT)
-            except queue.Empty:
-                self.stop()
-                raise RuntimeError(f"rnnserve: no listening line within {START_TIMEOUT}s")
-            if line is None:
-                self.stop()
-                raise RuntimeError("rnnserve exited before listening: " + self.stderr_text())
-            match = LISTENING_RE.search(line)
-            if match:
-                self.target = f"127.0.0.1:{int(match.group(2))}"
-                return
-
-    def stderr_text(self):
-        with open(os.path.join(self.dir, "stderr.log"), "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT)
-        self.stderr.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def torch_run(rnn, x, h0=None):
@@ -122,21 +64,24 @@ class CliTorchTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.client = binary("RNNSERVE_CLIENT_BIN")
-        cls.served = ServedModels()
-        cls.work = tempfile.mkdtemp(prefix="rnnserve-cli-torch-work-")
+        cls.client = client_binary()
+        cls.work = tempfile.mkdtemp(prefix="rnnserve-cli-torch-")
+        cls.modules = {name: testkit.make_rnn(1000 + seed, **kwargs)
+                       for seed, (name, kwargs) in enumerate(sorted(MODELS.items()))}
+        repository = testkit.export_repository(os.path.join(cls.work, "models"), cls.modules)
+        cls.server = testkit.ServerProcess(model_repository=repository, metrics=False).start()
 
     @classmethod
     def tearDownClass(cls):
-        cls.served.stop()
+        cls.server.stop()
         shutil.rmtree(cls.work, ignore_errors=True)
 
     def cli(self, *args):
-        done = subprocess.run([self.client, "--server", self.served.target, *args],
+        done = subprocess.run([self.client, "--server", self.server.target, *args],
                               capture_output=True, text=True, timeout=CLI_TIMEOUT)
         self.assertEqual(done.returncode, 0,
                          f"rnnserve-client {' '.join(args)}: {done.stderr}\n"
-                         f"rnnserve stderr:\n{self.served.stderr_text()}")
+                         f"rnnserve stderr:\n{self.server.stderr_tail()}")
         return done.stdout
 
     def path(self, name):
@@ -176,7 +121,7 @@ class CliTorchTest(unittest.TestCase):
                                        "--h0", self.path("h0.npy"),
                                        "--save_output", self.path("y.npy"),
                                        "--save_h_n", self.path("h_n.npy"))
-                        want_out, want_h_n = torch_run(self.served.modules[name], x, h0)
+                        want_out, want_h_n = torch_run(self.modules[name], x, h0)
                         printed = json.loads(out)
                         self.assertClose(from_json(printed["output"]), want_out, "printed output")
                         self.assertClose(from_json(printed["h_n"]), want_h_n, "printed h_n")
@@ -198,7 +143,7 @@ class CliTorchTest(unittest.TestCase):
                                        "--h0", self.path("h0.npy"),
                                        "--save_output", self.path("y.npy"),
                                        "--save_h_n", self.path("h_n.npy"))
-                        want_out, want_h_n = torch_run(self.served.modules[name], x, h0)
+                        want_out, want_h_n = torch_run(self.modules[name], x, h0)
                         lines = [json.loads(line) for line in out.splitlines()]
                         self.assertEqual([line["steps"] for line in lines], [3, 3, 1])
                         self.assertEqual([line["ended"] for line in lines], [False, False, True])

@@ -1,15 +1,14 @@
-"""Shared pieces of rnnserve's deployment tests (tests/deploy) and the image smoke test
-(deploy/check-image.sh): real server processes on free loopback ports, health checks, the
-gRPC stubs, streaming sessions, Prometheus text parsing, torch references, and the local
-version of the Kubernetes router config (deploy/kubernetes/nginx.conf).
+"""The deployment tests' own pieces (tests/deploy): the local version of the Kubernetes router
+config (deploy/kubernetes/nginx.conf) and Debian's nginx running it. Servers, stubs, health,
+metrics and torch references come from the shared test kit (tests/pykit/rnnserve_testkit).
 
-Runs with Debian's /usr/bin/python3 (torch, numpy, grpcio, protobuf, yaml).
+nginx listens on unix sockets in its own folder, and its upstreams are servers that picked
+their ports themselves (port 0), so nothing here can collide with another test under ctest -j.
 
     /usr/bin/python3 tests/deploy/deploy_harness.py --nginx-test deploy/kubernetes/nginx.conf
 """
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -18,86 +17,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 
-import grpc
-import numpy as np
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "pykit"))
+import rnnserve_testkit as kit  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-SERVICE = "rnnserve.v1.RnnService"
+ROOT = kit.ROOT
 SESSION_HEADER = "x-session-id"
-
-
-def find_binary(env, relpath):
-    """$env, else the first of build/ and build-deploy/ that has the binary."""
-    if os.environ.get(env):
-        return os.environ[env]
-    for build in ("build", "build-deploy"):
-        path = os.path.join(ROOT, build, relpath)
-        if os.access(path, os.X_OK):
-            return path
-    return None
-
-
-SERVER_BIN = find_binary("RNNSERVE_BIN", "server/rnnserve")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout, what, interval=0.05):
-    """Polls predicate() until it returns a true value (returned), or raises after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-# ---- gRPC --------------------------------------------------------------------------------
-
-def client_module():
-    """client/python/rnnserve_client (the project's Python client; it makes its stubs)."""
-    sys.path.insert(0, os.path.join(ROOT, "client", "python"))
-    import rnnserve_client
-    return rnnserve_client
-
-
-def stubs():
-    """(rnn_service_pb2, rnn_service_pb2_grpc), the Python client's."""
-    rc = client_module()
-    return rc.pb2, rc.pb2_grpc
-
-
-def health(channel, service="", timeout=2.0):
-    """grpc.health.v1 Check, by hand (HealthCheckRequest{service=1}, response {status=1}):
-    "SERVING", "NOT_SERVING", "UNKNOWN", or the gRPC status code name on failure."""
-    check = channel.unary_unary("/grpc.health.v1.Health/Check")
-    data = service.encode()
-    request = (b"\x0a" + bytes([len(data)]) + data) if data else b""
-    try:
-        reply = check(request, timeout=timeout)
-    except grpc.RpcError as e:
-        return e.code().name
-    status = reply[1] if len(reply) >= 2 and reply[0] == 0x08 else 0
-    return {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}.get(status, "?")
-
-
-def wait_serving(target, timeout=30.0, service=SERVICE, alive=lambda: True):
-    with grpc.insecure_channel(target) as channel:
-        def ready():
-            if not alive():
-                raise RuntimeError(f"server for {target} exited while starting")
-            return health(channel, service, timeout=1.0) == "SERVING"
-        wait_until(ready, timeout, f"{target} health {service!r} SERVING", interval=0.1)
+NGINX_HINT = "apt-get install nginx-core"
 
 
 def open_stream(client, session_header=None):
@@ -108,117 +35,13 @@ def open_stream(client, session_header=None):
     return client.open_stream(metadata=[(SESSION_HEADER, session_header)])
 
 
-# ---- servers -----------------------------------------------------------------------------
-
-class Server:
-    """An rnnserve process on free loopback ports; its log goes to LOGDIR/NAME.log."""
-
-    def __init__(self, logdir, name="rnnserve", model_repository=None, flags=(), binary=None):
-        self.binary = binary or SERVER_BIN
-        if not self.binary:
-            raise FileNotFoundError("rnnserve binary not found: set RNNSERVE_BIN")
-        self.name = name
-        self.port = free_port()
-        self.metrics_port = free_port()
-        self.target = f"127.0.0.1:{self.port}"
-        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        self.log_path = os.path.join(logdir, f"{name}.log")
-        args = [self.binary, "--host=127.0.0.1", f"--port={self.port}",
-                f"--metrics_port={self.metrics_port}", *flags]
-        if model_repository:
-            args.append(f"--model_repository={model_repository}")
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_serving(self, timeout=30.0):
-        wait_serving(self.target, timeout, alive=lambda: self.process.poll() is None)
-        return self
-
-    def log(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def stop(self, sig=signal.SIGTERM, timeout=30.0):
-        """Signals the server and waits (bounded); returns its exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self._log.close()
-        return self.process.returncode
-
-
-def scrape(url, timeout=5.0):
-    with urllib.request.urlopen(url, timeout=timeout) as reply:
-        return reply.read().decode()
-
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def parse_metrics(text):
-    """Prometheus text format -> (samples [(name, {label: value}, float)], {family: type})."""
-    samples, types = [], {}
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, family, kind = line.split(None, 3)
-            types[family] = kind.strip()
-        elif line and not line.startswith("#"):
-            m = _SAMPLE.match(line)
-            if m:
-                samples.append((m.group(1), dict(_LABEL.findall(m.group(3) or "")),
-                                float(m.group(4))))
-    return samples, types
-
-
-def metric_value(samples, name, **labels):
-    """The sum of the samples of `name` whose labels include `labels`."""
-    return sum(v for n, l, v in samples
-               if n == name and all(l.get(k) == str(x) for k, x in labels.items()))
-
-
-# ---- torch references ----------------------------------------------------------------------
-
-def load_torch(model_dir):
-    """The torch.nn.RNN of an rnnserve model folder (config.json + model.safetensors)."""
-    import torch
-    import export_pytorch
-    with open(os.path.join(model_dir, export_pytorch.CONFIG_FILE)) as f:
-        config = json.load(f)
-    rnn = torch.nn.RNN(**export_pytorch.normalize_config(config))
-    state = export_pytorch.read_safetensors(os.path.join(model_dir, export_pytorch.WEIGHTS_FILE))
-    rnn.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
-    return rnn.eval()
-
-
-def write_model(out_dir, seed, **config):
-    """Exports a freshly initialised torch.nn.RNN(**config) (torch.manual_seed(seed))."""
-    import torch
-    import export_pytorch
-    torch.manual_seed(seed)
-    rnn = torch.nn.RNN(**config).eval()
-    export_pytorch.export_module(rnn, out_dir)
-    return rnn
-
-
-def torch_forward(rnn, x, h0=None):
-    import torch
-    with torch.no_grad():
-        out, hn = rnn(torch.from_numpy(x), None if h0 is None else torch.from_numpy(h0))
-    return out.numpy(), hn.numpy()
-
-
 # ---- nginx -------------------------------------------------------------------------------
 
-def local_nginx_conf(k8s_conf, prefix, listen_port, backends):
+def local_nginx_conf(k8s_conf, prefix, backends):
     """deploy/kubernetes/nginx.conf made runnable on this machine with Debian's nginx 1.22: the
     routing (map, upstream hash, grpc_pass and its limits) is kept as written; the pod DNS name
-    becomes the local backends, the listen becomes a loopback port (1.22 spells HTTP/2
-    `listen ... http2`), and files go under PREFIX."""
+    becomes the local backends, the listens become unix sockets PREFIX/grpc.sock and
+    PREFIX/probe.sock (1.22 spells HTTP/2 `listen ... http2`), and files go under PREFIX."""
     with open(k8s_conf) as f:
         text = f.read()
 
@@ -232,8 +55,8 @@ def local_nginx_conf(k8s_conf, prefix, listen_port, backends):
         lambda m: "\n".join(f"{m.group(1)}server {b}{m.group(2)};" for b in backends))
     sub(r"^\s*resolver .*;\n", "")
     sub(r"^\s*zone \S+ \S+;\n", "")
-    sub(r"^(\s*)listen 8080;\n\s*http2 on;$", rf"\1listen 127.0.0.1:{listen_port} http2;")
-    sub(r"^(\s*)listen 8081;$", rf"\1listen 127.0.0.1:{free_port()};")
+    sub(r"^(\s*)listen 8080;\n\s*http2 on;$", rf"\1listen unix:{prefix}/grpc.sock http2;")
+    sub(r"^(\s*)listen 8081;$", rf"\1listen unix:{prefix}/probe.sock;")
     sub(r"^pid \S+;$", f"pid {prefix}/nginx.pid;")
     sub(r"^error_log \S+", f"error_log {prefix}/error.log")
     sub(r"^(\s*)access_log /dev/stdout;$",
@@ -244,17 +67,20 @@ def local_nginx_conf(k8s_conf, prefix, listen_port, backends):
 
 
 class Nginx:
-    """Debian's nginx with local_nginx_conf(), in the foreground as a child process."""
+    """Debian's nginx with local_nginx_conf(), in the foreground as a child process; gRPC
+    clients reach it at `target` (unix:PREFIX/grpc.sock). AssertionError when nginx is not
+    installed: a test that needs it fails rather than skipping."""
 
     def __init__(self, k8s_conf, backends, prefix=None):
-        self.prefix = prefix or tempfile.mkdtemp(prefix="rnnserve-nginx-")
+        nginx = kit.require_tool("nginx", NGINX_HINT)
+        self.prefix = os.path.abspath(prefix or tempfile.mkdtemp(prefix="rnnserve-nginx-"))
         os.makedirs(self.prefix, exist_ok=True)
-        self.port = free_port()
-        self.target = f"127.0.0.1:{self.port}"
+        self.socket_path = os.path.join(self.prefix, "grpc.sock")
+        self.target = f"unix:{self.socket_path}"
         conf = os.path.join(self.prefix, "nginx.conf")
         with open(conf, "w") as f:
-            f.write(local_nginx_conf(k8s_conf, self.prefix, self.port, backends))
-        self.args = ["nginx", "-p", self.prefix, "-c", conf, "-g", "daemon off;"]
+            f.write(local_nginx_conf(k8s_conf, self.prefix, backends))
+        self.args = [nginx, "-p", self.prefix, "-c", conf, "-g", "daemon off;"]
         self.process = None
 
     def test(self):
@@ -266,10 +92,11 @@ class Nginx:
 
         def listening():
             if self.process.poll() is not None:
-                raise RuntimeError(f"nginx exited: {self.error_log()}")
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", self.port)) == 0
-        wait_until(listening, timeout, "nginx to listen")
+                raise AssertionError(f"nginx exited with {self.process.returncode}: "
+                                     f"{self.error_log()}{self._read('stderr.log')}")
+            with socket.socket(socket.AF_UNIX) as s:
+                return s.connect_ex(self.socket_path) == 0
+        kit.wait_until(listening, kit.scaled(timeout), "nginx to listen")
         return self
 
     def _read(self, name):
@@ -304,7 +131,11 @@ def main():
                         help="nginx -t on the local version of this router config")
     args = parser.parse_args()
     if args.nginx_test:
-        nginx = Nginx(args.nginx_test, ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"])
+        try:
+            nginx = Nginx(args.nginx_test, ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"])
+        except AssertionError as e:
+            print(f"deploy_harness: {e}", file=sys.stderr)
+            return 1
         try:
             result = nginx.test()
             sys.stdout.write(result.stderr)

@@ -12,7 +12,9 @@ import sys
 import grpc
 import numpy as np
 
-import deploy_harness as harness
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "pykit"))
+import rnnserve_testkit as kit  # noqa: E402
 
 # name -> (seed, torch.nn.RNN arguments)
 MODELS = {
@@ -24,7 +26,7 @@ TOLERANCE = 1e-5
 
 def write_repository(out):
     for name, (seed, config) in MODELS.items():
-        harness.write_model(os.path.join(out, name), seed, **config)
+        kit.write_model(os.path.join(out, name), seed, **config)
     print(f"smoke: wrote {', '.join(MODELS)} to {out}")
 
 
@@ -35,7 +37,7 @@ def stream_matches_torch(client, name, rnn):
     chunks = [rng.standard_normal((2, t, rnn.input_size) if rnn.batch_first else (t, 2, rnn.input_size),
                                   dtype=np.float32) for t in (3, 1, 5)]
     full = np.concatenate(chunks, axis=time_axis)
-    want_out, want_hn = harness.torch_forward(rnn, full)
+    want_out, want_hn = kit.torch_forward(rnn, full)
     outputs = []
     with client.open_stream() as stream:
         reply = stream.start(name, chunk=chunks[0], chunk_index=0)
@@ -43,7 +45,7 @@ def stream_matches_torch(client, name, rnn):
         reply = stream.send(chunks[1], chunk_index=1)
         outputs.append(reply.output)
         # State export mid-session.
-        _, want_mid = harness.torch_forward(rnn, np.concatenate(chunks[:2], axis=time_axis))
+        _, want_mid = kit.torch_forward(rnn, np.concatenate(chunks[:2], axis=time_axis))
         np.testing.assert_allclose(client.get_session(reply.session_id)["h_n"], want_mid, atol=TOLERANCE)
         reply = stream.send(chunks[2], chunk_index=2, end=True)
         outputs.append(reply.output)
@@ -57,13 +59,13 @@ def stream_matches_torch(client, name, rnn):
 
 def check(args):
     # Bounded poll while the server starts (its models load before it reports SERVING).
-    harness.wait_serving(args.target, timeout=args.wait)
+    kit.wait_serving(args.target, timeout=args.wait)
     with grpc.insecure_channel(args.target) as channel:
-        for service in ("", harness.SERVICE):
-            status = harness.health(channel, service)
+        for service in ("", kit.SERVICE):
+            status = kit.health_status(channel, service)
             assert status == "SERVING", f"health {service!r}: {status}"
     print("smoke: health SERVING ('' and rnnserve.v1.RnnService)")
-    rc = harness.client_module()
+    rc = kit.client_module()
     with rc.RnnServeClient(args.target) as client:
         models = {m.name: m for m in client.list_models()}
         assert sorted(models) == sorted(args.expect_models.split(",")), f"ListModels: {sorted(models)}"
@@ -73,9 +75,9 @@ def check(args):
             assert (c.input_size, c.hidden_size, c.num_layers) == (100, 10, 2), c
         if args.repository:
             for name in sorted(models):
-                stream_matches_torch(client, name, harness.load_torch(os.path.join(args.repository, name)))
+                stream_matches_torch(client, name, kit.load_torch(os.path.join(args.repository, name)))
     if args.metrics:
-        samples, _ = harness.parse_metrics(harness.scrape(args.metrics))
+        samples, _ = kit.parse_samples(kit.scrape(args.metrics))
         names = {n for n, _, _ in samples}
         for name in ("rnnserve_build_info", "rnnserve_requests_total"):
             assert name in names, f"{name} missing from {args.metrics}"

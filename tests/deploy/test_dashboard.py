@@ -3,7 +3,7 @@ dashboard, prometheus.yml and the alert rules use must really be exported by rnn
 labels, counter-or-gauge use), and every JSON/YAML file under deploy/ must parse.
 
 Compose itself cannot run on the CI machines, so this is what keeps deploy/compose honest.
-    RNNSERVE_BIN=build/server/rnnserve /usr/bin/python3 -m unittest -v test_dashboard
+    (cd tests/deploy && /usr/bin/python3 ../pykit/run_tests.py test_dashboard)
 """
 
 import glob
@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 import deploy_harness as harness
+from deploy_harness import kit
 
 COMPOSE = os.path.join(harness.ROOT, "deploy", "compose")
 DASHBOARD = os.path.join(COMPOSE, "grafana", "dashboards", "rnnserve.json")
@@ -66,10 +67,12 @@ class DashboardMetricsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="rnnserve-dashboard-")
-        cls.server = harness.Server(cls.tmp, flags=["--threads=1"]).wait_serving()
+        cls.server = kit.ServerProcess(flags=["--threads=1"], drain_timeout=None,
+                                       log_path=os.path.join(cls.tmp, "rnnserve.log"))
+        cls.server.start().wait_serving()
         try:
             cls.run_workload()
-            cls.samples, cls.types = harness.parse_metrics(harness.scrape(cls.server.metrics_url))
+            cls.samples, cls.types = kit.parse_samples(kit.scrape(cls.server.metrics_url))
         except Exception:
             cls.tearDownClass()
             raise
@@ -78,14 +81,14 @@ class DashboardMetricsTest(unittest.TestCase):
     def tearDownClass(cls):
         rc = cls.server.stop()
         if rc != 0:
-            print(cls.server.log())
+            print(cls.server.stderr_text())
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     @classmethod
     def run_workload(cls):
         """With the Python client: streamed sessions (ended, closed, left open), a Forward, a
         failing start and a failing GetModel."""
-        rc = harness.client_module()
+        rc = kit.client_module()
         rng = np.random.default_rng(0)
         with rc.RnnServeClient(cls.server.target) as client:
             model = client.list_models()[0]
@@ -185,9 +188,9 @@ class DashboardMetricsTest(unittest.TestCase):
         buckets = [float(l["le"]) for n, l, _ in self.samples
                    if n == "rnnserve_chunk_duration_seconds_bucket" and l.get("le") not in (None, "+Inf")]
         self.assertTrue(buckets and min(buckets) < 0.001, "chunk latency needs sub-millisecond buckets")
-        self.assertGreater(harness.metric_value(self.samples, "rnnserve_timesteps_total"), 0)
-        self.assertGreater(harness.metric_value(self.samples, "rnnserve_chunk_duration_seconds_count"), 0)
-        self.assertEqual(harness.metric_value(self.samples, "rnnserve_sessions_started_total"), 3)
+        self.assertGreater(kit.metric_sum(self.samples, "rnnserve_timesteps_total"), 0)
+        self.assertGreater(kit.metric_sum(self.samples, "rnnserve_chunk_duration_seconds_count"), 0)
+        self.assertEqual(kit.metric_sum(self.samples, "rnnserve_sessions_started_total"), 3)
 
 
 class DeployFilesTest(unittest.TestCase):

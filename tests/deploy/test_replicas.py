@@ -1,6 +1,7 @@
 """Several replicas for real: three rnnserve processes behind Debian's nginx running the
 Kubernetes router config (deploy/kubernetes/nginx.conf: `hash $http_x_session_id consistent`,
-grpc_pass), on free loopback ports.
+grpc_pass). The replicas pick their own ports (port 0) and nginx listens on a unix socket in
+its own folder, so nothing collides under ctest -j. Without nginx the test fails, naming it.
 
 (a) Streams that send `x-session-id` reach the replica holding their session, across
     reconnects (a chunk without `start` would be NOT_FOUND anywhere else; GetSession straight
@@ -9,7 +10,7 @@ grpc_pass), on free loopback ports.
     replica (NOT_FOUND), starts the session again with h_0 = its last h_n, and the outputs
     still match torch over the whole sequence within 1e-5.
 
-    RNNSERVE_BIN=build/server/rnnserve /usr/bin/python3 -m unittest -v test_replicas
+    (cd tests/deploy && /usr/bin/python3 ../pykit/run_tests.py test_replicas)
 """
 
 import os
@@ -22,31 +23,34 @@ import grpc
 import numpy as np
 
 import deploy_harness as harness
+from deploy_harness import kit
 
 NGINX_CONF = os.path.join(harness.ROOT, "deploy", "kubernetes", "nginx.conf")
 MODEL = "tiny"
 TOLERANCE = 1e-5
 
 
-@unittest.skipUnless(shutil.which("nginx"), "nginx is not installed (apt-get install nginx-core)")
 class ReplicasTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.rc = harness.client_module()
+        kit.require_tool("nginx", harness.NGINX_HINT)
+        cls.rc = kit.client_module()
         cls.tmp = tempfile.mkdtemp(prefix="rnnserve-replicas-")
         repo = os.path.join(cls.tmp, "models")
-        cls.rnn = harness.write_model(os.path.join(repo, MODEL), seed=3, input_size=6, hidden_size=12,
+        cls.rnn = kit.write_model(os.path.join(repo, MODEL), seed=3, input_size=6, hidden_size=12,
                                       num_layers=2)
         cls.servers, cls.nginx = [], None
         try:
             for i in range(3):
-                cls.servers.append(harness.Server(cls.tmp, f"replica{i}", model_repository=repo,
-                                                  flags=["--threads=1", "--drain_timeout=2s"]))
+                cls.servers.append(kit.ServerProcess(
+                    name=f"replica{i}", model_repository=repo, drain_timeout="2s",
+                    flags=["--threads=1"], log_path=os.path.join(cls.tmp, f"replica{i}.log")))
+                cls.servers[-1].start()
             for server in cls.servers:
                 server.wait_serving()
             cls.nginx = harness.Nginx(NGINX_CONF, [s.target for s in cls.servers],
                                       prefix=os.path.join(cls.tmp, "nginx")).start()
-            harness.wait_serving(cls.nginx.target, timeout=10)
+            kit.wait_serving(cls.nginx.target, timeout=kit.scaled(10))
         except Exception:
             cls.tearDownClass()
             raise
@@ -56,7 +60,7 @@ class ReplicasTest(unittest.TestCase):
         if cls.nginx:
             cls.nginx.stop()
         for server in cls.servers:
-            server.stop(timeout=15)
+            server.stop(timeout=kit.scaled(15))
         if os.environ.get("RNNSERVE_KEEP_TMP"):
             print(f"kept {cls.tmp}")
         else:
@@ -107,7 +111,7 @@ class ReplicasTest(unittest.TestCase):
         for sid, chunks in sessions.items():
             # Each chunk on a new connection, without `start`: only the holder knows the session.
             outputs = [self.via_router(sid, chunks[i], chunk_index=i).output for i in (1, 2)]
-            want, _ = harness.torch_forward(self.rnn, np.concatenate(chunks))
+            want, _ = kit.torch_forward(self.rnn, np.concatenate(chunks))
             np.testing.assert_allclose(np.concatenate(outputs), want[3:], atol=TOLERANCE)
             holders = self.holders(sid)
             self.assertEqual(len(holders), 1, f"{sid} is on replicas {holders}")
@@ -120,13 +124,13 @@ class ReplicasTest(unittest.TestCase):
     def test_b_failover_resumes_from_the_last_state(self):
         sid = "failover-1"
         chunks = [self.chunk(4), self.chunk(3), self.chunk(5), self.chunk(2)]
-        want_out, want_hn = harness.torch_forward(self.rnn, np.concatenate(chunks))
+        want_out, want_hn = kit.torch_forward(self.rnn, np.concatenate(chunks))
         outputs = [self.via_router(sid, chunks[0], start=True, chunk_index=0).output]
         reply = self.via_router(sid, chunks[1], chunk_index=1)
         outputs.append(reply.output)
         last_state = reply.h_n  # the client keeps the last h_n it was sent
         (victim,) = self.holders(sid)
-        self.servers[victim].stop(signal.SIGKILL)
+        self.servers[victim].stop(sig=signal.SIGKILL)
 
         # The next chunk through the router lands on a survivor, which does not know the session.
         with self.assertRaises(self.rc.RnnServeError) as caught:

@@ -1,143 +1,61 @@
-"""Shared helpers of rnnserve's server integration tests (tests/server/test_*.py).
+"""The server integration tests' own helpers (tests/server/test_*.py), on top of the shared
+test kit (tests/pykit/rnnserve_testkit: stubs, server processes, health, metrics, waits,
+models), whose names it re-exports so the tests read h.ServerProcess, h.metric, ...
 
-Runs with Debian's /usr/bin/python3 (torch, numpy, grpcio, protobuf). The server binary is
-$RNNSERVE_BIN (ctest sets it); tools/ must be on PYTHONPATH for export_pytorch.
-
-- stubs(): the rnnserve.v1 and grpc.health.v1 Python stubs, generated with protoc once per
-  proto version into a cached folder under the temp dir (atomic rename, so parallel test
-  processes never see half a folder).
-- ServerProcess: one rnnserve on free loopback ports (port 0, parsed from its first line),
-  stderr in a file, stopped with SIGTERM and then killed after a bound.
+- Tensors: rnnserve.v1.Tensor <-> numpy, in `values` or `raw` encoding.
 - Stream: one bidirectional Stream call with a reader thread, so every receive is bounded.
-- Models: fresh seeded torch.nn.RNNs exported into a model repository; torch is the oracle.
-- Metrics: Prometheus text scraped with urllib and parsed into samples.
+- ReferenceSession: a streamed session mirrored in torch (the oracle).
+- ServerTestCase: a class with its own model repository and server, which must exit 0.
 
-Every wait here is a poll with a deadline; nothing sleeps in place of synchronisation.
+Every wait here is a poll with a deadline; nothing sleeps in place of synchronisation. Run a
+module as ctest does (the server binary is found in build/ when RNNSERVE_BIN is unset):
+
+    (cd tests/server && /usr/bin/python3 ../pykit/run_tests.py test_streaming)
 """
 
-import hashlib
 import itertools
 import os
 import queue
-import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import unittest
-import urllib.request
 
 import grpc
 import numpy as np
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-RNN_PROTO = os.path.join(ROOT, "proto", "rnnserve", "v1", "rnn_service.proto")
-# grpc.health.v1 (Debian ships no grpc_health for Python); compiled from its own folder, so
-# the module is a top-level health_pb2 rather than a grpc.health package under grpcio's.
-HEALTH_PROTO = os.path.join(ROOT, "proto", "grpc", "health", "v1", "health.proto")
-SERVICE = "rnnserve.v1.RnnService"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "pykit"))
+import rnnserve_testkit as kit  # noqa: E402
+# Re-exported for the tests (h.ROOT, h.metric, ...).
+from rnnserve_testkit import (ROOT, SERVICE, server_binary, wait_until, stubs,  # noqa: E402,F401
+                              pb2, scrape, parse_metrics, metric, make_rnn, export_repository,
+                              torch_forward, scaled)
 
 # Numbers from the server must match torch's within this (absolute) tolerance.
 ATOL = 1e-5
 # Bounds on every wait, in seconds.
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 20.0
-RESPONSE_TIMEOUT = 30.0
-CALL_TIMEOUT = 30.0
-
-LISTENING_RE = re.compile(
-    rb"rnnserve listening on (\S+):(\d+) \(gRPC\), metrics on (\S+):(-?\d+)")
+START_TIMEOUT = kit.START_TIMEOUT
+STOP_TIMEOUT = kit.STOP_TIMEOUT
+RESPONSE_TIMEOUT = scaled(30.0)
+CALL_TIMEOUT = scaled(30.0)
 
 torch.set_num_threads(1)  # the CPUs are shared with the server under test
 
 
-def server_binary():
-    path = os.environ.get("RNNSERVE_BIN")
-    if not path:
-        for build in ("build-it", "build"):
-            candidate = os.path.join(ROOT, build, "server", "rnnserve")
-            if os.access(candidate, os.X_OK):
-                return candidate
-        raise RuntimeError("set RNNSERVE_BIN to the rnnserve binary (ctest does)")
-    if not os.access(path, os.X_OK):
-        raise RuntimeError(f"RNNSERVE_BIN={path} is not an executable")
-    return path
+class ServerProcess(kit.ServerProcess):
+    """The kit's rnnserve process, plus stream(): a Stream call on a new channel."""
+
+    def stream(self, channel=None, timeout=120.0):
+        return Stream(self.stub(channel), timeout=scaled(timeout))
 
 
-def wait_until(predicate, timeout, what, interval=0.02):
-    """Polls predicate() until it returns a true value (returned); AssertionError after
-    `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-# ---- stubs -------------------------------------------------------------------------------
-
-def _generate_stubs():
-    """Returns the folder holding rnnserve/v1/rnn_service_pb2{,_grpc}.py and
-    health_pb2{,_grpc}.py, generating it if no process has yet."""
-    digest = hashlib.sha256()
-    for path in (RNN_PROTO, HEALTH_PROTO, "/usr/bin/protoc", "/usr/bin/grpc_python_plugin"):
-        with open(path, "rb") as f:
-            digest.update(f.read())
-    final = os.path.join(tempfile.gettempdir(),
-                         f"rnnserve-test-stubs-{os.getuid()}-{digest.hexdigest()[:16]}")
-    marker = os.path.join(final, "COMPLETE")
-    if os.path.exists(marker):
-        return final
-    staging = tempfile.mkdtemp(prefix=os.path.basename(final) + ".tmp-",
-                               dir=os.path.dirname(final))
-    try:
-        for include, proto in ((os.path.join(ROOT, "proto"), RNN_PROTO),
-                               (os.path.dirname(HEALTH_PROTO), HEALTH_PROTO)):
-            subprocess.run(
-                ["/usr/bin/protoc", f"--python_out={staging}", f"--grpc_out={staging}",
-                 "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin", "-I", include, proto],
-                check=True, timeout=60)
-        with open(os.path.join(staging, "COMPLETE"), "w") as f:
-            f.write("ok\n")
-        try:
-            os.rename(staging, final)  # atomic; fails if another process got there first
-        except OSError:
-            if not os.path.exists(marker):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return final
-
-
-_stub_lock = threading.Lock()
-_stub_modules = None
-
-
-def stubs():
-    """(rnn_service_pb2, rnn_service_pb2_grpc, health_pb2, health_pb2_grpc)."""
-    global _stub_modules
-    with _stub_lock:
-        if _stub_modules is None:
-            folder = _generate_stubs()
-            if folder not in sys.path:
-                sys.path.insert(0, folder)
-            from rnnserve.v1 import rnn_service_pb2, rnn_service_pb2_grpc
-            import health_pb2
-            import health_pb2_grpc
-            _stub_modules = (rnn_service_pb2, rnn_service_pb2_grpc, health_pb2, health_pb2_grpc)
-        return _stub_modules
-
-
-def pb2():
-    return stubs()[0]
+def health_status(server, service="", timeout=5.0):
+    """'SERVING', 'NOT_SERVING', ... for `service`, or the gRPC code name if Check failed."""
+    return server.health(service, timeout)
 
 
 # ---- tensors -----------------------------------------------------------------------------
@@ -188,30 +106,7 @@ def assert_close(actual, expected, what=""):
                                err_msg=what)
 
 
-# ---- models and the torch reference ------------------------------------------------------
-
-def make_rnn(seed, **config):
-    """A freshly initialised torch.nn.RNN(**config) from torch.manual_seed(seed), in eval()."""
-    torch.manual_seed(seed)
-    return torch.nn.RNN(**config).eval()
-
-
-def export_repository(folder, models):
-    """Writes {name: torch.nn.RNN} as a model repository (one subfolder per model)."""
-    import export_pytorch  # tools/, on PYTHONPATH
-    for name, rnn in models.items():
-        export_pytorch.export_module(rnn, os.path.join(folder, name))
-    return folder
-
-
-def torch_forward(rnn, x, h0=None):
-    """torch's (output, h_n) of rnn(x, h0) as float32 numpy arrays."""
-    with torch.no_grad():
-        out, h_n = rnn(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
-                       None if h0 is None else
-                       torch.from_numpy(np.ascontiguousarray(h0, dtype=np.float32)))
-    return out.numpy().copy(), h_n.numpy().copy()
-
+# ---- random inputs and the torch reference ---------------------------------------------
 
 def time_axis(rnn, batched=True):
     """The axis of the input and output that is time, for this model and rank."""
@@ -246,168 +141,6 @@ def random_split(rng, total, parts):
 def split_time(x, sizes, axis):
     """Splits x along `axis` into consecutive pieces of the given sizes."""
     return np.split(x, np.cumsum(sizes)[:-1], axis=axis)
-
-
-# ---- the server process ------------------------------------------------------------------
-
-class ServerProcess:
-    """One rnnserve process on 127.0.0.1 with ports picked by the server (port 0).
-
-        with ServerProcess(model_repository=repo, flags=["--max_sessions=3"]) as server:
-            stub = server.stub()
-
-    stdout's listening line gives the ports; stderr goes to a file (stderr_text()). stop()
-    sends SIGTERM and kills the process if it has not exited after a bound.
-    """
-
-    def __init__(self, model_repository=None, flags=(), name="rnnserve",
-                 drain_timeout="5s", metrics=True, start_timeout=START_TIMEOUT):
-        self.model_repository = model_repository
-        self.metrics = metrics  # False: --metrics_port=-1 (exits 1.5 s faster)
-        self.flags = list(flags)
-        self.name = name
-        self.drain_timeout = drain_timeout
-        self.start_timeout = start_timeout
-        self.process = None
-        self.port = None
-        self.metrics_port = None
-        self._channels = []
-        self._logdir = None
-
-    # -- lifecycle
-
-    def start(self):
-        self._logdir = tempfile.mkdtemp(prefix=f"rnnserve-test-{self.name}-")
-        self.stderr_path = os.path.join(self._logdir, "stderr.log")
-        args = [server_binary(), "--host=127.0.0.1", "--port=0",
-                f"--metrics_port={0 if self.metrics else -1}"]
-        if self.model_repository:
-            args.append(f"--model_repository={self.model_repository}")
-        if self.drain_timeout and not any(f.startswith("--drain_timeout") for f in self.flags):
-            args.append(f"--drain_timeout={self.drain_timeout}")
-        args += self.flags
-        self.args = args
-        self._stderr = open(self.stderr_path, "wb")
-        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._stderr,
-                                        stdin=subprocess.DEVNULL)
-        lines = queue.Queue()
-
-        def read_stdout():
-            for line in self.process.stdout:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=read_stdout, daemon=True).start()
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                self.kill()
-                raise RuntimeError(f"{self.name}: no listening line within "
-                                   f"{self.start_timeout}s; stderr:\n{self.stderr_text()}")
-            if line is None:
-                rc = self.process.wait(STOP_TIMEOUT)
-                raise RuntimeError(f"{self.name}: exited with {rc} before listening "
-                                   f"({' '.join(args)}); stderr:\n{self.stderr_text()}")
-            match = LISTENING_RE.search(line)
-            if match:
-                self.port = int(match.group(2))
-                self.metrics_port = int(match.group(4))
-                self.target = f"127.0.0.1:{self.port}"
-                self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-                return self
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def alive(self):
-        return self.process is not None and self.process.poll() is None
-
-    def terminate(self):
-        """Sends SIGTERM (starts draining) without waiting."""
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-
-    def wait(self, timeout):
-        """The exit status; AssertionError if still running after `timeout` seconds."""
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"{self.name} still running {timeout}s later; stderr:\n"
-                                 f"{self.stderr_tail()}") from None
-
-    def kill(self):
-        if self.alive():
-            self.process.kill()
-        if self.process is not None:
-            self.process.wait(STOP_TIMEOUT)
-
-    def close_channels(self):
-        """Closes every channel from channel(). (The server's shutdown waits out
-        --shutdown_grace while a connection that made calls stays open.)"""
-        for channel in self._channels:
-            channel.close()
-        self._channels = []
-
-    def stop(self, timeout=STOP_TIMEOUT):
-        """SIGTERM, then SIGKILL after `timeout` seconds; returns the exit status."""
-        self.close_channels()
-        if self.process is None:
-            return None
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT)
-        self._stderr.close()
-        if self.process.stdout:
-            self.process.stdout.close()
-        if self._logdir and not os.environ.get("RNNSERVE_TEST_KEEP_LOGS"):
-            self._saved_stderr = self.stderr_text()
-            shutil.rmtree(self._logdir, ignore_errors=True)
-            self._logdir = None
-        return self.process.returncode
-
-    def stderr_text(self):
-        if self._logdir is None:
-            return getattr(self, "_saved_stderr", "")
-        with open(self.stderr_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def stderr_tail(self, lines=40):
-        return "\n".join(self.stderr_text().splitlines()[-lines:])
-
-    # -- clients
-
-    def channel(self, **options):
-        """A new channel to the server, closed by stop()."""
-        channel = grpc.insecure_channel(self.target, options=list(options.items()))
-        self._channels.append(channel)
-        return channel
-
-    def stub(self, channel=None):
-        return stubs()[1].RnnServiceStub(channel or self.channel())
-
-    def health_stub(self, channel=None):
-        """A Health stub; without `channel`, one shared stub (cheap to poll with)."""
-        if channel is not None:
-            return stubs()[3].HealthStub(channel)
-        if getattr(self, "_health", None) is None or self._health[0] not in self._channels:
-            shared = self.channel()
-            self._health = (shared, stubs()[3].HealthStub(shared))
-        return self._health[1]
-
-    def stream(self, channel=None, timeout=120.0):
-        return Stream(self.stub(channel), timeout=timeout)
-
-    def scrape(self):
-        return scrape(self.metrics_url)
 
 
 # ---- Stream ------------------------------------------------------------------------------
@@ -582,52 +315,6 @@ def check_chunk(testcase, response, expected_out, expected_h, what):
     assert_close(from_tensor(response.output), expected_out, f"{what}: output")
     if expected_h is not None:
         assert_close(from_tensor(response.h_n), expected_h, f"{what}: h_n")
-
-
-# ---- health and metrics ------------------------------------------------------------------
-
-def health_status(server, service="", timeout=5.0):
-    """'SERVING', 'NOT_SERVING', ... for `service`, or the gRPC code name if Check failed."""
-    health_pb2 = stubs()[2]
-    stub = server.health_stub()
-    try:
-        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
-    except grpc.RpcError as e:
-        return e.code().name
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-
-
-def scrape(url, timeout=10.0):
-    with urllib.request.urlopen(url, timeout=timeout) as reply:
-        return reply.read().decode()
-
-
-_SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$')
-_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def parse_metrics(text):
-    """Prometheus text -> {(name, frozenset(labels.items())): float}."""
-    samples = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        match = _SAMPLE_RE.match(line)
-        if not match:
-            raise AssertionError(f"unparsable metrics line: {line!r}")
-        name, labels, value = match.groups()
-        label_map = dict(_LABEL_RE.findall(labels or ""))
-        samples[(name, frozenset(label_map.items()))] = float(value)
-    return samples
-
-
-def metric(samples, name, **labels):
-    """The value of the sample with exactly these labels; AssertionError if absent."""
-    key = (name, frozenset(labels.items()))
-    if key not in samples:
-        similar = sorted(str(dict(k[1])) for k in samples if k[0] == name)
-        raise AssertionError(f"no sample {name}{labels}; samples of {name}: {similar}")
-    return samples[key]
 
 
 # ---- test classes ------------------------------------------------------------------------

@@ -19,8 +19,12 @@ def run_server(repo):
         [h.server_binary(), "--host=127.0.0.1", "--port=0", "--metrics_port=-1",
          f"--model_repository={repo}"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        timeout=STARTUP_TIMEOUT)
-    return proc.returncode, proc.stderr.decode(errors="replace")
+        timeout=h.scaled(STARTUP_TIMEOUT))
+    stderr = proc.stderr.decode(errors="replace")
+    report = h.kit.sanitizer_report(stderr)
+    if report is not None:
+        raise AssertionError(f"the sanitizers reported:\n{report}")
+    return proc.returncode, stderr
 
 
 class StartupTest(unittest.TestCase):

@@ -1,4 +1,5 @@
-"""Tests for tools/export_pytorch.py. Run: /usr/bin/python3 -m unittest discover -s tests/tools"""
+"""Tests for tools/export_pytorch.py. Run:
+    (cd tests/tools && /usr/bin/python3 ../pykit/run_tests.py test_export_pytorch)"""
 
 import contextlib
 import io
