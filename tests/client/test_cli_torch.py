@@ -27,7 +27,6 @@ import rnnserve_testkit as testkit
 
 ATOL = 1e-5
 CLI_TIMEOUT = 60.0
-LISTENING_RE = re.compile(rb"rnnserve listening on (\S+):(\d+) \(gRPC\)")
 
 torch.set_num_threads(1)  # the CPUs are shared with the server under test
 
