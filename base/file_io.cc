@@ -15,6 +15,18 @@ absl::Status ErrnoStatus(int error_number, absl::string_view action, const std::
   return absl::ErrnoToStatus(error_number, absl::StrCat("cannot ", action, " ", path));
 }
 
+absl::Status WriteAll(int fd, absl::string_view contents, const std::string& path) {
+  while (!contents.empty()) {
+    const ssize_t n = ::write(fd, contents.data(), contents.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, "write", path);
+    }
+    contents.remove_prefix(static_cast<size_t>(n));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, int64_t max_bytes) {
@@ -61,19 +73,22 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, int64_t max_bytes)
 }
 
 absl::Status WriteFile(const std::string& path, absl::string_view contents) {
+  struct stat info;
+  if (::stat(path.c_str(), &info) == 0 && !S_ISREG(info.st_mode)) {
+    if (S_ISDIR(info.st_mode)) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot write ", path, ": a directory"));
+    }
+    // A device or pipe (/dev/stdout, a FIFO) cannot be replaced by rename: write it in place.
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return ErrnoStatus(errno, "open", path);
+    absl::Status status = WriteAll(fd, contents, path);
+    if (::close(fd) != 0 && status.ok()) status = ErrnoStatus(errno, "close", path);
+    return status;
+  }
   const std::string temp_path = path + ".tmp";
   const int fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus(errno, "create", temp_path);
-  absl::Status status;
-  while (!contents.empty()) {
-    const ssize_t n = ::write(fd, contents.data(), contents.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      status = ErrnoStatus(errno, "write", temp_path);
-      break;
-    }
-    contents.remove_prefix(static_cast<size_t>(n));
-  }
+  absl::Status status = WriteAll(fd, contents, temp_path);
   if (::close(fd) != 0 && status.ok()) status = ErrnoStatus(errno, "close", temp_path);
   if (status.ok() && ::rename(temp_path.c_str(), path.c_str()) != 0) {
     status = ErrnoStatus(errno, "rename", temp_path + " to " + path);

@@ -20,7 +20,9 @@ namespace rnnserve {
 absl::StatusOr<std::string> ReadFile(const std::string& path,
                                      int64_t max_bytes = std::numeric_limits<int64_t>::max());
 
-// Writes via a temporary file and rename(), so a concurrent reader never sees half a file.
+// Writes via a temporary file and rename(), so a concurrent reader never sees half a file. A
+// path that is a device or a pipe (/dev/stdout, a FIFO) is written in place; a directory is
+// FAILED_PRECONDITION.
 absl::Status WriteFile(const std::string& path, absl::string_view contents);
 
 }  // namespace rnnserve

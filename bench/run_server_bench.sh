@@ -31,38 +31,9 @@ for arg in "$@"; do
 done
 
 cmake -S . -B "$build" -G Ninja -DRNNSERVE_BUILD_TESTS=OFF >/dev/null
-if ninja -C "$build" -t targets all 2>/dev/null | grep -q '^inprocess_bench:'; then
-  # bench/CMakeLists.txt builds it.
-  cmake --build "$build" -j2 --target rnnserve rnnserve-client inprocess_bench
-  inprocess="$(find "$build" -name inprocess_bench -type f -perm -u+x | head -n1)"
-else
-  # Not (yet) in bench/CMakeLists.txt: a two-line CMake project links it against the
-  # rnnserve_core library of the main build.
-  cmake --build "$build" -j2 --target rnnserve rnnserve-client rnnserve_core
-  mini="$build/inprocess"
-  mkdir -p "$mini"
-  cat >"$mini/CMakeLists.txt" <<EOF
-cmake_minimum_required(VERSION 3.22)
-project(inprocess_bench CXX)
-set(CMAKE_CXX_STANDARD 17)
-set(CMAKE_BUILD_TYPE Release)
-add_compile_options(-O3 -march=native)
-find_package(Eigen3 3.4 CONFIG REQUIRED)
-find_package(absl CONFIG REQUIRED)
-add_library(rnnserve_core STATIC IMPORTED)
-set_target_properties(rnnserve_core PROPERTIES
-  IMPORTED_LOCATION "$root/$build/core/librnnserve_core.a"
-  INTERFACE_INCLUDE_DIRECTORIES "$root")
-target_link_libraries(rnnserve_core INTERFACE Eigen3::Eigen absl::status absl::statusor
-  absl::strings absl::span absl::synchronization absl::time absl::str_format)
-add_executable(inprocess_bench "$root/bench/inprocess_bench.cc")
-find_package(Threads REQUIRED)
-target_link_libraries(inprocess_bench PRIVATE rnnserve_core Threads::Threads)
-EOF
-  cmake -S "$mini" -B "$mini/build" -G Ninja >/dev/null
-  cmake --build "$mini/build" -j2
-  inprocess="$mini/build/inprocess_bench"
-fi
+# inprocess_bench links the serving layer alone (bench/CMakeLists.txt): the in-process column.
+cmake --build "$build" -j2 --target rnnserve rnnserve-client inprocess_bench
+inprocess="$build/bench/inprocess_bench"
 
 [ "$build_only" = 1 ] && exit 0
 

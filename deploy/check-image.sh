@@ -141,7 +141,6 @@ log "entrypoint $entrypoint, default args $default_args, user $user"
 [ "$default_args" = '["--model_repository=/models"]' ] || die "default args should be --model_repository=/models"
 case "$user" in ''|0|root|0:*|root:*) die "the image runs as root";; esac
 
-free_port() { "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 # The processes below a pid (children first), by pid: buildah run's own helper and rnnserve.
 descendants() {
   local child
@@ -154,12 +153,24 @@ start_server() {
   local c
   c="$(buildah from --pull=never --name "rnnserve-check-$name-$$" "$image")"
   containers+=("$c")
-  grpc_port="$(free_port)"; metrics_port="$(free_port)"
   server_log="$work/$name.log"
+  # Port 0: the server binds free ports itself and prints them, so parallel runs cannot race
+  # for a port picked here and released before the server takes it.
   # shellcheck disable=SC2046
   buildah run --isolation chroot "$@" "$c" -- rnnserve $(echo "$default_args" | tr -d '[]"' | tr ',' ' ') \
-    --host=127.0.0.1 --port="$grpc_port" --metrics_port="$metrics_port" >"$server_log" 2>&1 &
+    --host=127.0.0.1 --port=0 --metrics_port=0 >"$server_log" 2>&1 &
   server_pid=$!
+  local line="" _
+  for _ in $(seq 1 600); do  # bounded: 60 s
+    line="$(grep -m1 '^rnnserve listening on ' "$server_log" || true)"
+    [ -n "$line" ] && break
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  [ -n "$line" ] || { tail -30 "$server_log"; die "server '$name' printed no listening line"; }
+  # "rnnserve listening on 127.0.0.1:PORT (gRPC), metrics on 127.0.0.1:PORT"
+  grpc_port="$(echo "$line" | sed -E 's/^rnnserve listening on [^ ]*:([0-9]+) \(gRPC\).*/\1/')"
+  metrics_port="$(echo "$line" | sed -E 's/.*metrics on [^ ]*:([0-9]+).*/\1/')"
   log "server '$name' (buildah run pid $server_pid) on 127.0.0.1:$grpc_port, metrics :$metrics_port"
 }
 # stop_server SIGNAL: signals rnnserve itself (not the buildah wrapper, which then exits and

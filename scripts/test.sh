@@ -3,10 +3,12 @@
 #   1. Release build; ctest: unit tests, the live-PyTorch parity suite, server integration
 #      tests against the real binary, deployment tests (dashboard metrics, 3 replicas behind
 #      nginx, manifest validation);
-#   2. the same unit, parity and in-process server tests built with ASan + UBSan, and the
+#   2. clang's thread-safety analysis over core/ and server/ (as errors), and a client-only
+#      build with no Eigen (the layering as a build);
+#   3. the same unit, parity and in-process server tests built with ASan + UBSan, and the
 #      Python integration suite (tests/server) against the sanitized rnnserve binary;
-#   3. a short libFuzzer run of each parser;
-#   4. the container image: built with buildah and smoke-tested (deploy/check-image.sh).
+#   4. a short libFuzzer run of each parser;
+#   5. the container image: built with buildah and smoke-tested (deploy/check-image.sh).
 # Build caches (ccache) live inside build/, so a second run rebuilds only what changed.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -30,6 +32,13 @@ echo "== Thread-safety analysis (clang -Wthread-safety, as errors, over core/ an
 CXX=clang++-14 cmake -S . -B build/tsa -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DRNNSERVE_THREAD_SAFETY=ON -DRNNSERVE_BUILD_TESTS=OFF -DRNNSERVE_BUILD_BENCH=OFF
 cmake --build build/tsa -j"$jobs"
+
+echo "== Client-only build (base, proto and the client, with Eigen hidden from CMake)"
+# The layering as a build: the client links the wire side only, so it builds with no Eigen and
+# no engine at all.
+cmake -S . -B build/client-only -G Ninja -DCMAKE_BUILD_TYPE=Release -DRNNSERVE_BUILD_ENGINE=OFF \
+  -DCMAKE_DISABLE_FIND_PACKAGE_Eigen3=ON
+cmake --build build/client-only -j"$jobs"
 
 echo "== Sanitizer build (ASan + UBSan)"
 cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRNNSERVE_SANITIZE=ON \

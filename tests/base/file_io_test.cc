@@ -49,6 +49,15 @@ TEST_F(FileIoTest, DirectoryAndFifoAreRefusedWithoutBlocking) {
   EXPECT_NE(read.status().message().find("not a regular file"), absl::string_view::npos);
 }
 
+TEST_F(FileIoTest, SpecialFilesAreWrittenInPlaceAndDirectoriesRefused) {
+  // A device cannot be renamed over: /dev/null takes the bytes in place and stays a device.
+  EXPECT_TRUE(WriteFile("/dev/null", "discarded").ok());
+  struct stat info;
+  ASSERT_EQ(stat("/dev/null", &info), 0);
+  EXPECT_TRUE(S_ISCHR(info.st_mode));
+  EXPECT_EQ(WriteFile(dir_, "x").code(), absl::StatusCode::kFailedPrecondition);
+}
+
 TEST_F(FileIoTest, FileOverTheLimitIsRefused) {
   const std::string path = dir_ + "/big";
   ASSERT_TRUE(WriteFile(path, std::string(100, 'x')).ok());
