@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "base/log.h"
+#include "base/text.h"
 #include "core/serving/chunk_batch.h"
 #include "core/serving/client_text.h"
 #include "core/serving/session.h"
@@ -92,7 +93,12 @@ void ServingCore::SubmitChunk(ChunkRequest request, ChunkCallback done) {
   auto task = std::make_unique<ChunkTask>();
   task->submitted = absl::Now();
   task->done = std::move(done);
-  task->result.session_id = request.session_id;
+  // Echoed only if it could name a session: a refused request never sends a huge or forged id
+  // back (a response over the message limit would be misreported as applied).
+  const std::string& id = request.session_id;
+  if (id.size() <= kMaxClientIdBytes && std::all_of(id.begin(), id.end(), IsClientIdChar)) {
+    task->result.session_id = request.session_id;
+  }
   task->result.model = request.model;
   task->result.chunk_index = request.chunk_index;
   task->request = std::move(request);
