@@ -110,7 +110,7 @@ std::shared_ptr<Session> SessionTable::EvictionVictimLocked(const Session* reque
                                                             absl::Time now) const {
   std::shared_ptr<Session> victim;
   for (const auto& [key, session] : sessions_) {
-    session->mu.AssertHeld();
+    session->mu.AssertReaderHeld();
     if (session.get() == requester || (principal != nullptr && session->principal != *principal) ||
         session->phase == Session::Phase::kScheduled || !session->pending.empty() ||
         session->state_bytes == 0 || now - session->last_used < options_.evict_idle_after) {
@@ -119,7 +119,7 @@ std::shared_ptr<Session> SessionTable::EvictionVictimLocked(const Session* reque
     if (victim == nullptr) {
       victim = session;
     } else {
-      victim->mu.AssertHeld();
+      victim->mu.AssertReaderHeld();
       if (session->last_used < victim->last_used) victim = session;
     }
   }
