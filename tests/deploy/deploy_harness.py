@@ -6,6 +6,7 @@ nginx listens on unix sockets in its own folder, and its upstreams are servers t
 their ports themselves (port 0), so nothing here can collide with another test under ctest -j.
 
     /usr/bin/python3 tests/deploy/deploy_harness.py --nginx-test deploy/kubernetes/nginx.conf
+        # nginx -t on both forms: TLS (test certificates made now) and plaintext
 """
 
 import argparse
