@@ -6,6 +6,8 @@
 # /models is the model repository (one folder per model: config.json + model.safetensors);
 # empty, the server serves its built-in `demo` model. Arguments after the image name replace the
 # default `--model_repository=/models`, e.g. `... rnnserve:dev --model_repository=/models --max_batch=32`.
+# TLS and tokens (docs/security.md): mount the files and pass --tls_cert_file, --tls_key_file,
+# --auth_tokens_file (and --health_port for plaintext health probes).
 ARG BASE=debian:bookworm-slim
 
 # ---- builder: the C++ build packages only (scripts/install-deps.sh --profile build) ----------
@@ -33,7 +35,7 @@ LABEL org.opencontainers.image.title="rnnserve" \
       org.opencontainers.image.description="gRPC inference server for torch.nn.RNN models"
 RUN apt-get update -qq && \
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      libgrpc++1.51 libprotobuf32 libabsl20220623 \
+      libgrpc++1.51 libprotobuf32 libabsl20220623 libssl3 \
       libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 && \
     rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log && \
     groupadd --system --gid 10001 rnnserve && \
@@ -45,7 +47,8 @@ COPY --from=build /out/ /
 RUN ! ldd /usr/local/bin/rnnserve /usr/local/bin/rnnserve-client | grep 'not found'
 USER 10001:10001
 WORKDIR /models
-# gRPC (Stream, Forward, models, sessions; health; reflection) and Prometheus /metrics.
-EXPOSE 50051 9090
+# gRPC (Stream, Forward, models, sessions; health; reflection), Prometheus /metrics, and the
+# plaintext health port used with TLS (--health_port=50052, off by default).
+EXPOSE 50051 9090 50052
 ENTRYPOINT ["rnnserve"]
 CMD ["--model_repository=/models"]

@@ -10,7 +10,11 @@
 #  3. Runs the image's server twice on free loopback ports (chroot isolation shares the host's
 #     network): with the image's default arguments and an empty /models (the demo model), then
 #     with a model repository written by tools/export_pytorch.py mounted on /models, streamed
-#     and compared with torch. Then SIGTERM: the server must drain and exit 0.
+#     and compared with torch. Then SIGTERM: the server must drain and exit 0. Then once
+#     with TLS and a bearer token (certificates from tests/server/auth/make_test_certs.sh and a
+#     tokens file, mounted read-only): the smoke test connects over TLS with the token, checks
+#     that plaintext and token-less calls are refused, and health on the plaintext
+#     --health_port; the image's rnnserve-client connects with --tls_ca and --token_file.
 #  4. Prints the image's size.
 #
 # Environment: RNNSERVE_IMAGE (default localhost/rnnserve:dev), RNNSERVE_DEBIAN_MIRROR (overrides
@@ -30,7 +34,7 @@ die() { log "FAIL: $*"; exit 1; }
 now() { date +%s; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (buildah and debootstrap need it here)"
-for tool in buildah podman debootstrap; do
+for tool in buildah podman debootstrap openssl; do
   command -v "$tool" >/dev/null || die "$tool missing: scripts/install-deps.sh installs it"
 done
 
@@ -147,7 +151,8 @@ descendants() {
   for child in $(cat /proc/"$1"/task/*/children 2>/dev/null); do descendants "$child"; echo "$child"; done
 }
 # start_server NAME [buildah run options...]: the image's entrypoint and default args, plus
-# loopback ports, in a fresh working container, in the background.
+# loopback ports and the server_args array, in a fresh working container, in the background.
+server_args=()
 start_server() {
   local name="$1"; shift
   local c
@@ -158,7 +163,7 @@ start_server() {
   # for a port picked here and released before the server takes it.
   # shellcheck disable=SC2046
   buildah run --isolation chroot "$@" "$c" -- rnnserve $(echo "$default_args" | tr -d '[]"' | tr ',' ' ') \
-    --host=127.0.0.1 --port=0 --metrics_port=0 >"$server_log" 2>&1 &
+    --host=127.0.0.1 --port=0 --metrics_port=0 ${server_args[@]+"${server_args[@]}"} >"$server_log" 2>&1 &
   server_pid=$!
   local line="" _
   for _ in $(seq 1 600); do  # bounded: 60 s
@@ -169,7 +174,7 @@ start_server() {
   done
   [ -n "$line" ] || { tail -30 "$server_log"; die "server '$name' printed no listening line"; }
   # "rnnserve listening on 127.0.0.1:PORT (gRPC), metrics on 127.0.0.1:PORT"
-  grpc_port="$(echo "$line" | sed -E 's/^rnnserve listening on [^ ]*:([0-9]+) \(gRPC\).*/\1/')"
+  grpc_port="$(echo "$line" | sed -E 's/^rnnserve listening on [^ ]*:([0-9]+) .*/\1/')"
   metrics_port="$(echo "$line" | sed -E 's/.*metrics on [^ ]*:([0-9]+).*/\1/')"
   log "server '$name' (buildah run pid $server_pid) on 127.0.0.1:$grpc_port, metrics :$metrics_port"
 }
@@ -217,6 +222,35 @@ chmod -R a+rX "$work/models"
 start_server repository -v "$work/models:/models:ro"
 smoke --expect-models "$(ls "$work/models" | paste -sd, -)" --repository "$work/models"
 stop_server TERM || { tail -30 "$server_log"; die "server did not exit 0 on SIGTERM"; }
+
+# c) TLS and a bearer token, as docs/security.md deploys it: certificates made now with openssl
+# (ca1 signs server-a for 127.0.0.1), a tokens file with the token's SHA-256, both mounted
+# read-only; gRPC over TLS only, health in plaintext on --health_port.
+mkdir -p "$work/tls" "$work/auth"
+bash "$root/tests/server/auth/make_test_certs.sh" "$work/tls" >/dev/null
+token="$(openssl rand -hex 32)"
+printf 'smoke %s\n' "$(printf %s "$token" | sha256sum | cut -d' ' -f1)" >"$work/auth/tokens"
+printf '%s\n' "$token" >"$work/auth/token"
+chmod -R a+rX "$work/tls" "$work/auth"  # the image's user (uid 10001) reads them
+# A free loopback port for the health server (picked here, so a little racy; the server
+# reports it if it cannot bind).
+health_port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+server_args=(--tls_cert_file=/etc/rnnserve/tls/server-a.crt --tls_key_file=/etc/rnnserve/tls/server-a.key
+             --auth_tokens_file=/etc/rnnserve/auth/tokens --health_port="$health_port")
+start_server tls -v "$work/tls:/etc/rnnserve/tls:ro" -v "$work/auth:/etc/rnnserve/auth:ro"
+server_args=()
+smoke --expect-models demo --tls-ca "$work/tls/ca1.crt" --token "$token" \
+  --health-target "127.0.0.1:$health_port"
+grep -q "$token" "$server_log" && die "the token appears in the server's log"
+client="$(buildah from --pull=never "$image")"
+containers+=("$client")
+buildah run --isolation chroot -v "$work/tls:/etc/rnnserve/tls:ro" -v "$work/auth:/etc/rnnserve/auth:ro" \
+  "$client" -- rnnserve-client --server "127.0.0.1:$grpc_port" --tls_ca /etc/rnnserve/tls/ca1.crt \
+  --token_file /etc/rnnserve/auth/token models >"$work/client.log" 2>&1 \
+  || { cat "$work/client.log"; die "rnnserve-client with TLS and a token failed"; }
+grep -q demo "$work/client.log" || { cat "$work/client.log"; die "rnnserve-client models over TLS: no demo"; }
+log "TLS + token: smoke test and rnnserve-client in the image ok"
+stop_server TERM || { tail -30 "$server_log"; die "TLS server did not exit 0 on SIGTERM"; }
 log "smoke tests passed in $(( $(now) - t0 ))s"
 
 # --- 4. size --------------------------------------------------------------------------------

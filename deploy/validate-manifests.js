@@ -2,7 +2,8 @@
 // Offline checks of deploy/kubernetes (or the folders given): every object against the
 // Kubernetes OpenAPI schema (the npm package kubernetes-models, tools/node), the
 // kustomization's references, and how the objects refer to each other (selectors, ports,
-// ConfigMaps, probe ports, grace periods). YAML is read with /usr/bin/python3's yaml (PYTHON
+// ConfigMaps, Secrets, probe ports, grace periods). A Secret volume must name a Secret that is
+// defined, generated, or made by a cert-manager Certificate in the folder's cert-manager.yaml. YAML is read with /usr/bin/python3's yaml (PYTHON
 // overrides). Exit status 1 with one line per problem.
 //
 //   node deploy/validate-manifests.js [deploy/kubernetes ...]
@@ -54,6 +55,19 @@ function checkFolder(dir) {
     }
   }
   const imageNames = new Set((kust.images || []).map((i) => i.name));
+  const secrets = new Set((kust.secretGenerator || []).map((g) => g.name));
+  for (const gen of kust.secretGenerator || []) {
+    for (const f of gen.files || []) {
+      const src = path.join(dir, f.includes('=') ? f.split('=')[1] : f);
+      if (!fs.existsSync(src)) problem(kfile, `secretGenerator ${gen.name}: ${f} does not exist`);
+    }
+  }
+  const certManager = path.join(dir, 'cert-manager.yaml');
+  if (fs.existsSync(certManager)) {
+    for (const d of readYaml(certManager)) {
+      if (d.kind === 'Certificate') secrets.add(d.spec.secretName);
+    }
+  }
 
   // 1. The schema.
   for (const { file, obj } of objects) {
@@ -70,6 +84,7 @@ function checkFolder(dir) {
       problem(where, `schema: ${e.message}`);
     }
     if (obj.kind === 'ConfigMap') configMaps.add(obj.metadata.name);
+    if (obj.kind === 'Secret') secrets.add(obj.metadata.name);
     if (obj.metadata && obj.metadata.namespace && kust.namespace && obj.metadata.namespace !== kust.namespace) {
       problem(where, `namespace ${obj.metadata.namespace} differs from the kustomization's ${kust.namespace}`);
     }
@@ -91,6 +106,9 @@ function checkFolder(dir) {
     for (const v of volumes.values()) {
       if (v.configMap && !configMaps.has(v.configMap.name)) {
         problem(where, `volume ${v.name}: ConfigMap ${v.configMap.name} is not defined or generated`);
+      }
+      if (v.secret && !secrets.has(v.secret.secretName)) {
+        problem(where, `volume ${v.name}: Secret ${v.secret.secretName} is not defined, generated or a Certificate's`);
       }
     }
     for (const c of [...(pod.initContainers || []), ...pod.containers]) {

@@ -3,6 +3,14 @@ from the image): health, ListModels, and streamed sessions compared with torch.
 
     smoke_image.py --write-repository DIR        # model folders for /models (fixed seeds)
     smoke_image.py --target HOST:PORT --metrics URL --expect-models a,b [--repository DIR]
+        [--tls-ca CA.crt --token TOKEN --health-target HOST:PORT]
+
+With --tls-ca the gRPC port is TLS (the server's certificate must chain to CA.crt and name the
+target's host) and, with --token, every call carries `authorization: Bearer TOKEN`
+(grpc.access_token_call_credentials). Then the test also proves the port refuses what it must:
+a plaintext connection fails, and a TLS call with no token or a wrong one is UNAUTHENTICATED
+(health on the TLS port included, docs/security.md). --health-target is the plaintext
+--health_port: health is checked there, with no credentials at all.
 """
 
 import argparse
@@ -57,16 +65,65 @@ def stream_matches_torch(client, name, rnn):
     print(f"smoke: {name}: streamed session of {full.shape} matches torch (max error {err:.2e})")
 
 
-def check(args):
-    # Bounded poll while the server starts (its models load before it reports SERVING).
-    kit.wait_serving(args.target, timeout=args.wait)
+def tls_credentials(args, token):
+    """Channel credentials for the TLS port: the CA, and the token as call credentials."""
+    with open(args.tls_ca, "rb") as f:
+        credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+    if token is None:
+        return credentials
+    return grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(token))
+
+
+def open_channel(args, token=None):
+    if args.tls_ca:
+        return grpc.secure_channel(args.target, tls_credentials(args, token))
+    return grpc.insecure_channel(args.target)
+
+
+def list_models_code(channel, metadata=None):
+    """The status code name of a ListModels call on `channel` ("OK" if it succeeded)."""
+    pb2, pb2_grpc = kit.stubs()[:2]
+    try:
+        pb2_grpc.RnnServiceStub(channel).ListModels(pb2.ListModelsRequest(), timeout=5,
+                                                    metadata=metadata)
+    except grpc.RpcError as e:
+        return e.code().name
+    return "OK"
+
+
+def check_refusals(args):
+    """What the secured port must refuse: plaintext, and calls without a valid token."""
     with grpc.insecure_channel(args.target) as channel:
+        code = list_models_code(channel)
+        assert code == "UNAVAILABLE", f"a plaintext call to the TLS port: {code}, expected UNAVAILABLE"
+    print("smoke: a plaintext call to the TLS port fails (UNAVAILABLE)")
+    if not args.token:
+        return
+    with open_channel(args) as channel:  # TLS, no token
+        code = list_models_code(channel)
+        assert code == "UNAUTHENTICATED", f"ListModels over TLS without a token: {code}"
+        code = kit.health_status(channel, kit.SERVICE)
+        assert code == "UNAUTHENTICATED", f"health on the TLS port without a token: {code}"
+        code = list_models_code(channel, metadata=[("authorization", "Bearer not-" + args.token)])
+        assert code == "UNAUTHENTICATED", f"ListModels with a wrong token: {code}"
+    print("smoke: over TLS, no token and a wrong token are UNAUTHENTICATED (health included)")
+
+
+def check(args):
+    # Bounded poll while the server starts (its models load before it reports SERVING). With
+    # TLS the probes' way: the plaintext health port.
+    health_target = args.health_target or args.target
+    kit.wait_serving(health_target, timeout=args.wait)
+    with grpc.insecure_channel(health_target) as channel:
         for service in ("", kit.SERVICE):
             status = kit.health_status(channel, service)
-            assert status == "SERVING", f"health {service!r}: {status}"
-    print("smoke: health SERVING ('' and rnnserve.v1.RnnService)")
+            assert status == "SERVING", f"health {service!r} on {health_target}: {status}"
+    print(f"smoke: health SERVING ('' and rnnserve.v1.RnnService) on {health_target}"
+          f"{' (plaintext health port)' if args.health_target else ''}")
+    if args.tls_ca:
+        check_refusals(args)
     rc = kit.client_module()
-    with rc.RnnServeClient(args.target) as client:
+    with rc.RnnServeClient(args.target, channel=open_channel(args, args.token)) as client:
         models = {m.name: m for m in client.list_models()}
         assert sorted(models) == sorted(args.expect_models.split(",")), f"ListModels: {sorted(models)}"
         print(f"smoke: ListModels: {', '.join(sorted(models))}")
@@ -92,7 +149,13 @@ def main():
     parser.add_argument("--expect-models", default="demo")
     parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for SERVING")
     parser.add_argument("--repository", metavar="DIR", help="compare every model there with torch")
+    parser.add_argument("--tls-ca", metavar="CA_CRT", help="the gRPC port is TLS; trust this CA")
+    parser.add_argument("--token", help="bearer token sent on every call (needs --tls-ca)")
+    parser.add_argument("--health-target", metavar="HOST:PORT",
+                        help="the plaintext health port (--health_port), checked without credentials")
     args = parser.parse_args()
+    if args.token and not args.tls_ca:
+        parser.error("--token needs --tls-ca (call credentials travel over TLS only)")
     if args.write_repository:
         write_repository(args.write_repository)
     else:

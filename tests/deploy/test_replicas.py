@@ -1,7 +1,9 @@
 """Several replicas for real: three rnnserve processes behind Debian's nginx running the
 Kubernetes router config (deploy/kubernetes/nginx.conf: `hash $http_x_session_id consistent`,
-grpc_pass). The replicas pick their own ports (port 0) and nginx listens on a unix socket in
-its own folder, so nothing collides under ctest -j. Without nginx the test fails, naming it.
+grpc_pass), in its plaintext form: the replicas here run without TLS, so the harness drops the
+config's TLS directives on both sides (deploy/check-manifests.sh runs `nginx -t` on the TLS
+form). The replicas pick their own ports (port 0) and nginx listens on a unix socket in its own
+folder, so nothing collides under ctest -j. Without nginx the test fails, naming it.
 
 (a) Streams that send `x-session-id` reach the replica holding their session, across
     reconnects (a chunk without `start` would be NOT_FOUND anywhere else; GetSession straight
