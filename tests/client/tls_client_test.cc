@@ -28,6 +28,7 @@
 #include "server/metrics.h"
 #include "server/rnn_service.h"
 #include "tests/temp_dir.h"
+#include "tests/test_certs.h"
 
 namespace rnnserve {
 namespace {
@@ -92,9 +93,7 @@ class TlsClientTest : public ::testing::Test {
   static void SetUpTestSuite() {
     certs_ = new TempDir;
     ASSERT_TRUE(certs_->ok());
-    const std::string command =
-        std::string("bash '") + RNNSERVE_MAKE_TEST_CERTS + "' '" + certs_->path() + "'";
-    ASSERT_EQ(std::system(command.c_str()), 0) << command;
+    ASSERT_EQ(MakeTestCerts(certs_->path()), "");
     ASSERT_TRUE(WriteFile(Path("token"), absl::StrCat(kToken, "\n")).ok());
     TlsOptions tls;
     tls.cert_file = Path("server-a.crt");
@@ -303,23 +302,23 @@ TEST_F(TlsClientTest, CliFailuresAreClear) {
   EXPECT_EQ(run.exit_status, cli::kExitFailed);
   EXPECT_THAT(run.err, HasSubstr("A TLS server needs --tls_ca"));
 
-  options = CliTls();
-  options.tls_ca = Path("nope.crt");
-  run = Run(tls_server_, options, {"models"});
-  EXPECT_EQ(run.exit_status, cli::kExitUsageError);
-  EXPECT_THAT(run.err, HasSubstr(Path("nope.crt")));
-
-  options = CliTls();
-  options.tls_cert = Path("client1.crt");
-  run = Run(mtls_server_, options, {"models"});
-  EXPECT_EQ(run.exit_status, cli::kExitUsageError);
-  EXPECT_THAT(run.err, HasSubstr("--tls_cert needs --tls_key"));
-
-  options = CliTls();
-  options.token_file = Path("missing-token");
-  run = Run(tls_server_, options, {"models"});
-  EXPECT_EQ(run.exit_status, cli::kExitUsageError);
-  EXPECT_THAT(run.err, HasSubstr(Path("missing-token")));
+  // Flags that cannot make a connection: exit 2 naming the flag or file, nothing sent.
+  struct BadFlags {
+    void (*change)(cli::CliOptions*);
+    std::string expected;
+  };
+  for (const BadFlags& bad : std::vector<BadFlags>{
+           {[](cli::CliOptions* o) { o->tls_ca = Path("nope.crt"); }, Path("nope.crt")},
+           {[](cli::CliOptions* o) { o->tls_cert = Path("client1.crt"); },
+            "--tls_cert needs --tls_key"},
+           {[](cli::CliOptions* o) { o->token_file = Path("missing-token"); },
+            Path("missing-token")}}) {
+    options = CliTls();
+    bad.change(&options);
+    run = Run(mtls_server_, options, {"models"});
+    EXPECT_EQ(run.exit_status, cli::kExitUsageError) << bad.expected;
+    EXPECT_THAT(run.err, HasSubstr(bad.expected));
+  }
 }
 
 }  // namespace
