@@ -1,5 +1,6 @@
 #include "client/rnnserve_client.h"
 
+#include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -28,9 +29,11 @@ absl::StatusOr<SessionState> ToSessionState(v1::SessionInfo info) {
 
 }  // namespace
 
-RnnServeClient::RnnServeClient(const std::string& target, ClientOptions options)
-    : RnnServeClient(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()),
-                     options) {}
+absl::StatusOr<std::unique_ptr<RnnServeClient>> RnnServeClient::Connect(
+    const std::string& target, ClientOptions options) {
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, MakeChannel(target, options));
+  return std::make_unique<RnnServeClient>(std::move(channel), std::move(options));
+}
 
 RnnServeClient::RnnServeClient(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
     : channel_(std::move(channel)),

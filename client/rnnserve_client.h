@@ -4,9 +4,13 @@
 // StatusOr and base/tensor.h Tensors; StreamChannel drives one bidirectional Stream call synchronously
 // (send a request, read its response), carrying one or many sessions.
 //
-//   rnnserve::client::RnnServeClient client("127.0.0.1:50051");
-//   ASSIGN_OR_RETURN(ForwardResult r, client.Forward("demo", input));
-//   ASSIGN_OR_RETURN(std::unique_ptr<StreamChannel> stream, client.OpenStream());
+//   ClientOptions options;
+//   options.tls_ca_file = "ca.crt";  // TLS; plus tls_cert_file/tls_key_file for mutual TLS
+//   options.token = token;           // sent as "authorization: Bearer TOKEN" on every call
+//   ASSIGN_OR_RETURN(std::unique_ptr<RnnServeClient> client,
+//                    RnnServeClient::Connect("server.example:50051", options));
+//   ASSIGN_OR_RETURN(ForwardResult r, client->Forward("demo", input));
+//   ASSIGN_OR_RETURN(std::unique_ptr<StreamChannel> stream, client->OpenStream());
 //   ASSIGN_OR_RETURN(ChunkResult first, stream->Start("demo", "", nullptr, &chunk0));
 //   ASSIGN_OR_RETURN(ChunkResult next, stream->SendChunk(first.session_id, chunk1));
 //
@@ -30,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "base/tensor.h"
+#include "client/channel.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/status_codec.h"
 #include "proto/tensor_codec.h"
@@ -44,6 +49,17 @@ struct ClientOptions {
   TensorEncoding encoding = TensorEncoding::kRaw;
   // Deadline for each unary call; absl::InfiniteDuration() for none. Streams have none.
   absl::Duration timeout = absl::Seconds(30);
+  // Largest response accepted; the server's --max_message_bytes default (gRPC's own client
+  // default, 4 MiB, would refuse a large Forward output or state the server may send).
+  int64_t max_message_bytes = int64_t{64} << 20;
+  // TLS: the PEM CA certificate(s) the server's certificate must chain to. Empty: plaintext.
+  std::string tls_ca_file;
+  // Mutual TLS: the PEM client certificate chain and its private key, both or neither; only
+  // with tls_ca_file.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // Sent as "authorization: Bearer TOKEN" on every call; empty: none. Never logged.
+  std::string token;
 };
 
 // torch's (output, h_n).
@@ -81,9 +97,13 @@ class StreamChannel;
 // call is an independent RPC on a shared channel). Owns nothing but a reference to the channel.
 class RnnServeClient {
  public:
-  // Connects (lazily, on the first call) to `target`, e.g. "127.0.0.1:50051", without TLS.
-  explicit RnnServeClient(const std::string& target, ClientOptions options = {});
-  // Uses an existing channel, e.g. one with TLS credentials or custom arguments.
+  // A client of `target`, e.g. "127.0.0.1:50051", over MakeChannel(target, options): TLS,
+  // client certificate and token as `options` says. Connects lazily, on the first call; fails
+  // now (naming the file) when the options are inconsistent or a PEM file is unusable.
+  static absl::StatusOr<std::unique_ptr<RnnServeClient>> Connect(const std::string& target,
+                                                                 ClientOptions options = {});
+  // Uses an existing channel as it is (its credentials and arguments; options' TLS and token
+  // fields are not applied to it, see MakeChannel).
   explicit RnnServeClient(std::shared_ptr<grpc::Channel> channel, ClientOptions options = {});
 
   RnnServeClient(const RnnServeClient&) = delete;

@@ -2,12 +2,14 @@
 // client/stream_bench.h for what it measures).
 #include <algorithm>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
 #include "client/cli/commands.h"
+#include "client/channel.h"
 #include "client/cli/proto_json.h"
 #include "client/stream_bench.h"
 
@@ -26,8 +28,10 @@ absl::Status Commands::Bench(const std::string& model, bool* failed) {
     // A distinct argument per channel, or gRPC would share one connection among them.
     grpc::ChannelArguments args;
     args.SetInt("rnnserve.bench_channel", static_cast<int>(i));
-    channels.push_back(
-        grpc::CreateCustomChannel(options_.server, grpc::InsecureChannelCredentials(), args));
+    // The client's TLS, token and message limit on every channel.
+    ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                     client::MakeChannel(options_.server, client_->options(), args));
+    channels.push_back(std::move(channel));
   }
 
   const int64_t streams = bench.streams > 0 ? std::min(bench.streams, bench.sessions)

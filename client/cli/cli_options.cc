@@ -3,19 +3,92 @@
 #include <random>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/ascii.h"
 #include "absl/time/time.h"
+#include "base/file_io.h"
 #include "base/status_macros.h"
+#include "client/channel.h"
 
 namespace rnnserve {
 namespace cli {
 
-client::ClientOptions ToClientOptions(const CliOptions& options) {
+namespace {
+
+// Largest token file read: a token is a line, not a document.
+constexpr int64_t kMaxTokenFileBytes = 64 << 10;
+
+TensorEncoding EncodingOf(const CliOptions& options) {
+  return options.raw ? TensorEncoding::kRaw : TensorEncoding::kValues;
+}
+
+}  // namespace
+
+std::string ConnectionHint(const CliOptions& options, const absl::Status& status) {
+  if (status.code() != absl::StatusCode::kUnavailable ||
+      !(absl::StrContains(status.message(), "failed to connect") ||
+        absl::StrContains(status.message(), "cannot connect"))) {
+    return "";
+  }
+  if (options.tls_ca.empty()) {
+    return absl::StrCat(" (is the server up at ", options.server,
+                        ", and does it speak plaintext? A TLS server needs --tls_ca)");
+  }
+  return absl::StrCat(
+      " (is the server up at ", options.server,
+      " and does it speak TLS? Its certificate must chain to --tls_ca and name the host; a "
+      "server that requires client certificates needs --tls_cert/--tls_key from a CA it "
+      "trusts)");
+}
+
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  absl::StatusOr<std::string> contents = ReadFile(path, kMaxTokenFileBytes);
+  if (!contents.ok()) {
+    return absl::Status(contents.status().code(),
+                        absl::StrCat("--token_file: ", contents.status().message()));
+  }
+  const absl::string_view first_line = absl::StripAsciiWhitespace(
+      absl::string_view(*contents).substr(0, contents->find('\n')));
+  if (first_line.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--token_file '", path, "': the first line is empty (expected the token)"));
+  }
+  return std::string(first_line);
+}
+
+absl::StatusOr<client::ClientOptions> ToClientOptions(const CliOptions& options) {
   client::ClientOptions out;
-  out.encoding = options.raw ? TensorEncoding::kRaw : TensorEncoding::kValues;
+  out.encoding = EncodingOf(options);
   out.timeout = options.timeout_s > 0 ? absl::Seconds(options.timeout_s) : absl::InfiniteDuration();
+  // The flags' own names in the messages, rather than the library's field names.
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    return absl::InvalidArgumentError(options.tls_key.empty() ? "--tls_cert needs --tls_key"
+                                                              : "--tls_key needs --tls_cert");
+  }
+  if (!options.tls_cert.empty() && options.tls_ca.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_cert/--tls_key (mutual TLS) need --tls_ca, the CA of the server's certificate");
+  }
+  if (!options.token.empty() && !options.token_file.empty()) {
+    return absl::InvalidArgumentError("give --token or --token_file, not both");
+  }
+  out.tls_ca_file = options.tls_ca;
+  out.tls_cert_file = options.tls_cert;
+  out.tls_key_file = options.tls_key;
+  if (!options.token_file.empty()) {
+    ASSIGN_OR_RETURN(out.token, ReadTokenFile(options.token_file));
+  } else {
+    out.token = options.token;
+  }
+  absl::Status valid = client::ValidateChannelOptions(out);
+  if (!valid.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        options.token_file.empty() ? "--token: " : "--token_file: ", valid.message()));
+  }
   return out;
 }
 
@@ -84,7 +157,7 @@ absl::StatusOr<client::StreamBenchOptions> ToStreamBenchOptions(const CliOptions
   out.duration_s = options.duration_s;
   out.max_chunks = options.max_chunks;
   out.omit_state = options.omit_state;
-  out.encoding = ToClientOptions(options).encoding;
+  out.encoding = EncodingOf(options);
   return out;
 }
 

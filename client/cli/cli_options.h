@@ -23,6 +23,12 @@ struct CliOptions {
   bool json = false;                       // JSON output (one object; one per line for stream)
   bool raw = true;                         // tensors as raw bytes; false: repeated float values
   double timeout_s = 30;                   // deadline of each unary call; 0 for none
+  // TLS and authentication (every subcommand)
+  std::string tls_ca;      // PEM CA of the server's certificate; set: TLS, else plaintext
+  std::string tls_cert;    // PEM client certificate for mutual TLS (with tls_key)
+  std::string tls_key;     // PEM private key of tls_cert
+  std::string token;       // bearer token (never printed)
+  std::string token_file;  // file whose first line is the token; not with `token`
   // forward/stream
   std::string input;        // input .npy file
   std::string shape;        // forward: shape of a random input, e.g. "5,2,100"
@@ -45,8 +51,18 @@ struct CliOptions {
   int64_t max_chunks = 0;  // chunks per session before it ends; 0: no limit
 };
 
-// The C++ client's options: tensor encoding from `raw`, deadline from `timeout_s`.
-client::ClientOptions ToClientOptions(const CliOptions& options);
+// The C++ client's options: tensor encoding from `raw`, deadline from `timeout_s`, TLS files
+// and the token (read from --token_file: its first line, trimmed). INVALID_ARGUMENT for
+// inconsistent TLS flags (client::ValidateChannelOptions, in flag names) or both --token and
+// --token_file; a token file that is missing or has an empty first line is named.
+absl::StatusOr<client::ClientOptions> ToClientOptions(const CliOptions& options);
+
+// What to check when a connection failed (gRPC says little more than "Socket closed" when a
+// server refuses a client certificate): TLS flags, or the lack of them. Empty otherwise.
+std::string ConnectionHint(const CliOptions& options, const absl::Status& status);
+
+// The token of --token_file: the first line of `path`, without surrounding whitespace.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 
 // Parses --shape, e.g. "5,2,100": non-negative sizes, at least one, at most 2^28 elements.
 absl::StatusOr<Shape> ParseShape(const std::string& text);

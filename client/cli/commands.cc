@@ -256,13 +256,22 @@ CommandError Dispatch(const std::vector<std::string>& args, Commands& commands, 
 
 int RunCli(const std::vector<std::string>& args, const CliOptions& options, std::ostream& out,
            std::ostream& err) {
-  client::RnnServeClient client(options.server, ToClientOptions(options));
-  Commands commands(options, &client, &out, &err);
+  absl::StatusOr<client::ClientOptions> client_options = ToClientOptions(options);
+  absl::StatusOr<std::unique_ptr<client::RnnServeClient>> client =
+      client_options.ok() ? client::RnnServeClient::Connect(options.server, *client_options)
+                          : client_options.status();
+  if (!client.ok()) {
+    // Flags or files that cannot make a connection: nothing was sent.
+    err << "rnnserve-client: " << absl::StatusCodeToString(client.status().code()) << ": "
+        << client.status().message() << "\n";
+    return kExitUsageError;
+  }
+  Commands commands(options, client->get(), &out, &err);
   bool failed = false;
   const CommandError error = Dispatch(args, commands, &failed);
   if (!error.status.ok()) {
     err << "rnnserve-client: " << absl::StatusCodeToString(error.status.code()) << ": "
-        << error.status.message() << "\n";
+        << error.status.message() << ConnectionHint(options, error.status) << "\n";
     return error.usage ? kExitUsageError : kExitFailed;
   }
   return failed ? kExitFailed : kExitOk;

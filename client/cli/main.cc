@@ -19,6 +19,17 @@ ABSL_FLAG(bool, raw, true,
           "Send tensors as raw little-endian float32 bytes (the fast path); --noraw sends "
           "repeated float values, as JSON clients do.");
 ABSL_FLAG(double, timeout, 30, "Deadline in seconds for each unary call; 0 for none.");
+ABSL_FLAG(std::string, tls_ca, "",
+          "Use TLS, verifying the server's certificate against this PEM CA file; without it "
+          "the connection is plaintext.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "Mutual TLS: present this PEM client certificate (with --tls_key; needs --tls_ca).");
+ABSL_FLAG(std::string, tls_key, "", "Mutual TLS: the PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, token, "",
+          "Bearer token sent as 'authorization: Bearer TOKEN' on every call (visible in the "
+          "process list: prefer --token_file).");
+ABSL_FLAG(std::string, token_file, "",
+          "File whose first line is the bearer token (surrounding whitespace dropped).");
 ABSL_FLAG(std::string, input, "", "forward/stream: input .npy file (float32 or float64).");
 ABSL_FLAG(std::string, shape, "",
           "forward: shape of a random input, e.g. 5,2,100 for (T, N, C) (or (N, T, C) for "
@@ -45,7 +56,9 @@ namespace {
 
 constexpr char kUsage[] = R"(command-line client for rnnserve.
 
-Usage: rnnserve-client [--server HOST:PORT] [--json] [--noraw] SUBCOMMAND ...
+Usage: rnnserve-client [--server HOST:PORT] [--json] [--noraw]
+                       [--tls_ca CA.crt [--tls_cert C.crt --tls_key C.key]]
+                       [--token_file FILE | --token TOKEN] SUBCOMMAND ...
 
   models                       list the served models
   info MODEL                   a model's config, input/state shapes and parameters
@@ -65,6 +78,7 @@ Examples:
   rnnserve-client forward demo --shape 5,2,100 --json
   rnnserve-client stream demo --steps 20 --chunk_steps 5 --end
   rnnserve-client bench --sessions 4096 --duration 10
+  rnnserve-client --server rnn.example:50051 --tls_ca ca.crt --token_file token models
 )";
 
 // Every flag, read once.
@@ -74,6 +88,11 @@ rnnserve::cli::CliOptions OptionsFromFlags() {
   o.json = absl::GetFlag(FLAGS_json);
   o.raw = absl::GetFlag(FLAGS_raw);
   o.timeout_s = absl::GetFlag(FLAGS_timeout);
+  o.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  o.tls_key = absl::GetFlag(FLAGS_tls_key);
+  o.token = absl::GetFlag(FLAGS_token);
+  o.token_file = absl::GetFlag(FLAGS_token_file);
   o.input = absl::GetFlag(FLAGS_input);
   o.shape = absl::GetFlag(FLAGS_shape);
   o.seed = absl::GetFlag(FLAGS_seed);

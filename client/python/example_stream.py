@@ -20,6 +20,11 @@ example without --model-dir against it:
 
     /usr/bin/python3 client/python/example_stream.py --steps 20 --chunk-steps 5
 
+Against a TLS server that wants a token (mutual TLS: add --tls-cert and --tls-key):
+
+    /usr/bin/python3 client/python/example_stream.py --server rnn.example:50051 \
+        --tls-ca ca.crt --token-file token
+
 Use /usr/bin/python3 (Debian's, which has torch, numpy and grpcio).
 """
 
@@ -32,7 +37,7 @@ import numpy as np
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
-from rnnserve_client import RnnServeClient, RnnServeError  # noqa: E402
+from rnnserve_client import RnnServeClient, RnnServeError, read_token_file  # noqa: E402
 
 TOLERANCE = 1e-5
 
@@ -72,12 +77,25 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the random input")
     p.add_argument("--values", action="store_true",
                    help="send repeated floats instead of raw bytes")
+    p.add_argument("--tls-ca", "--tls_ca",
+                   help="use TLS, verifying the server against this PEM CA file")
+    p.add_argument("--tls-cert", "--tls_cert", help="mutual TLS: PEM client certificate")
+    p.add_argument("--tls-key", "--tls_key", help="mutual TLS: PEM key of --tls-cert")
+    token = p.add_mutually_exclusive_group()
+    token.add_argument("--token", help="bearer token (prefer --token-file: argv is visible)")
+    token.add_argument("--token-file", "--token_file",
+                       help="file whose first line is the bearer token")
     args = p.parse_args(argv)
     if args.steps < 1 or args.batch < 1 or args.chunk_steps < 1:
         p.error("--steps, --batch and --chunk-steps must be >= 1")
 
     np.set_printoptions(precision=4, suppress=True, linewidth=120)
-    client = RnnServeClient(args.server, raw=not args.values)
+    try:
+        token = read_token_file(args.token_file) if args.token_file else args.token
+        client = RnnServeClient(args.server, raw=not args.values, tls_ca=args.tls_ca,
+                                tls_cert=args.tls_cert, tls_key=args.tls_key, token=token)
+    except ValueError as e:
+        p.error(str(e))
     try:
         info = client.get_model(args.model)
     except RnnServeError as e:

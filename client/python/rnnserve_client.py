@@ -8,6 +8,9 @@ this folder is read-only), atomically, so concurrent processes do not race.
     from rnnserve_client import RnnServeClient, RnnServeError
 
     client = RnnServeClient("127.0.0.1:50051")
+    # TLS (server verified against ca.crt), mutual TLS (client.crt/.key), a bearer token:
+    client = RnnServeClient("rnn.example:50051", tls_ca="ca.crt", tls_cert="client.crt",
+                            tls_key="client.key", token=open("token").readline().strip())
     info = client.get_model("demo")              # a ModelInfo message
     out, h_n = client.forward("demo", x)         # x: (T, N, C) float array
 
@@ -35,7 +38,13 @@ from typing import Optional
 import grpc
 import numpy as np
 
-__all__ = ["RnnServeClient", "RnnServeError", "StreamChannel", "StreamResult", "pb2", "pb2_grpc"]
+__all__ = ["RnnServeClient", "RnnServeError", "StreamChannel", "StreamResult", "make_channel",
+           "read_token_file", "pb2", "pb2_grpc", "DEFAULT_MAX_MESSAGE_BYTES"]
+
+# The server's --max_message_bytes default; grpcio's own receive limit (4 MiB) would refuse a
+# large Forward output or state the server may send.
+DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
+_MAX_PEM_BYTES = 1 << 20
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _PROTO = os.path.join(_HERE, "..", "..", "proto", "rnnserve", "v1", "rnn_service.proto")
@@ -253,13 +262,115 @@ class StreamChannel:
                 raise RnnServeError.from_rpc_error(e) from None
 
 
+def _read_pem(path, what):
+    """A PEM file's bytes (or `path` itself when it is bytes: PEM already in memory)."""
+    if isinstance(path, bytes):
+        return path
+    try:
+        with open(path, "rb") as f:
+            pem = f.read(_MAX_PEM_BYTES + 1)
+    except OSError as e:
+        raise ValueError(f"{what} {str(path)!r}: {e.strerror}") from None
+    if len(pem) > _MAX_PEM_BYTES:
+        raise ValueError(f"{what} {str(path)!r} is larger than {_MAX_PEM_BYTES} bytes")
+    if b"-----BEGIN " not in pem:
+        raise ValueError(f"{what} {str(path)!r} holds no PEM block (expected -----BEGIN ...-----)"
+                         + ("; it is empty" if not pem else ""))
+    return pem
+
+
+def read_token_file(path):
+    """The token in `path`: its first line without surrounding whitespace."""
+    try:
+        with open(path, "rb") as f:
+            first = f.read(64 << 10).split(b"\n", 1)[0]
+    except OSError as e:
+        raise ValueError(f"token file {str(path)!r}: {e.strerror}") from None
+    token = first.strip().decode("ascii", errors="replace")
+    if not token:
+        raise ValueError(f"token file {str(path)!r}: the first line is empty (expected the token)")
+    return token
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                   grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds ("authorization", "Bearer TOKEN") to every call's metadata. An interceptor rather
+    than call credentials, which grpc refuses on plaintext channels."""
+
+    def __init__(self, token):
+        self._pair = ("authorization", "Bearer " + token)
+
+    def _details(self, details):
+        metadata = list(details.metadata or []) + [self._pair]
+        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
+                            getattr(details, "wait_for_ready", None),
+                            getattr(details, "compression", None))
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+
+@dataclass
+class _CallDetails(grpc.ClientCallDetails):
+    method: str
+    timeout: Optional[float]
+    metadata: list
+    credentials: object
+    wait_for_ready: Optional[bool]
+    compression: object
+
+
+def make_channel(target, tls_ca=None, tls_cert=None, tls_key=None, token=None,
+                 max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
+    """A grpc channel to `target`: plaintext, or TLS when `tls_ca` (the PEM CA file the
+    server's certificate must chain to) is given, mutual TLS with `tls_cert` and `tls_key`
+    (PEM files; both or neither, and only with tls_ca), and `token` sent as
+    "authorization: Bearer TOKEN" on every call. Files may be given as PEM bytes instead.
+    ValueError naming the file when one is missing or not PEM."""
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError("tls_cert needs tls_key" if tls_key is None else "tls_key needs tls_cert")
+    if tls_cert is not None and tls_ca is None:
+        raise ValueError("tls_cert/tls_key (mutual TLS) need tls_ca, the CA of the server's "
+                         "certificate")
+    if token is not None and (not token or any(c <= " " or c > "~" for c in token)):
+        raise ValueError("the token must be non-empty printable ASCII without spaces")
+    options = [("grpc.max_receive_message_length", max_message_bytes),
+               ("grpc.max_send_message_length", max_message_bytes)]
+    if tls_ca is None:
+        channel = grpc.insecure_channel(target, options=options)
+    else:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=_read_pem(tls_ca, "TLS CA file"),
+            private_key=None if tls_key is None else _read_pem(tls_key, "TLS client key file"),
+            certificate_chain=(None if tls_cert is None
+                               else _read_pem(tls_cert, "TLS client certificate file")))
+        channel = grpc.secure_channel(target, credentials, options=options)
+    if token is not None:
+        channel = grpc.intercept_channel(channel, _BearerToken(token))
+    return channel
+
+
 class RnnServeClient:
     """Blocking client for one rnnserve server. `raw` sends tensors as little-endian bytes (the
     fast path) rather than repeated floats; `timeout` (seconds, None for none) bounds each
-    unary call."""
+    unary call. TLS, mutual TLS, the bearer token and the message limit: see make_channel
+    (ignored when an existing `channel` is given)."""
 
-    def __init__(self, target="127.0.0.1:50051", raw=True, timeout=30.0, channel=None):
-        self._channel = channel or grpc.insecure_channel(target)
+    def __init__(self, target="127.0.0.1:50051", raw=True, timeout=30.0, channel=None,
+                 tls_ca=None, tls_cert=None, tls_key=None, token=None,
+                 max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
+        self._channel = channel or make_channel(target, tls_ca=tls_ca, tls_cert=tls_cert,
+                                                tls_key=tls_key, token=token,
+                                                max_message_bytes=max_message_bytes)
         self._stub = pb2_grpc.RnnServiceStub(self._channel)
         self._raw = raw
         self._timeout = timeout

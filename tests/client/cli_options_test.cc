@@ -2,8 +2,10 @@
 // client/cli/main.cc only).
 #include "client/cli/cli_options.h"
 
+#include "base/file_io.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/temp_dir.h"
 
 namespace rnnserve {
 namespace cli {
@@ -11,6 +13,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 TEST(ParseShapeTest, ReadsCommaSeparatedSizes) {
   EXPECT_THAT(ParseShape("5,2,100").value(), ElementsAre(5, 2, 100));
@@ -85,16 +88,74 @@ TEST(CliOptionsTest, ValidateStreamOptions) {
 
 TEST(CliOptionsTest, ClientOptionsFromRawAndTimeout) {
   CliOptions options;
-  client::ClientOptions c = ToClientOptions(options);
+  client::ClientOptions c = ToClientOptions(options).value();
   EXPECT_EQ(c.encoding, TensorEncoding::kRaw);
   EXPECT_EQ(c.timeout, absl::Seconds(30));
   options.raw = false;
   options.timeout_s = 0;
-  c = ToClientOptions(options);
+  c = ToClientOptions(options).value();
   EXPECT_EQ(c.encoding, TensorEncoding::kValues);
   EXPECT_EQ(c.timeout, absl::InfiniteDuration());
   options.timeout_s = 0.25;
-  EXPECT_EQ(ToClientOptions(options).timeout, absl::Milliseconds(250));
+  EXPECT_EQ(ToClientOptions(options).value().timeout, absl::Milliseconds(250));
+  EXPECT_EQ(c.max_message_bytes, int64_t{64} << 20);  // the server's default
+}
+
+TEST(CliOptionsTest, TlsFlagsAreCheckedAndPassedOn) {
+  CliOptions options;
+  client::ClientOptions c = ToClientOptions(options).value();
+  EXPECT_EQ(c.tls_ca_file, "");
+  EXPECT_EQ(c.token, "");
+  options.tls_ca = "ca.crt";
+  options.tls_cert = "c.crt";
+  options.tls_key = "c.key";
+  options.token = "tok";
+  c = ToClientOptions(options).value();
+  EXPECT_EQ(c.tls_ca_file, "ca.crt");
+  EXPECT_EQ(c.tls_cert_file, "c.crt");
+  EXPECT_EQ(c.tls_key_file, "c.key");
+  EXPECT_EQ(c.token, "tok");
+
+  options.tls_key = "";
+  EXPECT_EQ(ToClientOptions(options).status().message(), "--tls_cert needs --tls_key");
+  options.tls_key = "c.key";
+  options.tls_cert = "";
+  EXPECT_EQ(ToClientOptions(options).status().message(), "--tls_key needs --tls_cert");
+  options.tls_cert = "c.crt";
+  options.tls_ca = "";
+  EXPECT_THAT(std::string(ToClientOptions(options).status().message()),
+              HasSubstr("need --tls_ca"));
+  options.tls_ca = "ca.crt";
+  options.token_file = "token";
+  EXPECT_EQ(ToClientOptions(options).status().message(),
+            "give --token or --token_file, not both");
+  options.token_file = "";
+  options.token = "two words";
+  absl::Status bad_token = ToClientOptions(options).status();
+  EXPECT_EQ(bad_token.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad_token.message()), HasSubstr("--token: "));
+  EXPECT_THAT(std::string(bad_token.message()), Not(HasSubstr("words")));
+}
+
+TEST(CliOptionsTest, TokenFileIsItsFirstLineTrimmed) {
+  TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  ASSERT_TRUE(WriteFile(dir.File("token"), "  s3cret \r\nsecond line\n").ok());
+  ASSERT_TRUE(WriteFile(dir.File("blank"), " \n\nlater").ok());
+  EXPECT_EQ(ReadTokenFile(dir.File("token")).value(), "s3cret");
+  CliOptions options;
+  options.token_file = dir.File("token");
+  EXPECT_EQ(ToClientOptions(options).value().token, "s3cret");
+
+  absl::Status status = ReadTokenFile(dir.File("blank")).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr(dir.File("blank")));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("first line is empty"));
+  options.token_file = dir.File("missing");
+  status = ToClientOptions(options).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("--token_file: "));
+  EXPECT_THAT(std::string(status.message()), HasSubstr(dir.File("missing")));
 }
 
 TEST(CliOptionsTest, StreamBenchOptions) {
@@ -118,6 +179,24 @@ TEST(CliOptionsTest, StreamBenchOptions) {
   options.channels = 0;
   EXPECT_THAT(std::string(ToStreamBenchOptions(options, "m").status().message()),
               HasSubstr("--channels must be >= 1"));
+}
+
+}  // namespace
+}  // namespace cli
+}  // namespace rnnserve
+
+namespace rnnserve {
+namespace cli {
+namespace {
+
+TEST(CliOptionsTest, ConnectionHintOnlyForFailedConnections) {
+  CliOptions options;
+  const absl::Status refused = absl::UnavailableError("failed to connect to all addresses");
+  EXPECT_THAT(ConnectionHint(options, refused), HasSubstr("A TLS server needs --tls_ca"));
+  options.tls_ca = "ca.crt";
+  EXPECT_THAT(ConnectionHint(options, refused), HasSubstr("must chain to --tls_ca"));
+  EXPECT_EQ(ConnectionHint(options, absl::UnavailableError("the server is draining")), "");
+  EXPECT_EQ(ConnectionHint(options, absl::UnauthenticatedError("failed to connect")), "");
 }
 
 }  // namespace

@@ -169,8 +169,8 @@ class ClientTorchTest : public ::testing::Test {
   static std::unique_ptr<client::RnnServeClient> Client(TensorEncoding encoding) {
     client::ClientOptions options;
     options.encoding = encoding;
-    return std::make_unique<client::RnnServeClient>(absl::StrCat("127.0.0.1:", server_->port()),
-                                                    options);
+    return client::RnnServeClient::Connect(absl::StrCat("127.0.0.1:", server_->port()), options)
+        .value();
   }
 
   static inline std::string setup_error_;

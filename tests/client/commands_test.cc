@@ -148,7 +148,8 @@ TEST_F(CommandsTest, ForwardSavesAndPrintsWhatTheClientComputes) {
   const Tensor h0 = Random({2, 2, 10}, 2);
   ASSERT_TRUE(WriteNpy(Path("x.npy"), x).ok());
   ASSERT_TRUE(WriteNpy(Path("h0.npy"), h0).ok());
-  client::RnnServeClient client(options_.server);
+  client::RnnServeClient client(
+      grpc::CreateChannel(options_.server, grpc::InsecureChannelCredentials()));
   const client::ForwardResult want = client.Forward("demo", x, &h0).value();
 
   for (bool raw : {true, false}) {
@@ -199,7 +200,8 @@ TEST_F(CommandsTest, ForwardRandomInputAndItsErrors) {
 TEST_F(CommandsTest, StreamChunksEqualForwardAndSessionsContinue) {
   const Tensor x = Random({7, 2, 100}, 3);
   ASSERT_TRUE(WriteNpy(Path("x.npy"), x).ok());
-  client::RnnServeClient client(options_.server);
+  client::RnnServeClient client(
+      grpc::CreateChannel(options_.server, grpc::InsecureChannelCredentials()));
   const client::ForwardResult want = client.Forward("demo", x).value();
 
   options_.json = true;
