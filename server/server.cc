@@ -170,6 +170,8 @@ absl::StatusOr<std::unique_ptr<RnnServer>> RnnServer::Start(const ServerOptions&
   if (options.health_port >= 0) {
     grpc::ServerBuilder health_builder;
     health_builder.SetOption(std::make_unique<NoPluginsOption>());
+    server->health_fallback_ = std::make_unique<grpc::CallbackGenericService>();
+    health_builder.RegisterCallbackGenericService(server->health_fallback_.get());
     health_builder.AddListeningPort(absl::StrCat(options.host, ":", options.health_port),
                                     grpc::InsecureServerCredentials(), &server->health_port_);
     server->health_server_ = health_builder.BuildAndStart();

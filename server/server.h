@@ -9,6 +9,7 @@
 
 #include <memory>
 
+#include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
@@ -55,6 +56,9 @@ class RnnServer {
   std::shared_ptr<TokenAuthenticator> tokens_;     // null without --auth_tokens_file
   std::unique_ptr<TokenFileWatcher> token_watcher_;
   std::unique_ptr<grpc::Server> server_;
+  // A gRPC server needs one service of its own besides health; this one answers every
+  // other method UNIMPLEMENTED, as an unknown method would be anyway.
+  std::unique_ptr<grpc::CallbackGenericService> health_fallback_;
   std::unique_ptr<grpc::Server> health_server_;  // null without --health_port
   int port_ = 0;
   int health_port_ = -1;
