@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
+#include "core/serving/client_text.h"
 
 namespace rnnserve {
 
@@ -25,7 +26,7 @@ bool ChunkBatch::Prepare(ChunkTask* task) {
   };
   if (!req.decode_error.ok()) return fail(req.decode_error);
   // Closed by CloseSession after this chunk left the session's queue.
-  if (seen.ended) return fail(table_.UnknownSessionError(session.id));
+  if (seen.ended) return fail(table_.UnknownSessionError(session.principal, session.id));
   if (req.chunk_index.has_value()) {
     const uint64_t index = *req.chunk_index;
     if (index < seen.next_chunk_index) {
@@ -38,7 +39,7 @@ bool ChunkBatch::Prepare(ChunkTask* task) {
     }
     if (index > seen.next_chunk_index) {
       return fail(absl::FailedPreconditionError(absl::StrCat(
-          "chunk_index ", index, " skips ahead: session '", session.id, "' expects chunk_index ",
+          "chunk_index ", index, " skips ahead: session ", Quoted(session.id), " expects chunk_index ",
           seen.next_chunk_index, " next; resend the missing chunks first")));
     }
   }
@@ -73,13 +74,13 @@ bool ChunkBatch::Prepare(ChunkTask* task) {
     if (!allocated.ok()) return fail(allocated);
   } else if (seen.unbatched == dims->batched) {
     return fail(absl::InvalidArgumentError(absl::StrCat(
-        "session '", session.id, "' takes ", seen.unbatched ? "unbatched 2-D" : "batched 3-D",
+        "session ", Quoted(session.id), " takes ", seen.unbatched ? "unbatched 2-D" : "batched 3-D",
         " input, as its first chunk or h_0 did; this chunk has shape ",
         ShapeToString(input.shape))));
   } else if (seen.batch != dims->batch) {
     return fail(absl::InvalidArgumentError(absl::StrCat(
-        "batch size must stay the same within a session: session '", session.id,
-        "' has N=", seen.batch, ", this chunk has N=", dims->batch, " (shape ",
+        "batch size must stay the same within a session: session ", Quoted(session.id),
+        " has N=", seen.batch, ", this chunk has N=", dims->batch, " (shape ",
         ShapeToString(input.shape), ")")));
   }
   task->steps = dims->steps;

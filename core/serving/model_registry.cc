@@ -7,6 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
 #include "core/engine/model_dir.h"
+#include "core/serving/client_text.h"
 
 namespace rnnserve {
 
@@ -76,10 +77,20 @@ const ServedModel* ModelRegistry::Find(const std::string& name) const {
 }
 
 absl::Status ModelRegistry::UnknownModelError(const std::string& name) const {
+  // The requested name is the client's: quoted and bounded. The served names are listed up to
+  // kMaxListedModels so the message stays short on a large repository.
+  constexpr size_t kMaxListedModels = 20;
   std::vector<std::string> names;
-  for (const auto& [served, model] : models_) names.push_back(served);
-  return absl::NotFoundError(absl::StrCat("unknown model '", name, "'; this server serves: ",
-                                          absl::StrJoin(names, ", ")));
+  for (const auto& [served, model] : models_) {
+    if (names.size() == kMaxListedModels) break;
+    names.push_back(Quoted(served));
+  }
+  std::string listed = names.empty() ? "no models" : absl::StrJoin(names, ", ");
+  if (models_.size() > names.size()) {
+    absl::StrAppend(&listed, " and ", models_.size() - names.size(), " more (ListModels)");
+  }
+  return absl::NotFoundError(
+      absl::StrCat("unknown model ", Quoted(name), "; this server serves: ", listed));
 }
 
 std::vector<const ServedModel*> ModelRegistry::All() const {

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <vector>
 
-#include "core/serving/chunk_batch.h"
 #include "base/log.h"
+#include "base/text.h"
+#include "core/serving/chunk_batch.h"
+#include "core/serving/client_text.h"
 #include "core/serving/session.h"
 
 namespace rnnserve {
@@ -91,7 +93,12 @@ void ServingCore::SubmitChunk(ChunkRequest request, ChunkCallback done) {
   auto task = std::make_unique<ChunkTask>();
   task->submitted = absl::Now();
   task->done = std::move(done);
-  task->result.session_id = request.session_id;
+  // Echoed only if it could name a session: a refused request never sends a huge or forged id
+  // back (a response over the message limit would be misreported as applied).
+  const std::string& id = request.session_id;
+  if (id.size() <= kMaxClientIdBytes && std::all_of(id.begin(), id.end(), IsClientIdChar)) {
+    task->result.session_id = request.session_id;
+  }
   task->result.model = request.model;
   task->result.chunk_index = request.chunk_index;
   task->request = std::move(request);
@@ -99,8 +106,12 @@ void ServingCore::SubmitChunk(ChunkRequest request, ChunkCallback done) {
   absl::StatusOr<bool> admitted = table_.Admit(task.get(), events);
   table_.Publish(events);
   if (!admitted.ok()) {
-    const std::string& id = task->request.session_id;
-    LogInfo("session ", id.empty() ? "(new)" : id, " request refused: ", admitted.status().ToString());
+    if (LogEnabled(LogLevel::kDebug)) {
+      const std::string& id = task->request.session_id;
+      LogDebug("session ", id.empty() ? "(new)" : Quoted(id), " of ",
+               DescribePrincipal(task->request.principal),
+               " request refused: ", admitted.status().ToString());
+    }
     task->result.status = admitted.status();
     task->done(std::move(task->result));
     return;
@@ -127,13 +138,15 @@ void ServingCore::RunBatch(absl::Span<BatchScheduler::Task* const> batch,
 }
 
 absl::StatusOr<SessionSnapshot> ServingCore::GetSession(const std::string& session_id,
-                                                        bool with_state) {
-  return table_.GetSession(session_id, with_state);
+                                                        bool with_state,
+                                                        const std::string& principal) {
+  return table_.GetSession(session_id, with_state, principal);
 }
 
-absl::StatusOr<SessionSnapshot> ServingCore::CloseSession(const std::string& session_id) {
+absl::StatusOr<SessionSnapshot> ServingCore::CloseSession(const std::string& session_id,
+                                                          const std::string& principal) {
   SessionEvents events;
-  absl::StatusOr<SessionSnapshot> snapshot = table_.CloseSession(session_id, events);
+  absl::StatusOr<SessionSnapshot> snapshot = table_.CloseSession(session_id, events, principal);
   table_.Publish(events);
   return snapshot;
 }
@@ -154,6 +167,7 @@ int64_t ServingCore::ReapIdleSessions(absl::Time now) {
   SessionEvents events;
   const int64_t reaped = table_.ReapIdle(now, events);
   table_.Publish(events);
+  if (reaped > 0) LogInfo("expired ", reaped, " idle session(s)");
   return reaped;
 }
 

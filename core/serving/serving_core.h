@@ -10,6 +10,8 @@
 // so a session's chunks are applied, and answered, in request order. A session outlives the
 // stream that started it until it is ended, expires (idle timeout) or is evicted (state memory
 // budget); ids of recently ended sessions are remembered so clients learn why one is gone.
+// Server-assigned ids are 128 random bits from the OS; client-chosen ones are validated
+// (ValidateClientId). Per-principal quotas: ServingOptions::max_*_per_principal.
 //
 // The pieces: serving_types.h (requests, results, snapshots), serving_options.h,
 // serving_observer.h, session.h, session_table.h and chunk_batch.h. They never include this
@@ -61,10 +63,15 @@ class ServingCore {
   // requests refused before they are queued (errors found at admission).
   void SubmitChunk(ChunkRequest request, ChunkCallback done);
 
-  absl::StatusOr<SessionSnapshot> GetSession(const std::string& session_id, bool with_state);
+  // Sessions belong to the principal that started them (ChunkRequest::principal; "" without
+  // authentication): for any other principal they do not exist, and GetSession, CloseSession
+  // and chunks naming them get exactly the NOT_FOUND of an unknown id.
+  absl::StatusOr<SessionSnapshot> GetSession(const std::string& session_id, bool with_state,
+                                             const std::string& principal = "");
   // Ends the session now (reason closed) and returns it as it was. A chunk in flight finishes
   // first; chunks still queued behind it are answered NOT_FOUND.
-  absl::StatusOr<SessionSnapshot> CloseSession(const std::string& session_id);
+  absl::StatusOr<SessionSnapshot> CloseSession(const std::string& session_id,
+                                               const std::string& principal = "");
 
   // Refuses new sessions and Forward calls with UNAVAILABLE; chunks of live sessions still run.
   void BeginDrain();

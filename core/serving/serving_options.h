@@ -28,6 +28,11 @@ struct ServingOptions {
   int threads = 0;
   // Accept NaN and Inf in inputs (INVALID_ARGUMENT otherwise).
   bool allow_non_finite = false;
+  // Per-principal quotas (0 = no limit): live sessions (start-only ones included) and state
+  // bytes (counted as for max_state_bytes) one principal may hold. Without authentication every
+  // client is the anonymous principal "", so these then cap all clients together.
+  int64_t max_sessions_per_principal = 0;
+  int64_t max_state_bytes_per_principal = 0;
   // Ended session ids remembered to tell "expired" or "closed" from "unknown".
   int64_t max_tombstones = 100000;
 };

@@ -36,6 +36,9 @@ inline const char* SessionEndReasonName(SessionEndReason reason) {
 // One request of a streamed session (the core's view of StreamRequest).
 struct ChunkRequest {
   std::string session_id;
+  // The authenticated caller, "" when authentication is off (anonymous). Sessions are keyed by
+  // (principal, session_id): a principal never sees another's sessions.
+  std::string principal;
   std::string model;
   bool start = false;
   bool end = false;

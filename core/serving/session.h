@@ -2,7 +2,7 @@
 // the session's queue, the scheduler and a batch. AnswerChunk answers and frees a ChunkTask.
 //
 // Not thread-safe by itself. A Session's fields are split by owner:
-//  - immutable after construction: id, model, created;
+//  - immutable after construction: id, principal, model, created;
 //  - guarded by the SessionTable's lock (`mu` refers to it): the bookkeeping every thread may
 //    read (phase, counters, the queue of waiting chunks);
 //  - `work`: owned by the worker running the session's in-flight chunk (phase != kIdle), and
@@ -47,12 +47,20 @@ struct Session {
     kAnswering,  // its chunk is computed and being answered: may be ended, not yet run again
   };
 
-  Session(std::string id, const ServedModel* model, absl::Time created, absl::Mutex& table_mu)
-      : id(std::move(id)), model(model), created(created), mu(table_mu), last_used(created) {}
+  Session(std::string id, std::string principal, const ServedModel* model, absl::Time created,
+          absl::Mutex& table_mu)
+      : id(std::move(id)),
+        principal(std::move(principal)),
+        model(model),
+        created(created),
+        mu(table_mu),
+        last_used(created) {}
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
   const std::string id;
+  // Who started it ("" without authentication); only this principal can see or use it.
+  const std::string principal;
   const ServedModel* const model;
   const absl::Time created;
   // The SessionTable's lock. Code holding it names it for the analysis with mu.AssertHeld().

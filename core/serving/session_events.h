@@ -28,11 +28,13 @@ namespace rnnserve {
 struct SessionEvents {
   struct Started {
     std::string id;
+    std::string principal;
     std::string model;
     bool imported = false;  // state imported with h_0
   };
   struct Ended {
     std::string id;
+    std::string principal;
     std::string model;
     SessionEndReason reason;
     int64_t steps_seen = 0;

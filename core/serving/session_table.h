@@ -1,6 +1,14 @@
-// SessionTable: the live sessions by id, the tombstones of recently ended ones, the state
-// memory budget with LRU eviction of idle sessions, admission of new requests and the
-// per-session order of chunks (one in flight, the rest queued on the session).
+// SessionTable: the live sessions by (principal, id), the tombstones of recently ended ones,
+// the state memory budget with LRU eviction of idle sessions, the per-principal quotas,
+// admission of new requests and the per-session order of chunks (one in flight, the rest
+// queued on the session).
+//
+// Ownership of sessions: the id namespace is per principal. A session is found only under the
+// principal that started it, so another principal's request for the same id finds nothing and
+// gets exactly the NOT_FOUND an unknown id gets (tombstones are keyed the same way), and two
+// principals may use the same client-chosen id independently: neither can learn that the
+// other's session exists. Implementation (sessions_ keyed by Key(principal, id)) and the
+// implementation of the quotas are in session_table.cc and session_table_lifecycle.cc.
 //
 // Thread-safe. One lock, mu_, guards the table and every Session's guarded fields (Session::mu
 // refers to it). Methods never log or call the observer under it: what must be told is
@@ -18,7 +26,6 @@
 #include <deque>
 #include <memory>
 #include <optional>
-#include <random>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -69,17 +76,23 @@ class SessionTable {
   std::vector<BatchScheduler::Task*> Handoff(absl::Span<const std::shared_ptr<Session>> sessions)
       ABSL_LOCKS_EXCLUDED(mu_);
 
-  absl::StatusOr<SessionSnapshot> GetSession(const std::string& session_id, bool with_state)
+  // `principal`'s session `session_id`; another principal's looks unknown.
+  absl::StatusOr<SessionSnapshot> GetSession(const std::string& session_id, bool with_state,
+                                             const std::string& principal = "")
       ABSL_LOCKS_EXCLUDED(mu_);
   // Ends the session (reason closed) and returns it as it was.
   absl::StatusOr<SessionSnapshot> CloseSession(const std::string& session_id,
-                                               SessionEvents& events) ABSL_LOCKS_EXCLUDED(mu_);
+                                               SessionEvents& events,
+                                               const std::string& principal = "")
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Ends every session (reason shutdown).
   void EndAll(SessionEvents& events) ABSL_LOCKS_EXCLUDED(mu_);
   // Ends sessions idle past the timeout (reason idle_timeout); returns how many.
   int64_t ReapIdle(absl::Time now, SessionEvents& events) ABSL_LOCKS_EXCLUDED(mu_);
-  // NOT_FOUND saying why `id` is not live: closed, expired, evicted, shut down or unknown.
-  absl::Status UnknownSessionError(const std::string& id) const ABSL_LOCKS_EXCLUDED(mu_);
+  // NOT_FOUND saying why `principal`'s `id` is not live: closed, expired, evicted, shut down or
+  // unknown. Another principal's ended session is "unknown". The id appears only Quoted().
+  absl::Status UnknownSessionError(const std::string& principal, const std::string& id) const
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   void BeginDrain() ABSL_LOCKS_EXCLUDED(mu_);
   bool draining() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -95,7 +108,31 @@ class SessionTable {
     absl::Time when;
   };
 
-  absl::Status UnknownSessionErrorLocked(const std::string& id) const
+  // What one principal holds, for the per-principal quotas.
+  struct Usage {
+    int64_t sessions = 0;
+    int64_t state_bytes = 0;
+  };
+
+  // The table's key: unambiguous for any principal and id (the principal is length-prefixed).
+  static std::string Key(const std::string& principal, const std::string& id);
+
+  absl::Status UnknownSessionErrorLocked(const std::string& principal,
+                                         const std::string& id) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The live session, or the NOT_FOUND of UnknownSessionErrorLocked.
+  absl::StatusOr<std::shared_ptr<Session>> LookupLocked(const std::string& principal,
+                                                        const std::string& id) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  Usage UsageLocked(const std::string& principal) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The id for a start: the client's (validated) or a new random one.
+  absl::StatusOr<std::string> NewSessionIdLocked(const ChunkRequest& request) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The least recently used session that may be evicted now (idle, holding state, idle for at
+  // least evict_idle_after, not `requester`); only `principal`'s when it is set. Null if none.
+  std::shared_ptr<Session> EvictionVictimLocked(const Session* requester,
+                                                const std::string* principal,
+                                                absl::Time now) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // A new session for a start request, or the refusal.
   absl::StatusOr<std::shared_ptr<Session>> StartLocked(const ChunkRequest& request,
@@ -103,11 +140,14 @@ class SessionTable {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::shared_ptr<Session>> FindLocked(const ChunkRequest& request) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // Makes room for `bytes` more state, evicting idle sessions other than `requester`.
+  // Makes room for `bytes` more state of `requester` (whose principal it counts toward):
+  // first under the requester's principal quota, evicting that principal's own idle sessions,
+  // then under the global budget, evicting anyone's; RESOURCE_EXHAUSTED when it cannot.
   absl::Status ReserveStateBytes(int64_t bytes, const Session* requester, SessionEvents& events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void AddStateBytes(int64_t bytes, SessionEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Removes the session, remembers its id and hands its queued chunks to events.orphans.
+  void AddStateBytes(const std::string& principal, int64_t bytes, SessionEvents& events)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes the session, remembers its key and hands its queued chunks to events.orphans.
   void EndSessionLocked(const std::shared_ptr<Session>& session, SessionEndReason reason,
                         SessionEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   SessionSnapshot SnapshotLocked(const Session& session, bool with_state) const
@@ -120,12 +160,14 @@ class SessionTable {
   mutable absl::Mutex mu_;
   // State below is protected by mu_.
   std::unordered_map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
+  // Principals holding at least one session; entries go when they hold none.
+  std::unordered_map<std::string, Usage> usage_ ABSL_GUARDED_BY(mu_);
+  // Keyed by Key(principal, id), like sessions_.
   std::unordered_map<std::string, Tombstone> tombstones_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> tombstone_order_ ABSL_GUARDED_BY(mu_);
   int64_t state_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t state_bytes_changes_ ABSL_GUARDED_BY(mu_) = 0;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
-  std::mt19937_64 id_rng_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace rnnserve

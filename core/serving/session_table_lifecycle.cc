@@ -1,0 +1,230 @@
+// SessionTable, continued: lookups, the ends of sessions and their tombstones, and the state
+// memory accounting (global budget and per-principal quota). See session_table.h.
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "base/text.h"
+#include "core/serving/client_text.h"
+#include "core/serving/session_table.h"
+
+namespace rnnserve {
+
+absl::StatusOr<std::shared_ptr<Session>> SessionTable::LookupLocked(
+    const std::string& principal, const std::string& id) const {
+  // An id no start could have accepted (too long, say) matches nothing: not even hashed.
+  if (id.size() > kMaxClientIdBytes) return UnknownSessionErrorLocked(principal, id);
+  auto it = sessions_.find(Key(principal, id));
+  if (it == sessions_.end()) return UnknownSessionErrorLocked(principal, id);
+  return it->second;
+}
+
+SessionTable::Usage SessionTable::UsageLocked(const std::string& principal) const {
+  auto it = usage_.find(principal);
+  return it == usage_.end() ? Usage{} : it->second;
+}
+
+absl::StatusOr<SessionSnapshot> SessionTable::GetSession(const std::string& session_id,
+                                                         bool with_state,
+                                                         const std::string& principal) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(std::shared_ptr<Session> session, LookupLocked(principal, session_id));
+  return SnapshotLocked(*session, with_state);
+}
+
+absl::StatusOr<SessionSnapshot> SessionTable::CloseSession(const std::string& session_id,
+                                                           SessionEvents& events,
+                                                           const std::string& principal) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(std::shared_ptr<Session> session, LookupLocked(principal, session_id));
+  SessionSnapshot snapshot = SnapshotLocked(*session, /*with_state=*/true);
+  EndSessionLocked(session, SessionEndReason::kClosed, events);
+  return snapshot;
+}
+
+void SessionTable::EndAll(SessionEvents& events) {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::shared_ptr<Session>> all;
+  for (const auto& [key, session] : sessions_) all.push_back(session);
+  for (const auto& session : all) EndSessionLocked(session, SessionEndReason::kShutdown, events);
+}
+
+int64_t SessionTable::ReapIdle(absl::Time now, SessionEvents& events) {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::shared_ptr<Session>> idle;
+  for (const auto& [key, session] : sessions_) {
+    session->mu.AssertHeld();
+    // Start-only sessions (no state) expire like the others.
+    if (session->phase != Session::Phase::kScheduled && session->pending.empty() &&
+        now - session->last_used >= options_.session_idle_timeout) {
+      idle.push_back(session);
+    }
+  }
+  for (const auto& session : idle) {
+    EndSessionLocked(session, SessionEndReason::kIdleTimeout, events);
+  }
+  return static_cast<int64_t>(idle.size());
+}
+
+absl::Status SessionTable::UnknownSessionError(const std::string& principal,
+                                               const std::string& id) const {
+  absl::ReaderMutexLock lock(&mu_);
+  return UnknownSessionErrorLocked(principal, id);
+}
+
+// Every NOT_FOUND for a session comes from here, so an id of another principal and an id never
+// used give byte-identical messages.
+absl::Status SessionTable::UnknownSessionErrorLocked(const std::string& principal,
+                                                     const std::string& id) const {
+  const std::string quoted = Quoted(id);
+  auto it = id.size() > kMaxClientIdBytes ? tombstones_.end()
+                                           : tombstones_.find(Key(principal, id));
+  if (it == tombstones_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "unknown session ", quoted, ": no live session has this id; start one with start=true"));
+  }
+  const std::string when =
+      absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", it->second.when, absl::UTCTimeZone());
+  switch (it->second.reason) {
+    case SessionEndReason::kIdleTimeout:
+      return absl::NotFoundError(absl::StrCat(
+          "session ", quoted, " expired: it was idle for longer than the session idle timeout (",
+          absl::FormatDuration(options_.session_idle_timeout), ") and was removed at ", when,
+          "; start a new session, passing the last h_n you exported as h_0 to continue"));
+    case SessionEndReason::kEvicted:
+      return absl::NotFoundError(absl::StrCat(
+          "session ", quoted, " was evicted at ", when,
+          " to free state memory for other sessions; start a new session, passing the last h_n "
+          "you exported as h_0 to continue"));
+    case SessionEndReason::kClosed:
+      return absl::NotFoundError(absl::StrCat("session ", quoted, " was closed at ", when,
+                                              "; start a new session to continue"));
+    case SessionEndReason::kShutdown:
+      break;
+  }
+  return absl::NotFoundError(absl::StrCat("session ", quoted, " ended at server shutdown"));
+}
+
+std::shared_ptr<Session> SessionTable::EvictionVictimLocked(const Session* requester,
+                                                            const std::string* principal,
+                                                            absl::Time now) const {
+  std::shared_ptr<Session> victim;
+  for (const auto& [key, session] : sessions_) {
+    session->mu.AssertHeld();
+    if (session.get() == requester || (principal != nullptr && session->principal != *principal) ||
+        session->phase == Session::Phase::kScheduled || !session->pending.empty() ||
+        session->state_bytes == 0 || now - session->last_used < options_.evict_idle_after) {
+      continue;
+    }
+    if (victim == nullptr) {
+      victim = session;
+    } else {
+      victim->mu.AssertHeld();
+      if (session->last_used < victim->last_used) victim = session;
+    }
+  }
+  return victim;
+}
+
+absl::Status SessionTable::ReserveStateBytes(int64_t bytes, const Session* requester,
+                                             SessionEvents& events) {
+  const absl::Time now = absl::Now();
+  const std::string& principal = requester->principal;
+  const int64_t quota = options_.max_state_bytes_per_principal;
+  // The principal's quota first, evicting only its own idle sessions: one principal's usage
+  // never costs another principal a session.
+  while (quota > 0 && UsageLocked(principal).state_bytes + bytes > quota) {
+    std::shared_ptr<Session> victim = EvictionVictimLocked(requester, &principal, now);
+    if (victim == nullptr) {
+      const Usage usage = UsageLocked(principal);
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "state memory quota of ", DescribePrincipal(principal), " is full: ",
+          usage.state_bytes, " of ", quota, " bytes in use by its ", usage.sessions,
+          " sessions and this session needs ", bytes,
+          " more (--max_state_bytes_per_principal); close finished sessions"));
+    }
+    EndSessionLocked(victim, SessionEndReason::kEvicted, events);
+  }
+  while (state_bytes_ + bytes > options_.max_state_bytes) {
+    std::shared_ptr<Session> victim = EvictionVictimLocked(requester, nullptr, now);
+    if (victim == nullptr) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "session state memory is full: ", state_bytes_, " of ", options_.max_state_bytes,
+          " bytes in use by ", sessions_.size(), " sessions and this session needs ", bytes,
+          " more; close finished sessions or raise --max_state_bytes"));
+    }
+    EndSessionLocked(victim, SessionEndReason::kEvicted, events);
+  }
+  AddStateBytes(principal, bytes, events);
+  return absl::OkStatus();
+}
+
+void SessionTable::AddStateBytes(const std::string& principal, int64_t bytes,
+                                 SessionEvents& events) {
+  state_bytes_ += bytes;
+  events.state_bytes.emplace(++state_bytes_changes_, state_bytes_);
+  if (bytes != 0) usage_[principal].state_bytes += bytes;
+}
+
+void SessionTable::EndSessionLocked(const std::shared_ptr<Session>& session,
+                                    SessionEndReason reason, SessionEvents& events) {
+  session->mu.AssertHeld();
+  if (session->ended) return;
+  session->ended = true;
+  const std::string key = Key(session->principal, session->id);
+  // Sessions not yet in the table (a start refused after its state was reserved) are not
+  // counted in usage_ either.
+  if (sessions_.erase(key) > 0) {
+    Usage& usage = usage_[session->principal];
+    --usage.sessions;
+    usage.state_bytes -= session->state_bytes;
+    if (usage.sessions == 0) usage_.erase(session->principal);
+  }
+  state_bytes_ -= session->state_bytes;
+  events.state_bytes.emplace(++state_bytes_changes_, state_bytes_);
+  session->state_bytes = 0;
+  // An evicted or expired session has no queued chunks (only idle sessions are chosen).
+  for (ChunkTask* task : session->pending) {
+    task->result.status =
+        reason == SessionEndReason::kShutdown
+            ? absl::UnavailableError("server shut down before this request was applied")
+            : absl::NotFoundError(absl::StrCat("session ", Quoted(session->id),
+                                               " was closed before this request was applied"));
+    events.orphans.push_back(task);
+  }
+  session->pending.clear();
+  if (reason != SessionEndReason::kShutdown) {
+    tombstones_[key] = Tombstone{reason, absl::Now()};
+    tombstone_order_.push_back(key);
+    while (static_cast<int64_t>(tombstone_order_.size()) > options_.max_tombstones) {
+      tombstones_.erase(tombstone_order_.front());
+      tombstone_order_.pop_front();
+    }
+  }
+  events.ended.push_back({session->id, session->principal, session->model->name, reason,
+                          session->steps_seen, session->last_used});
+}
+
+SessionSnapshot SessionTable::SnapshotLocked(const Session& session, bool with_state) const {
+  session.mu.AssertReaderHeld();
+  SessionSnapshot s;
+  s.session_id = session.id;
+  s.model = session.model->name;
+  s.steps_seen = session.steps_seen;
+  s.next_chunk_index = session.next_chunk_index;
+  s.batch_size = session.batch;
+  s.unbatched = session.unbatched;
+  if (with_state && session.batch > 0) {
+    s.h_n = Tensor(session.model->model->config().StateShape(session.batch, !session.unbatched),
+                   session.work.state[session.current]);
+  }
+  s.created = session.created;
+  s.last_used = session.last_used;
+  s.expires_in = std::max(absl::ZeroDuration(),
+                          session.last_used + options_.session_idle_timeout - absl::Now());
+  s.state_bytes = session.state_bytes;
+  s.buffered_steps = session.buffered_steps;
+  return s;
+}
+
+}  // namespace rnnserve
