@@ -24,7 +24,7 @@ import grpc
 import harness as h
 
 Code = grpc.StatusCode
-MODELS = {"m": dict(input_size=3, hidden_size=4, num_layers=2)}  # state: 2 x N x 4 floats
+MODELS = {"m": dict(input_size=3, hidden_size=4, num_layers=2)}
 CALL = h.CALL_TIMEOUT
 TOKENS = {"alice": "alice-secret-token-5f1c9a", "bob": "bob-secret-token-77e2d0"}
 # The longest log line a hostile request may cause (ids are cut to 128 characters).
@@ -342,9 +342,10 @@ class QuotaTest(SecurityCase):
 
     def test_state_bytes_per_principal(self):
         write_tokens(self.tokens_file, ["alice", "bob"])
-        # Model m holds 2 x N x 4 floats per session: 32 bytes at N=1, 64 at N=2.
+        # Model m's session holds two buffers of 2 x N x 4 floats: 64 bytes at N=1, 128 at
+        # N=2. Alice's two sessions (64 + 128) exceed 128; bob's one of 128 fits.
         server = self.start([f"--auth_tokens_file={self.tokens_file}",
-                             "--max_state_bytes_per_principal=64"])
+                             "--max_state_bytes_per_principal=128"])
         with h.Stream(self.stub(server, token=TOKENS["alice"])) as a, \
                 h.Stream(self.stub(server, token=TOKENS["bob"])) as b:
             self.start_session(a, "a-small", batch=1)
