@@ -203,6 +203,26 @@ class MutualTlsTest(SecurityCase):
                          h.pb2().ListModelsRequest())
 
 
+    def test_client_certificate_alone(self):
+        server = self.start([f"--tls_client_ca_file={cert('ca1.crt')}"], tls=True)
+        client1 = dict(tls_cert=cert("client1.crt"), tls_key=cert("client1.key"))
+        self.assert_code(Code.UNAVAILABLE, self.stub(server).ListModels,
+                         h.pb2().ListModelsRequest())
+        with h.Stream(self.stub(server, **client1)) as stream:
+            session_id, ref = self.start_session(stream)
+            self.advance(stream, session_id, ref, "second chunk over mTLS")
+
+
+class MetricsHostTest(SecurityCase):
+    def test_metrics_bind_their_own_host(self):
+        server = self.start(["--metrics_host=127.0.0.2"], metrics=True)
+        self.assertIn(f"metrics on 127.0.0.2:{server.metrics_port}", server.listening_line)
+        text = h.scrape(f"http://127.0.0.2:{server.metrics_port}/metrics")
+        self.assertIn("rnnserve_", text)
+        with self.assertRaises(OSError):
+            h.scrape(server.metrics_url)  # 127.0.0.1: not bound
+
+
 class TokensTest(SecurityCase):
     def check_refused_and_accepted(self, server):
         for token in (None, "wrong-token", TOKENS["alice"] + "x"):
