@@ -3,8 +3,11 @@
 // and mTLS are covered by tests/server/auth and test_security.py).
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -35,35 +38,25 @@ TEST(ServerSecurityTest, BadCombinationsAreRefusedNamingTheFlag) {
     EXPECT_THAT(std::string(status.message()), HasSubstr(expected));
   };
   EXPECT_TRUE(ValidateServerOptions(LocalOptions()).ok());
+  const std::vector<std::pair<std::function<void(ServerOptions&)>, std::string>> cases = {
+      {[](ServerOptions& o) { o.port = 70000; }, "--port=70000"},  // would wrap to 4464
+      {[](ServerOptions& o) { o.port = -1; }, "--port=-1"},
+      {[](ServerOptions& o) { o.metrics_port = 65536; }, "--metrics_port"},
+      {[](ServerOptions& o) { o.tls_cert_file = "cert.pem"; }, "--tls_key_file"},
+      {[](ServerOptions& o) { o.tls_key_file = "key.pem"; }, "--tls_cert_file"},
+      {[](ServerOptions& o) { o.tls_client_ca_file = "ca.pem"; }, "--tls_client_ca_file"},
+      {[](ServerOptions& o) { o.health_port = 0; }, "--health_port"},
+      {[](ServerOptions& o) { o.log_level = "verbose"; }, "--log_level"},
+      {[](ServerOptions& o) { o.serving.max_sessions_per_principal = -1; },
+       "--max_sessions_per_principal"},
+  };
+  for (const auto& [change, expected] : cases) {
+    ServerOptions options = LocalOptions();
+    change(options);
+    refused(options, expected);
+  }
   ServerOptions options = LocalOptions();
-  options.port = 70000;  // would wrap to 4464 if it reached the socket
-  refused(options, "--port=70000");
-  options = LocalOptions();
-  options.port = -1;
-  refused(options, "--port=-1");
-  options = LocalOptions();
-  options.metrics_port = 65536;
-  refused(options, "--metrics_port");
-  options = LocalOptions();
-  options.tls_cert_file = "cert.pem";
-  refused(options, "--tls_key_file");
-  options = LocalOptions();
-  options.tls_key_file = "key.pem";
-  refused(options, "--tls_cert_file");
-  options = LocalOptions();
-  options.tls_client_ca_file = "ca.pem";
-  refused(options, "--tls_client_ca_file");
-  options = LocalOptions();
-  options.health_port = 0;
-  refused(options, "--health_port");
-  options = LocalOptions();
-  options.log_level = "verbose";
-  refused(options, "--log_level");
-  options = LocalOptions();
-  options.serving.max_sessions_per_principal = -1;
-  refused(options, "--max_sessions_per_principal");
   // Start() refuses the same, before binding anything.
-  options = LocalOptions();
   options.port = 70000;
   EXPECT_EQ(RnnServer::Start(options).status().code(), absl::StatusCode::kInvalidArgument);
 }

@@ -234,6 +234,19 @@ class TokensTest(SecurityCase):
         for principal in ("alice", "bob"):
             self.assertEqual(len(self.list_models(server, token=TOKENS[principal]).models), 1)
 
+    def wait_revoked(self, server, principal, when):
+        """Waits (bounded) until `principal`'s token is refused UNAUTHENTICATED."""
+        stub = self.stub(server, token=TOKENS[principal])
+
+        def refused():
+            try:
+                stub.ListModels(h.pb2().ListModelsRequest(), timeout=CALL)
+                return False
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), Code.UNAUTHENTICATED, e.details())
+                return True
+        h.wait_until(refused, h.scaled(10), f"{principal} revoked {when}")
+
     def test_plaintext_tokens_and_revocation_on_change(self):
         write_tokens(self.tokens_file, ["alice", "bob"])
         server = self.start([f"--auth_tokens_file={self.tokens_file}",
@@ -244,16 +257,7 @@ class TokensTest(SecurityCase):
         with h.Stream(self.stub(server, token=TOKENS["bob"])) as stream:
             self.start_session(stream)
         write_tokens(self.tokens_file, ["alice"])
-        bob = self.stub(server, token=TOKENS["bob"])
-
-        def bob_refused():
-            try:
-                bob.ListModels(h.pb2().ListModelsRequest(), timeout=CALL)
-                return False
-            except grpc.RpcError as e:
-                self.assertEqual(e.code(), Code.UNAUTHENTICATED, e.details())
-                return True
-        h.wait_until(bob_refused, h.scaled(10), "bob revoked after the file changed")
+        self.wait_revoked(server, "bob", "after the file changed")
         self.assertEqual(len(self.list_models(server, token=TOKENS["alice"]).models), 1)
         self.assert_no_token_leaks(server, server.scrape())
 
@@ -270,16 +274,7 @@ class TokensTest(SecurityCase):
         # The hour-long poll will not notice; SIGHUP makes it re-read at once.
         self.assertEqual(len(self.list_models(server, token=TOKENS["bob"]).models), 1)
         server.process.send_signal(signal.SIGHUP)
-        bob = self.stub(server, token=TOKENS["bob"])
-
-        def bob_refused():
-            try:
-                bob.ListModels(h.pb2().ListModelsRequest(), timeout=CALL)
-                return False
-            except grpc.RpcError as e:
-                self.assertEqual(e.code(), Code.UNAUTHENTICATED, e.details())
-                return True
-        h.wait_until(bob_refused, h.scaled(10), "bob revoked after SIGHUP")
+        self.wait_revoked(server, "bob", "after SIGHUP")
         self.assertTrue(server.alive(), "SIGHUP must not stop the server")
         self.assertEqual(len(self.list_models(server, token=TOKENS["alice"]).models), 1)
         self.assert_no_token_leaks(server, server.scrape())
