@@ -4,10 +4,18 @@
 
 namespace rnnserve {
 
+std::string WireMessage(const absl::Status& status) {
+  const absl::string_view message = status.message();
+  if (message.size() <= kMaxWireMessageBytes) return std::string(message);
+  size_t keep = kMaxWireMessageBytes;
+  // Back off over UTF-8 continuation bytes so no character is cut in half.
+  while (keep > 0 && (static_cast<unsigned char>(message[keep]) & 0xC0) == 0x80) --keep;
+  return absl::StrCat(message.substr(0, keep), "...(+", message.size() - keep, " bytes)");
+}
+
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), WireMessage(status));
 }
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {

@@ -15,7 +15,17 @@
 
 namespace rnnserve {
 
+// Longest status message put on the wire. gRPC sends a call's message in the trailers, and a
+// trailer over ~8 KiB turns the call into RESOURCE_EXHAUSTED; cutting the message here keeps
+// the true code whatever a message echoes.
+inline constexpr size_t kMaxWireMessageBytes = 1024;
+
+// `status`'s message, cut to kMaxWireMessageBytes (never inside a UTF-8 sequence) with
+// "...(+N bytes)" appended when anything was left out.
+std::string WireMessage(const absl::Status& status);
+
 // absl and gRPC share the canonical code numbering (google.rpc.Code), so codes map one to one.
+// The message goes through WireMessage.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
 

@@ -18,9 +18,33 @@
 ABSL_FLAG(std::string, model_repository, "",
           "Folder with one subfolder per model (config.json + model.safetensors); the folder "
           "name is the model name. Unset or empty: serve the built-in 'demo' model.");
-ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on (gRPC and metrics).");
-ABSL_FLAG(int, port, 50051, "gRPC port; 0 picks a free port.");
+ABSL_FLAG(std::string, host, "0.0.0.0",
+          "Address to listen on for gRPC (and for metrics unless --metrics_host is set).");
+ABSL_FLAG(int, port, 50051, "gRPC port (0..65535); 0 picks a free port.");
 ABSL_FLAG(int, metrics_port, 9090, "Prometheus /metrics port; 0 picks a free port; -1 disables.");
+ABSL_FLAG(std::string, metrics_host, "",
+          "Address for /metrics (e.g. 127.0.0.1 to keep it private); empty: same as --host.");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain for TLS on the gRPC port (with --tls_key_file).");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file.");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA certificates; when set, clients must present a certificate they signed "
+          "(mutual TLS), and its subject is the principal of calls that send no token.");
+ABSL_FLAG(absl::Duration, tls_refresh_interval, absl::Seconds(10),
+          "How often the TLS files are re-read (certificate rotation, no restart).");
+ABSL_FLAG(std::string, auth_tokens_file, "",
+          "Bearer-token table, one 'PRINCIPAL SHA256HEX' per line; when set, every rnnserve "
+          "RPC needs 'authorization: Bearer TOKEN'. Re-read on change and on SIGHUP.");
+ABSL_FLAG(absl::Duration, auth_reload_interval, absl::Seconds(10),
+          "How often the tokens file is checked for changes.");
+ABSL_FLAG(int, health_port, -1,
+          "Plaintext port serving only grpc.health.v1 (probes), with TLS only; -1 is off.");
+ABSL_FLAG(std::string, log_level, "info",
+          "Least severe log lines written: debug (per-session lines too), info, warning, error.");
+ABSL_FLAG(int64_t, max_sessions_per_principal, 0,
+          "Live sessions one principal may hold at most; 0 is no limit.");
+ABSL_FLAG(int64_t, max_state_bytes_per_principal, 0,
+          "Session state memory one principal may hold at most, in bytes; 0 is no limit.");
 ABSL_FLAG(absl::Duration, session_idle_timeout, absl::Minutes(5),
           "Sessions with no chunk for this long expire.");
 ABSL_FLAG(int64_t, max_sessions, 100000, "Live sessions at most.");
@@ -101,12 +125,22 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   rnnserve::ServerOptions options;
   options.host = absl::GetFlag(FLAGS_host);
   options.port = absl::GetFlag(FLAGS_port);
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  options.metrics_host = absl::GetFlag(FLAGS_metrics_host);
+  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  options.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  options.tls_refresh_interval = absl::GetFlag(FLAGS_tls_refresh_interval);
+  options.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
+  options.auth_reload_interval = absl::GetFlag(FLAGS_auth_reload_interval);
+  options.health_port = absl::GetFlag(FLAGS_health_port);
+  options.log_level = absl::GetFlag(FLAGS_log_level);
   options.model_repository = absl::GetFlag(FLAGS_model_repository);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
@@ -119,6 +153,9 @@ int main(int argc, char** argv) {
   options.serving.max_queue_delay = absl::GetFlag(FLAGS_max_queue_delay);
   options.serving.threads = absl::GetFlag(FLAGS_threads);
   options.serving.allow_non_finite = absl::GetFlag(FLAGS_allow_non_finite);
+  options.serving.max_sessions_per_principal = absl::GetFlag(FLAGS_max_sessions_per_principal);
+  options.serving.max_state_bytes_per_principal =
+      absl::GetFlag(FLAGS_max_state_bytes_per_principal);
   options.service.max_in_flight_per_stream = absl::GetFlag(FLAGS_max_in_flight_per_stream);
 
   absl::StatusOr<std::unique_ptr<rnnserve::RnnServer>> server =
@@ -128,13 +165,22 @@ int main(int argc, char** argv) {
     return 1;
   }
   // Tests and scripts read the bound ports from this line.
-  std::printf("rnnserve listening on %s:%d (gRPC), metrics on %s:%d\n", options.host.c_str(),
-              (*server)->port(), options.host.c_str(), (*server)->metrics_port());
+  const std::string& metrics_host =
+      options.metrics_host.empty() ? options.host : options.metrics_host;
+  std::printf("rnnserve listening on %s:%d (gRPC), metrics on %s:%d", options.host.c_str(),
+              (*server)->port(), metrics_host.c_str(), (*server)->metrics_port());
+  if ((*server)->health_port() >= 0) {
+    std::printf(", health on %s:%d", options.host.c_str(), (*server)->health_port());
+  }
+  std::printf("\n");
   std::fflush(stdout);
 
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  while (sigwait(&signals, &signal_number) == 0 && signal_number == SIGHUP) {
+    (*server)->ReloadTokens();
+  }
   rnnserve::LogInfo("received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
+  // SIGHUP stays blocked while draining: a reload then is pointless and must not kill us.
   (*server)->DrainAndShutdown();
   return 0;
 }

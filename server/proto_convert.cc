@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/text.h"
 #include "core/engine/rnn_config.h"
 #include "core/engine/rnn_parameters.h"
 #include "proto/status_codec.h"
@@ -81,10 +82,14 @@ v1::StreamResponse ChunkResultToResponse(ChunkResult result, uint64_t request_id
                                          TensorEncoding encoding, int64_t max_message_bytes) {
   v1::StreamResponse response;
   response.set_request_id(request_id);
-  response.set_session_id(std::move(result.session_id));
+  // A refused request's id is echoed only if it could be an id at all: a megabyte of id
+  // would otherwise make the answer too large to send (request_id still pairs it).
+  if (result.status.ok() || result.session_id.size() <= kMaxClientIdBytes) {
+    response.set_session_id(std::move(result.session_id));
+  }
   if (!result.status.ok()) {
     response.set_error_code(ToStreamErrorCode(result.status));
-    response.set_error_message(std::string(result.status.message()));
+    response.set_error_message(WireMessage(result.status));
   }
   if (result.output.has_value()) {
     EncodeTensor(std::move(*result.output), encoding, response.mutable_output());
@@ -98,15 +103,18 @@ v1::StreamResponse ChunkResultToResponse(ChunkResult result, uint64_t request_id
   response.set_ended(result.ended);
   const size_t size = response.ByteSizeLong();
   if (static_cast<int64_t>(size) > max_message_bytes) {
-    const absl::Status too_big = absl::ResourceExhaustedError(absl::StrCat(
-        "the response to this chunk would be ", size, " bytes, more than the server's ",
-        max_message_bytes,
-        "-byte message limit; the chunk WAS applied (steps_seen is current): read h_n with "
-        "GetSession, and send shorter chunks"));
     response.clear_output();
     response.clear_h_n();
-    response.set_error_code(ToStreamErrorCode(too_big));
-    response.set_error_message(std::string(too_big.message()));
+    // A refused request keeps its own error: only an applied chunk may say it was applied.
+    if (result.status.ok()) {
+      const absl::Status too_big = absl::ResourceExhaustedError(absl::StrCat(
+          "the response to this chunk would be ", size, " bytes, more than the server's ",
+          max_message_bytes,
+          "-byte message limit; the chunk WAS applied (steps_seen is current): read h_n with "
+          "GetSession, and send shorter chunks"));
+      response.set_error_code(ToStreamErrorCode(too_big));
+      response.set_error_message(WireMessage(too_big));
+    }
   }
   return response;
 }

@@ -9,19 +9,37 @@
 #define RNNSERVE_SERVER_RNN_SERVICE_H_
 
 #include <atomic>
+#include <memory>
+#include <string>
 
 #include <grpcpp/grpcpp.h>
 
 #include "core/serving/serving_core.h"
 #include "rnnserve/v1/rnn_service.grpc.pb.h"
+#include "server/auth/auth_processor.h"
+#include "server/auth/token_file.h"
 #include "server/metrics.h"
 #include "server/stream_reactor.h"
 
 namespace rnnserve {
 
+// Who may call: with `tokens` unset and client certificates off, every call is the anonymous
+// principal "". Otherwise each rnnserve.v1 handler asks for the call's principal (a bearer
+// token's, or the verified client certificate's subject) and answers UNAUTHENTICATED without
+// one. Never logs the metadata.
+struct CallAuth {
+  std::shared_ptr<const TokenAuthenticator> tokens;  // null: no tokens file
+  bool client_certificates = false;                  // mTLS: a certificate subject suffices
+
+  bool enabled() const { return tokens != nullptr || client_certificates; }
+  // "" when disabled; else the principal or UNAUTHENTICATED.
+  absl::StatusOr<std::string> Principal(const grpc::ServerContextBase& context) const;
+};
+
 class RnnServiceImpl final : public v1::RnnService::CallbackService {
  public:
-  RnnServiceImpl(ServingCore* core, Metrics* metrics, const ServiceOptions& options);
+  RnnServiceImpl(ServingCore* core, Metrics* metrics, const ServiceOptions& options,
+                 CallAuth auth = {});
 
   grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>* Stream(
       grpc::CallbackServerContext* context) override;
@@ -52,6 +70,7 @@ class RnnServiceImpl final : public v1::RnnService::CallbackService {
   ServingCore* const core_;
   Metrics* const metrics_;
   const ServiceOptions options_;
+  const CallAuth auth_;
   std::atomic<int64_t> open_streams_{0};
 };
 

@@ -4,16 +4,114 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/impl/server_builder_option.h>
 
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
 #include "grpc/health/v1/health.pb.h"
+#include "server/auth/auth_processor.h"
+#include "server/auth/tls.h"
 
 namespace rnnserve {
+namespace {
+
+// Removes every builder plugin (reflection registers itself for all builders), so the
+// plaintext health port serves grpc.health.v1 and nothing else.
+class NoPluginsOption : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments* /*args*/) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->clear();
+  }
+};
+
+absl::Status CheckPort(const char* flag, int port, int min) {
+  if (port < min || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, "=", port, " is not a port: use ",
+                                                   min, "..65535", min < 0 ? " (-1 is off)" : "",
+                                                   min <= 0 ? " (0 picks a free one)" : ""));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateServerOptions(const ServerOptions& options) {
+  if (absl::Status s = CheckPort("port", options.port, 0); !s.ok()) return s;
+  if (absl::Status s = CheckPort("metrics_port", options.metrics_port, -1); !s.ok()) return s;
+  if (absl::Status s = CheckPort("health_port", options.health_port, -1); !s.ok()) return s;
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_cert_file and --tls_key_file go together: set both for TLS, or neither");
+  }
+  const bool tls = !options.tls_cert_file.empty();
+  if (!options.tls_client_ca_file.empty() && !tls) {
+    return absl::InvalidArgumentError(
+        "--tls_client_ca_file needs --tls_cert_file and --tls_key_file (mutual TLS is TLS)");
+  }
+  if (options.health_port >= 0 && !tls) {
+    return absl::InvalidArgumentError(
+        "--health_port is for TLS servers (a plaintext health port next to a TLS one); "
+        "without TLS, health is served on --port");
+  }
+  if (options.tls_refresh_interval <= absl::ZeroDuration() ||
+      options.auth_reload_interval <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "--tls_refresh_interval and --auth_reload_interval must be positive");
+  }
+  if (absl::StatusOr<LogLevel> level = ParseLogLevel(options.log_level); !level.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--log_level: ", level.status().message()));
+  }
+  if (options.serving.max_sessions_per_principal < 0 ||
+      options.serving.max_state_bytes_per_principal < 0) {
+    return absl::InvalidArgumentError(
+        "--max_sessions_per_principal and --max_state_bytes_per_principal must be >= 0 "
+        "(0 is no limit)");
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<RnnServer>> RnnServer::Start(const ServerOptions& options) {
+  if (absl::Status valid = ValidateServerOptions(options); !valid.ok()) return valid;
+  SetMinLogLevel(*ParseLogLevel(options.log_level));
   std::unique_ptr<RnnServer> server(new RnnServer());
   server->options_ = options;
+
+  // Credentials first: a wrong certificate or tokens file fails before models load.
+  const bool tls = !options.tls_cert_file.empty();
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (tls) {
+    TlsOptions tls_options;
+    tls_options.cert_file = options.tls_cert_file;
+    tls_options.key_file = options.tls_key_file;
+    tls_options.client_ca_file = options.tls_client_ca_file;
+    tls_options.refresh_interval = options.tls_refresh_interval;
+    absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> made =
+        MakeServerCredentials(tls_options);
+    if (!made.ok()) return made.status();
+    credentials = std::move(made).value();
+  }
+  CallAuth auth;
+  auth.client_certificates = !options.tls_client_ca_file.empty();
+  if (!options.auth_tokens_file.empty()) {
+    absl::StatusOr<std::unique_ptr<TokenAuthenticator>> tokens =
+        TokenAuthenticator::FromFile(options.auth_tokens_file);
+    if (!tokens.ok()) return tokens.status();
+    server->tokens_ = std::move(tokens).value();
+    server->token_watcher_ =
+        std::make_unique<TokenFileWatcher>(server->tokens_, options.auth_reload_interval);
+    auth.tokens = server->tokens_;
+    LogInfo("token authentication on: ", server->tokens_->size(), " principals");
+  }
+  if (tls && auth.enabled()) {
+    // On the TLS port every method, health and reflection included, needs credentials.
+    CallAuthOptions call_options;
+    call_options.accept_client_certificate = auth.client_certificates;
+    std::shared_ptr<const TokenAuthenticator> table = auth.tokens;
+    if (table == nullptr) table = std::make_shared<TokenAuthenticator>(std::vector<TokenEntry>());
+    credentials->SetAuthMetadataProcessor(
+        std::make_shared<BearerTokenProcessor>(std::move(table), call_options));
+  }
 
   std::unique_ptr<ModelRegistry> models;
   if (!options.model_repository.empty()) {
@@ -37,15 +135,17 @@ absl::StatusOr<std::unique_ptr<RnnServer>> RnnServer::Start(const ServerOptions&
 
   server->metrics_ = std::make_unique<Metrics>(names);
   if (options.metrics_port >= 0) {
-    absl::Status metrics = server->metrics_->Serve(options.host, options.metrics_port);
+    const std::string& metrics_host =
+        options.metrics_host.empty() ? options.host : options.metrics_host;
+    absl::Status metrics = server->metrics_->Serve(metrics_host, options.metrics_port);
     if (!metrics.ok()) return metrics;
   }
   server->core_ =
       std::make_unique<ServingCore>(std::move(models), options.serving, server->metrics_.get());
   ServiceOptions service_options = options.service;
   service_options.max_message_bytes = options.max_message_bytes;
-  server->service_ = std::make_unique<RnnServiceImpl>(server->core_.get(),
-                                                      server->metrics_.get(), service_options);
+  server->service_ = std::make_unique<RnnServiceImpl>(
+      server->core_.get(), server->metrics_.get(), service_options, std::move(auth));
 
   // Referencing the health descriptor links it in, so reflection can describe the health
   // service (buf curl --list-methods, grpcurl describe).
@@ -53,8 +153,8 @@ absl::StatusOr<std::unique_ptr<RnnServer>> RnnServer::Start(const ServerOptions&
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(absl::StrCat(options.host, ":", options.port),
-                           grpc::InsecureServerCredentials(), &server->port_);
+  builder.AddListeningPort(absl::StrCat(options.host, ":", options.port), credentials,
+                           &server->port_);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   // Accept client keepalive pings every 10 s at most, even on idle streams.
@@ -67,18 +167,43 @@ absl::StatusOr<std::unique_ptr<RnnServer>> RnnServer::Start(const ServerOptions&
         absl::StrCat("cannot listen for gRPC on ", options.host, ":", options.port,
                      " (in use, or not an address of this machine?)"));
   }
-  grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
-  health->SetServingStatus("", true);
-  health->SetServingStatus(kServiceName, true);
+  if (options.health_port >= 0) {
+    grpc::ServerBuilder health_builder;
+    health_builder.SetOption(std::make_unique<NoPluginsOption>());
+    server->health_fallback_ = std::make_unique<grpc::CallbackGenericService>();
+    health_builder.RegisterCallbackGenericService(server->health_fallback_.get());
+    health_builder.AddListeningPort(absl::StrCat(options.host, ":", options.health_port),
+                                    grpc::InsecureServerCredentials(), &server->health_port_);
+    server->health_server_ = health_builder.BuildAndStart();
+    if (server->health_server_ == nullptr || server->health_port_ == 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen for health on ", options.host, ":", options.health_port,
+                       " (in use, or not an address of this machine?)"));
+    }
+  }
+  server->SetServing(true);
   return server;
+}
+
+void RnnServer::SetServing(bool serving) {
+  for (grpc::Server* s : {server_.get(), health_server_.get()}) {
+    if (s == nullptr) continue;
+    grpc::HealthCheckServiceInterface* health = s->GetHealthCheckService();
+    health->SetServingStatus("", serving);
+    health->SetServingStatus(kServiceName, serving);
+  }
+}
+
+void RnnServer::ReloadTokens() {
+  if (token_watcher_ == nullptr) return;
+  LogInfo("reloading the tokens file");
+  token_watcher_->RequestReload();
 }
 
 void RnnServer::DrainAndShutdown() {
   LogInfo("draining: health NOT_SERVING, new sessions refused, ", service_->open_streams(),
           " open streams, ", core_->session_count(), " sessions");
-  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
-  health->SetServingStatus("", false);
-  health->SetServingStatus(kServiceName, false);
+  SetServing(false);
   core_->BeginDrain();
   const absl::Time deadline = absl::Now() + options_.drain_timeout;
   // Polls a counter on the main thread; nothing else waits on this.
@@ -88,13 +213,15 @@ void RnnServer::DrainAndShutdown() {
   core_->WaitIdle(absl::Now() + options_.shutdown_grace);
   server_->Shutdown(std::chrono::system_clock::now() +
                     absl::ToChronoMilliseconds(options_.shutdown_grace));
+  if (health_server_) health_server_->Shutdown(std::chrono::system_clock::now());
   core_->EndAllSessions();
   LogInfo("shut down");
 }
 
 RnnServer::~RnnServer() {
-  // Members then go in reverse order: server, service, core, metrics (the core reports to
+  // Members then go in reverse order: servers, service, core, metrics (the core reports to
   // the metrics until it is gone).
+  if (health_server_) health_server_->Shutdown(std::chrono::system_clock::now());
   if (server_) server_->Shutdown(std::chrono::system_clock::now());
 }
 

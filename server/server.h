@@ -1,18 +1,22 @@
 // RnnServer: the assembled server: model registry, ServingCore, metrics endpoint, gRPC service
-// with health checking and reflection, and graceful draining.
+// with health checking and reflection (TLS/mTLS and bearer tokens when configured), the
+// optional plaintext health-only port, and graceful draining.
 //
-// Start() once, then Drain()/Shutdown() once from one thread (main). Owns everything it
-// builds.
+// Start() once, then DrainAndShutdown() once from one thread (main); ReloadTokens() may be
+// called from any thread. Owns everything it builds.
 #ifndef RNNSERVE_SERVER_SERVER_H_
 #define RNNSERVE_SERVER_SERVER_H_
 
 #include <memory>
 
+#include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/serving/serving_core.h"
+#include "server/auth/token_file.h"
+#include "server/auth/token_file_watcher.h"
 #include "server/metrics.h"
 #include "server/rnn_service.h"
 #include "server/server_options.h"
@@ -30,6 +34,10 @@ class RnnServer {
 
   int port() const { return port_; }
   int metrics_port() const { return metrics_ ? metrics_->port() : -1; }
+  // The plaintext health-only port, or -1 when --health_port is off.
+  int health_port() const { return health_port_; }
+  // Re-reads the tokens file now (SIGHUP); returns at once. No-op without a tokens file.
+  void ReloadTokens();
   ServingCore& core() { return *core_; }
   Metrics& metrics() { return *metrics_; }
 
@@ -45,8 +53,18 @@ class RnnServer {
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<ServingCore> core_;
   std::unique_ptr<RnnServiceImpl> service_;
+  std::shared_ptr<TokenAuthenticator> tokens_;     // null without --auth_tokens_file
+  std::unique_ptr<TokenFileWatcher> token_watcher_;
   std::unique_ptr<grpc::Server> server_;
+  // A gRPC server needs one service of its own besides health; this one answers every
+  // other method UNIMPLEMENTED, as an unknown method would be anyway.
+  std::unique_ptr<grpc::CallbackGenericService> health_fallback_;
+  std::unique_ptr<grpc::Server> health_server_;  // null without --health_port
   int port_ = 0;
+  int health_port_ = -1;
+
+  // Health of "" and the service on every port that serves health.
+  void SetServing(bool serving);
 };
 
 }  // namespace rnnserve

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "core/serving/serving_core.h"
 #include "server/rnn_service.h"
@@ -12,16 +13,37 @@
 namespace rnnserve {
 
 struct ServerOptions {
-  std::string host = "0.0.0.0";      // address to bind, for gRPC and metrics
+  std::string host = "0.0.0.0";      // address to bind for gRPC (and metrics by default)
   int port = 50051;                  // gRPC port; 0 picks a free one (printed at start)
   int metrics_port = 9090;           // Prometheus /metrics port; 0 picks a free one; -1 disables
+  std::string metrics_host;          // address for /metrics; empty means the same as `host`
+  // TLS on the gRPC port when both are set (PEM files, re-read every tls_refresh_interval);
+  // plaintext when both are empty. A client CA makes it mutual TLS (client certificates
+  // required and verified).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
+  absl::Duration tls_refresh_interval = absl::Seconds(10);
+  // "PRINCIPAL SHA256HEX" lines; empty disables token authentication. Re-read when it
+  // changes (checked every auth_reload_interval) and on SIGHUP (RnnServer::ReloadTokens).
+  std::string auth_tokens_file;
+  absl::Duration auth_reload_interval = absl::Seconds(10);
+  // Plaintext port serving only grpc.health.v1 (for probes), only with TLS; -1 is off, 0
+  // picks a free one.
+  int health_port = -1;
+  std::string log_level = "info";  // debug | info | warning | error
   std::string model_repository;      // one subfolder per model; empty serves the demo model
   int max_message_bytes = 64 << 20;  // largest request or response message
   absl::Duration drain_timeout = absl::Seconds(30);  // on SIGTERM: wait this long for streams
   absl::Duration shutdown_grace = absl::Seconds(5);  // then cancel what is still open
-  ServingOptions serving;
+  ServingOptions serving;  // includes the per-principal quotas (0 = no limit)
   ServiceOptions service;  // its max_message_bytes is taken from the field above
 };
+
+// Checks the combination before anything starts: ports in range, a certificate with its key,
+// a client CA only with a certificate, a health port only with TLS, a known log level.
+// INVALID_ARGUMENT naming the flag otherwise.
+absl::Status ValidateServerOptions(const ServerOptions& options);
 
 }  // namespace rnnserve
 

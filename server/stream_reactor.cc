@@ -2,14 +2,25 @@
 
 #include <utility>
 
+#include "proto/status_codec.h"
 #include "server/proto_convert.h"
 
 namespace rnnserve {
 
 StreamReactor::StreamReactor(ServingCore* core, Metrics* metrics, const ServiceOptions& options,
-                             std::atomic<int64_t>* open_streams)
+                             std::atomic<int64_t>* open_streams,
+                             absl::StatusOr<std::string> principal)
     : core_(core), metrics_(metrics), options_(options), open_streams_(open_streams) {
   ++*open_streams_;
+  if (!principal.ok()) {
+    {
+      absl::MutexLock lock(&mu_);
+      finished_ = true;
+    }
+    Finish(ToGrpcStatus(principal.status()));
+    return;
+  }
+  principal_ = std::move(principal).value();
   StartRead(&request_);
 }
 
@@ -26,6 +37,7 @@ void StreamReactor::OnReadDone(bool ok) {
   }
   // The input's raw bytes move out of request_ (read into again next) into the chunk.
   DecodedStreamRequest chunk = StreamRequestToChunk(&request_);
+  chunk.chunk.principal = principal_;
   {
     absl::MutexLock lock(&mu_);
     ++in_flight_;

@@ -14,10 +14,12 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <string>
 
 #include <grpcpp/grpcpp.h>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "core/serving/serving_core.h"
 #include "proto/tensor_codec.h"
@@ -37,9 +39,11 @@ struct ServiceOptions {
 
 class StreamReactor : public grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse> {
  public:
-  // Counts itself in `open_streams` until OnDone, and starts reading.
+  // Counts itself in `open_streams` until OnDone, and starts reading; every chunk it submits
+  // carries `principal`. When `principal` is an error (no valid credentials) it finishes the
+  // call with that status at once, reading nothing.
   StreamReactor(ServingCore* core, Metrics* metrics, const ServiceOptions& options,
-                std::atomic<int64_t>* open_streams);
+                std::atomic<int64_t>* open_streams, absl::StatusOr<std::string> principal);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -60,6 +64,7 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::StreamRequest, v1::Stre
   Metrics* const metrics_;
   const ServiceOptions options_;
   std::atomic<int64_t>* const open_streams_;
+  std::string principal_;  // "" when auth is off
   // Written by gRPC between StartRead and OnReadDone; only one read is outstanding.
   v1::StreamRequest request_;
 

@@ -5,6 +5,7 @@
 
 #include <functional>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "core/engine/rnn_parameters.h"
@@ -361,6 +362,46 @@ TEST(ProtoConvertTest, StreamErrorsRoundTripThroughTheStatusCodec) {
     EXPECT_EQ(response.error_code(), code);
     EXPECT_EQ(FromStreamError(response.error_code(), response.error_message()), status);
   }
+}
+
+// Whatever a message echoes, the code stays true and the message fits well within gRPC's
+// trailer limit (an 8 KiB trailer would turn NOT_FOUND into RESOURCE_EXHAUSTED).
+TEST(ProtoConvertTest, LongMessagesAreCutAndKeepTheirCode) {
+  const std::string huge(1 << 20, 'a');
+  const absl::Status not_found = absl::NotFoundError(absl::StrCat("unknown session ", huge));
+  const grpc::Status wire = ToGrpcStatus(not_found);
+  EXPECT_EQ(wire.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_LE(wire.error_message().size(), kMaxWireMessageBytes + 30);
+  EXPECT_THAT(wire.error_message(), HasSubstr("unknown session aaa"));
+  EXPECT_THAT(wire.error_message(), HasSubstr(absl::StrCat("...(+", (1 << 20) + 16 - 1024,
+                                                           " bytes)")));
+  // Short messages pass unchanged; a cut never splits a UTF-8 character.
+  EXPECT_EQ(ToGrpcStatus(absl::NotFoundError("short")).error_message(), "short");
+  const std::string utf8 =
+      WireMessage(absl::NotFoundError(std::string(1023, 'x') + "\xc3\xa9z"));
+  EXPECT_EQ(utf8, std::string(1023, 'x') + "...(+3 bytes)");
+
+  ChunkResult result;
+  result.status = not_found;
+  result.session_id = huge;
+  const v1::StreamResponse response =
+      ChunkResultToResponse(std::move(result), 3, TensorEncoding::kRaw, 1 << 20);
+  EXPECT_EQ(response.error_code(), static_cast<int>(absl::StatusCode::kNotFound));
+  EXPECT_LE(response.error_message().size(), kMaxWireMessageBytes + 30);
+  EXPECT_EQ(response.session_id(), "");  // a megabyte is no id: not echoed
+  EXPECT_EQ(response.request_id(), 3u);
+}
+
+// Only an applied chunk may say it was applied: a refused request whose answer is too large
+// (here: a limit smaller than its bounded id and message) keeps its own error.
+TEST(ProtoConvertTest, OversizedRefusalKeepsItsCodeAndNeverClaimsApplied) {
+  ChunkResult result;
+  result.status = absl::NotFoundError("unknown session \"s9\"");
+  result.session_id = "s9";
+  const v1::StreamResponse response =
+      ChunkResultToResponse(std::move(result), 5, TensorEncoding::kRaw, 10);
+  EXPECT_EQ(response.error_code(), static_cast<int>(absl::StatusCode::kNotFound));
+  EXPECT_THAT(response.error_message(), ::testing::Not(HasSubstr("WAS applied")));
 }
 
 }  // namespace

@@ -7,7 +7,8 @@
 - stubs:   the rnnserve.v1 and grpc.health.v1 Python stubs, generated once per proto version.
 - process: ListeningProcess (any server that prints "... listening on HOST:PORT (gRPC),
            metrics on HOST:PORT") and ServerProcess (rnnserve on ports it picks itself);
-           stopping one whose stderr holds a sanitizer report fails.
+           stopping one whose stderr holds a sanitizer report fails. make_channel()
+           makes TLS / mTLS / bearer-token channels (ServerProcess(tls_ca=..., token=...)).
 - health:  grpc.health.v1 Check and wait_serving().
 - metrics: Prometheus text scraped and parsed strictly.
 - models:  seeded torch.nn.RNNs exported into model repositories; torch is the oracle.
@@ -20,7 +21,7 @@ from .env import (ROOT, require_tool, scaled, server_binary)  # noqa: F401
 from .waits import wait_until  # noqa: F401
 from .stubs import stubs, stub_dir, pb2, client_module, SERVICE  # noqa: F401
 from .process import (ListeningProcess, ServerProcess, START_TIMEOUT, STOP_TIMEOUT,  # noqa: F401
-                      sanitizer_report)
+                      sanitizer_report, make_channel, BearerToken)
 from .health import health_status, wait_serving  # noqa: F401
 from .metrics import scrape, parse_samples, parse_metrics, metric, metric_sum  # noqa: F401
 from .models import (make_rnn, export_repository, write_model, load_torch,  # noqa: F401

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import collections
 import time
 
 import grpc
@@ -69,6 +70,7 @@ class ListeningProcess:
         self._stderr = None
         self._saved_stderr = ""
         self._sanitizer_reported = False
+        self.listening_line = ""
 
     def start(self):
         if self.log_path is None:
@@ -103,6 +105,7 @@ class ListeningProcess:
                                      f"({' '.join(self.args)}); stderr:\n{text}")
             match = LISTENING_RE.search(line)
             if match:
+                self.listening_line = line.decode(errors="replace")
                 self.port = int(match.group(2))
                 self.metrics_port = int(match.group(4))
                 self.target = f"127.0.0.1:{self.port}"
@@ -183,6 +186,60 @@ class ListeningProcess:
         return "\n".join(self.stderr_text().splitlines()[-lines:])
 
 
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class _CallDetails(collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
+                         "compression")), grpc.ClientCallDetails):
+    pass
+
+
+class BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                  grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds "authorization: Bearer TOKEN" to every call, on plaintext and TLS channels alike
+    (grpc.access_token_call_credentials needs TLS)."""
+
+    def __init__(self, token):
+        self._entry = ("authorization", f"Bearer {token}")
+
+    def _details(self, d):
+        return _CallDetails(d.method, d.timeout, list(d.metadata or []) + [self._entry],
+                            d.credentials, getattr(d, "wait_for_ready", None),
+                            getattr(d, "compression", None))
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+
+def make_channel(target, tls_ca=None, tls_cert=None, tls_key=None, token=None, options=()):
+    """A channel to `target`: TLS trusting the PEM file `tls_ca` when set (with a client
+    certificate when tls_cert and tls_key are set too), plaintext otherwise; with `token`,
+    every call carries it as a bearer token."""
+    if tls_ca:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=_read(tls_ca),
+            private_key=_read(tls_key) if tls_key else None,
+            certificate_chain=_read(tls_cert) if tls_cert else None)
+        channel = grpc.secure_channel(target, credentials, options=list(options))
+    else:
+        channel = grpc.insecure_channel(target, options=list(options))
+    if token is not None:
+        channel = grpc.intercept_channel(channel, BearerToken(token))
+    return channel
+
+
 class ServerProcess(ListeningProcess):
     """One rnnserve on 127.0.0.1 with ports it picks (--port=0, --metrics_port=0):
 
@@ -195,7 +252,12 @@ class ServerProcess(ListeningProcess):
     """
 
     def __init__(self, model_repository=None, flags=(), name="rnnserve", drain_timeout="5s",
-                 metrics=True, start_timeout=START_TIMEOUT, binary=None, log_path=None):
+                 metrics=True, start_timeout=START_TIMEOUT, binary=None, log_path=None,
+                 tls_ca=None, token=None):
+        # Defaults for channel(): a server started with --tls_cert_file needs tls_ca.
+        self.tls_ca = tls_ca
+        self.token = token
+        self.health_port = None
         self.model_repository = model_repository
         self.metrics = metrics
         self.flags = list(flags)
@@ -226,9 +288,18 @@ class ServerProcess(ListeningProcess):
         self.close_channels()
         return super().stop(timeout, sig)
 
-    def channel(self, **options):
-        """A new channel to the server, closed by stop()."""
-        channel = grpc.insecure_channel(self.target, options=list(options.items()))
+    def start(self):
+        super().start()
+        match = re.search(r"health on \S+:(\d+)", self.listening_line)
+        self.health_port = int(match.group(1)) if match else None
+        return self
+
+    def channel(self, tls_ca=..., tls_cert=None, tls_key=None, token=..., **options):
+        """A new channel to the server, closed by stop(); TLS and token default to the
+        constructor's (pass None to go without)."""
+        channel = make_channel(self.target, self.tls_ca if tls_ca is ... else tls_ca,
+                               tls_cert, tls_key, self.token if token is ... else token,
+                               options.items())
         self._channels.append(channel)
         return channel
 
