@@ -330,11 +330,12 @@ class _CallDetails(grpc.ClientCallDetails):
 
 
 def make_channel(target, tls_ca=None, tls_cert=None, tls_key=None, token=None,
-                 max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
+                 max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, options=()):
     """A grpc channel to `target`: plaintext, or TLS when `tls_ca` (the PEM CA file the
     server's certificate must chain to) is given, mutual TLS with `tls_cert` and `tls_key`
     (PEM files; both or neither, and only with tls_ca), and `token` sent as
     "authorization: Bearer TOKEN" on every call. Files may be given as PEM bytes instead.
+    `options` are extra gRPC channel arguments, e.g. (("grpc.enable_retries", 0),).
     ValueError naming the file when one is missing or not PEM."""
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("tls_cert needs tls_key" if tls_key is None else "tls_key needs tls_cert")
@@ -344,7 +345,7 @@ def make_channel(target, tls_ca=None, tls_cert=None, tls_key=None, token=None,
     if token is not None and (not token or any(c <= " " or c > "~" for c in token)):
         raise ValueError("the token must be non-empty printable ASCII without spaces")
     options = [("grpc.max_receive_message_length", max_message_bytes),
-               ("grpc.max_send_message_length", max_message_bytes)]
+               ("grpc.max_send_message_length", max_message_bytes)] + list(options)
     if tls_ca is None:
         channel = grpc.insecure_channel(target, options=options)
     else:

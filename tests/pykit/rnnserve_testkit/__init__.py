@@ -21,7 +21,7 @@ from .env import (ROOT, require_tool, scaled, server_binary)  # noqa: F401
 from .waits import wait_until  # noqa: F401
 from .stubs import stubs, stub_dir, pb2, client_module, SERVICE  # noqa: F401
 from .process import (ListeningProcess, ServerProcess, START_TIMEOUT, STOP_TIMEOUT,  # noqa: F401
-                      sanitizer_report, make_channel, BearerToken)
+                      sanitizer_report, make_channel)
 from .health import health_status, wait_serving  # noqa: F401
 from .metrics import scrape, parse_samples, parse_metrics, metric, metric_sum  # noqa: F401
 from .models import (make_rnn, export_repository, write_model, load_torch,  # noqa: F401

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import tempfile
 import threading
-import collections
 import time
 
 import grpc
@@ -186,58 +185,15 @@ class ListeningProcess:
         return "\n".join(self.stderr_text().splitlines()[-lines:])
 
 
-def _read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-class _CallDetails(collections.namedtuple(
-        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
-                         "compression")), grpc.ClientCallDetails):
-    pass
-
-
-class BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                  grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
-    """Adds "authorization: Bearer TOKEN" to every call, on plaintext and TLS channels alike
-    (grpc.access_token_call_credentials needs TLS)."""
-
-    def __init__(self, token):
-        self._entry = ("authorization", f"Bearer {token}")
-
-    def _details(self, d):
-        return _CallDetails(d.method, d.timeout, list(d.metadata or []) + [self._entry],
-                            d.credentials, getattr(d, "wait_for_ready", None),
-                            getattr(d, "compression", None))
-
-    def intercept_unary_unary(self, continuation, details, request):
-        return continuation(self._details(details), request)
-
-    def intercept_unary_stream(self, continuation, details, request):
-        return continuation(self._details(details), request)
-
-    def intercept_stream_unary(self, continuation, details, requests):
-        return continuation(self._details(details), requests)
-
-    def intercept_stream_stream(self, continuation, details, requests):
-        return continuation(self._details(details), requests)
-
-
 def make_channel(target, tls_ca=None, tls_cert=None, tls_key=None, token=None, options=()):
-    """A channel to `target`: TLS trusting the PEM file `tls_ca` when set (with a client
-    certificate when tls_cert and tls_key are set too), plaintext otherwise; with `token`,
-    every call carries it as a bearer token."""
-    if tls_ca:
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=_read(tls_ca),
-            private_key=_read(tls_key) if tls_key else None,
-            certificate_chain=_read(tls_cert) if tls_cert else None)
-        channel = grpc.secure_channel(target, credentials, options=list(options))
-    else:
-        channel = grpc.insecure_channel(target, options=list(options))
-    if token is not None:
-        channel = grpc.intercept_channel(channel, BearerToken(token))
-    return channel
+    """A channel to `target` made by the project's Python client (client/python), so the tests
+    exercise the one implementation of TLS, mutual TLS and bearer tokens that users get:
+    TLS trusting the PEM file `tls_ca` when set (with a client certificate when tls_cert and
+    tls_key are set too), plaintext otherwise; with `token`, every call carries it. `options`
+    are extra gRPC channel arguments."""
+    from .stubs import client_module
+    return client_module().make_channel(target, tls_ca=tls_ca, tls_cert=tls_cert,
+                                        tls_key=tls_key, token=token, options=options)
 
 
 class ServerProcess(ListeningProcess):
