@@ -24,6 +24,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "server/server.h"
+#include "tests/test_tensors.h"
 
 namespace rnnserve {
 namespace {
@@ -52,16 +53,6 @@ struct TorchCase {
   int64_t steps() const { return input.shape[time_axis()]; }
   const Tensor* h0_or_null() const { return h0 ? &*h0 : nullptr; }
 };
-
-double MaxAbsDiff(const Tensor& actual, const Tensor& expected) {
-  if (actual.shape != expected.shape) return std::numeric_limits<double>::infinity();
-  double worst = 0;
-  for (size_t i = 0; i < actual.values.size(); ++i) {
-    const double d = std::fabs(static_cast<double>(actual.values[i]) - expected.values[i]);
-    if (!(d <= worst)) worst = std::isnan(d) ? std::numeric_limits<double>::infinity() : d;
-  }
-  return worst;
-}
 
 #define EXPECT_TORCH(what, actual, expected)                                            \
   EXPECT_LE(MaxAbsDiff((actual), (expected)), kTolerance)                               \

@@ -51,15 +51,6 @@ void ExpectFailure(const CliRun& run, const std::string& code, const std::string
   EXPECT_THAT(run.err, HasSubstr(text));
 }
 
-double MaxAbsDiff(const Tensor& a, const Tensor& b) {
-  if (a.shape != b.shape) return INFINITY;
-  double worst = 0;
-  for (size_t i = 0; i < a.values.size(); ++i) {
-    worst = std::max(worst, std::fabs(static_cast<double>(a.values[i]) - b.values[i]));
-  }
-  return worst;
-}
-
 class CommandsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {

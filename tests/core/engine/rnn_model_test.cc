@@ -70,19 +70,6 @@ ForwardResult Reference(const RnnConfig& c, const ParameterMap& p, const Tensor&
   return {Tensor({T, N, D * H}, std::vector<float>(in.begin(), in.end())), hn};
 }
 
-// The largest |a - b|; infinity when the sizes differ or any difference is NaN (a NaN or an
-// infinity on either side), so such outputs never pass an EXPECT_LT.
-float MaxAbsDiff(const Tensor& a, const Tensor& b) {
-  EXPECT_EQ(a.shape, b.shape);
-  if (a.values.size() != b.values.size()) return std::numeric_limits<float>::infinity();
-  float m = 0;
-  for (size_t i = 0; i < a.values.size(); ++i) {
-    const float d = std::abs(a.values[i] - b.values[i]);
-    if (std::isnan(d)) return std::numeric_limits<float>::infinity();
-    m = std::max(m, d);
-  }
-  return m;
-}
 
 // (N, T, C) <-> (T, N, C)
 Tensor SwapFirstTwo(const Tensor& x) {

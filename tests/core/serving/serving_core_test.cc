@@ -25,19 +25,6 @@ Tensor Slice(const Tensor& t, int64_t begin, int64_t end) {
   return Tensor(shape, std::vector<float>(t.values.begin() + begin * row, t.values.begin() + end * row));
 }
 
-// The largest |a - b|; infinity when the sizes differ or any difference is NaN (a NaN or an
-// infinity on either side), so such outputs never pass an EXPECT_LT.
-float MaxAbsDiff(absl::Span<const float> a, absl::Span<const float> b) {
-  EXPECT_EQ(a.size(), b.size());
-  if (a.size() != b.size()) return std::numeric_limits<float>::infinity();
-  float m = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const float d = std::abs(a[i] - b[i]);
-    if (std::isnan(d)) return std::numeric_limits<float>::infinity();
-    m = std::max(m, d);
-  }
-  return m;
-}
 
 class CountingObserver : public ServingObserver {
  public:
@@ -333,7 +320,9 @@ TEST_F(ServingCoreTest, TombstonesArePrunedOldestFirst) {
   MakeCore(options);
   for (const char* id : {"first", "second", "third"}) {
     ASSERT_TRUE(Start(id).status.ok());
-    if (std::string(id) != "third") ASSERT_TRUE(core_->CloseSession(id).ok());
+    if (std::string(id) != "third") {
+      ASSERT_TRUE(core_->CloseSession(id).ok());
+    }
   }
   ASSERT_EQ(core_->ReapIdleSessions(absl::Now() + absl::Hours(2)), 1);  // "third" expires
   EXPECT_THAT(core_->GetSession("first", false).status().message(),
