@@ -5,7 +5,9 @@
 
 // GCC 12 flags the `__Y = __Y` idiom inside its own AVX-512 intrinsics (_mm512_undefined_ps)
 // and the vector attributes of Eigen's packet type as template arguments: both are harmless.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #pragma GCC diagnostic ignored "-Wignored-attributes"
 
 namespace rnnserve {

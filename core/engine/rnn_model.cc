@@ -9,7 +9,9 @@
 
 // GCC 12 flags the `__Y = __Y` idiom inside its own AVX-512 intrinsics, which Eigen's
 // vectorised tanh inlines here: harmless.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 namespace rnnserve {
 namespace {
