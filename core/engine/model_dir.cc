@@ -18,7 +18,7 @@ constexpr char kWeightsFileName[] = "model.safetensors";
 
 }  // namespace
 
-absl::StatusOr<ModelFiles> LoadModelDir(const std::string& dir) {
+absl::StatusOr<ModelFiles> LoadModelDir(const std::string& dir, const ModelDirOptions& options) {
   const std::string config_path = (std::filesystem::path(dir) / kConfigFileName).string();
   const std::string weights_path = (std::filesystem::path(dir) / kWeightsFileName).string();
   ModelFiles files;
@@ -35,8 +35,21 @@ absl::StatusOr<ModelFiles> LoadModelDir(const std::string& dir) {
   if (!parameters.ok()) return PrefixStatus(weights_path, parameters.status());
   files.parameters = *std::move(parameters);
 
+  // ParseConfigJson validated the config: its caps bound ParameterSpecs to a few thousand
+  // entries, and nothing is allocated from the config's sizes until the file's own tensors
+  // (bounded by the file's size) are shown to match them.
   const absl::Status matches = CheckParameters(files.config, files.parameters);
-  if (!matches.ok()) return PrefixStatus(weights_path, matches);
+  if (!matches.ok()) {
+    int64_t values_in_file = 0;
+    for (const auto& [name, tensor] : files.parameters) values_in_file += tensor.num_elements();
+    return absl::InvalidArgumentError(absl::StrCat(
+        weights_path, ": ", matches.message(), " (", config_path, " needs ",
+        ParameterCount(files.config), " parameter values, the file holds ", values_in_file, ")"));
+  }
+  if (!options.allow_non_finite_weights) {
+    const absl::Status finite = CheckFiniteParameters(files.parameters);
+    if (!finite.ok()) return PrefixStatus(weights_path, finite);
+  }
   return files;
 }
 

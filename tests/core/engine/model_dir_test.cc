@@ -2,7 +2,11 @@
 // the file they are about.
 #include "core/engine/model_dir.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cmath>
+#include <limits>
 
 #include <filesystem>
 #include <fstream>
@@ -129,6 +133,65 @@ TEST_F(ModelDirTest, ConfigThatIsADirectoryIsRefused) {
   const absl::Status status = LoadError();
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(status.message(), HasSubstr("not a regular file: " + Path("config.json")));
+}
+
+TEST_F(ModelDirTest, FifoConfigIsRefusedWithoutWaitingForAWriter) {
+  std::filesystem::create_directories(dir_);
+  ASSERT_EQ(::mkfifo(Path("config.json").c_str(), 0600), 0);
+  // Hanging here (no writer ever opens the FIFO) fails the test by its ctest timeout.
+  const absl::Status status = LoadError();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(status.message(), HasSubstr("not a regular file: " + Path("config.json")));
+}
+
+TEST_F(ModelDirTest, HugeNumLayersIsRefusedWithAShortMessage) {
+  Write("config.json", R"({"input_size": 3, "hidden_size": 2, "num_layers": 10000000})");
+  Write("model.safetensors", SerializeSafetensors(RandomParameters(SmallConfig(), 1)));
+  const absl::Status status = LoadError();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("num_layers may be at most 1024, got 10000000"));
+  EXPECT_LT(status.message().size(), 300u);
+}
+
+TEST_F(ModelDirTest, ManyMissingParametersAreListedUpToALimit) {
+  RnnConfig config = SmallConfig();
+  config.num_layers = 1000;  // 4000 parameters expected, 4 in the file
+  Write("config.json", ConfigToJson(config));
+  Write("model.safetensors", SerializeSafetensors(RandomParameters(SmallConfig(), 1)));
+  const absl::Status status = LoadError();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  // Layer 0 matches; the 3996 parameters of layers 1..999 are missing, 20 are listed.
+  EXPECT_THAT(status.message(), HasSubstr("missing parameter 'weight_ih_l1'"));
+  EXPECT_THAT(status.message(), HasSubstr("; and 3976 more"));
+  EXPECT_THAT(status.message(), HasSubstr("needs 12002 parameter values, the file holds 14"));
+  EXPECT_LT(status.message().size(), 4000u);
+}
+
+TEST_F(ModelDirTest, NonFiniteWeightsAreRefusedNamingTensorAndIndex) {
+  ParameterMap params = RandomParameters(SmallConfig(), 1);
+  params.at("weight_hh_l0").values[3] = std::numeric_limits<float>::quiet_NaN();
+  ASSERT_TRUE(SaveModelDir(dir_.string(), SmallConfig(), params).ok());
+  const absl::Status status = LoadError();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr(Path("model.safetensors") +
+                                          ": parameter 'weight_hh_l0' holds nan at flat index 3"));
+
+  params.at("weight_hh_l0").values[3] = 0.5f;
+  params.at("bias_ih_l0").values[1] = -std::numeric_limits<float>::infinity();
+  ASSERT_TRUE(SaveModelDir(dir_.string(), SmallConfig(), params).ok());
+  EXPECT_THAT(LoadError().message(),
+              HasSubstr("parameter 'bias_ih_l0' holds -inf at flat index 1"));
+}
+
+TEST_F(ModelDirTest, NonFiniteWeightsLoadWhenAllowed) {
+  ParameterMap params = RandomParameters(SmallConfig(), 1);
+  params.at("weight_hh_l0").values[3] = std::numeric_limits<float>::quiet_NaN();
+  ASSERT_TRUE(SaveModelDir(dir_.string(), SmallConfig(), params).ok());
+  ModelDirOptions options;
+  options.allow_non_finite_weights = true;
+  absl::StatusOr<ModelFiles> loaded = LoadModelDir(dir_.string(), options);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE(std::isnan(loaded->parameters.at("weight_hh_l0").values[3]));
 }
 
 }  // namespace
