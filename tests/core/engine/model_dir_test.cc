@@ -109,11 +109,11 @@ TEST_F(ModelDirTest, BadConfigNamesConfigPath) {
 
 TEST_F(ModelDirTest, CorruptWeightsNameWeightsPath) {
   Write("config.json", ConfigToJson(SmallConfig()));
-  Write("model.safetensors", "short");
+  // Large enough for RNN(3, 2)'s 14 values, so the parser (not the size check) refuses it.
+  Write("model.safetensors", std::string(8, '\0') + std::string(56, 'x'));
   const absl::Status status = LoadError();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(status.message(),
-              HasSubstr(Path("model.safetensors") + ": safetensors data is 5 bytes"));
+  EXPECT_THAT(status.message(), HasSubstr(Path("model.safetensors") + ": safetensors"));
 }
 
 TEST_F(ModelDirTest, WeightsNotMatchingConfigNameWeightsPath) {
@@ -155,16 +155,36 @@ TEST_F(ModelDirTest, HugeNumLayersIsRefusedWithAShortMessage) {
 
 TEST_F(ModelDirTest, ManyMissingParametersAreListedUpToALimit) {
   RnnConfig config = SmallConfig();
-  config.num_layers = 1000;  // 4000 parameters expected, 4 in the file
+  config.num_layers = 1000;  // 4000 parameters (12002 values) expected
+  RnnConfig in_file = SmallConfig();
+  in_file.hidden_size = 100;  // 10500 values: enough bytes, the wrong tensors
   Write("config.json", ConfigToJson(config));
-  Write("model.safetensors", SerializeSafetensors(RandomParameters(SmallConfig(), 1)));
+  Write("model.safetensors", SerializeSafetensors(RandomParameters(in_file, 1)));
   const absl::Status status = LoadError();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  // Layer 0 matches; the 3996 parameters of layers 1..999 are missing, 20 are listed.
-  EXPECT_THAT(status.message(), HasSubstr("missing parameter 'weight_ih_l1'"));
-  EXPECT_THAT(status.message(), HasSubstr("; and 3976 more"));
-  EXPECT_THAT(status.message(), HasSubstr("needs 12002 parameter values, the file holds 14"));
+  // Layer 0's 4 parameters are misshaped, the 3996 of layers 1..999 missing; 20 are listed.
+  EXPECT_THAT(status.message(),
+              HasSubstr("parameter 'weight_hh_l0' has shape (100, 100), expected (2, 2)"));
+  EXPECT_THAT(status.message(), HasSubstr("; and 3980 more"));
+  EXPECT_THAT(status.message(), HasSubstr("needs 12002 parameter values, the file holds 10500"));
   EXPECT_LT(status.message().size(), 4000u);
+}
+
+TEST_F(ModelDirTest, ConfigClaimingMoreThanTheFileHoldsIsRefusedBeforeParsing) {
+  RnnConfig config = SmallConfig();
+  config.input_size = 1024;
+  config.hidden_size = 1024;
+  config.num_layers = 1024;  // within the caps: 2149580800 values, over 4 GB at 2 bytes each
+  Write("config.json", ConfigToJson(config));
+  const std::string weights = SerializeSafetensors(RandomParameters(SmallConfig(), 1));
+  Write("model.safetensors", weights);
+  const absl::Status status = LoadError();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(),
+              HasSubstr(absl::StrCat(Path("model.safetensors"), " is ", weights.size(),
+                                     " bytes, too small for RNN(1024, 1024, num_layers=1024)")));
+  EXPECT_THAT(status.message(), HasSubstr("needs 2149580800 parameter values"));
+  EXPECT_LT(status.message().size(), 400u);
 }
 
 TEST_F(ModelDirTest, NonFiniteWeightsAreRefusedNamingTensorAndIndex) {
