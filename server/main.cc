@@ -221,8 +221,7 @@ int main(int argc, char** argv) {
   {
     absl::MutexLock lock(&signal_state->mu);
     signal_state->mu.Await(absl::Condition(&signal_state->stop_signal_seen));
-    signal_number = signal_state->stop_signal;
-    signal_state->server = nullptr;  // no SIGHUP reloads while draining
+    signal_number = signal_state->stop_signal;  // the signal thread has returned
   }
   rnnserve::LogInfo("received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
   // SIGHUP stays blocked while draining: a reload then is pointless and must not kill us.
