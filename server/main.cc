@@ -1,6 +1,7 @@
 // rnnserve: serves torch.nn.RNN models over gRPC. Flags are parsed here and nowhere else.
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -58,6 +59,8 @@ ABSL_FLAG(absl::Duration, max_queue_delay, absl::ZeroDuration(),
 ABSL_FLAG(int, threads, 0, "Compute threads; 0 means one per core.");
 ABSL_FLAG(int, max_message_bytes, 64 << 20, "Largest gRPC message accepted or sent.");
 ABSL_FLAG(bool, allow_non_finite, false, "Accept NaN and Inf in inputs.");
+ABSL_FLAG(bool, allow_non_finite_weights, false,
+          "Load models whose weights hold NaN or Inf (refused by default).");
 ABSL_FLAG(int, max_in_flight_per_stream, 4096,
           "Requests of one stream in progress before the server stops reading from it.");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
@@ -103,6 +106,36 @@ std::string RepositoryPath(absl::string_view file) {
   return std::string(file);
 }
 
+// Between the signal thread and main. Before the server is up (models loading) a stop signal
+// ends the process at once; afterwards it is handed to main, which drains.
+struct SignalState {
+  absl::Mutex mu;
+  // State below is protected by mu.
+  rnnserve::RnnServer* server ABSL_GUARDED_BY(mu) = nullptr;  // set once Start returned
+  bool stop_signal_seen ABSL_GUARDED_BY(mu) = false;
+  int stop_signal ABSL_GUARDED_BY(mu) = 0;
+};
+
+void TakeSignals(sigset_t signals, SignalState* state) {
+  int signal_number = 0;
+  while (sigwait(&signals, &signal_number) == 0) {
+    absl::MutexLock lock(&state->mu);
+    if (signal_number == SIGHUP) {
+      if (state->server != nullptr) state->server->ReloadTokens();
+      continue;
+    }
+    if (state->server == nullptr) {
+      rnnserve::LogError("received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT",
+                         " while starting (loading models): exiting without serving");
+      std::fflush(stderr);
+      std::_Exit(128 + signal_number);
+    }
+    state->stop_signal = signal_number;
+    state->stop_signal_seen = true;
+    return;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -127,6 +160,9 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // Taken from the start, so that SIGTERM/SIGINT while models load (Start) ends the process.
+  auto* signal_state = new SignalState;  // leaked: the detached signal thread may outlive main
+  std::thread(TakeSignals, signals, signal_state).detach();
 
   rnnserve::ServerOptions options;
   options.host = absl::GetFlag(FLAGS_host);
@@ -142,6 +178,8 @@ int main(int argc, char** argv) {
   options.health_port = absl::GetFlag(FLAGS_health_port);
   options.log_level = absl::GetFlag(FLAGS_log_level);
   options.model_repository = absl::GetFlag(FLAGS_model_repository);
+  options.model_loading.model_dir.allow_non_finite_weights =
+      absl::GetFlag(FLAGS_allow_non_finite_weights);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
@@ -164,6 +202,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "rnnserve: %s\n", server.status().ToString().c_str());
     return 1;
   }
+  {
+    absl::MutexLock lock(&signal_state->mu);
+    signal_state->server = server->get();  // stop signals now drain instead of exiting
+  }
   // Tests and scripts read the bound ports from this line.
   const std::string& metrics_host =
       options.metrics_host.empty() ? options.host : options.metrics_host;
@@ -176,8 +218,10 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   int signal_number = 0;
-  while (sigwait(&signals, &signal_number) == 0 && signal_number == SIGHUP) {
-    (*server)->ReloadTokens();
+  {
+    absl::MutexLock lock(&signal_state->mu);
+    signal_state->mu.Await(absl::Condition(&signal_state->stop_signal_seen));
+    signal_number = signal_state->stop_signal;  // the signal thread has returned
   }
   rnnserve::LogInfo("received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
   // SIGHUP stays blocked while draining: a reload then is pointless and must not kill us.

@@ -116,7 +116,7 @@ absl::StatusOr<std::unique_ptr<RnnServer>> RnnServer::Start(const ServerOptions&
   std::unique_ptr<ModelRegistry> models;
   if (!options.model_repository.empty()) {
     absl::StatusOr<std::unique_ptr<ModelRegistry>> loaded =
-        ModelRegistry::LoadRepository(options.model_repository);
+        ModelRegistry::LoadRepository(options.model_repository, options.model_loading);
     if (!loaded.ok()) return loaded.status();
     models = std::move(loaded).value();
   }

@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "core/serving/model_registry.h"
 #include "core/serving/serving_core.h"
 #include "server/rnn_service.h"
 
@@ -33,6 +34,7 @@ struct ServerOptions {
   int health_port = -1;
   std::string log_level = "info";  // debug | info | warning | error
   std::string model_repository;      // one subfolder per model; empty serves the demo model
+  ModelLoadOptions model_loading;    // default: NaN or Inf weights refuse the model
   int max_message_bytes = 64 << 20;  // largest request or response message
   absl::Duration drain_timeout = absl::Seconds(30);  // on SIGTERM: wait this long for streams
   absl::Duration shutdown_grace = absl::Seconds(5);  // then cancel what is still open

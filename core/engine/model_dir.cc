@@ -15,10 +15,11 @@ namespace {
 
 constexpr char kConfigFileName[] = "config.json";
 constexpr char kWeightsFileName[] = "model.safetensors";
+constexpr int64_t kSmallestValueBytes = 2;  // F16 and BF16; F32 takes 4
 
 }  // namespace
 
-absl::StatusOr<ModelFiles> LoadModelDir(const std::string& dir) {
+absl::StatusOr<ModelFiles> LoadModelDir(const std::string& dir, const ModelDirOptions& options) {
   const std::string config_path = (std::filesystem::path(dir) / kConfigFileName).string();
   const std::string weights_path = (std::filesystem::path(dir) / kWeightsFileName).string();
   ModelFiles files;
@@ -31,12 +32,33 @@ absl::StatusOr<ModelFiles> LoadModelDir(const std::string& dir) {
 
   absl::StatusOr<std::string> weights = ReadFile(weights_path);
   if (!weights.ok()) return weights.status();
+  // ParseConfigJson validated the config: its caps keep ParameterCount exact and cheap. A file
+  // too small for the config's claims is refused before it is parsed or anything sized.
+  const int64_t values_needed = ParameterCount(files.config);
+  if (values_needed > static_cast<int64_t>(weights->size()) / kSmallestValueBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        weights_path, " is ", weights->size(), " bytes, too small for ",
+        ConfigToString(files.config), " from ", config_path, ": it needs ", values_needed,
+        " parameter values, at least ", kSmallestValueBytes, " bytes each"));
+  }
   absl::StatusOr<ParameterMap> parameters = ParseSafetensors(*weights);
   if (!parameters.ok()) return PrefixStatus(weights_path, parameters.status());
   files.parameters = *std::move(parameters);
 
+  // The config's caps bound ParameterSpecs to a few thousand entries; nothing is allocated
+  // from the config's sizes until the file's own tensors are shown to match them.
   const absl::Status matches = CheckParameters(files.config, files.parameters);
-  if (!matches.ok()) return PrefixStatus(weights_path, matches);
+  if (!matches.ok()) {
+    int64_t values_in_file = 0;
+    for (const auto& [name, tensor] : files.parameters) values_in_file += tensor.num_elements();
+    return absl::InvalidArgumentError(absl::StrCat(
+        weights_path, ": ", matches.message(), " (", config_path, " needs ",
+        values_needed, " parameter values, the file holds ", values_in_file, ")"));
+  }
+  if (!options.allow_non_finite_weights) {
+    const absl::Status finite = CheckFiniteParameters(files.parameters);
+    if (!finite.ok()) return PrefixStatus(weights_path, finite);
+  }
   return files;
 }
 

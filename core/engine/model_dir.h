@@ -23,8 +23,16 @@ struct ModelFiles {
   ParameterMap parameters;  // checked against config with CheckParameters()
 };
 
+struct ModelDirOptions {
+  bool allow_non_finite_weights = false;  // false: a NaN or Inf weight refuses the model
+};
+
 // Reads <dir>/config.json and <dir>/model.safetensors. Errors name the file and the problem.
-absl::StatusOr<ModelFiles> LoadModelDir(const std::string& dir);
+// The config is validated (its caps) and its parameter count compared with the values the
+// weights file actually holds before per-parameter checks, so a hostile config cannot make
+// the loader allocate or report in proportion to its claimed sizes.
+absl::StatusOr<ModelFiles> LoadModelDir(const std::string& dir,
+                                        const ModelDirOptions& options = {});
 // Writes both files, creating `dir` if needed. Refuses (INVALID_ARGUMENT) a config or
 // parameters that LoadModelDir would reject, before writing anything.
 absl::Status SaveModelDir(const std::string& dir, const RnnConfig& config,

@@ -28,6 +28,15 @@ absl::Status RnnConfig::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("num_layers must be greater than zero, got ", num_layers));
   }
+  if (input_size > kMaxDimension || hidden_size > kMaxDimension) {
+    return absl::InvalidArgumentError(absl::StrCat("input_size and hidden_size may be at most ",
+                                                   kMaxDimension, ", got ", input_size, " and ",
+                                                   hidden_size));
+  }
+  if (num_layers > kMaxNumLayers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_layers may be at most ", kMaxNumLayers, ", got ", num_layers));
+  }
   // NaN fails both comparisons' negation, so test for the valid range.
   if (!(dropout >= 0.0 && dropout <= 1.0)) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -55,8 +55,12 @@ struct RnnConfig {
   void OutputFromTimeMajor(const float* time_major, int64_t steps, int64_t batch,
                            float* out) const;
 
-  // Checks the arguments as torch's constructor does; the message names the bad argument.
+  // Checks the arguments as torch's constructor does, plus caps (kMaxNumLayers, kMaxDimension)
+  // that keep every size derived from a hostile config small enough to compute and compare
+  // (with the weights file) before anything is allocated. The message names the bad argument.
   absl::Status Validate() const;
+  static constexpr int64_t kMaxNumLayers = 1024;
+  static constexpr int64_t kMaxDimension = int64_t{1} << 20;  // input_size and hidden_size
 
   bool operator==(const RnnConfig& o) const;
   bool operator!=(const RnnConfig& o) const { return !(*this == o); }

@@ -39,9 +39,36 @@ absl::Status CheckParameters(const RnnConfig& config, const ParameterMap& params
     }
   }
   if (problems.empty()) return absl::OkStatus();
+  const size_t total = problems.size();
+  if (total > kMaxListedProblems) problems.resize(kMaxListedProblems);
+  std::string listed = absl::StrJoin(problems, "; ");
+  if (total > problems.size()) absl::StrAppend(&listed, "; and ", total - problems.size(), " more");
   return absl::InvalidArgumentError(
-      absl::StrCat("parameters do not match ", ConfigToString(config), ": ",
-                   absl::StrJoin(problems, "; ")));
+      absl::StrCat("parameters do not match ", ConfigToString(config), ": ", listed));
+}
+
+int64_t ParameterCount(const RnnConfig& config) {
+  const int64_t h = config.hidden_size;
+  int64_t count = 0;
+  for (int64_t layer = 0; layer < config.num_layers; ++layer) {
+    const int64_t per_direction =
+        h * config.layer_input_size(layer) + h * h + (config.bias ? 2 * h : 0);
+    count += per_direction * config.num_directions();
+  }
+  return count;
+}
+
+absl::Status CheckFiniteParameters(const ParameterMap& params) {
+  for (const auto& [name, tensor] : params) {
+    for (size_t i = 0; i < tensor.values.size(); ++i) {
+      if (!std::isfinite(tensor.values[i])) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "parameter '", name, "' holds ", tensor.values[i], " at flat index ", i,
+            "; weights must be finite (--allow_non_finite_weights accepts them)"));
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 ParameterMap RandomParameters(const RnnConfig& config, uint64_t seed) {

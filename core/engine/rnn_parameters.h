@@ -20,7 +20,17 @@ using ParameterMap = std::map<std::string, Tensor>;
 // OK when `params` has exactly the parameters ParameterSpecs(config) lists, each with its
 // shape and a value count matching the shape. Otherwise INVALID_ARGUMENT naming the missing,
 // unexpected or misshaped parameters (expected and actual shapes).
+// At most kMaxListedProblems problems are listed, then "and N more".
 absl::Status CheckParameters(const RnnConfig& config, const ParameterMap& params);
+inline constexpr size_t kMaxListedProblems = 20;
+
+// The number of values ParameterSpecs(config) holds, computed without listing them; `config`
+// must have passed Validate() (its caps keep the count far from overflow).
+int64_t ParameterCount(const RnnConfig& config);
+
+// OK when every value is finite; otherwise INVALID_ARGUMENT naming the first NaN or Inf: its
+// tensor and flat index.
+absl::Status CheckFiniteParameters(const ParameterMap& params);
 
 // torch's default init: every parameter drawn from U(-1/sqrt(H), 1/sqrt(H)), deterministic for
 // a given seed (the same seed gives the same numbers; they are not torch's RNG stream).

@@ -1,5 +1,6 @@
 #include "core/serving/model_registry.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <system_error>
 
@@ -30,23 +31,40 @@ std::unique_ptr<ModelRegistry> ModelRegistry::WithDemoModel() {
 }
 
 absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::LoadRepository(
-    const std::string& dir) {
+    const std::string& dir, const ModelLoadOptions& options) {
   namespace fs = std::filesystem;
+  // Only the std::error_code overloads: a symlink loop, a dangling link or an unreadable folder
+  // must give an error naming the path, never an uncaught filesystem_error.
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
-    return absl::NotFoundError(
-        absl::StrCat("model repository '", dir, "' is not a readable directory"));
+    return absl::NotFoundError(absl::StrCat("model repository '", dir,
+                                            "' is not a readable directory",
+                                            ec ? absl::StrCat(": ", ec.message()) : ""));
   }
   auto registry = std::make_unique<ModelRegistry>();
   std::vector<fs::path> folders;
-  for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
-    if (entry.is_directory()) folders.push_back(entry.path());
+  fs::directory_iterator it(dir, ec);
+  for (; !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const fs::path& path = it->path();
+    std::error_code entry_error;
+    const fs::file_status status = fs::status(path, entry_error);  // follows links
+    if (entry_error && entry_error != std::errc::no_such_file_or_directory) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "model repository entry '", path.string(), "': ", entry_error.message()));
+    }
+    if (entry_error) {
+      // status() of a dangling symlink is "not found"; say so rather than skip it silently.
+      return absl::NotFoundError(absl::StrCat("model repository entry '", path.string(),
+                                              "' is a symlink to nothing"));
+    }
+    if (fs::is_directory(status)) folders.push_back(path);
   }
   if (ec) {
     return absl::InternalError(absl::StrCat("listing model repository '", dir, "': ", ec.message()));
   }
+  std::sort(folders.begin(), folders.end());  // deterministic: the first bad model is named
   for (const fs::path& folder : folders) {
-    absl::StatusOr<ModelFiles> files = LoadModelDir(folder.string());
+    absl::StatusOr<ModelFiles> files = LoadModelDir(folder.string(), options.model_dir);
     if (!files.ok()) {
       return absl::Status(files.status().code(),
                           absl::StrCat("model '", folder.filename().string(), "' in ",

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/engine/model_dir.h"
 #include "core/engine/rnn_model.h"
 
 namespace rnnserve {
@@ -27,11 +28,18 @@ inline constexpr char kDemoModelName[] = "demo";
 inline constexpr uint64_t kDemoModelSeed = 20240601;
 RnnConfig DemoModelConfig();
 
+// How a model repository is loaded.
+struct ModelLoadOptions {
+  ModelDirOptions model_dir;  // per-model checks (non-finite weights refused by default)
+};
+
 class ModelRegistry {
  public:
   // Loads every subfolder of `dir` as a model named after the folder. An empty folder gives an
-  // empty registry. Errors name the folder/file and the problem.
-  static absl::StatusOr<std::unique_ptr<ModelRegistry>> LoadRepository(const std::string& dir);
+  // empty registry. Errors name the folder/file and the problem; a symlink loop, a dangling
+  // link or an unreadable entry is an error too (never an exception).
+  static absl::StatusOr<std::unique_ptr<ModelRegistry>> LoadRepository(
+      const std::string& dir, const ModelLoadOptions& options = {});
   // A registry with only the built-in demo model.
   static std::unique_ptr<ModelRegistry> WithDemoModel();
 

@@ -10,7 +10,7 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 help=$("$bin" --help 2>&1)
 for flag in model_repository host port metrics_port session_idle_timeout max_sessions \
             max_state_bytes evict_idle_after max_batch max_queue_delay threads \
-            max_message_bytes allow_non_finite max_in_flight_per_stream drain_timeout \
+            max_message_bytes allow_non_finite allow_non_finite_weights max_in_flight_per_stream drain_timeout \
             shutdown_grace metrics_host tls_cert_file tls_key_file tls_client_ca_file \
             tls_refresh_interval auth_tokens_file auth_reload_interval health_port log_level \
             max_sessions_per_principal max_state_bytes_per_principal; do

@@ -1,9 +1,13 @@
 """Start-up against model repositories: a bad repository or model stops the server with a
-message naming the file and the problem; an empty one serves the built-in demo model."""
+message naming the file and the problem (symlink loops, FIFOs, absurd configs and NaN weights
+included, promptly and in a bounded message); an empty one serves the built-in demo model;
+SIGTERM while models load ends the process."""
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 import unittest
 
 import torch
@@ -13,11 +17,11 @@ import harness as h
 STARTUP_TIMEOUT = 60
 
 
-def run_server(repo):
+def run_server(repo, flags=()):
     """Runs rnnserve on `repo` expecting it to refuse to start; returns (exit code, stderr)."""
     proc = subprocess.run(
         [h.server_binary(), "--host=127.0.0.1", "--port=0", "--metrics_port=-1",
-         f"--model_repository={repo}"],
+         f"--model_repository={repo}", *flags],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         timeout=h.scaled(STARTUP_TIMEOUT))
     stderr = proc.stderr.decode(errors="replace")
@@ -82,6 +86,80 @@ class StartupTest(unittest.TestCase):
             models = server.stub().ListModels(h.pb2().ListModelsRequest(), timeout=10)
             self.assertEqual([m.name for m in models.models], ["demo"])
 
+
+    def test_symlink_loop_is_named(self):
+        os.symlink("loop", os.path.join(self.repo, "loop"))
+        code, err = run_server(self.repo)
+        self.assertEqual(code, 1)
+        self.assertIn(os.path.join(self.repo, "loop"), err)
+        self.assertIn("symbolic links", err)
+
+    def test_fifo_config_fails_fast_naming_the_file(self):
+        os.makedirs(os.path.join(self.repo, "fifo"))
+        fifo = os.path.join(self.repo, "fifo", "config.json")
+        os.mkfifo(fifo)
+        # run_server's timeout bounds a hang (no writer ever opens the FIFO).
+        code, err = run_server(self.repo)
+        self.assertEqual(code, 1)
+        self.assertIn(f"not a regular file: {fifo}", err)
+
+    def test_huge_num_layers_gives_one_short_error_line(self):
+        for num_layers in (100000, 10**7):
+            with open(os.path.join(self.repo, "good", "config.json"), "w") as f:
+                f.write('{"input_size": 3, "hidden_size": 4, "num_layers": %d}' % num_layers)
+            code, err = run_server(self.repo)
+            self.assertEqual(code, 1)
+            self.assertIn(f"num_layers may be at most 1024, got {num_layers}", err)
+            self.assertLess(len(err), 2000)
+
+    def test_nan_weights_are_refused_unless_allowed(self):
+        nan_repo = tempfile.mkdtemp(prefix="rnnserve-nan-")
+        self.addCleanup(shutil.rmtree, nan_repo, ignore_errors=True)
+        rnn = torch.nn.RNN(3, 4)
+        with torch.no_grad():
+            rnn.weight_hh_l0.view(-1)[6] = float("nan")
+        h.export_repository(nan_repo, {"nan": rnn})
+        code, err = run_server(nan_repo)
+        self.assertEqual(code, 1)
+        self.assertIn("model 'nan'", err)
+        self.assertIn("parameter 'weight_hh_l0' holds nan at flat index 6", err)
+        with h.ServerProcess(model_repository=nan_repo, metrics=False,
+                             flags=["--allow_non_finite_weights"]) as server:
+            models = server.stub().ListModels(h.pb2().ListModelsRequest(), timeout=10)
+            self.assertEqual([m.name for m in models.models], ["nan"])
+
+    def test_sigterm_while_loading_ends_the_process(self):
+        # Loading is made long (16 links to one 16 MB model: about 256 MB to read, parse and
+        # pack) so that the signal, sent as soon as the server blocks it, lands during loading.
+        slow = tempfile.mkdtemp(prefix="rnnserve-slow-")
+        self.addCleanup(shutil.rmtree, slow, ignore_errors=True)
+        h.export_repository(os.path.join(slow, "store"), {"big": torch.nn.RNN(1024, 1024, 2)})
+        repo = os.path.join(slow, "repo")
+        os.makedirs(repo)
+        for i in range(16):
+            os.symlink(os.path.join(slow, "store", "big"), os.path.join(repo, f"big{i:02d}"))
+        proc = subprocess.Popen(
+            [h.server_binary(), "--host=127.0.0.1", "--port=0", "--metrics_port=-1",
+             f"--model_repository={repo}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(proc.kill)
+
+        def blocks_sigterm():  # the server blocks SIGTERM first thing, then loads
+            with open(f"/proc/{proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("SigBlk:"):
+                        return int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)) != 0
+            return False
+
+        h.wait_until(lambda: proc.poll() is None and blocks_sigterm(), h.scaled(10),
+                     "the server to block SIGTERM", interval=0.001)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=h.scaled(20))
+        self.assertLess(time.monotonic() - start, h.scaled(10))
+        self.assertEqual(proc.returncode, 128 + signal.SIGTERM, err)
+        self.assertNotIn(b"listening", out)
+        self.assertIn(b"received SIGTERM while starting (loading models)", err)
 
 if __name__ == "__main__":
     unittest.main()

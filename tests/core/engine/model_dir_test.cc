@@ -2,7 +2,11 @@
 // the file they are about.
 #include "core/engine/model_dir.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cmath>
+#include <limits>
 
 #include <filesystem>
 #include <fstream>
@@ -105,11 +109,11 @@ TEST_F(ModelDirTest, BadConfigNamesConfigPath) {
 
 TEST_F(ModelDirTest, CorruptWeightsNameWeightsPath) {
   Write("config.json", ConfigToJson(SmallConfig()));
-  Write("model.safetensors", "short");
+  // Large enough for RNN(3, 2)'s 14 values, so the parser (not the size check) refuses it.
+  Write("model.safetensors", std::string(8, '\0') + std::string(56, 'x'));
   const absl::Status status = LoadError();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(status.message(),
-              HasSubstr(Path("model.safetensors") + ": safetensors data is 5 bytes"));
+  EXPECT_THAT(status.message(), HasSubstr(Path("model.safetensors") + ": safetensors"));
 }
 
 TEST_F(ModelDirTest, WeightsNotMatchingConfigNameWeightsPath) {
@@ -129,6 +133,85 @@ TEST_F(ModelDirTest, ConfigThatIsADirectoryIsRefused) {
   const absl::Status status = LoadError();
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(status.message(), HasSubstr("not a regular file: " + Path("config.json")));
+}
+
+TEST_F(ModelDirTest, FifoConfigIsRefusedWithoutWaitingForAWriter) {
+  std::filesystem::create_directories(dir_);
+  ASSERT_EQ(::mkfifo(Path("config.json").c_str(), 0600), 0);
+  // Hanging here (no writer ever opens the FIFO) fails the test by its ctest timeout.
+  const absl::Status status = LoadError();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(status.message(), HasSubstr("not a regular file: " + Path("config.json")));
+}
+
+TEST_F(ModelDirTest, HugeNumLayersIsRefusedWithAShortMessage) {
+  Write("config.json", R"({"input_size": 3, "hidden_size": 2, "num_layers": 10000000})");
+  Write("model.safetensors", SerializeSafetensors(RandomParameters(SmallConfig(), 1)));
+  const absl::Status status = LoadError();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("num_layers may be at most 1024, got 10000000"));
+  EXPECT_LT(status.message().size(), 300u);
+}
+
+TEST_F(ModelDirTest, ManyMissingParametersAreListedUpToALimit) {
+  RnnConfig config = SmallConfig();
+  config.num_layers = 1000;  // 4000 parameters (12002 values) expected
+  RnnConfig in_file = SmallConfig();
+  in_file.hidden_size = 100;  // 10500 values: enough bytes, the wrong tensors
+  Write("config.json", ConfigToJson(config));
+  Write("model.safetensors", SerializeSafetensors(RandomParameters(in_file, 1)));
+  const absl::Status status = LoadError();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  // Layer 0's 4 parameters are misshaped, the 3996 of layers 1..999 missing; 20 are listed.
+  EXPECT_THAT(status.message(),
+              HasSubstr("parameter 'weight_hh_l0' has shape (100, 100), expected (2, 2)"));
+  EXPECT_THAT(status.message(), HasSubstr("; and 3980 more"));
+  EXPECT_THAT(status.message(), HasSubstr("needs 12002 parameter values, the file holds 10500"));
+  EXPECT_LT(status.message().size(), 4000u);
+}
+
+TEST_F(ModelDirTest, ConfigClaimingMoreThanTheFileHoldsIsRefusedBeforeParsing) {
+  RnnConfig config = SmallConfig();
+  config.input_size = 1024;
+  config.hidden_size = 1024;
+  config.num_layers = 1024;  // within the caps: 2149580800 values, over 4 GB at 2 bytes each
+  Write("config.json", ConfigToJson(config));
+  const std::string weights = SerializeSafetensors(RandomParameters(SmallConfig(), 1));
+  Write("model.safetensors", weights);
+  const absl::Status status = LoadError();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(),
+              HasSubstr(absl::StrCat(Path("model.safetensors"), " is ", weights.size(),
+                                     " bytes, too small for RNN(1024, 1024, num_layers=1024)")));
+  EXPECT_THAT(status.message(), HasSubstr("needs 2149580800 parameter values"));
+  EXPECT_LT(status.message().size(), 400u);
+}
+
+TEST_F(ModelDirTest, NonFiniteWeightsAreRefusedNamingTensorAndIndex) {
+  ParameterMap params = RandomParameters(SmallConfig(), 1);
+  params.at("weight_hh_l0").values[3] = std::numeric_limits<float>::quiet_NaN();
+  ASSERT_TRUE(SaveModelDir(dir_.string(), SmallConfig(), params).ok());
+  const absl::Status status = LoadError();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr(Path("model.safetensors") +
+                                          ": parameter 'weight_hh_l0' holds nan at flat index 3"));
+
+  params.at("weight_hh_l0").values[3] = 0.5f;
+  params.at("bias_ih_l0").values[1] = -std::numeric_limits<float>::infinity();
+  ASSERT_TRUE(SaveModelDir(dir_.string(), SmallConfig(), params).ok());
+  EXPECT_THAT(LoadError().message(),
+              HasSubstr("parameter 'bias_ih_l0' holds -inf at flat index 1"));
+}
+
+TEST_F(ModelDirTest, NonFiniteWeightsLoadWhenAllowed) {
+  ParameterMap params = RandomParameters(SmallConfig(), 1);
+  params.at("weight_hh_l0").values[3] = std::numeric_limits<float>::quiet_NaN();
+  ASSERT_TRUE(SaveModelDir(dir_.string(), SmallConfig(), params).ok());
+  ModelDirOptions options;
+  options.allow_non_finite_weights = true;
+  absl::StatusOr<ModelFiles> loaded = LoadModelDir(dir_.string(), options);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE(std::isnan(loaded->parameters.at("weight_hh_l0").values[3]));
 }
 
 }  // namespace
