@@ -129,14 +129,14 @@ class StartupTest(unittest.TestCase):
             self.assertEqual([m.name for m in models.models], ["nan"])
 
     def test_sigterm_while_loading_ends_the_process(self):
-        # Loading is made long (16 links to one 16 MB model: about 256 MB to read, parse and
+        # Loading is made long (32 links to one 16 MB model: about 512 MB to read, parse and
         # pack) so that the signal, sent as soon as the server blocks it, lands during loading.
         slow = tempfile.mkdtemp(prefix="rnnserve-slow-")
         self.addCleanup(shutil.rmtree, slow, ignore_errors=True)
         h.export_repository(os.path.join(slow, "store"), {"big": torch.nn.RNN(1024, 1024, 2)})
         repo = os.path.join(slow, "repo")
         os.makedirs(repo)
-        for i in range(16):
+        for i in range(32):
             os.symlink(os.path.join(slow, "store", "big"), os.path.join(repo, f"big{i:02d}"))
         proc = subprocess.Popen(
             [h.server_binary(), "--host=127.0.0.1", "--port=0", "--metrics_port=-1",
