@@ -68,6 +68,24 @@ bool ChunkBatch::Prepare(ChunkTask* task) {
         "a session needs a batch of at least one sequence; input has shape ",
         ShapeToString(input.shape))));
   }
+  // Sizes before work: the state must always fit a message (checked when the batch size is
+  // fixed), and this chunk's response (for a bidirectional session, the eventual output of
+  // everything buffered) must fit too; refused here, nothing is buffered or applied.
+  if (seen.batch == 0) {
+    if (absl::Status fits = CheckStateFits(model.StateSize(1), dims->batch, options_);
+        !fits.ok()) {
+      return fail(fits);
+    }
+  }
+  const int64_t response_steps = dims->steps + (config.bidirectional ? work.buffered_steps : 0);
+  if (absl::Status fits = CheckResponseFits(
+          model.OutputSize(response_steps, dims->batch), model.StateSize(dims->batch), options_,
+          config.bidirectional ? "end the sequence sooner (a bidirectional session returns its "
+                                 "whole output at end), or use a smaller batch"
+                               : "send shorter chunks or a smaller batch");
+      !fits.ok()) {
+    return fail(fits);
+  }
   if (seen.batch == 0) {
     // The first chunk fixes the batch size and allocates the state.
     absl::Status allocated = table_.AllocateState(task, dims->batch, !dims->batched, events_);
