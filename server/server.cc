@@ -90,7 +90,6 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
   }
   const std::pair<const char*, absl::Duration> positive[] = {
       {"session_idle_timeout", options.serving.session_idle_timeout},
-      {"evict_idle_after", options.serving.evict_idle_after},
   };
   for (const auto& [flag, value] : positive) {
     if (value <= absl::ZeroDuration()) {
@@ -99,6 +98,7 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
     }
   }
   const std::pair<const char*, absl::Duration> not_negative[] = {
+      {"evict_idle_after", options.serving.evict_idle_after},  // 0: any idle session
       {"max_queue_delay", options.serving.max_queue_delay},
       {"drain_timeout", options.drain_timeout},
       {"shutdown_grace", options.shutdown_grace},

@@ -20,7 +20,9 @@ absl::Status CheckFinite(absl::Span<const float> values, const char* what,
 
 namespace {
 constexpr int64_t kBytesPerFloat = 5;
-constexpr int64_t kResponseOverheadBytes = 4096;
+// A session id (128 bytes at most), a model name (a folder name, 255 at most), shapes, the
+// chunk index and protobuf framing fit well within this.
+constexpr int64_t kResponseOverheadBytes = 1024;
 }  // namespace
 
 int64_t ResponseBytesBound(int64_t floats) {

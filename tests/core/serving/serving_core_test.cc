@@ -433,9 +433,9 @@ TEST_F(ServingCoreTest, ForwardMatchesEngine) {
   EXPECT_EQ(got->output.values, reference_->Forward(x)->output.values);
 }
 
-// Sizes before work (issue 11): with a 1000-float message budget (4096 bytes of overhead plus
+// Sizes before work (issue 11): with a 1000-float message budget (1024 bytes of overhead plus
 // 5 bytes per float), responses that could not be sent are refused before compute.
-constexpr int64_t kSmallResponseBytes = 4096 + 5 * 1000;
+constexpr int64_t kSmallResponseBytes = 1024 + 5 * 1000;
 
 absl::StatusOr<ForwardResult> ForwardNow(ServingCore& core, Tensor x) {
   std::promise<absl::StatusOr<ForwardResult>> promise;
@@ -452,7 +452,7 @@ TEST_F(ServingCoreTest, ForwardOverTheMessageLimitIsRefusedBeforeCompute) {
   // Output 100 * 2 * 5 = 1000 floats plus 20 of h_n: over the budget.
   absl::StatusOr<ForwardResult> big = ForwardNow(*core_, Random({100, 2, 4}, 1));
   EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(big.status().message(), HasSubstr("limit of 9096 bytes"));
+  EXPECT_THAT(big.status().message(), HasSubstr("limit of 6024 bytes"));
   EXPECT_THAT(big.status().message(), HasSubstr("shorter sequence"));
   absl::StatusOr<ForwardResult> small = ForwardNow(*core_, Random({90, 2, 4}, 1));
   EXPECT_TRUE(small.ok()) << small.status();
