@@ -437,6 +437,12 @@ TEST_F(ServingCoreTest, ForwardMatchesEngine) {
 // 5 bytes per float), responses that could not be sent are refused before compute.
 constexpr int64_t kSmallResponseBytes = 1024 + 5 * 1000;
 
+// `status` is the refusal of a response too large to send, advising `advice`.
+void ExpectTooLarge(const absl::Status& status, const std::string& advice) {
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(status.message(), HasSubstr(advice));
+}
+
 absl::StatusOr<ForwardResult> ForwardNow(ServingCore& core, Tensor x) {
   std::promise<absl::StatusOr<ForwardResult>> promise;
   auto future = promise.get_future();
@@ -451,8 +457,7 @@ TEST_F(ServingCoreTest, ForwardOverTheMessageLimitIsRefusedBeforeCompute) {
   MakeCore(options);
   // Output 100 * 2 * 5 = 1000 floats plus 20 of h_n: over the budget.
   absl::StatusOr<ForwardResult> big = ForwardNow(*core_, Random({100, 2, 4}, 1));
-  EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(big.status().message(), HasSubstr("limit of 6024 bytes"));
+  ExpectTooLarge(big.status(), "limit of 6024 bytes");
   EXPECT_THAT(big.status().message(), HasSubstr("shorter sequence"));
   absl::StatusOr<ForwardResult> small = ForwardNow(*core_, Random({90, 2, 4}, 1));
   EXPECT_TRUE(small.ok()) << small.status();
@@ -469,8 +474,7 @@ TEST_F(ServingCoreTest, ChunkOverTheMessageLimitIsRefusedAndNotApplied) {
   auto before = core_->GetSession(id, true);
   ASSERT_TRUE(before.ok());
   ChunkResult big = Send(id, Random({100, 2, 4}, 3));
-  EXPECT_EQ(big.status.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(big.status.message(), HasSubstr("shorter chunks"));
+  ExpectTooLarge(big.status, "shorter chunks");
   auto after = core_->GetSession(id, true);
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->steps_seen, 2);
@@ -490,15 +494,13 @@ TEST_F(ServingCoreTest, SessionWhoseStateCannotFitIsRefusedNamingTheLargestN) {
   MakeCore(options);
   // h_n holds 2 * N * 5 floats: N = 100 fits 1000, N = 101 does not.
   ChunkResult wide = Start("", Random({1, 101, 4}, 4));
-  EXPECT_EQ(wide.status.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(wide.status.message(), HasSubstr("the largest N that fits is 100"));
+  ExpectTooLarge(wide.status, "the largest N that fits is 100");
   ChunkRequest import;
   import.model = "m";
   import.start = true;
   import.h0 = Random({2, 101, 5}, 5);
   ChunkResult imported = Submit(import);
-  EXPECT_EQ(imported.status.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(imported.status.message(), HasSubstr("the largest N that fits is 100"));
+  ExpectTooLarge(imported.status, "the largest N that fits is 100");
   import.h0 = Random({2, 100, 5}, 5);
   ChunkResult fits = Submit(import);
   ASSERT_TRUE(fits.status.ok()) << fits.status;
@@ -516,8 +518,7 @@ TEST_F(ServingCoreTest, BidirectionalBufferingIsRefusedAtTheChunkThatWouldOverfl
   ASSERT_TRUE(started.status.ok()) << started.status;
   const std::string id = started.session_id;
   ChunkResult overflow = Send(id, Random({50, 1, 4}, 7));
-  EXPECT_EQ(overflow.status.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(overflow.status.message(), HasSubstr("end the sequence sooner"));
+  ExpectTooLarge(overflow.status, "end the sequence sooner");
   auto info = core_->GetSession(id, false);
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->buffered_steps, 50);
