@@ -78,11 +78,12 @@ bool ChunkBatch::Prepare(ChunkTask* task) {
     }
   }
   const int64_t response_steps = dims->steps + (config.bidirectional ? work.buffered_steps : 0);
+  const int64_t state_floats = req.omit_state ? 0 : model.StateSize(dims->batch);
   if (absl::Status fits = CheckResponseFits(
-          model.OutputSize(response_steps, dims->batch), model.StateSize(dims->batch), options_,
+          model.OutputSize(response_steps, dims->batch), state_floats, options_,
           config.bidirectional ? "end the sequence sooner (a bidirectional session returns its "
-                                 "whole output at end), or use a smaller batch"
-                               : "send shorter chunks or a smaller batch");
+                                 "whole output at end), use a smaller batch, or set omit_state"
+                               : "send shorter chunks, use a smaller batch, or set omit_state");
       !fits.ok()) {
     return fail(fits);
   }

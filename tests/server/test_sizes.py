@@ -47,6 +47,31 @@ class OutsizedForwardTest(h.ServerTestCase):
                                   timeout=h.CALL_TIMEOUT)
         self.assertEqual(list(reply.output.shape), [100, 1, 256])
 
+    def test_session_too_wide_to_return_its_state_is_refused_at_start(self):
+        # h_n holds 256 floats per sequence: (1 MiB - 1 KiB) / 5 / 256 = 818 sequences fit.
+        with self.server.stream() as stream:
+            wide = stream.call("raw", session_id="wide-session", model="wide", start=True,
+                               input=np.zeros((1, 819, 1), np.float32))
+            self.assertEqual(wide.error_code, Code.RESOURCE_EXHAUSTED.value[0],
+                             wide.error_message)
+            self.assertIn("the largest N that fits is 818", wide.error_message)
+            self.assert_rpc_error(Code.NOT_FOUND, [], self.get_session, self.stub,
+                                  "wide-session")  # a failed start leaves no session
+            # One step's output (818 * 256 floats) fits, but not with h_n beside it.
+            both = stream.call("raw", session_id="fits", model="wide", start=True,
+                               input=np.zeros((1, 818, 1), np.float32))
+            self.assertEqual(both.error_code, Code.RESOURCE_EXHAUSTED.value[0])
+            self.assertIn("omit_state", both.error_message)
+            fits = stream.call("raw", session_id="fits", model="wide", start=True,
+                               omit_state=True, input=np.zeros((1, 818, 1), np.float32))
+            self.assertEqual(fits.error_code, 0, fits.error_message)
+            state = self.get_session(self.stub, "fits")
+            self.assertEqual(list(state.h_n.shape), [1, 818, 256])
+            closed = self.stub.CloseSession(h.pb2().CloseSessionRequest(session_id="fits"),
+                                            timeout=h.CALL_TIMEOUT)
+            self.assertEqual(list(closed.session.h_n.shape), [1, 818, 256])
+            self.assertEqual(stream.close(), Code.OK)
+
 
 class FlagValidationTest(unittest.TestCase):
     def refused(self, flag):
