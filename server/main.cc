@@ -57,7 +57,9 @@ ABSL_FLAG(int, max_batch, 256, "Sessions advanced together by one engine call at
 ABSL_FLAG(absl::Duration, max_queue_delay, absl::ZeroDuration(),
           "How long a worker may wait for a fuller batch; 0 dispatches at once.");
 ABSL_FLAG(int, threads, 0, "Compute threads; 0 means one per core.");
-ABSL_FLAG(int, max_message_bytes, 64 << 20, "Largest gRPC message accepted or sent.");
+ABSL_FLAG(int, max_message_bytes, 64 << 20,
+          "Largest gRPC message accepted or sent, at least 1024; a request whose response "
+          "would be larger is refused before it is computed.");
 ABSL_FLAG(bool, allow_non_finite, false, "Accept NaN and Inf in inputs.");
 ABSL_FLAG(bool, allow_non_finite_weights, false,
           "Load models whose weights hold NaN or Inf (refused by default).");

@@ -1,6 +1,8 @@
 #include "server/server.h"
 
+#include <limits>
 #include <thread>
+#include <utility>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -36,6 +38,9 @@ absl::Status CheckPort(const char* flag, int port, int min) {
 
 }  // namespace
 
+// Below this not even an error status fits; gRPC's own limit is INT_MAX (the flag's type).
+constexpr int kMinMessageBytes = 1024;
+
 absl::Status ValidateServerOptions(const ServerOptions& options) {
   if (absl::Status s = CheckPort("port", options.port, 0); !s.ok()) return s;
   if (absl::Status s = CheckPort("metrics_port", options.metrics_port, -1); !s.ok()) return s;
@@ -61,6 +66,48 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
   }
   if (absl::StatusOr<LogLevel> level = ParseLogLevel(options.log_level); !level.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--log_level: ", level.status().message()));
+  }
+  if (options.max_message_bytes < kMinMessageBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_message_bytes=", options.max_message_bytes, " is too small: use ",
+        kMinMessageBytes, "..", std::numeric_limits<int>::max(), " bytes"));
+  }
+  const std::pair<const char*, int64_t> at_least_one[] = {
+      {"max_in_flight_per_stream", options.service.max_in_flight_per_stream},
+      {"max_batch", options.serving.max_batch},
+      {"max_sessions", options.serving.max_sessions},
+      {"max_state_bytes", options.serving.max_state_bytes},
+  };
+  for (const auto& [flag, value] : at_least_one) {
+    if (value < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, "=", value, " must be at least 1"));
+    }
+  }
+  if (options.serving.threads < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--threads=", options.serving.threads, " must be >= 0 (0 is one per core)"));
+  }
+  const std::pair<const char*, absl::Duration> positive[] = {
+      {"session_idle_timeout", options.serving.session_idle_timeout},
+  };
+  for (const auto& [flag, value] : positive) {
+    if (value <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", flag, "=", absl::FormatDuration(value), " must be positive"));
+    }
+  }
+  const std::pair<const char*, absl::Duration> not_negative[] = {
+      {"evict_idle_after", options.serving.evict_idle_after},  // 0: any idle session
+      {"max_queue_delay", options.serving.max_queue_delay},
+      {"drain_timeout", options.drain_timeout},
+      {"shutdown_grace", options.shutdown_grace},
+  };
+  for (const auto& [flag, value] : not_negative) {
+    if (value < absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", flag, "=", absl::FormatDuration(value), " must be >= 0"));
+    }
   }
   if (options.serving.max_sessions_per_principal < 0 ||
       options.serving.max_state_bytes_per_principal < 0) {
@@ -140,8 +187,11 @@ absl::StatusOr<std::unique_ptr<RnnServer>> RnnServer::Start(const ServerOptions&
     absl::Status metrics = server->metrics_->Serve(metrics_host, options.metrics_port);
     if (!metrics.ok()) return metrics;
   }
+  // Responses are sized against the same limit gRPC enforces when sending.
+  ServingOptions serving = options.serving;
+  serving.max_response_bytes = options.max_message_bytes;
   server->core_ =
-      std::make_unique<ServingCore>(std::move(models), options.serving, server->metrics_.get());
+      std::make_unique<ServingCore>(std::move(models), serving, server->metrics_.get());
   ServiceOptions service_options = options.service;
   service_options.max_message_bytes = options.max_message_bytes;
   server->service_ = std::make_unique<RnnServiceImpl>(

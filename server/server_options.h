@@ -38,12 +38,14 @@ struct ServerOptions {
   int max_message_bytes = 64 << 20;  // largest request or response message
   absl::Duration drain_timeout = absl::Seconds(30);  // on SIGTERM: wait this long for streams
   absl::Duration shutdown_grace = absl::Seconds(5);  // then cancel what is still open
-  ServingOptions serving;  // includes the per-principal quotas (0 = no limit)
+  ServingOptions serving;  // per-principal quotas (0 = no limit); max_response_bytes is
+                           // taken from max_message_bytes
   ServiceOptions service;  // its max_message_bytes is taken from the field above
 };
 
 // Checks the combination before anything starts: ports in range, a certificate with its key,
-// a client CA only with a certificate, a health port only with TLS, a known log level.
+// a client CA only with a certificate, a health port only with TLS, a known log level,
+// positive limits and durations, a message limit of at least 1 KiB.
 // INVALID_ARGUMENT naming the flag otherwise.
 absl::Status ValidateServerOptions(const ServerOptions& options);
 

@@ -96,6 +96,25 @@ Eigen::Map<Eigen::MatrixXf> Workspace::Matrix(int slot, int64_t rows, int64_t co
   return Eigen::Map<Eigen::MatrixXf>(buffer.data(), rows, cols);
 }
 
+int64_t Workspace::bytes() const {
+  int64_t total = 0;
+  for (const auto& buffer : buffers_) total += buffer.capacity() * sizeof(float);
+  for (const auto* index : {&step_width_, &step_offset_, &order_, &column_}) {
+    total += index->capacity() * sizeof(int64_t);
+  }
+  return total;
+}
+
+void Workspace::ShrinkTo(int64_t max_bytes) {
+  if (bytes() <= max_bytes) return;
+  for (auto& buffer : buffers_) {
+    std::vector<float, Eigen::aligned_allocator<float>>().swap(buffer);
+  }
+  for (auto* index : {&step_width_, &step_offset_, &order_, &column_}) {
+    std::vector<int64_t>().swap(*index);
+  }
+}
+
 absl::StatusOr<std::unique_ptr<RnnModel>> RnnModel::Create(const RnnConfig& config,
                                                            const ParameterMap& parameters) {
   RETURN_IF_ERROR(config.Validate());

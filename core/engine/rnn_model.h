@@ -33,6 +33,12 @@ class Workspace {
   Workspace(const Workspace&) = delete;
   Workspace& operator=(const Workspace&) = delete;
 
+  // Bytes the scratch buffers hold now (their capacity; they only grow while in use).
+  int64_t bytes() const;
+  // When more than `max_bytes` are held, releases every buffer (they regrow on the next
+  // call): one outsized call must not pin its scratch memory for the worker's lifetime.
+  void ShrinkTo(int64_t max_bytes);
+
  private:
   friend class RnnModel;
   // Returns a (rows x cols) column-major matrix view over buffer `slot`, growing it if needed.

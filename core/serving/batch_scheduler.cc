@@ -114,6 +114,7 @@ void BatchScheduler::WorkerLoop() {
     if (queued_ > 0 && running_ < num_workers_) work_cv_.SignalAll();
     mu_.Unlock();
     run_batch_(batch, workspace);
+    if (options_.max_workspace_bytes > 0) workspace.ShrinkTo(options_.max_workspace_bytes);
     mu_.Lock();
     --running_;
     idle_cv_.SignalAll();

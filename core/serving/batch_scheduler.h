@@ -41,6 +41,8 @@ class BatchScheduler {
     // A worker taking a batch while others are idle leaves them equal shares of the queue,
     // when every share has at least this many tasks. 0 never splits.
     int min_split_batch = 8;
+    // After a batch, a worker whose workspace holds more than this releases it; <= 0 never.
+    int64_t max_workspace_bytes = 64 << 20;
   };
 
   using RunBatch = std::function<void(absl::Span<Task* const> batch, Workspace& workspace)>;

@@ -68,6 +68,25 @@ bool ChunkBatch::Prepare(ChunkTask* task) {
         "a session needs a batch of at least one sequence; input has shape ",
         ShapeToString(input.shape))));
   }
+  // Sizes before work: the state must always fit a message (checked when the batch size is
+  // fixed), and this chunk's response (for a bidirectional session, the eventual output of
+  // everything buffered) must fit too; refused here, nothing is buffered or applied.
+  if (seen.batch == 0) {
+    if (absl::Status fits = CheckStateFits(model.StateSize(1), dims->batch, options_);
+        !fits.ok()) {
+      return fail(fits);
+    }
+  }
+  const int64_t response_steps = dims->steps + (config.bidirectional ? work.buffered_steps : 0);
+  const int64_t state_floats = req.omit_state ? 0 : model.StateSize(dims->batch);
+  if (absl::Status fits = CheckResponseFits(
+          model.OutputSize(response_steps, dims->batch), state_floats, options_,
+          config.bidirectional ? "end the sequence sooner (a bidirectional session returns its "
+                                 "whole output at end), use a smaller batch, or set omit_state"
+                               : "send shorter chunks, use a smaller batch, or set omit_state");
+      !fits.ok()) {
+    return fail(fits);
+  }
   if (seen.batch == 0) {
     // The first chunk fixes the batch size and allocates the state.
     absl::Status allocated = table_.AllocateState(task, dims->batch, !dims->batched, events_);

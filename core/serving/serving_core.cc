@@ -30,6 +30,7 @@ ServingCore::ServingCore(std::unique_ptr<ModelRegistry> models, const ServingOpt
                                   : std::max(1u, std::thread::hardware_concurrency());
   scheduler_options.max_batch = options_.max_batch;
   scheduler_options.max_queue_delay = options_.max_queue_delay;
+  scheduler_options.max_workspace_bytes = options_.max_workspace_bytes;
   scheduler_ = std::make_unique<BatchScheduler>(
       scheduler_options, [this](absl::Span<BatchScheduler::Task* const> batch,
                                 Workspace& workspace) { RunBatch(batch, workspace); });
@@ -62,6 +63,20 @@ void ServingCore::Forward(const std::string& model_name, Tensor input, std::opti
   if (model == nullptr) {
     done(models_->UnknownModelError(model_name));
     return;
+  }
+  // Sizes before work: an output that could not be sent is never computed. Shape errors are
+  // left to the model's own check, which names them.
+  const RnnModel& rnn = *model->model;
+  if (absl::StatusOr<InputDims> dims =
+          rnn.CheckShapes(input.shape, h0.has_value() ? &h0->shape : nullptr);
+      dims.ok()) {
+    absl::Status fits = CheckResponseFits(rnn.OutputSize(dims->steps, dims->batch),
+                                          rnn.StateSize(dims->batch), options_,
+                                          "send a shorter sequence or a smaller batch");
+    if (!fits.ok()) {
+      done(fits);
+      return;
+    }
   }
   auto task = new ForwardTask;
   task->key = model;

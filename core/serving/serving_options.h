@@ -1,5 +1,5 @@
 // ServingOptions: the limits and knobs of ServingCore (the server's flags map onto them), and
-// the finiteness check they configure. Plain value type; thread-compatible.
+// the checks they configure (finiteness, response sizes). Plain value type; thread-compatible.
 #ifndef RNNSERVE_CORE_SERVING_SERVING_OPTIONS_H_
 #define RNNSERVE_CORE_SERVING_SERVING_OPTIONS_H_
 
@@ -35,7 +35,26 @@ struct ServingOptions {
   int64_t max_state_bytes_per_principal = 0;
   // Ended session ids remembered to tell "expired" or "closed" from "unknown".
   int64_t max_tombstones = 100000;
+  // Largest response message (the server sets it from --max_message_bytes). Outputs and states
+  // that could not be sent are refused before anything is computed; <= 0 is no limit.
+  int64_t max_response_bytes = 64 << 20;
+  // A worker whose scratch buffers grew past this after a call (an outsized request) releases
+  // them, so one large request does not pin its memory for the life of the process.
+  int64_t max_workspace_bytes = 64 << 20;
 };
+
+// Upper bound on the bytes of a response carrying `floats` values: 5 bytes per float (the
+// larger of the raw and packed-values encodings) plus room for ids, shapes and framing.
+int64_t ResponseBytesBound(int64_t floats);
+
+// OK when a response with `output_floats` of output and `state_floats` of h_n fits
+// options.max_response_bytes; else RESOURCE_EXHAUSTED naming the size, the limit and `advice`.
+absl::Status CheckResponseFits(int64_t output_floats, int64_t state_floats,
+                               const ServingOptions& options, const char* advice);
+
+// OK when a session state of `floats_per_row` * batch floats fits a message; else
+// RESOURCE_EXHAUSTED naming the largest batch size N that fits.
+absl::Status CheckStateFits(int64_t floats_per_row, int64_t batch, const ServingOptions& options);
 
 // OK when `values` are all finite or options allow non-finite values; else INVALID_ARGUMENT
 // naming `what` ("input", "h_0"), the first bad value and its flat index.

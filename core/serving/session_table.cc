@@ -97,6 +97,7 @@ absl::StatusOr<std::shared_ptr<Session>> SessionTable::StartLocked(const ChunkRe
           "), or (", config.num_state_rows(), ", ", config.hidden_size,
           ") for unbatched input, with N >= 1; got ", ShapeToString(shape)));
     }
+    RETURN_IF_ERROR(CheckStateFits(model->model->StateSize(1), batch, options_));
     RETURN_IF_ERROR(CheckFinite(req.h0->values, "h_0", options_));
     const int64_t bytes = StateBytesFor(*model->model, batch);
     RETURN_IF_ERROR(ReserveStateBytes(bytes, session.get(), events));

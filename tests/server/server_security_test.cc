@@ -49,6 +49,19 @@ TEST(ServerSecurityTest, BadCombinationsAreRefusedNamingTheFlag) {
       {[](ServerOptions& o) { o.log_level = "verbose"; }, "--log_level"},
       {[](ServerOptions& o) { o.serving.max_sessions_per_principal = -1; },
        "--max_sessions_per_principal"},
+      {[](ServerOptions& o) { o.max_message_bytes = 0; }, "--max_message_bytes=0"},
+      {[](ServerOptions& o) { o.max_message_bytes = 1023; }, "--max_message_bytes=1023"},
+      {[](ServerOptions& o) { o.service.max_in_flight_per_stream = 0; },
+       "--max_in_flight_per_stream=0"},
+      {[](ServerOptions& o) { o.serving.max_batch = 0; }, "--max_batch=0"},
+      {[](ServerOptions& o) { o.serving.max_sessions = 0; }, "--max_sessions=0"},
+      {[](ServerOptions& o) { o.serving.max_state_bytes = -5; }, "--max_state_bytes=-5"},
+      {[](ServerOptions& o) { o.serving.threads = -1; }, "--threads=-1"},
+      {[](ServerOptions& o) { o.serving.session_idle_timeout = absl::ZeroDuration(); },
+       "--session_idle_timeout=0"},
+      {[](ServerOptions& o) { o.serving.evict_idle_after = absl::Seconds(-1); },
+       "--evict_idle_after=-1s"},
+      {[](ServerOptions& o) { o.drain_timeout = absl::Seconds(-1); }, "--drain_timeout=-1s"},
   };
   for (const auto& [change, expected] : cases) {
     ServerOptions options = LocalOptions();

@@ -283,6 +283,28 @@ TEST(RnnModelTest, StepBatchEqualsSeparateForwards) {
   }
 }
 
+TEST(RnnModelTest, WorkspaceShrinksAfterAnOutsizedCallAndStillWorks) {
+  // Two layers: the first layer's output is scratch (a single layer writes in place).
+  RnnConfig c = Make(4, 16, 2, false, false, Nonlinearity::kTanh);
+  ParameterMap p;
+  auto model = MakeModel(c, &p, 33);
+  Workspace ws;
+  EXPECT_EQ(ws.bytes(), 0);
+  Tensor big = Random({2000, 8, 4}, 60);  // scratch of at least 2000 * 8 * 16 floats
+  auto first = model->Forward(big, nullptr, &ws);
+  ASSERT_TRUE(first.ok());
+  const int64_t grown = ws.bytes();
+  EXPECT_GE(grown, 2000 * 8 * 16 * 4);
+  ws.ShrinkTo(grown);  // at the cap: kept
+  EXPECT_EQ(ws.bytes(), grown);
+  const int64_t cap = 64 << 10;
+  ws.ShrinkTo(cap);
+  EXPECT_LE(ws.bytes(), cap);
+  auto again = model->Forward(big, nullptr, &ws);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->output.values, first->output.values);
+}
+
 TEST(RnnModelTest, StepBatchRefusesBidirectional) {
   RnnConfig c = Make(3, 2, 1, true, false);
   ParameterMap p;

@@ -2,11 +2,14 @@
 
 #include <atomic>
 #include <future>
+#include <mutex>
 #include <set>
 
 #include "absl/synchronization/notification.h"
+#include "core/engine/rnn_parameters.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/test_tensors.h"
 
 namespace rnnserve {
 namespace {
@@ -237,6 +240,47 @@ TEST(BatchSchedulerTest, SplitRespectsMaxBatch) {
     total += size;
   }
   EXPECT_EQ(total, 45u);
+}
+
+// A worker releases scratch memory grown past max_workspace_bytes by an outsized batch.
+TEST(BatchSchedulerTest, WorkerShrinksAnOutsizedWorkspace) {
+  RnnConfig config;
+  config.input_size = 4;
+  config.hidden_size = 16;
+  config.num_layers = 2;  // the first layer's output is workspace scratch
+  auto model = std::move(RnnModel::Create(config, RandomParameters(config, 7))).value();
+  std::mutex mu;
+  std::vector<int64_t> bytes_before;
+  int64_t grown = 0;
+  BatchScheduler::Options options;
+  options.threads = 1;
+  options.max_batch = 1;
+  options.max_workspace_bytes = 64 << 10;
+  BatchScheduler scheduler(options, [&](absl::Span<BatchScheduler::Task* const> batch,
+                                        Workspace& workspace) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      bytes_before.push_back(workspace.bytes());
+    }
+    const int id = static_cast<TestTask*>(batch[0])->id;
+    ASSERT_TRUE(model->Forward(Random({id == 0 ? 2000 : 1, 8, 4}, 8), nullptr, &workspace).ok());
+    if (id == 0) grown = workspace.bytes();
+    delete batch[0];
+  });
+  int key = 0;
+  for (int i = 0; i < 3; ++i) {
+    auto* t = new TestTask;
+    t->id = i;
+    t->key = &key;
+    scheduler.Enqueue(t);
+  }
+  ASSERT_TRUE(scheduler.WaitIdle(absl::Now() + absl::Seconds(30)));
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(bytes_before.size(), 3u);
+  // The outsized first call grew the workspace far past the cap; the next one found it shrunk.
+  EXPECT_GT(grown, options.max_workspace_bytes);
+  EXPECT_LE(bytes_before[1], options.max_workspace_bytes);
+  EXPECT_LE(bytes_before[2], options.max_workspace_bytes);
 }
 
 }  // namespace

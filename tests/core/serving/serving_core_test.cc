@@ -422,5 +422,101 @@ TEST_F(ServingCoreTest, ForwardMatchesEngine) {
   EXPECT_EQ(got->output.values, reference_->Forward(x)->output.values);
 }
 
+// Sizes before work (issue 11): with a 1000-float message budget (1024 bytes of overhead plus
+// 5 bytes per float), responses that could not be sent are refused before compute.
+constexpr int64_t kSmallResponseBytes = 1024 + 5 * 1000;
+
+// `status` is the refusal of a response too large to send, advising `advice`.
+void ExpectTooLarge(const absl::Status& status, const std::string& advice) {
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(status.message(), HasSubstr(advice));
+}
+
+absl::StatusOr<ForwardResult> ForwardNow(ServingCore& core, Tensor x) {
+  std::promise<absl::StatusOr<ForwardResult>> promise;
+  auto future = promise.get_future();
+  core.Forward("m", std::move(x), std::nullopt,
+               [&](absl::StatusOr<ForwardResult> r) { promise.set_value(std::move(r)); });
+  return future.get();
+}
+
+TEST_F(ServingCoreTest, ForwardOverTheMessageLimitIsRefusedBeforeCompute) {
+  ServingOptions options;
+  options.max_response_bytes = kSmallResponseBytes;
+  MakeCore(options);
+  // Output 100 * 2 * 5 = 1000 floats plus 20 of h_n: over the budget.
+  absl::StatusOr<ForwardResult> big = ForwardNow(*core_, Random({100, 2, 4}, 1));
+  ExpectTooLarge(big.status(), "limit of 6024 bytes");
+  EXPECT_THAT(big.status().message(), HasSubstr("shorter sequence"));
+  absl::StatusOr<ForwardResult> small = ForwardNow(*core_, Random({90, 2, 4}, 1));
+  EXPECT_TRUE(small.ok()) << small.status();
+}
+
+TEST_F(ServingCoreTest, ChunkOverTheMessageLimitIsRefusedAndNotApplied) {
+  ServingOptions options;
+  options.max_response_bytes = kSmallResponseBytes;
+  MakeCore(options);
+  Tensor x = Random({4, 2, 4}, 2);
+  ChunkResult started = Start("", Slice(x, 0, 2));
+  ASSERT_TRUE(started.status.ok()) << started.status;
+  const std::string id = started.session_id;
+  auto before = core_->GetSession(id, true);
+  ASSERT_TRUE(before.ok());
+  ChunkResult big = Send(id, Random({100, 2, 4}, 3));
+  ExpectTooLarge(big.status, "shorter chunks");
+  auto after = core_->GetSession(id, true);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->steps_seen, 2);
+  EXPECT_EQ(after->h_n->values, before->h_n->values);
+  // The session goes on exactly as if the refused chunk had never been sent.
+  ChunkResult next = Send(id, Slice(x, 2, 4));
+  ASSERT_TRUE(next.status.ok()) << next.status;
+  auto whole = reference_->Forward(x);
+  ASSERT_TRUE(whole.ok());
+  EXPECT_LT(MaxAbsDiff(next.output->values(),
+                       absl::MakeConstSpan(whole->output.values).subspan(20)), 1e-6);
+}
+
+TEST_F(ServingCoreTest, SessionWhoseStateCannotFitIsRefusedNamingTheLargestN) {
+  ServingOptions options;
+  options.max_response_bytes = kSmallResponseBytes;
+  MakeCore(options);
+  // h_n holds 2 * N * 5 floats: N = 100 fits 1000, N = 101 does not.
+  ChunkResult wide = Start("", Random({1, 101, 4}, 4));
+  ExpectTooLarge(wide.status, "the largest N that fits is 100");
+  ChunkRequest import;
+  import.model = "m";
+  import.start = true;
+  import.h0 = Random({2, 101, 5}, 5);
+  ChunkResult imported = Submit(import);
+  ExpectTooLarge(imported.status, "the largest N that fits is 100");
+  import.h0 = Random({2, 100, 5}, 5);
+  ChunkResult fits = Submit(import);
+  ASSERT_TRUE(fits.status.ok()) << fits.status;
+  EXPECT_TRUE(core_->GetSession(fits.session_id, true).ok());
+  EXPECT_TRUE(core_->CloseSession(fits.session_id).ok());
+}
+
+TEST_F(ServingCoreTest, BidirectionalBufferingIsRefusedAtTheChunkThatWouldOverflow) {
+  ServingOptions options;
+  options.max_response_bytes = kSmallResponseBytes;
+  MakeCore(options, /*bidirectional=*/true);
+  // Output 10 floats per step for N = 1, h_n 20: at most 98 steps in all.
+  Tensor x = Random({60, 1, 4}, 6);
+  ChunkResult started = Start("", Slice(x, 0, 50));
+  ASSERT_TRUE(started.status.ok()) << started.status;
+  const std::string id = started.session_id;
+  ChunkResult overflow = Send(id, Random({50, 1, 4}, 7));
+  ExpectTooLarge(overflow.status, "end the sequence sooner");
+  auto info = core_->GetSession(id, false);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->buffered_steps, 50);
+  ChunkResult last = Send(id, Slice(x, 50, 60), std::nullopt, /*end=*/true);
+  ASSERT_TRUE(last.status.ok()) << last.status;
+  auto whole = reference_->Forward(x);
+  ASSERT_TRUE(whole.ok());
+  EXPECT_LT(MaxAbsDiff(last.output->values(), whole->output.values), 1e-6);
+}
+
 }  // namespace
 }  // namespace rnnserve
