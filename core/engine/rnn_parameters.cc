@@ -1,6 +1,7 @@
 #include "core/engine/rnn_parameters.h"
 
 #include <cmath>
+#include <optional>
 #include <random>
 #include <set>
 #include <vector>
@@ -60,12 +61,11 @@ int64_t ParameterCount(const RnnConfig& config) {
 
 absl::Status CheckFiniteParameters(const ParameterMap& params) {
   for (const auto& [name, tensor] : params) {
-    for (size_t i = 0; i < tensor.values.size(); ++i) {
-      if (!std::isfinite(tensor.values[i])) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "parameter '", name, "' holds ", tensor.values[i], " at flat index ", i,
-            "; weights must be finite (--allow_non_finite_weights accepts them)"));
-      }
+    const std::optional<int64_t> bad = FirstNonFinite(tensor.data(), tensor.num_elements());
+    if (bad.has_value()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "parameter '", name, "' holds ", tensor.values[*bad], " at flat index ", *bad,
+          "; weights must be finite (--allow_non_finite_weights accepts them)"));
     }
   }
   return absl::OkStatus();

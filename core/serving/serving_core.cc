@@ -110,8 +110,7 @@ void ServingCore::SubmitChunk(ChunkRequest request, ChunkCallback done) {
   task->done = std::move(done);
   // Echoed only if it could name a session: a refused request never sends a huge or forged id
   // back (a response over the message limit would be misreported as applied).
-  const std::string& id = request.session_id;
-  if (id.size() <= kMaxClientIdBytes && std::all_of(id.begin(), id.end(), IsClientIdChar)) {
+  if (ValidateClientId(request.session_id, "session_id").ok()) {
     task->result.session_id = request.session_id;
   }
   task->result.model = request.model;
