@@ -46,7 +46,9 @@ cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRNNSERVE_S
 cmake --build build/asan -j"$jobs"
 # The integration label runs the real server under the sanitizers: the Python tests start the
 # sanitized rnnserve, which inherits these options, so a leak or UB at exit fails its test.
+# tests/lsan.supp lists third-party leaks only (OpenSSL's, at gRPC's TLS teardown).
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0" \
   ctest --test-dir build/asan --output-on-failure --no-tests=error -j"$jobs" \
   -L 'unit|parity|integration' --timeout 900
 
