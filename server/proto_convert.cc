@@ -62,6 +62,7 @@ DecodedStreamRequest StreamRequestToChunk(v1::StreamRequest* request) {
   chunk.end = request->end();
   chunk.omit_state = request->omit_state();
   if (request->has_chunk_index()) chunk.chunk_index = request->chunk_index();
+  chunk.idempotency_key = request->idempotency_key();
   absl::StatusOr<std::optional<TensorBytes>> input = std::optional<TensorBytes>();
   if (!IsEmptyTensor(request->input())) {
     input = TakeTensorBytes(request->mutable_input(), "input");
@@ -103,18 +104,12 @@ v1::StreamResponse ChunkResultToResponse(ChunkResult result, uint64_t request_id
   response.set_ended(result.ended);
   const size_t size = response.ByteSizeLong();
   if (static_cast<int64_t>(size) > max_message_bytes) {
+    // Sizes are checked before work, so this is a last line of defence: the stream goes on.
     response.clear_output();
     response.clear_h_n();
-    // A refused request keeps its own error: only an applied chunk may say it was applied.
-    if (result.status.ok()) {
-      const absl::Status too_big = absl::ResourceExhaustedError(absl::StrCat(
-          "the response to this chunk would be ", size, " bytes, more than the server's ",
-          max_message_bytes,
-          "-byte message limit; the chunk WAS applied (steps_seen is current): read h_n with "
-          "GetSession, and send shorter chunks"));
-      response.set_error_code(ToStreamErrorCode(too_big));
-      response.set_error_message(WireMessage(too_big));
-    }
+    // An applied chunk stays a success (an error code means "not applied"): the flag says what
+    // is missing. A refused request keeps its own error.
+    if (result.status.ok()) response.set_output_truncated(true);
   }
   return response;
 }

@@ -43,8 +43,9 @@ struct DecodedStreamRequest {
 DecodedStreamRequest StreamRequestToChunk(v1::StreamRequest* request);
 
 // A chunk's result as its StreamResponse; the result's raw buffers move into the response. A
-// response larger than `max_message_bytes` loses its tensors and carries RESOURCE_EXHAUSTED
-// instead (the chunk was applied), so one oversized answer does not break the stream.
+// response larger than `max_message_bytes` loses its tensors; an applied chunk's then says
+// output_truncated (still a success: the chunk was applied), so one oversized answer does not
+// break the stream and an error code keeps meaning "not applied".
 v1::StreamResponse ChunkResultToResponse(ChunkResult result, uint64_t request_id,
                                          TensorEncoding encoding, int64_t max_message_bytes);
 

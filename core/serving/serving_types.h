@@ -46,6 +46,8 @@ struct ChunkRequest {
   std::optional<TensorBytes> input;
   std::optional<Tensor> h0;
   std::optional<uint64_t> chunk_index;
+  // With start and no session_id: the client's key that makes a retried start idempotent.
+  std::string idempotency_key;
   bool omit_state = false;  // leave h_n out of the result
   // A problem found while decoding the request (bad encoding). It is answered in the
   // session's order like any other result.
