@@ -45,12 +45,18 @@ ABSL_FLAG(std::string, log_level, "info",
 ABSL_FLAG(int64_t, max_sessions_per_principal, 0,
           "Live sessions one principal may hold at most; 0 is no limit.");
 ABSL_FLAG(int64_t, max_state_bytes_per_principal, 0,
-          "Session state memory one principal may hold at most, in bytes; 0 is no limit.");
+          "Session memory (all parts, as for --max_state_bytes) one principal may hold at most, "
+          "in bytes; 0 is no limit.");
 ABSL_FLAG(absl::Duration, session_idle_timeout, absl::Minutes(5),
           "Sessions with no chunk for this long expire.");
 ABSL_FLAG(int64_t, max_sessions, 100000, "Live sessions at most.");
 ABSL_FLAG(int64_t, max_state_bytes, int64_t{4} << 30,
-          "Memory for all sessions' hidden state at most, in bytes.");
+          "Memory for all sessions at most, in bytes: state, buffered bidirectional input, "
+          "the last output kept for duplicate replays, and ids.");
+ABSL_FLAG(int64_t, max_buffered_steps, int64_t{1} << 20,
+          "Timesteps a bidirectional session may buffer before `end` at most.");
+ABSL_FLAG(int64_t, max_tombstone_bytes, int64_t{16} << 20,
+          "Memory for remembered ended session ids at most, in bytes (oldest dropped first).");
 ABSL_FLAG(absl::Duration, evict_idle_after, absl::Seconds(60),
           "When state memory is full, sessions idle this long may be evicted for new ones.");
 ABSL_FLAG(int, max_batch, 256, "Sessions advanced together by one engine call at most.");
@@ -190,6 +196,8 @@ int main(int argc, char** argv) {
   options.serving.session_idle_timeout = absl::GetFlag(FLAGS_session_idle_timeout);
   options.serving.max_sessions = absl::GetFlag(FLAGS_max_sessions);
   options.serving.max_state_bytes = absl::GetFlag(FLAGS_max_state_bytes);
+  options.serving.max_buffered_steps = absl::GetFlag(FLAGS_max_buffered_steps);
+  options.serving.max_tombstone_bytes = absl::GetFlag(FLAGS_max_tombstone_bytes);
   options.serving.evict_idle_after = absl::GetFlag(FLAGS_evict_idle_after);
   options.serving.max_batch = absl::GetFlag(FLAGS_max_batch);
   options.serving.max_queue_delay = absl::GetFlag(FLAGS_max_queue_delay);

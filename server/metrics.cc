@@ -77,6 +77,24 @@ Metrics::Metrics(const std::vector<std::string>& model_names)
                        .Help("Memory held by all sessions' hidden state, in bytes")
                        .Register(*registry_)
                        .Add({})),
+      memory_bytes_(BuildGauge()
+                        .Name("rnnserve_session_memory_bytes")
+                        .Help("Memory held by all sessions, by part (state, buffered_input, "
+                              "replay, ids); the parts together count against "
+                              "--max_state_bytes")
+                        .Register(*registry_)),
+      tombstones_(BuildGauge()
+                      .Name("rnnserve_session_tombstones")
+                      .Help("Ended session ids remembered to tell closed or expired from "
+                            "unknown (--max_tombstones)")
+                      .Register(*registry_)
+                      .Add({})),
+      tombstone_bytes_(BuildGauge()
+                           .Name("rnnserve_session_tombstone_bytes")
+                           .Help("Memory held by the remembered ended session ids, in bytes "
+                                 "(--max_tombstone_bytes)")
+                           .Register(*registry_)
+                           .Add({})),
       stream_read_pauses_(BuildCounter()
                               .Name("rnnserve_stream_read_pauses_total")
                               .Help("Times a stream had --max_in_flight_per_stream requests in "
@@ -97,6 +115,10 @@ Metrics::Metrics(const std::vector<std::string>& model_names)
       .Register(*registry_)
       .Add({{"version", RNNSERVE_VERSION}, {"compiler", __VERSION__}})
       .Set(1);
+  for (int part = 0; part < kMemoryParts; ++part) {
+    memory_by_part_[part] =
+        &memory_bytes_.Add({{"part", MemoryPartName(static_cast<MemoryPart>(part))}});
+  }
   for (const std::string& model : model_names) {
     TimestepsFor(model);
     SessionsActiveFor(model);
@@ -188,5 +210,13 @@ void Metrics::SessionEnded(const std::string& model, SessionEndReason reason) {
 }
 
 void Metrics::StateBytes(int64_t bytes) { state_bytes_.Set(static_cast<double>(bytes)); }
+
+void Metrics::MemoryChanged(const MemoryUsage& usage) {
+  for (int part = 0; part < kMemoryParts; ++part) {
+    memory_by_part_[part]->Set(static_cast<double>(usage.sessions.parts[part]));
+  }
+  tombstones_.Set(static_cast<double>(usage.tombstones));
+  tombstone_bytes_.Set(static_cast<double>(usage.tombstone_bytes));
+}
 
 }  // namespace rnnserve

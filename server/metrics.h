@@ -68,6 +68,7 @@ class Metrics : public ServingObserver {
   void SessionStarted(const std::string& model) override;
   void SessionEnded(const std::string& model, SessionEndReason reason) override;
   void StateBytes(int64_t bytes) override;
+  void MemoryChanged(const MemoryUsage& usage) override;
 
   prometheus::Registry& registry() { return *registry_; }
 
@@ -88,6 +89,10 @@ class Metrics : public ServingObserver {
   prometheus::Counter& sessions_started_;
   prometheus::Family<prometheus::Counter>& sessions_ended_;
   prometheus::Gauge& state_bytes_;
+  prometheus::Family<prometheus::Gauge>& memory_bytes_;
+  prometheus::Gauge* memory_by_part_[kMemoryParts];
+  prometheus::Gauge& tombstones_;
+  prometheus::Gauge& tombstone_bytes_;
   prometheus::Counter& stream_read_pauses_;
   prometheus::Gauge& streams_read_paused_;
 

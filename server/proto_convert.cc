@@ -49,6 +49,10 @@ void SessionInfoToProto(const SessionSnapshot& session, TensorEncoding encoding,
   info->set_expires_in_ms(absl::ToInt64Milliseconds(session.expires_in));
   info->set_state_bytes(session.state_bytes);
   info->set_buffered_steps(session.buffered_steps);
+  info->set_buffered_input_bytes(session.memory[MemoryPart::kBufferedInput]);
+  info->set_replay_bytes(session.memory[MemoryPart::kReplay]);
+  info->set_id_bytes(session.memory[MemoryPart::kIds]);
+  info->set_memory_bytes(session.memory.total());
 }
 
 DecodedStreamRequest StreamRequestToChunk(v1::StreamRequest* request) {
@@ -94,6 +98,10 @@ v1::StreamResponse ChunkResultToResponse(ChunkResult result, uint64_t request_id
   }
   if (result.output.has_value()) {
     EncodeTensor(std::move(*result.output), encoding, response.mutable_output());
+  } else if (result.replayed_output != nullptr) {
+    // A duplicate's replay: the session's shared copy, copied here only into the message.
+    const TensorBytes& replay = *result.replayed_output;
+    EncodeTensor(replay.shape, replay.data(), encoding, response.mutable_output());
   }
   if (result.h_n.has_value()) {
     EncodeTensor(std::move(*result.h_n), encoding, response.mutable_h_n());

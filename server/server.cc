@@ -77,6 +77,7 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
       {"max_batch", options.serving.max_batch},
       {"max_sessions", options.serving.max_sessions},
       {"max_state_bytes", options.serving.max_state_bytes},
+      {"max_buffered_steps", options.serving.max_buffered_steps},
   };
   for (const auto& [flag, value] : at_least_one) {
     if (value < 1) {
@@ -114,6 +115,11 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
     return absl::InvalidArgumentError(
         "--max_sessions_per_principal and --max_state_bytes_per_principal must be >= 0 "
         "(0 is no limit)");
+  }
+  if (options.serving.max_tombstone_bytes < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_tombstone_bytes=", options.serving.max_tombstone_bytes,
+        " must be >= 0 (0 remembers no ended session ids)"));
   }
   return absl::OkStatus();
 }

@@ -1,5 +1,8 @@
 #include "core/serving/chunk_batch.h"
 
+#include <algorithm>
+#include <memory>
+
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
 #include "core/serving/client_text.h"
@@ -27,14 +30,32 @@ bool ChunkBatch::Prepare(ChunkTask* task) {
   if (!req.decode_error.ok()) return fail(req.decode_error);
   // Closed by CloseSession after this chunk left the session's queue.
   if (seen.ended) return fail(table_.UnknownSessionError(session.principal, session.id));
+  if (task->retried_start) {
+    // The start already created this session: acknowledge it as it is, with the first chunk's
+    // output if that is still the last one kept.
+    result.duplicate = true;
+    if (req.input.has_value() && req.chunk_index.has_value() &&
+        work.last_index == session.first_chunk_index) {
+      result.replayed_output = work.last_output;
+    }
+    return false;
+  }
   if (req.chunk_index.has_value()) {
     const uint64_t index = *req.chunk_index;
     if (index < seen.next_chunk_index) {
-      // A retry of a chunk already applied: acknowledge, never apply twice.
-      result.duplicate = true;
-      if (work.last_index == index && work.last_output.has_value()) {
-        result.output = work.last_output;
+      // A retry of a chunk already applied: acknowledge, never apply twice; but a retry must
+      // carry what was applied (checked for the recent indices whose checksums are kept).
+      const Session::Work::Applied& applied = work.recent[index % Session::Work::kRecentChecksums];
+      if (applied.set && applied.index == index && applied.checksum != task->input_checksum) {
+        return fail(absl::FailedPreconditionError(absl::StrCat(
+            "chunk_index ", index, " of session ", Quoted(session.id),
+            " was already applied with different input (checksums differ), so this is not a "
+            "retry of it; nothing was applied: resend the same chunk, or send new data with "
+            "chunk_index ", seen.next_chunk_index)));
       }
+      result.duplicate = true;
+      // Shared, not copied: N duplicates hold one buffer.
+      if (work.last_index == index) result.replayed_output = work.last_output;
       return false;
     }
     if (index > seen.next_chunk_index) {
@@ -87,9 +108,31 @@ bool ChunkBatch::Prepare(ChunkTask* task) {
       !fits.ok()) {
     return fail(fits);
   }
+  // A bidirectional session's buffer grows only into memory reserved for it first.
+  int64_t buffer_capacity = 0;
+  if (config.bidirectional) {
+    if (work.buffered_steps + dims->steps > options_.max_buffered_steps) {
+      return fail(absl::ResourceExhaustedError(absl::StrCat(
+          "bidirectional session ", Quoted(session.id), " has ", work.buffered_steps,
+          " timesteps buffered and this chunk adds T=", dims->steps, ", over the cap of ",
+          options_.max_buffered_steps, " (--max_buffered_steps); nothing was buffered or "
+          "applied: end the sequence sooner (end=true), or split it over sessions")));
+    }
+    const size_t needed = work.buffered.size() + static_cast<size_t>(input.num_elements());
+    if (needed > work.buffered.capacity()) {
+      buffer_capacity = static_cast<int64_t>(
+          std::max(needed, work.buffered.capacity() + work.buffered.capacity() / 2));
+    }
+  }
+  const int64_t buffer_growth =
+      buffer_capacity == 0
+          ? 0
+          : (buffer_capacity - static_cast<int64_t>(work.buffered.capacity())) *
+                static_cast<int64_t>(sizeof(float));
   if (seen.batch == 0) {
     // The first chunk fixes the batch size and allocates the state.
-    absl::Status allocated = table_.AllocateState(task, dims->batch, !dims->batched, events_);
+    absl::Status allocated =
+        table_.AllocateState(task, dims->batch, !dims->batched, buffer_growth, events_);
     if (!allocated.ok()) return fail(allocated);
   } else if (seen.unbatched == dims->batched) {
     return fail(absl::InvalidArgumentError(absl::StrCat(
@@ -101,6 +144,9 @@ bool ChunkBatch::Prepare(ChunkTask* task) {
         "batch size must stay the same within a session: session ", Quoted(session.id),
         " has N=", seen.batch, ", this chunk has N=", dims->batch, " (shape ",
         ShapeToString(input.shape), ")")));
+  } else if (buffer_growth > 0) {
+    absl::Status reserved = table_.ReserveBufferedInput(task, buffer_growth, events_);
+    if (!reserved.ok()) return fail(reserved);
   }
   task->steps = dims->steps;
   task->batch = dims->batch;
@@ -114,6 +160,7 @@ bool ChunkBatch::Prepare(ChunkTask* task) {
   }
   if (config.bidirectional) {
     // The reverse direction needs the whole sequence: buffer until `end`.
+    if (buffer_capacity > 0) work.buffered.reserve(static_cast<size_t>(buffer_capacity));
     work.buffered.insert(work.buffered.end(), task->input_time_major,
                          task->input_time_major + input.num_elements());
     work.buffered_steps += dims->steps;
@@ -175,15 +222,19 @@ void ChunkBatch::Finish(std::vector<ChunkTask*>& tasks) {
     Session::Work& work = task->session->work;
     ChunkResult& result = task->result;
     if (result.status.ok() && !result.duplicate) {
-      if (task->request.chunk_index.has_value() && result.output.has_value()) {
-        // Kept for a replay of this chunk; reuses the previous copy's buffer.
-        work.last_index = task->request.chunk_index;
-        if (!work.last_output.has_value()) work.last_output.emplace();
-        work.last_output->shape = result.output->shape;
-        work.last_output->bytes.assign(result.output->bytes);
+      const std::optional<uint64_t>& index = task->request.chunk_index;
+      if (task->keep_replay) {
+        // Kept for replays of this chunk (its memory reserved by CompleteBatch): one copy,
+        // shared by every duplicate's answer.
+        work.last_index = index;
+        work.last_output = std::make_shared<const TensorBytes>(*result.output);
       } else {
         work.last_index.reset();
         work.last_output.reset();
+      }
+      if (index.has_value()) {
+        work.recent[*index % Session::Work::kRecentChecksums] = {*index, task->input_checksum,
+                                                                  true};
       }
     }
     if (task->report_state != nullptr) {

@@ -189,4 +189,6 @@ int64_t ServingCore::session_count() const { return table_.session_count(); }
 
 int64_t ServingCore::state_bytes() const { return table_.state_bytes(); }
 
+MemoryUsage ServingCore::memory() const { return table_.memory(); }
+
 }  // namespace rnnserve

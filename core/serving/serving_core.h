@@ -86,6 +86,8 @@ class ServingCore {
 
   int64_t session_count() const;
   int64_t state_bytes() const;
+  // Session memory by part, and the tombstones.
+  MemoryUsage memory() const;
 
  private:
   struct ForwardTask;

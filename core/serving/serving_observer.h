@@ -29,6 +29,8 @@ class ServingObserver {
   virtual void SessionEnded(const std::string& model, SessionEndReason reason) {}
   // Total session state memory changed.
   virtual void StateBytes(int64_t bytes) {}
+  // Session memory (any part) or the tombstones changed; reported with StateBytes.
+  virtual void MemoryChanged(const MemoryUsage& usage) {}
 };
 
 }  // namespace rnnserve

@@ -16,9 +16,15 @@ struct ServingOptions {
   absl::Duration session_idle_timeout = absl::Minutes(5);
   // Live sessions at most; starting one more gives RESOURCE_EXHAUSTED.
   int64_t max_sessions = 100000;
-  // Memory for all sessions' state at most, in bytes. When full, sessions idle for at least
-  // evict_idle_after are evicted (least recently used first); else RESOURCE_EXHAUSTED.
+  // Memory for all sessions at most, in bytes: their state, bidirectional input buffered until
+  // `end`, the last output kept for duplicate replays, and their ids with a fixed overhead
+  // (kSessionOverheadBytes). When full, sessions idle for at least evict_idle_after are
+  // evicted (least recently used first); else RESOURCE_EXHAUSTED. A replay copy that does not
+  // fit is not kept (its duplicates are acknowledged without output).
   int64_t max_state_bytes = int64_t{4} << 30;
+  // Timesteps a bidirectional session may buffer before `end`; a chunk that would pass this
+  // is refused (RESOURCE_EXHAUSTED), nothing buffered.
+  int64_t max_buffered_steps = int64_t{1} << 20;
   absl::Duration evict_idle_after = absl::Seconds(60);
   // Sessions (chunks) one engine call advances at most.
   int max_batch = 256;
@@ -29,12 +35,14 @@ struct ServingOptions {
   // Accept NaN and Inf in inputs (INVALID_ARGUMENT otherwise).
   bool allow_non_finite = false;
   // Per-principal quotas (0 = no limit): live sessions (start-only ones included) and state
-  // bytes (counted as for max_state_bytes) one principal may hold. Without authentication every
+  // bytes (all parts, counted as for max_state_bytes) one principal may hold. Without authentication every
   // client is the anonymous principal "", so these then cap all clients together.
   int64_t max_sessions_per_principal = 0;
   int64_t max_state_bytes_per_principal = 0;
-  // Ended session ids remembered to tell "expired" or "closed" from "unknown".
+  // Ended session ids remembered to tell "expired" or "closed" from "unknown", at most this many
+  // and this many bytes (ids and principals plus kTombstoneOverheadBytes each); the oldest go.
   int64_t max_tombstones = 100000;
+  int64_t max_tombstone_bytes = int64_t{16} << 20;
   // Largest response message (the server sets it from --max_message_bytes). Outputs and states
   // that could not be sent are refused before anything is computed; <= 0 is no limit.
   int64_t max_response_bytes = 64 << 20;
@@ -42,6 +50,11 @@ struct ServingOptions {
   // them, so one large request does not pin its memory for the life of the process.
   int64_t max_workspace_bytes = 64 << 20;
 };
+
+// Memory counted per session on top of its ids (the session object, its table entries and
+// bookkeeping), and per tombstone on top of its key.
+inline constexpr int64_t kSessionOverheadBytes = 512;
+inline constexpr int64_t kTombstoneOverheadBytes = 64;
 
 // Upper bound on the bytes of a response carrying `floats` values: 5 bytes per float (the
 // larger of the raw and packed-values encodings) plus room for ids, shapes and framing.

@@ -3,8 +3,10 @@
 #ifndef RNNSERVE_CORE_SERVING_SERVING_TYPES_H_
 #define RNNSERVE_CORE_SERVING_SERVING_TYPES_H_
 
+#include <array>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -33,6 +35,45 @@ inline const char* SessionEndReasonName(SessionEndReason reason) {
   return "unknown";
 }
 
+// The parts of a session's memory, all counted against --max_state_bytes.
+enum class MemoryPart {
+  kState,          // h_n, two buffers
+  kBufferedInput,  // bidirectional input awaiting `end`
+  kReplay,         // the last output, kept for duplicate replays
+  kIds,            // id, principal, idempotency key, plus kSessionOverheadBytes
+};
+inline constexpr int kMemoryParts = 4;
+
+// "state", "buffered_input", "replay" or "ids" (the metrics' label values).
+inline const char* MemoryPartName(MemoryPart part) {
+  switch (part) {
+    case MemoryPart::kState:
+      return "state";
+    case MemoryPart::kBufferedInput:
+      return "buffered_input";
+    case MemoryPart::kReplay:
+      return "replay";
+    case MemoryPart::kIds:
+      return "ids";
+  }
+  return "unknown";
+}
+
+// Bytes by part, for one session or for all.
+struct MemoryBytes {
+  std::array<int64_t, kMemoryParts> parts{};
+  int64_t& operator[](MemoryPart p) { return parts[static_cast<int>(p)]; }
+  int64_t operator[](MemoryPart p) const { return parts[static_cast<int>(p)]; }
+  int64_t total() const { return parts[0] + parts[1] + parts[2] + parts[3]; }
+};
+
+// What the sessions and tombstones hold, as the observer is told it.
+struct MemoryUsage {
+  MemoryBytes sessions;
+  int64_t tombstones = 0;
+  int64_t tombstone_bytes = 0;
+};
+
 // One request of a streamed session (the core's view of StreamRequest).
 struct ChunkRequest {
   std::string session_id;
@@ -60,6 +101,9 @@ struct ChunkResult {
   std::string model;  // the session's model (the request's, when refused before lookup)
   // Raw bytes, so the RPC layer can move them into the response without copying.
   std::optional<TensorBytes> output;  // absent when nothing was computed
+  // A duplicate's replayed output: the session's kept copy, shared, never copied per duplicate
+  // (the RPC layer encodes from it). Set instead of `output`.
+  std::shared_ptr<const TensorBytes> replayed_output;
   std::optional<TensorBytes> h_n;     // absent when the state is not known yet
   int64_t steps_seen = 0;
   std::optional<uint64_t> chunk_index;
@@ -80,6 +124,7 @@ struct SessionSnapshot {
   absl::Duration expires_in;
   int64_t state_bytes = 0;
   int64_t buffered_steps = 0;
+  MemoryBytes memory;  // every part, state included
 };
 
 using ChunkCallback = std::function<void(ChunkResult)>;

@@ -2,7 +2,9 @@
 // the session's queue, the scheduler and a batch. AnswerChunk answers and frees a ChunkTask.
 //
 // Not thread-safe by itself. A Session's fields are split by owner:
-//  - immutable after construction: id, principal, model, created;
+//  - immutable after construction: id, principal, model, created; and the start's fields
+//    (idempotency_key, start_checksum, first_chunk_index), set before the session enters the
+//    table;
 //  - guarded by the SessionTable's lock (`mu` refers to it): the bookkeeping every thread may
 //    read (phase, counters, the queue of waiting chunks);
 //  - `work`: owned by the worker running the session's in-flight chunk (phase != kIdle), and
@@ -63,6 +65,12 @@ struct Session {
   const std::string principal;
   const ServedModel* const model;
   const absl::Time created;
+  // Set by the start before the session enters the table, then immutable: the key of a start
+  // with a server-assigned id ("" if none), the start request's checksum (model, h_0, input,
+  // chunk_index) to acknowledge a retried start, and the index its numbering began at.
+  std::string idempotency_key;
+  uint64_t start_checksum = 0;
+  uint64_t first_chunk_index = 0;
   // The SessionTable's lock. Code holding it names it for the analysis with mu.AssertHeld().
   absl::Mutex& mu;
 
@@ -72,7 +80,8 @@ struct Session {
   uint64_t next_chunk_index ABSL_GUARDED_BY(mu) = 0;
   int64_t batch ABSL_GUARDED_BY(mu) = 0;  // N; 0 until the first chunk or h_0 fixes it
   bool unbatched ABSL_GUARDED_BY(mu) = false;
-  int64_t state_bytes ABSL_GUARDED_BY(mu) = 0;
+  // Bytes by part reserved against the budget (state_bytes is memory[kState]).
+  MemoryBytes memory ABSL_GUARDED_BY(mu);
   Phase phase ABSL_GUARDED_BY(mu) = Phase::kIdle;
   bool ended ABSL_GUARDED_BY(mu) = false;  // removed from the table; queued chunks answered
   // Chunks waiting behind the in-flight one; short (usually empty), empty costs no allocation.
@@ -83,10 +92,22 @@ struct Session {
   // Owned by the worker running the in-flight chunk (see above).
   struct Work {
     std::vector<float> state[2];  // (L*D, N, H) each
-    std::vector<float> buffered;  // bidirectional: time-major (T, N, C) input awaiting `end`
+    // bidirectional: time-major (T, N, C) input awaiting `end`; its capacity is what is
+    // reserved (memory[kBufferedInput]), grown only after the reservation.
+    std::vector<float> buffered;
     int64_t buffered_steps = 0;
     std::optional<uint64_t> last_index;  // chunk_index of the last applied chunk, for replays
-    std::optional<TensorBytes> last_output;
+    // Its output, shared with every duplicate's result: replays queue references, not copies.
+    std::shared_ptr<const TensorBytes> last_output;
+    // Input checksums of the last kRecentChecksums applied chunk indices (a ring), so a
+    // duplicate chunk_index carrying different data is refused.
+    static constexpr int kRecentChecksums = 16;
+    struct Applied {
+      uint64_t index = 0;
+      uint64_t checksum = 0;
+      bool set = false;
+    };
+    Applied recent[kRecentChecksums];
   } work;
 };
 
@@ -108,6 +129,15 @@ struct ChunkTask : BatchScheduler::Task {
     int current = 0;
   } seen;
 
+  // Computed at admission, outside the table's lock: the input's checksum (when the request
+  // has a chunk_index or start), and the start request's checksum.
+  uint64_t input_checksum = 0;
+  uint64_t start_checksum = 0;
+  // A start that repeats the live session's start: acknowledged, never applied.
+  bool retried_start = false;
+  // Set by CompleteBatch: the output's replay copy fits the budget and is kept.
+  bool keep_replay = false;
+
   // Set while the batch prepares the chunk, for chunks that compute.
   bool compute = false;
   int64_t steps = 0;
@@ -121,6 +151,14 @@ struct ChunkTask : BatchScheduler::Task {
   // Set when the batch completes: h_n goes into the result, from this buffer (work.state).
   const float* report_state = nullptr;
 };
+
+// What keeping `output` for replays costs: its bytes, its shape and the shared buffer's
+// bookkeeping.
+inline int64_t ReplayBytes(const TensorBytes& output) {
+  return static_cast<int64_t>(output.bytes.size() + output.shape.size() * sizeof(int64_t) +
+                              sizeof(TensorBytes)) +
+         64;
+}
 
 // Reports the task to the observer (or logs its failure), calls `done` with its result and
 // deletes it. Call with no lock held.

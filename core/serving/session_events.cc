@@ -34,11 +34,12 @@ void SessionEventPublisher::Publish(SessionEvents& events) {
     }
   }
   if (evicted > 0) LogInfo("evicted ", evicted, " idle session(s) to make room for state");
-  if (events.state_bytes.has_value()) {
+  if (events.memory.has_value()) {
     absl::MutexLock lock(&mu_);
-    if (events.state_bytes->first > published_state_bytes_change_) {
-      published_state_bytes_change_ = events.state_bytes->first;
-      observer_.StateBytes(events.state_bytes->second);
+    if (events.memory->first > published_memory_change_) {
+      published_memory_change_ = events.memory->first;
+      observer_.StateBytes(events.memory->second.sessions[MemoryPart::kState]);
+      observer_.MemoryChanged(events.memory->second);
     }
   }
   for (ChunkTask* task : events.orphans) AnswerChunk(task, observer_);

@@ -1,10 +1,10 @@
 // SessionEvents: what a SessionTable call did that must be told outside the table's lock
-// (sessions started and ended, the new state memory total, chunks orphaned by an ended
+// (sessions started and ended, the new memory totals, chunks orphaned by an ended
 // session). SessionEventPublisher tells it: log lines, observer calls, and the orphans' answers.
 //
 // SessionEvents is a plain value filled under the table's lock and published after it; it owns
 // its orphaned tasks until Publish answers them. SessionEventPublisher is thread-safe; its own
-// small lock only orders state-memory reports, so a late publisher never overwrites a newer
+// small lock only orders memory reports, so a late publisher never overwrites a newer
 // total with an older one.
 #ifndef RNNSERVE_CORE_SERVING_SESSION_EVENTS_H_
 #define RNNSERVE_CORE_SERVING_SESSION_EVENTS_H_
@@ -44,8 +44,8 @@ struct SessionEvents {
   std::vector<Ended> ended;
   // Chunks of ended sessions, their result.status set; Publish answers them.
   std::vector<ChunkTask*> orphans;
-  // The total state bytes after the call's last change, with that change's sequence number.
-  std::optional<std::pair<uint64_t, int64_t>> state_bytes;
+  // The memory totals after the call's last change, with that change's sequence number.
+  std::optional<std::pair<uint64_t, MemoryUsage>> memory;
 };
 
 class SessionEventPublisher {
@@ -61,7 +61,7 @@ class SessionEventPublisher {
   ServingObserver& observer_;
   absl::Mutex mu_;
   // State below is protected by mu_.
-  uint64_t published_state_bytes_change_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t published_memory_change_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace rnnserve

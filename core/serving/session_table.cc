@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "base/checksum.h"
 #include "base/random_id.h"
 #include "base/status_macros.h"
 #include "base/text.h"
@@ -11,9 +12,42 @@
 namespace rnnserve {
 namespace {
 
-int64_t StateBytesFor(const RnnModel& model, int64_t batch) {
-  // Two buffers: one readable while the other is written.
-  return 2 * model.StateSize(batch) * static_cast<int64_t>(sizeof(float));
+// Stands for "no input" in a checksum (a real input's checksum differing from it is chance).
+constexpr uint64_t kNoInputChecksum = 0x6e6f2d696e707574ull;
+
+// Checksums a start or an indexed chunk is compared by when it is retried: the input's, and
+// the whole start's (model, h_0, input, chunk_index).
+void ComputeChecksums(ChunkTask* task) {
+  const ChunkRequest& req = task->request;
+  if (!req.decode_error.ok() || !(req.start || req.chunk_index.has_value())) return;
+  task->input_checksum = req.input.has_value()
+                             ? TensorChecksum(req.input->shape, req.input->bytes)
+                             : kNoInputChecksum;
+  if (!req.start) return;
+  uint64_t sum = Checksum64(req.model, task->input_checksum);
+  if (req.h0.has_value()) {
+    sum = TensorChecksum(req.h0->shape,
+                         absl::string_view(reinterpret_cast<const char*>(req.h0->data()),
+                                           req.h0->values.size() * sizeof(float)),
+                         sum);
+  } else {
+    sum = Checksum64("no h_0", sum);
+  }
+  const uint64_t index = req.chunk_index.value_or(0);
+  sum = Checksum64(absl::string_view(reinterpret_cast<const char*>(&index), sizeof(index)),
+                   sum ^ (req.chunk_index.has_value() ? 1 : 2));
+  task->start_checksum = sum;
+}
+
+// OK when `key` is 1..kMaxClientIdBytes printable ASCII characters; else INVALID_ARGUMENT.
+absl::Status ValidateIdempotencyKey(const std::string& key) {
+  const bool printable = std::all_of(key.begin(), key.end(), [](char c) {
+    return c >= 0x20 && c <= 0x7e;
+  });
+  if (printable && key.size() <= kMaxClientIdBytes) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "idempotency_key must be 1 to ", kMaxClientIdBytes,
+      " printable ASCII characters; got ", key.size(), " bytes: ", Quoted(key)));
 }
 
 }  // namespace
@@ -28,9 +62,10 @@ std::string SessionTable::Key(const std::string& principal, const std::string& i
 
 absl::StatusOr<bool> SessionTable::Admit(ChunkTask* task, SessionEvents& events) {
   const ChunkRequest& req = task->request;
+  ComputeChecksums(task);  // outside the lock: a pass over the input
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::shared_ptr<Session>> found =
-      req.start ? StartLocked(req, task->submitted, events) : FindLocked(req);
+      req.start ? StartLocked(task, events) : FindLocked(req);
   if (!found.ok()) return found.status();
   Session& session = **found;
   session.mu.AssertHeld();
@@ -46,27 +81,54 @@ absl::StatusOr<bool> SessionTable::Admit(ChunkTask* task, SessionEvents& events)
   return true;
 }
 
-absl::StatusOr<std::shared_ptr<Session>> SessionTable::StartLocked(const ChunkRequest& req,
-                                                                   absl::Time now,
-                                                                   SessionEvents& events) {
-  const ServedModel* model = req.model.empty() ? nullptr : models_.Find(req.model);
-  if (draining_) {
-    return absl::UnavailableError(
-        "server is draining for shutdown and starts no new sessions; start the session on "
-        "another replica (import its state with h_0)");
+absl::StatusOr<std::shared_ptr<Session>> SessionTable::RetriedStartLocked(
+    const ChunkTask& task) const {
+  const ChunkRequest& req = task.request;
+  std::string id = req.session_id;
+  if (id.empty()) {
+    if (req.idempotency_key.empty()) return nullptr;
+    auto key = idempotent_starts_.find(Key(req.principal, req.idempotency_key));
+    if (key == idempotent_starts_.end()) return nullptr;
+    id = key->second;
   }
+  auto it = sessions_.find(Key(req.principal, id));
+  if (it == sessions_.end()) return nullptr;
+  if (it->second->start_checksum == task.start_checksum) return it->second;
+  if (!req.session_id.empty()) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "session ", Quoted(id), " is already live and was started with different content "
+        "(model, h_0, input or chunk_index), so this is not a retry of its start; continue it "
+        "without start=true, or choose another id"));
+  }
+  return absl::AlreadyExistsError(absl::StrCat(
+      "idempotency_key ", Quoted(req.idempotency_key), " already started session ", Quoted(id),
+      " with different content (model, h_0, input or chunk_index), so this is not a retry of "
+      "that start; use a new key for a new session"));
+}
+
+absl::StatusOr<std::shared_ptr<Session>> SessionTable::StartLocked(ChunkTask* task,
+                                                                   SessionEvents& events) {
+  const ChunkRequest& req = task->request;
+  const ServedModel* model = req.model.empty() ? nullptr : models_.Find(req.model);
   if (!req.decode_error.ok()) return req.decode_error;
   if (req.model.empty()) {
     return absl::InvalidArgumentError("a request with start=true needs `model`");
   }
-  // The client's id is checked before anything else is looked up with it.
+  // The client's id and key are checked before anything else is looked up with them.
   if (!req.session_id.empty()) RETURN_IF_ERROR(ValidateClientId(req.session_id, "session_id"));
+  if (!req.idempotency_key.empty()) RETURN_IF_ERROR(ValidateIdempotencyKey(req.idempotency_key));
   if (model == nullptr) return models_.UnknownModelError(req.model);
-  // Ids are per principal (see the header): only the owner learns that its id is taken.
-  if (!req.session_id.empty() && sessions_.count(Key(req.principal, req.session_id))) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "session ", Quoted(req.session_id),
-        " is already live; continue it without start=true, or choose another id"));
+  // A retried start is acknowledged even while draining: it starts nothing. Ids are per
+  // principal (see the header): only the owner learns that its id is taken.
+  ASSIGN_OR_RETURN(std::shared_ptr<Session> retried, RetriedStartLocked(*task));
+  if (retried != nullptr) {
+    task->retried_start = true;
+    return retried;
+  }
+  if (draining_) {
+    return absl::UnavailableError(
+        "server is draining for shutdown and starts no new sessions; start the session on "
+        "another replica (import its state with h_0)");
   }
   if (static_cast<int64_t>(sessions_.size()) >= options_.max_sessions) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -81,15 +143,14 @@ absl::StatusOr<std::shared_ptr<Session>> SessionTable::StartLocked(const ChunkRe
         " live, the limit is ", options_.max_sessions_per_principal,
         " (--max_sessions_per_principal); close finished sessions"));
   }
-  ASSIGN_OR_RETURN(std::string id, NewSessionIdLocked(req));
-  auto session = std::make_shared<Session>(id, req.principal, model, now, mu_);
-  session->mu.AssertHeld();
+  int64_t batch = 0;
+  bool batched = true;
   if (req.h0.has_value()) {
     // State import: h_0 fixes the batch size.
     const RnnConfig& config = model->model->config();
     const Shape& shape = req.h0->shape;
-    const bool batched = shape.size() == 3;
-    const int64_t batch = batched ? shape[1] : 1;
+    batched = shape.size() == 3;
+    batch = batched ? shape[1] : 1;
     if ((shape.size() != 2 && shape.size() != 3) || shape != config.StateShape(batch, batched) ||
         batch < 1) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -99,11 +160,28 @@ absl::StatusOr<std::shared_ptr<Session>> SessionTable::StartLocked(const ChunkRe
     }
     RETURN_IF_ERROR(CheckStateFits(model->model->StateSize(1), batch, options_));
     RETURN_IF_ERROR(CheckFinite(req.h0->values, "h_0", options_));
-    const int64_t bytes = StateBytesFor(*model->model, batch);
-    RETURN_IF_ERROR(ReserveStateBytes(bytes, session.get(), events));
+  }
+  ASSIGN_OR_RETURN(std::string id, NewSessionIdLocked(req));
+  auto session = std::make_shared<Session>(id, req.principal, model, task->submitted, mu_);
+  session->mu.AssertHeld();
+  if (req.session_id.empty()) session->idempotency_key = req.idempotency_key;
+  session->start_checksum = task->start_checksum;
+  // `start` with chunk_index K begins the numbering at K.
+  session->first_chunk_index = session->next_chunk_index = req.chunk_index.value_or(0);
+  const int64_t id_bytes = static_cast<int64_t>(id.size() + req.principal.size() +
+                                                session->idempotency_key.size()) +
+                           kSessionOverheadBytes;
+  RETURN_IF_ERROR(ReserveLocked(*session, MemoryPart::kIds, id_bytes, /*evict=*/true, events));
+  if (req.h0.has_value()) {
+    const int64_t bytes = 2 * model->model->StateSize(batch) * static_cast<int64_t>(sizeof(float));
+    absl::Status reserved =
+        ReserveLocked(*session, MemoryPart::kState, bytes, /*evict=*/true, events);
+    if (!reserved.ok()) {
+      ReleaseLocked(*session, MemoryPart::kIds, events);
+      return reserved;
+    }
     session->batch = batch;
     session->unbatched = !batched;
-    session->state_bytes = bytes;
     // Before its first chunk, the work fields belong to the thread creating the session.
     session->work.state[0] = req.h0->values;
     session->work.state[1].resize(req.h0->values.size());
@@ -112,6 +190,9 @@ absl::StatusOr<std::shared_ptr<Session>> SessionTable::StartLocked(const ChunkRe
   tombstones_.erase(key);
   sessions_.emplace(key, session);
   ++usage_[req.principal].sessions;
+  if (!session->idempotency_key.empty()) {
+    idempotent_starts_.emplace(Key(req.principal, session->idempotency_key), id);
+  }
   events.started.push_back({id, req.principal, model->name, req.h0.has_value()});
   return session;
 }
@@ -161,25 +242,6 @@ void SessionTable::BeginBatch(absl::Span<ChunkTask* const> tasks) {
   }
 }
 
-absl::Status SessionTable::AllocateState(ChunkTask* task, int64_t batch, bool unbatched,
-                                         SessionEvents& events) {
-  Session& session = *task->session;
-  const RnnModel& model = *session.model->model;
-  const int64_t bytes = StateBytesFor(model, batch);
-  absl::MutexLock lock(&mu_);
-  session.mu.AssertHeld();
-  // Closed since the batch began: reserving now would count bytes no one ever releases.
-  if (session.ended) return UnknownSessionErrorLocked(session.principal, session.id);
-  RETURN_IF_ERROR(ReserveStateBytes(bytes, &session, events));
-  session.batch = task->seen.batch = batch;
-  session.unbatched = task->seen.unbatched = unbatched;
-  session.state_bytes = bytes;
-  // Allocated under the lock: snapshots read state[current] as soon as `batch` is set.
-  session.work.state[0].assign(model.StateSize(batch), 0.0f);
-  session.work.state[1].assign(model.StateSize(batch), 0.0f);
-  return absl::OkStatus();
-}
-
 std::vector<std::shared_ptr<Session>> SessionTable::CompleteBatch(
     absl::Span<ChunkTask* const> tasks, SessionEvents& events) {
   std::vector<std::shared_ptr<Session>> handoff;
@@ -202,11 +264,23 @@ std::vector<std::shared_ptr<Session>> SessionTable::CompleteBatch(
         session.work.buffered.clear();
         session.work.buffered.shrink_to_fit();
         session.work.buffered_steps = 0;
+        ReleaseLocked(session, MemoryPart::kBufferedInput, events);
       }
     }
     session.buffered_steps = session.work.buffered_steps;
-    if (applied && (req.chunk_index.has_value() || req.input.has_value())) {
+    // A start without input leaves the numbering where the start put it.
+    if (applied && (req.input.has_value() || (req.chunk_index.has_value() && !req.start))) {
       ++session.next_chunk_index;
+    }
+    if (applied) {
+      // The previous replay copy goes (Finish replaces it); the new one is kept only if it
+      // fits, without evicting anyone: a duplicate of an unkept chunk gets no output.
+      ReleaseLocked(session, MemoryPart::kReplay, events);
+      task->keep_replay =
+          req.chunk_index.has_value() && result.output.has_value() && !session.ended &&
+          ReserveLocked(session, MemoryPart::kReplay, ReplayBytes(*result.output),
+                        /*evict=*/false, events)
+              .ok();
     }
     // Only an applied request that does something keeps a session alive: one with no input,
     // start or end (or a failed or duplicate one) must not hold a session past its timeout.
@@ -218,7 +292,8 @@ std::vector<std::shared_ptr<Session>> SessionTable::CompleteBatch(
                              : nullptr;
     if (session.ended) {
       result.ended = true;
-    } else if ((!result.status.ok() && req.start) || (applied && req.end)) {
+    } else if ((!result.status.ok() && req.start && !task->retried_start) ||
+               (applied && req.end)) {
       // A start whose first chunk failed leaves no session behind: failed requests have no
       // effect, so the client can fix the chunk and start again with the same id.
       result.ended = true;
@@ -263,9 +338,5 @@ int64_t SessionTable::session_count() const {
   return static_cast<int64_t>(sessions_.size());
 }
 
-int64_t SessionTable::state_bytes() const {
-  absl::ReaderMutexLock lock(&mu_);
-  return state_bytes_;
-}
 
 }  // namespace rnnserve

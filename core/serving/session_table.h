@@ -1,5 +1,6 @@
 // SessionTable: the live sessions by (principal, id), the tombstones of recently ended ones,
-// the state memory budget with LRU eviction of idle sessions, the per-principal quotas,
+// the memory budget (every part of a session: state, buffered input, replay copy, ids) with
+// LRU eviction of idle sessions, the per-principal quotas, idempotent starts,
 // admission of new requests and the per-session order of chunks (one in flight, the rest
 // queued on the session).
 //
@@ -8,7 +9,8 @@
 // gets exactly the NOT_FOUND an unknown id gets (tombstones are keyed the same way), and two
 // principals may use the same client-chosen id independently: neither can learn that the
 // other's session exists. Implementation (sessions_ keyed by Key(principal, id)) and the
-// implementation of the quotas are in session_table.cc and session_table_lifecycle.cc.
+// implementation of the quotas are in session_table.cc, session_table_lifecycle.cc and
+// session_table_memory.cc.
 //
 // Thread-safe. One lock, mu_, guards the table and every Session's guarded fields (Session::mu
 // refers to it). Methods never log or call the observer under it: what must be told is
@@ -63,9 +65,14 @@ class SessionTable {
   // under one lock for the whole batch.
   void BeginBatch(absl::Span<ChunkTask* const> tasks) ABSL_LOCKS_EXCLUDED(mu_);
   // The first chunk fixes the session's batch size: reserves the state memory (evicting idle
-  // sessions if needed) and allocates the state as zeros.
+  // sessions if needed) and allocates the state as zeros. `buffered_bytes` more are reserved
+  // for buffered input in the same step (bidirectional): both or neither.
   absl::Status AllocateState(ChunkTask* task, int64_t batch, bool unbatched,
-                             SessionEvents& events) ABSL_LOCKS_EXCLUDED(mu_);
+                             int64_t buffered_bytes, SessionEvents& events)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Reserves `bytes` more buffered input for the task's session before its buffer grows.
+  absl::Status ReserveBufferedInput(ChunkTask* task, int64_t bytes, SessionEvents& events)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Applies the batch's chunks to their sessions (counters, the state buffer flip), ends the
   // sessions that are done and sets task->report_state. Returns the sessions whose next chunk
   // may run once the tasks are answered (phase kAnswering).
@@ -98,6 +105,7 @@ class SessionTable {
   bool draining() const ABSL_LOCKS_EXCLUDED(mu_);
   int64_t session_count() const ABSL_LOCKS_EXCLUDED(mu_);
   int64_t state_bytes() const ABSL_LOCKS_EXCLUDED(mu_);
+  MemoryUsage memory() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Logs and tells the observer what `events` hold, then answers its orphaned chunks.
   void Publish(SessionEvents& events) ABSL_LOCKS_EXCLUDED(mu_) { publisher_.Publish(events); }
@@ -106,12 +114,13 @@ class SessionTable {
   struct Tombstone {
     SessionEndReason reason;
     absl::Time when;
+    uint64_t sequence;  // matches its tombstone_order_ entry
   };
 
   // What one principal holds, for the per-principal quotas.
   struct Usage {
     int64_t sessions = 0;
-    int64_t state_bytes = 0;
+    int64_t bytes = 0;  // every part
   };
 
   // The table's key: unambiguous for any principal and id (the principal is length-prefixed).
@@ -134,19 +143,30 @@ class SessionTable {
                                                 const std::string* principal,
                                                 absl::Time now) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // A new session for a start request, or the refusal.
-  absl::StatusOr<std::shared_ptr<Session>> StartLocked(const ChunkRequest& request,
-                                                       absl::Time now, SessionEvents& events)
+  // A new session for a start request (or, for a retried start, the live one it created and
+  // task->retried_start set), or the refusal.
+  absl::StatusOr<std::shared_ptr<Session>> StartLocked(ChunkTask* task, SessionEvents& events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The live session a start repeats (same id, or same idempotency key), if any: itself when
+  // its start checksum matches, ALREADY_EXISTS when the content differs, null if none.
+  absl::StatusOr<std::shared_ptr<Session>> RetriedStartLocked(const ChunkTask& task) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::shared_ptr<Session>> FindLocked(const ChunkRequest& request) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // Makes room for `bytes` more state of `requester` (whose principal it counts toward):
-  // first under the requester's principal quota, evicting that principal's own idle sessions,
-  // then under the global budget, evicting anyone's; RESOURCE_EXHAUSTED when it cannot.
-  absl::Status ReserveStateBytes(int64_t bytes, const Session* requester, SessionEvents& events)
+  // Reserves `bytes` more of `part` for `requester` (whose principal it counts toward): first
+  // under the principal's quota, then under the global budget; with `evict`, idle sessions are
+  // evicted to make room (the principal's own for its quota, anyone's for the budget).
+  // RESOURCE_EXHAUSTED naming the part when it cannot.
+  absl::Status ReserveLocked(Session& requester, MemoryPart part, int64_t bytes, bool evict,
+                             SessionEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Releases everything `session` holds of `part`.
+  void ReleaseLocked(Session& session, MemoryPart part, SessionEvents& events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void AddStateBytes(const std::string& principal, int64_t bytes, SessionEvents& events)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records the totals in events (after any change).
+  void NoteMemoryLocked(SessionEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Remembers an ended session's key, dropping the oldest past the count and byte limits.
+  void AddTombstoneLocked(const std::string& key, SessionEndReason reason,
+                          SessionEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes the session, remembers its key and hands its queued chunks to events.orphans.
   void EndSessionLocked(const std::shared_ptr<Session>& session, SessionEndReason reason,
                         SessionEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -164,9 +184,15 @@ class SessionTable {
   std::unordered_map<std::string, Usage> usage_ ABSL_GUARDED_BY(mu_);
   // Keyed by Key(principal, id), like sessions_.
   std::unordered_map<std::string, Tombstone> tombstones_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::string> tombstone_order_ ABSL_GUARDED_BY(mu_);
-  int64_t state_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t state_bytes_changes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Oldest first, with the sequence of the tombstone each entry made (a key re-tombstoned
+  // later has a newer entry; the older one then removes nothing when it goes).
+  std::deque<std::pair<std::string, uint64_t>> tombstone_order_ ABSL_GUARDED_BY(mu_);
+  uint64_t tombstone_sequence_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t tombstone_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // over tombstone_order_'s entries
+  // Key(principal, idempotency_key) -> the session id its start created, while it lives.
+  std::unordered_map<std::string, std::string> idempotent_starts_ ABSL_GUARDED_BY(mu_);
+  MemoryBytes memory_ ABSL_GUARDED_BY(mu_);  // all sessions, by part
+  uint64_t memory_changes_ ABSL_GUARDED_BY(mu_) = 0;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
 };
 

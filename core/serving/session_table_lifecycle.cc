@@ -1,5 +1,5 @@
-// SessionTable, continued: lookups, the ends of sessions and their tombstones, and the state
-// memory accounting (global budget and per-principal quota). See session_table.h.
+// SessionTable, continued: lookups, closing, expiry and the ends of sessions, and the NOT_FOUND
+// messages their tombstones give. See session_table.h.
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -105,84 +105,23 @@ absl::Status SessionTable::UnknownSessionErrorLocked(const std::string& principa
   return absl::NotFoundError(absl::StrCat("session ", quoted, " ended at server shutdown"));
 }
 
-std::shared_ptr<Session> SessionTable::EvictionVictimLocked(const Session* requester,
-                                                            const std::string* principal,
-                                                            absl::Time now) const {
-  std::shared_ptr<Session> victim;
-  for (const auto& [key, session] : sessions_) {
-    session->mu.AssertReaderHeld();
-    if (session.get() == requester || (principal != nullptr && session->principal != *principal) ||
-        session->phase == Session::Phase::kScheduled || !session->pending.empty() ||
-        session->state_bytes == 0 || now - session->last_used < options_.evict_idle_after) {
-      continue;
-    }
-    if (victim == nullptr) {
-      victim = session;
-    } else {
-      victim->mu.AssertReaderHeld();
-      if (session->last_used < victim->last_used) victim = session;
-    }
-  }
-  return victim;
-}
-
-absl::Status SessionTable::ReserveStateBytes(int64_t bytes, const Session* requester,
-                                             SessionEvents& events) {
-  const absl::Time now = absl::Now();
-  const std::string& principal = requester->principal;
-  const int64_t quota = options_.max_state_bytes_per_principal;
-  // The principal's quota first, evicting only its own idle sessions: one principal's usage
-  // never costs another principal a session.
-  while (quota > 0 && UsageLocked(principal).state_bytes + bytes > quota) {
-    std::shared_ptr<Session> victim = EvictionVictimLocked(requester, &principal, now);
-    if (victim == nullptr) {
-      const Usage usage = UsageLocked(principal);
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "state memory quota of ", DescribePrincipal(principal), " is full: ",
-          usage.state_bytes, " of ", quota, " bytes in use by its ", usage.sessions,
-          " sessions and this session needs ", bytes,
-          " more (--max_state_bytes_per_principal); close finished sessions"));
-    }
-    EndSessionLocked(victim, SessionEndReason::kEvicted, events);
-  }
-  while (state_bytes_ + bytes > options_.max_state_bytes) {
-    std::shared_ptr<Session> victim = EvictionVictimLocked(requester, nullptr, now);
-    if (victim == nullptr) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "session state memory is full: ", state_bytes_, " of ", options_.max_state_bytes,
-          " bytes in use by ", sessions_.size(), " sessions and this session needs ", bytes,
-          " more; close finished sessions or raise --max_state_bytes"));
-    }
-    EndSessionLocked(victim, SessionEndReason::kEvicted, events);
-  }
-  AddStateBytes(principal, bytes, events);
-  return absl::OkStatus();
-}
-
-void SessionTable::AddStateBytes(const std::string& principal, int64_t bytes,
-                                 SessionEvents& events) {
-  state_bytes_ += bytes;
-  events.state_bytes.emplace(++state_bytes_changes_, state_bytes_);
-  if (bytes != 0) usage_[principal].state_bytes += bytes;
-}
-
 void SessionTable::EndSessionLocked(const std::shared_ptr<Session>& session,
                                     SessionEndReason reason, SessionEvents& events) {
   session->mu.AssertHeld();
   if (session->ended) return;
   session->ended = true;
   const std::string key = Key(session->principal, session->id);
-  // Sessions not yet in the table (a start refused after its state was reserved) are not
-  // counted in usage_ either.
   if (sessions_.erase(key) > 0) {
-    Usage& usage = usage_[session->principal];
-    --usage.sessions;
-    usage.state_bytes -= session->state_bytes;
-    if (usage.sessions == 0) usage_.erase(session->principal);
+    auto it = usage_.find(session->principal);
+    if (it != usage_.end()) --it->second.sessions;
   }
-  state_bytes_ -= session->state_bytes;
-  events.state_bytes.emplace(++state_bytes_changes_, state_bytes_);
-  session->state_bytes = 0;
+  if (!session->idempotency_key.empty()) {
+    idempotent_starts_.erase(Key(session->principal, session->idempotency_key));
+  }
+  // Every part goes (the buffers themselves go with the last reference to the session).
+  for (int part = 0; part < kMemoryParts; ++part) {
+    ReleaseLocked(*session, static_cast<MemoryPart>(part), events);
+  }
   // An evicted or expired session has no queued chunks (only idle sessions are chosen).
   for (ChunkTask* task : session->pending) {
     task->result.status =
@@ -193,14 +132,7 @@ void SessionTable::EndSessionLocked(const std::shared_ptr<Session>& session,
     events.orphans.push_back(task);
   }
   session->pending.clear();
-  if (reason != SessionEndReason::kShutdown) {
-    tombstones_[key] = Tombstone{reason, absl::Now()};
-    tombstone_order_.push_back(key);
-    while (static_cast<int64_t>(tombstone_order_.size()) > options_.max_tombstones) {
-      tombstones_.erase(tombstone_order_.front());
-      tombstone_order_.pop_front();
-    }
-  }
+  if (reason != SessionEndReason::kShutdown) AddTombstoneLocked(key, reason, events);
   events.ended.push_back({session->id, session->principal, session->model->name, reason,
                           session->steps_seen, session->last_used});
 }
@@ -222,8 +154,9 @@ SessionSnapshot SessionTable::SnapshotLocked(const Session& session, bool with_s
   s.last_used = session.last_used;
   s.expires_in = std::max(absl::ZeroDuration(),
                           session.last_used + options_.session_idle_timeout - absl::Now());
-  s.state_bytes = session.state_bytes;
+  s.state_bytes = session.memory[MemoryPart::kState];
   s.buffered_steps = session.buffered_steps;
+  s.memory = session.memory;
   return s;
 }
 

@@ -23,6 +23,13 @@ MODELS = {
 Code = grpc.StatusCode
 # Model m's state memory per session of N=1, as the server counts it (two buffers).
 M_STATE_BYTES = 2 * (2 * 1 * 4) * 4
+# Session memory besides state: its id (and principal, "" here) plus a fixed overhead
+# (kSessionOverheadBytes in core/serving/serving_options.h).
+SESSION_OVERHEAD_BYTES = 512
+
+
+def id_bytes(session_id):
+    return len(session_id) + SESSION_OVERHEAD_BYTES
 
 
 def code_of(response):
@@ -360,7 +367,8 @@ class LimitsTest(ServerCase):
         self.assertEqual(server.stop(), 0, server.stderr_tail())
 
     def test_state_memory_over_budget(self):
-        budget = 2 * M_STATE_BYTES
+        # Two sessions' state, and the ids of three.
+        budget = 2 * M_STATE_BYTES + 3 * id_bytes("a")
         server = self.serve(f"--max_state_bytes={budget}", "--evict_idle_after=1h",
                             name="max-state")
         stub = server.stub()
@@ -371,14 +379,14 @@ class LimitsTest(ServerCase):
             h.check_ok(stream.call(session_id="c", model="m", start=True))
             c = h.ReferenceSession(self.rnns["m"], seed=3, batch=1)
             r = stream.call(session_id="c", input=np.zeros((2, 1, 3), np.float32))
-            self.expect_error(r, Code.RESOURCE_EXHAUSTED, "state memory is full",
-                              f"{budget} of {budget} bytes", f"needs {M_STATE_BYTES}",
-                              "--max_state_bytes")
-            # So is a state import.
+            self.expect_error(r, Code.RESOURCE_EXHAUSTED, "session memory is full",
+                              f"{budget} of {budget} bytes", f"needs {M_STATE_BYTES} more",
+                              "its state", "--max_state_bytes")
+            # So is a state import (its ids do not fit either).
             r = stream.call(session_id="d", model="m", start=True,
                             h_0=np.zeros((2, 1, 4), np.float32))
-            self.expect_error(r, Code.RESOURCE_EXHAUSTED, "state memory is full",
-                              f"needs {M_STATE_BYTES}")
+            self.expect_error(r, Code.RESOURCE_EXHAUSTED, "session memory is full",
+                              f"needs {id_bytes('d')} more")
             self.assert_unchanged(stub, stream, "a", a)
             self.assert_unchanged(stub, stream, "b", b)
             # Closing a session frees its memory for c.
@@ -394,7 +402,8 @@ class LimitsTest(ServerCase):
         self.assertEqual(server.stop(), 0, server.stderr_tail())
 
     def test_idle_sessions_are_evicted_for_new_ones(self):
-        server = self.serve(f"--max_state_bytes={2 * M_STATE_BYTES}", "--evict_idle_after=0s",
+        budget = 2 * M_STATE_BYTES + sum(id_bytes(i) for i in ("old", "newer", "newest"))
+        server = self.serve(f"--max_state_bytes={budget}", "--evict_idle_after=0s",
                             name="evict", metrics=True)
         stub = server.stub()
         with server.stream() as stream:

@@ -358,9 +358,11 @@ class QuotaTest(SecurityCase):
     def test_state_bytes_per_principal(self):
         write_tokens(self.tokens_file, ["alice", "bob"])
         # Model m's session holds two buffers of 2 x N x 4 floats: 64 bytes at N=1, 128 at
-        # N=2. Alice's two sessions (64 + 128) exceed 128; bob's one of 128 fits.
+        # N=2, besides its id, principal and 512 bytes of overhead (524 for alice's "a-small",
+        # 522 for "a-big", 520 for bob's "b-big"). Alice's two sessions (588 + 650) exceed
+        # 1200, at a-big's state; bob's one (648) fits.
         server = self.start([f"--auth_tokens_file={self.tokens_file}",
-                             "--max_state_bytes_per_principal=128"])
+                             "--max_state_bytes_per_principal=1200"])
         with h.Stream(self.stub(server, token=TOKENS["alice"])) as a, \
                 h.Stream(self.stub(server, token=TOKENS["bob"])) as b:
             self.start_session(a, "a-small", batch=1)

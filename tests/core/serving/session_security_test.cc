@@ -76,6 +76,12 @@ class SessionSecurityTest : public ::testing::Test {
 
   // The state bytes of one N=1 session of the test model: 2 buffers * L(2) * H(5) * 4 bytes.
   static constexpr int64_t kSessionBytes = 2 * 2 * 5 * 4;
+  // What a session's ids take besides: its id (32 characters when the server assigns it), its
+  // principal and the fixed overhead.
+  static constexpr int64_t IdBytes(int64_t id_size, const char* principal) {
+    return id_size + static_cast<int64_t>(std::char_traits<char>::length(principal)) +
+           kSessionOverheadBytes;
+  }
 
   RnnConfig config_;
   std::unique_ptr<RnnModel> reference_;
@@ -231,7 +237,10 @@ TEST_F(SessionSecurityTest, SessionQuotaPerPrincipalCountsStartOnlySessions) {
 
 TEST_F(SessionSecurityTest, StateQuotaPerPrincipalRefusesWhenNothingOfItsOwnIsIdle) {
   ServingOptions options;
-  options.max_state_bytes_per_principal = 2 * kSessionBytes;
+  // Two sessions with state, and the ids of a third.
+  const int64_t ids = IdBytes(32, kAlice);
+  const int64_t quota = 2 * (kSessionBytes + ids) + ids;
+  options.max_state_bytes_per_principal = quota;
   options.evict_idle_after = absl::Hours(1);  // nothing is evictable
   MakeCore(options);
   for (int i = 0; i < 2; ++i) {
@@ -241,9 +250,10 @@ TEST_F(SessionSecurityTest, StateQuotaPerPrincipalRefusesWhenNothingOfItsOwnIsId
   EXPECT_EQ(refused.status.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(refused.status.message(), HasSubstr("--max_state_bytes_per_principal"));
   EXPECT_THAT(refused.status.message(), HasSubstr("principal 'alice'"));
+  EXPECT_THAT(refused.status.message(), HasSubstr(absl::StrCat(quota, " of ", quota)));
   EXPECT_THAT(refused.status.message(),
-              HasSubstr(absl::StrCat(2 * kSessionBytes, " of ", 2 * kSessionBytes)));
-  // A start-only session holds no state and is still allowed.
+              HasSubstr(absl::StrCat("needs ", kSessionBytes, " more for its state")));
+  // A start-only session holds only its ids, which fit once the refused start left.
   EXPECT_TRUE(Submit(Request(kAlice, "", true)).status.ok());
   for (int i = 0; i < 2; ++i) {
     EXPECT_TRUE(Submit(Request(kBob, "", true, Random({1, 1, 4}, i))).status.ok());
@@ -255,7 +265,7 @@ TEST_F(SessionSecurityTest, StateQuotaPerPrincipalRefusesWhenNothingOfItsOwnIsId
 // principal's, even an older one.
 TEST_F(SessionSecurityTest, StateQuotaPerPrincipalEvictsOnlyItsOwnIdleSessions) {
   ServingOptions options;
-  options.max_state_bytes_per_principal = 2 * kSessionBytes;
+  options.max_state_bytes_per_principal = 2 * (kSessionBytes + IdBytes(2, kAlice));
   options.evict_idle_after = absl::ZeroDuration();
   MakeCore(options);
   ASSERT_TRUE(Submit(Request(kBob, "bob-old", true, Random({1, 1, 4}, 1))).status.ok());

@@ -114,7 +114,8 @@ TEST_F(SessionTableTest, AdmissionRefusals) {
               HasSubstr("unknown session 'ghost'"));
   ChunkTask* a = Task("a", true);
   ASSERT_TRUE(table_->Admit(a, events).ok());
-  std::unique_ptr<ChunkTask> again(Task("a", true));
+  // The id of a live session, with other content than its start (h_0).
+  std::unique_ptr<ChunkTask> again(Task("a", true, Tensor::Zeros({1, 1, 4})));
   EXPECT_EQ(table_->Admit(again.get(), events).status().code(), absl::StatusCode::kAlreadyExists);
   std::unique_ptr<ChunkTask> b(Task("b", true));
   EXPECT_EQ(table_->Admit(b.get(), events).status().code(),
@@ -129,8 +130,9 @@ TEST_F(SessionTableTest, AdmissionRefusals) {
 
 TEST_F(SessionTableTest, BudgetEvictsTheLeastRecentlyUsedIdleSessionOnly) {
   ServingOptions options;
-  // One session of N=1 takes 2 buffers * L(1) * H(4) * 4 bytes = 32 bytes.
-  options.max_state_bytes = 64;
+  // One session of N=1 takes 2 buffers * L(1) * H(4) * 4 bytes = 32 bytes of state, plus its
+  // one-byte id and the fixed per-session overhead.
+  options.max_state_bytes = 2 * (32 + 1 + kSessionOverheadBytes);
   options.evict_idle_after = absl::ZeroDuration();
   MakeTable(options);
   SessionEvents events;

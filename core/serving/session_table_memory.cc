@@ -1,0 +1,186 @@
+// SessionTable, continued: the memory budget (every part of every session against
+// --max_state_bytes and the per-principal quota, with LRU eviction of idle sessions), the
+// first chunk's state allocation, buffered-input reservations and the tombstones' bounds.
+// See session_table.h.
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "core/serving/client_text.h"
+#include "core/serving/session_table.h"
+
+namespace rnnserve {
+namespace {
+
+int64_t StateBytesFor(const RnnModel& model, int64_t batch) {
+  // Two buffers: one readable while the other is written.
+  return 2 * model.StateSize(batch) * static_cast<int64_t>(sizeof(float));
+}
+
+const char* PartDescription(MemoryPart part) {
+  switch (part) {
+    case MemoryPart::kState:
+      return "its state (h_n)";
+    case MemoryPart::kBufferedInput:
+      return "buffered input";
+    case MemoryPart::kReplay:
+      return "the copy kept for replays";
+    case MemoryPart::kIds:
+      return "its ids and bookkeeping";
+  }
+  return "memory";
+}
+
+}  // namespace
+
+absl::Status SessionTable::AllocateState(ChunkTask* task, int64_t batch, bool unbatched,
+                                         int64_t buffered_bytes, SessionEvents& events) {
+  Session& session = *task->session;
+  const RnnModel& model = *session.model->model;
+  const int64_t bytes = StateBytesFor(model, batch);
+  absl::MutexLock lock(&mu_);
+  session.mu.AssertHeld();
+  // Closed since the batch began: reserving now would count bytes no one ever releases.
+  if (session.ended) return UnknownSessionErrorLocked(session.principal, session.id);
+  RETURN_IF_ERROR(ReserveLocked(session, MemoryPart::kState, bytes, /*evict=*/true, events));
+  if (buffered_bytes > 0) {
+    absl::Status buffered = ReserveLocked(session, MemoryPart::kBufferedInput, buffered_bytes,
+                                          /*evict=*/true, events);
+    if (!buffered.ok()) {
+      // Neither: a refused chunk leaves the batch size unfixed.
+      ReleaseLocked(session, MemoryPart::kState, events);
+      return buffered;
+    }
+  }
+  session.batch = task->seen.batch = batch;
+  session.unbatched = task->seen.unbatched = unbatched;
+  // Allocated under the lock: snapshots read state[current] as soon as `batch` is set.
+  session.work.state[0].assign(model.StateSize(batch), 0.0f);
+  session.work.state[1].assign(model.StateSize(batch), 0.0f);
+  return absl::OkStatus();
+}
+
+absl::Status SessionTable::ReserveBufferedInput(ChunkTask* task, int64_t bytes,
+                                                SessionEvents& events) {
+  Session& session = *task->session;
+  absl::MutexLock lock(&mu_);
+  session.mu.AssertHeld();
+  if (session.ended) return UnknownSessionErrorLocked(session.principal, session.id);
+  return ReserveLocked(session, MemoryPart::kBufferedInput, bytes, /*evict=*/true, events);
+}
+
+std::shared_ptr<Session> SessionTable::EvictionVictimLocked(const Session* requester,
+                                                            const std::string* principal,
+                                                            absl::Time now) const {
+  std::shared_ptr<Session> victim;
+  for (const auto& [key, session] : sessions_) {
+    session->mu.AssertReaderHeld();
+    if (session.get() == requester || (principal != nullptr && session->principal != *principal) ||
+        session->phase == Session::Phase::kScheduled || !session->pending.empty() ||
+        session->memory[MemoryPart::kState] == 0 ||
+        now - session->last_used < options_.evict_idle_after) {
+      continue;
+    }
+    if (victim == nullptr) {
+      victim = session;
+    } else {
+      victim->mu.AssertReaderHeld();
+      if (session->last_used < victim->last_used) victim = session;
+    }
+  }
+  return victim;
+}
+
+absl::Status SessionTable::ReserveLocked(Session& requester, MemoryPart part, int64_t bytes,
+                                         bool evict, SessionEvents& events) {
+  requester.mu.AssertHeld();
+  if (bytes <= 0) return absl::OkStatus();
+  const absl::Time now = absl::Now();
+  const std::string& principal = requester.principal;
+  const int64_t quota = options_.max_state_bytes_per_principal;
+  // The principal's quota first, evicting only its own idle sessions: one principal's usage
+  // never costs another principal a session.
+  while (quota > 0 && UsageLocked(principal).bytes + bytes > quota) {
+    std::shared_ptr<Session> victim =
+        evict ? EvictionVictimLocked(&requester, &principal, now) : nullptr;
+    if (victim == nullptr) {
+      const Usage usage = UsageLocked(principal);
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "session memory quota of ", DescribePrincipal(principal), " is full: ", usage.bytes,
+          " of ", quota, " bytes in use by its ", usage.sessions, " sessions and this session needs ",
+          bytes, " more for ", PartDescription(part),
+          " (--max_state_bytes_per_principal); nothing was applied: close finished sessions"));
+    }
+    EndSessionLocked(victim, SessionEndReason::kEvicted, events);
+  }
+  while (memory_.total() + bytes > options_.max_state_bytes) {
+    std::shared_ptr<Session> victim = evict ? EvictionVictimLocked(&requester, nullptr, now)
+                                            : nullptr;
+    if (victim == nullptr) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "session memory is full: ", memory_.total(), " of ", options_.max_state_bytes,
+          " bytes in use by ", sessions_.size(), " sessions (state ", memory_[MemoryPart::kState],
+          ", buffered input ", memory_[MemoryPart::kBufferedInput], ", replays ",
+          memory_[MemoryPart::kReplay], ", ids ", memory_[MemoryPart::kIds],
+          ") and this session needs ", bytes, " more for ", PartDescription(part),
+          "; nothing was applied: close finished sessions or raise --max_state_bytes"));
+    }
+    EndSessionLocked(victim, SessionEndReason::kEvicted, events);
+  }
+  requester.memory[part] += bytes;
+  memory_[part] += bytes;
+  usage_[principal].bytes += bytes;
+  NoteMemoryLocked(events);
+  return absl::OkStatus();
+}
+
+void SessionTable::ReleaseLocked(Session& session, MemoryPart part, SessionEvents& events) {
+  session.mu.AssertHeld();
+  const int64_t bytes = session.memory[part];
+  session.memory[part] = 0;
+  auto it = usage_.find(session.principal);
+  if (it != usage_.end()) {
+    it->second.bytes -= bytes;
+    if (it->second.sessions == 0 && it->second.bytes == 0) usage_.erase(it);
+  }
+  if (bytes == 0) return;
+  memory_[part] -= bytes;
+  NoteMemoryLocked(events);
+}
+
+void SessionTable::NoteMemoryLocked(SessionEvents& events) {
+  events.memory.emplace(
+      ++memory_changes_,
+      MemoryUsage{memory_, static_cast<int64_t>(tombstones_.size()), tombstone_bytes_});
+}
+
+void SessionTable::AddTombstoneLocked(const std::string& key, SessionEndReason reason,
+                                      SessionEvents& events) {
+  const uint64_t sequence = ++tombstone_sequence_;
+  tombstones_[key] = Tombstone{reason, absl::Now(), sequence};
+  tombstone_order_.emplace_back(key, sequence);
+  tombstone_bytes_ += static_cast<int64_t>(key.size()) + kTombstoneOverheadBytes;
+  // Oldest first, by count and by bytes: a flood of long ids cannot pin memory.
+  while (!tombstone_order_.empty() &&
+         (static_cast<int64_t>(tombstone_order_.size()) > options_.max_tombstones ||
+          tombstone_bytes_ > options_.max_tombstone_bytes)) {
+    const auto& [oldest, oldest_sequence] = tombstone_order_.front();
+    auto it = tombstones_.find(oldest);
+    if (it != tombstones_.end() && it->second.sequence == oldest_sequence) tombstones_.erase(it);
+    tombstone_bytes_ -= static_cast<int64_t>(oldest.size()) + kTombstoneOverheadBytes;
+    tombstone_order_.pop_front();
+  }
+  NoteMemoryLocked(events);
+}
+
+int64_t SessionTable::state_bytes() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return memory_[MemoryPart::kState];
+}
+
+MemoryUsage SessionTable::memory() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return MemoryUsage{memory_, static_cast<int64_t>(tombstones_.size()), tombstone_bytes_};
+}
+
+}  // namespace rnnserve
