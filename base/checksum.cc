@@ -43,7 +43,7 @@ uint64_t Checksum64(absl::string_view bytes, uint64_t seed) {
     n -= 8;
   }
   uint64_t tail = 0;
-  std::memcpy(&tail, p, n);
+  if (n > 0) std::memcpy(&tail, p, n);
   return Mix(Mix(h ^ tail) ^ bytes.size());
 }
 

@@ -4,6 +4,7 @@
 #include "server/proto_convert.h"
 
 #include <functional>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -74,6 +75,10 @@ TEST(ProtoConvertTest, SessionInfoCarriesEveryFieldAndStateInTheAskedEncoding) {
   s.expires_in = absl::Milliseconds(4000);
   s.state_bytes = 320;
   s.buffered_steps = 5;
+  s.memory[MemoryPart::kState] = 320;
+  s.memory[MemoryPart::kBufferedInput] = 7;
+  s.memory[MemoryPart::kReplay] = 11;
+  s.memory[MemoryPart::kIds] = 514;
   for (TensorEncoding encoding : {TensorEncoding::kValues, TensorEncoding::kRaw}) {
     v1::SessionInfo info;
     SessionInfoToProto(s, encoding, &info);
@@ -88,6 +93,10 @@ TEST(ProtoConvertTest, SessionInfoCarriesEveryFieldAndStateInTheAskedEncoding) {
     EXPECT_EQ(info.expires_in_ms(), 4000);
     EXPECT_EQ(info.state_bytes(), 320);
     EXPECT_EQ(info.buffered_steps(), 5);
+    EXPECT_EQ(info.buffered_input_bytes(), 7);
+    EXPECT_EQ(info.replay_bytes(), 11);
+    EXPECT_EQ(info.id_bytes(), 514);
+    EXPECT_EQ(info.memory_bytes(), 320 + 7 + 11 + 514);
     EXPECT_EQ(EncodingOf(info.h_n()), encoding);
     absl::StatusOr<Tensor> h_n = DecodeTensor(info.h_n(), "h_n");
     ASSERT_TRUE(h_n.ok()) << h_n.status();
@@ -299,6 +308,18 @@ TEST(ProtoConvertTest, ChunkResultBecomesAResponseAndMovesRawBuffers) {
   response = ChunkResultToResponse(FullResult(), 1, TensorEncoding::kValues, 1 << 20);
   EXPECT_EQ(EncodingOf(response.output()), TensorEncoding::kValues);
   EXPECT_EQ(DecodeTensor(response.output(), "output")->values, output.values);
+
+  // A duplicate's replay is encoded from the session's shared copy, which stays intact.
+  ChunkResult replayed;
+  replayed.duplicate = true;
+  replayed.replayed_output = std::make_shared<const TensorBytes>(TensorBytes::FromTensor(output));
+  for (TensorEncoding encoding : {TensorEncoding::kRaw, TensorEncoding::kValues}) {
+    ChunkResult copy = replayed;
+    response = ChunkResultToResponse(std::move(copy), 3, encoding, 1 << 20);
+    EXPECT_EQ(DecodeTensor(response.output(), "output")->values, output.values);
+    EXPECT_THAT(response.output().shape(), ElementsAre(3, 1, 10));
+  }
+  EXPECT_EQ(replayed.replayed_output->ToTensor().values, output.values);
 
   // An error: code and message, no tensors, no chunk_index when the request had none.
   ChunkResult failed;

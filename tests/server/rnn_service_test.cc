@@ -335,8 +335,11 @@ TEST_F(RnnServiceTest, DuplicateChunkIndexReplaysTheLastOutput) {
   EXPECT_FALSE(first1.duplicate());
   EXPECT_EQ(first1.steps_seen(), 5);
 
-  // The retry carries other data on purpose: a duplicate is never computed.
-  const v1::StreamResponse again1 = exchange(1, Random({2, 1, 100}, 99), false);
+  // A retry must carry the applied chunk's data (compared by checksum); other data is refused.
+  const v1::StreamResponse changed1 = exchange(1, Random({2, 1, 100}, 99), false);
+  EXPECT_EQ(changed1.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(changed1.error_message(), HasSubstr("already applied with different input"));
+  const v1::StreamResponse again1 = exchange(1, x1, false);
   EXPECT_EQ(again1.error_code(), 0) << again1.error_message();
   EXPECT_TRUE(again1.duplicate());
   EXPECT_EQ(again1.chunk_index(), 1u);

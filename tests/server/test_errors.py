@@ -284,8 +284,9 @@ class ErrorsTest(ServerCase):
                  Code.INVALID_ARGUMENT, "Expected 3, got 5"),
                 ("NaN input", dict(input=np.full((2, 1, 3), np.nan, np.float32)),
                  Code.INVALID_ARGUMENT, "non-finite"),
-                ("chunk_index gap", dict(input=x, chunk_index=1),
-                 Code.FAILED_PRECONDITION, "expects chunk_index 0"),
+                # (A start's chunk_index is no gap: it begins the numbering, test_memory.py.)
+                ("bad idempotency_key", dict(input=x, idempotency_key="tab\there"),
+                 Code.INVALID_ARGUMENT, "idempotency_key must be 1 to 128"),
                 ("h_0 and input disagree on N", dict(input=x, h_0=np.zeros((2, 2, 4),
                                                                             np.float32)),
                  Code.INVALID_ARGUMENT, "N=2")):

@@ -244,3 +244,38 @@ class MemoryMetricsTest(h.ServerTestCase):
         self.assertEqual(h.metric(m, "rnnserve_session_state_bytes"), 0)
         self.assertEqual(h.metric(m, "rnnserve_session_tombstones"), len(ids))
         self.assertGreater(h.metric(m, "rnnserve_session_tombstone_bytes"), 0)
+
+
+class StateAtTheMessageEdgeTest(h.ServerTestCase):
+    """GetSession and CloseSession never fail for size: a session's h_n fits a message by the
+    check when its N is fixed, so at the largest N allowed, with the longest id and every
+    SessionInfo field set, both answer in full."""
+    MODELS = {"wide": dict(input_size=1, hidden_size=256)}
+    SERVER_NAME = "rnnserve-memory-edge"
+    SERVER_FLAGS = (f"--max_message_bytes={1 << 20}",)
+    LARGEST_N = 818  # (1 MiB - 1 KiB) / 5 bytes / 256 floats
+
+    def test_largest_batch_state_is_returned_by_get_and_close(self):
+        rng = np.random.default_rng(7)
+        h0 = rng.standard_normal((1, self.LARGEST_N, 256)).astype(np.float32)
+        sid = "e" * 128
+        with self.server.stream() as stream:
+            over = stream.call("raw", session_id="over", model="wide", start=True,
+                               h_0=np.zeros((1, self.LARGEST_N + 1, 256), np.float32))
+            self.assertEqual(over.error_code, h.code_number(Code.RESOURCE_EXHAUSTED))
+            self.assertIn(f"the largest N that fits is {self.LARGEST_N}", over.error_message)
+            h.check_ok(stream.call("raw", session_id=sid, model="wide", start=True, h_0=h0,
+                                   chunk_index=2 ** 63, omit_state=True))
+            x = rng.standard_normal((1, self.LARGEST_N, 1)).astype(np.float32)
+            _, h_n = h.torch_forward(self.rnns["wide"], x, h0)
+            h.check_ok(stream.call("raw", session_id=sid, input=x, chunk_index=2 ** 63,
+                                   omit_state=True))
+            self.assertEqual(stream.close(), Code.OK)
+        for raw in (False, True):
+            info = self.get_session(self.stub, sid, raw=raw)
+            h.assert_close(h.from_tensor(info.h_n), h_n, f"GetSession (raw={raw})")
+            self.assertGreater(info.memory_bytes, info.state_bytes)
+        closed = self.stub.CloseSession(h.pb2().CloseSessionRequest(session_id=sid),
+                                        timeout=h.CALL_TIMEOUT)
+        h.assert_close(h.from_tensor(closed.session.h_n), h_n, "CloseSession")
+        self.assertEqual(closed.session.next_chunk_index, 2 ** 63 + 1)
