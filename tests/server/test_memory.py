@@ -11,19 +11,11 @@ import numpy as np
 from grpc import StatusCode as Code
 
 import harness as h
+from test_sizes import rss_bytes
 
 BIG_RECEIVE = {"grpc.max_receive_message_length": 128 << 20}
 # What keeping an output for replays costs besides its bytes (core/serving/session.h).
 REPLAY_OVERHEAD_MAX = 512
-
-
-def rss_bytes(pid):
-    """The process's resident set size, from /proc/PID/status."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
 
 
 def memory_parts(server):
