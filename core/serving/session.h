@@ -11,6 +11,8 @@
 //    before the first chunk by the thread that creates the session. Ownership passes from one
 //    worker to the next when CompleteBatch/Handoff sets the phase under the table's lock and
 //    the next chunk goes through the scheduler's lock, which orders the two workers' accesses.
+// While a session is idle (phase kIdle, nothing queued) no worker owns `work`, and the table
+// may drop its replay copy under its lock to make room (the next worker is ordered after it).
 // The two state buffers are the one exception to that split: state[current] is stable and may
 // be read by anyone holding the table's lock (snapshots); the worker writes only
 // state[1 - current] and flips `current` under the lock when its chunk completes.

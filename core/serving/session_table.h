@@ -154,11 +154,16 @@ class SessionTable {
   absl::StatusOr<std::shared_ptr<Session>> FindLocked(const ChunkRequest& request) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Reserves `bytes` more of `part` for `requester` (whose principal it counts toward): first
-  // under the principal's quota, then under the global budget; with `evict`, idle sessions are
-  // evicted to make room (the principal's own for its quota, anyone's for the budget).
+  // under the principal's quota, then under the global budget; with `evict`, idle sessions'
+  // replay copies are dropped and then idle sessions evicted to make room (the principal's own
+  // for its quota, anyone's for the budget).
   // RESOURCE_EXHAUSTED naming the part when it cannot.
   absl::Status ReserveLocked(Session& requester, MemoryPart part, int64_t bytes, bool evict,
                              SessionEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops the replay copy of the least recently used idle session holding one (not
+  // `requester`; only `principal`'s when set): true if one was dropped.
+  bool ShedReplayLocked(const Session* requester, const std::string* principal,
+                        SessionEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Releases everything `session` holds of `part`.
   void ReleaseLocked(Session& session, MemoryPart part, SessionEvents& events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

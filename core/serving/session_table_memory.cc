@@ -91,6 +91,33 @@ std::shared_ptr<Session> SessionTable::EvictionVictimLocked(const Session* reque
   return victim;
 }
 
+bool SessionTable::ShedReplayLocked(const Session* requester, const std::string* principal,
+                                    SessionEvents& events) {
+  std::shared_ptr<Session> oldest;
+  for (const auto& [key, session] : sessions_) {
+    session->mu.AssertHeld();
+    if (session.get() == requester || (principal != nullptr && session->principal != *principal) ||
+        session->phase != Session::Phase::kIdle || !session->pending.empty() ||
+        session->memory[MemoryPart::kReplay] == 0) {
+      continue;
+    }
+    if (oldest == nullptr) {
+      oldest = session;
+    } else {
+      oldest->mu.AssertHeld();
+      if (session->last_used < oldest->last_used) oldest = session;
+    }
+  }
+  if (oldest == nullptr) return false;
+  oldest->mu.AssertHeld();
+  // Idle with nothing queued: no worker owns its work fields now (session.h), and the next
+  // one to run it is ordered after this lock. Its duplicates then get no output.
+  oldest->work.last_index.reset();
+  oldest->work.last_output.reset();
+  ReleaseLocked(*oldest, MemoryPart::kReplay, events);
+  return true;
+}
+
 absl::Status SessionTable::ReserveLocked(Session& requester, MemoryPart part, int64_t bytes,
                                          bool evict, SessionEvents& events) {
   requester.mu.AssertHeld();
@@ -101,6 +128,8 @@ absl::Status SessionTable::ReserveLocked(Session& requester, MemoryPart part, in
   // The principal's quota first, evicting only its own idle sessions: one principal's usage
   // never costs another principal a session.
   while (quota > 0 && UsageLocked(principal).bytes + bytes > quota) {
+    // Replay copies are a cache: they go before any session does.
+    if (evict && ShedReplayLocked(&requester, &principal, events)) continue;
     std::shared_ptr<Session> victim =
         evict ? EvictionVictimLocked(&requester, &principal, now) : nullptr;
     if (victim == nullptr) {
@@ -114,6 +143,7 @@ absl::Status SessionTable::ReserveLocked(Session& requester, MemoryPart part, in
     EndSessionLocked(victim, SessionEndReason::kEvicted, events);
   }
   while (memory_.total() + bytes > options_.max_state_bytes) {
+    if (evict && ShedReplayLocked(&requester, nullptr, events)) continue;
     std::shared_ptr<Session> victim = evict ? EvictionVictimLocked(&requester, nullptr, now)
                                             : nullptr;
     if (victim == nullptr) {

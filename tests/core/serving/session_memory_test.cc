@@ -163,6 +163,37 @@ TEST_F(SessionMemoryTest, ReplayCopyThatDoesNotFitIsNotKept) {
   EXPECT_FALSE(dup.output.has_value());
 }
 
+TEST_F(SessionMemoryTest, ReplayCopiesGiveWayBeforeAnySessionIsRefused) {
+  ServingOptions options;
+  options.evict_idle_after = absl::Hours(1);  // no session may be evicted
+  Tensor x = Random({4, 1, 4}, 12);
+  // Two sessions' ids, a's state and its replay copy, but not b's state too.
+  const int64_t replay = ReplayBytes(TensorBytes::Zeros({4, 1, 5}));
+  options.max_state_bytes = IdBytes("a") + IdBytes("b") + 2 * kStateBytes + replay - 1;
+  MakeCore(options);
+  ASSERT_TRUE(Submit(Request("a", true, std::nullopt)).status.ok());
+  ChunkResult applied = Submit(Request("a", false, x, 0));
+  ASSERT_TRUE(applied.status.ok());
+  ASSERT_EQ(Memory("a")[MemoryPart::kReplay], replay);
+  ASSERT_TRUE(Submit(Request("b", true, std::nullopt)).status.ok());
+  ASSERT_EQ(Memory("a")[MemoryPart::kReplay], replay);
+  // b's state needs the replay's room: the copy goes, b is served, a is untouched. (Only an
+  // idle session's copy goes, and a turns idle just after its answer: a refused chunk is not
+  // applied, so the client may send it again; bounded.)
+  ChunkResult b = Submit(Request("b", false, x));
+  for (int i = 0; i < 1000 && b.status.code() == absl::StatusCode::kResourceExhausted; ++i) {
+    absl::SleepFor(absl::Milliseconds(2));
+    b = Submit(Request("b", false, x));
+  }
+  ASSERT_TRUE(b.status.ok()) << b.status;
+  EXPECT_EQ(Memory("a")[MemoryPart::kReplay], 0);
+  EXPECT_EQ(Totals().sessions[MemoryPart::kReplay], 0);
+  ChunkResult dup = Submit(Request("a", false, x, 0));
+  EXPECT_TRUE(dup.status.ok() && dup.duplicate);
+  EXPECT_EQ(dup.replayed_output, nullptr);
+  EXPECT_EQ(core_->GetSession("a", false)->steps_seen, 4);
+}
+
 TEST_F(SessionMemoryTest, BufferedStepsCapRefusesWithoutApplying) {
   ServingOptions options;
   options.max_buffered_steps = 10;
