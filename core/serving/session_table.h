@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -137,6 +138,11 @@ class SessionTable {
   // The id for a start: the client's (validated) or a new random one.
   absl::StatusOr<std::string> NewSessionIdLocked(const ChunkRequest& request) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The least recently used session with nothing queued for which `eligible` holds, not
+  // `requester`; only `principal`'s when it is set. Null if none.
+  std::shared_ptr<Session> LeastRecentlyUsedLocked(
+      const Session* requester, const std::string* principal,
+      absl::FunctionRef<bool(const Session&)> eligible) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // The least recently used session that may be evicted now (idle, holding state, idle for at
   // least evict_idle_after, not `requester`); only `principal`'s when it is set. Null if none.
   std::shared_ptr<Session> EvictionVictimLocked(const Session* requester,

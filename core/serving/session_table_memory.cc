@@ -69,45 +69,44 @@ absl::Status SessionTable::ReserveBufferedInput(ChunkTask* task, int64_t bytes,
   return ReserveLocked(session, MemoryPart::kBufferedInput, bytes, /*evict=*/true, events);
 }
 
-std::shared_ptr<Session> SessionTable::EvictionVictimLocked(const Session* requester,
-                                                            const std::string* principal,
-                                                            absl::Time now) const {
-  std::shared_ptr<Session> victim;
+std::shared_ptr<Session> SessionTable::LeastRecentlyUsedLocked(
+    const Session* requester, const std::string* principal,
+    absl::FunctionRef<bool(const Session&)> eligible) const {
+  std::shared_ptr<Session> oldest;
   for (const auto& [key, session] : sessions_) {
     session->mu.AssertReaderHeld();
     if (session.get() == requester || (principal != nullptr && session->principal != *principal) ||
-        session->phase == Session::Phase::kScheduled || !session->pending.empty() ||
-        session->memory[MemoryPart::kState] == 0 ||
-        now - session->last_used < options_.evict_idle_after) {
-      continue;
-    }
-    if (victim == nullptr) {
-      victim = session;
-    } else {
-      victim->mu.AssertReaderHeld();
-      if (session->last_used < victim->last_used) victim = session;
-    }
-  }
-  return victim;
-}
-
-bool SessionTable::ShedReplayLocked(const Session* requester, const std::string* principal,
-                                    SessionEvents& events) {
-  std::shared_ptr<Session> oldest;
-  for (const auto& [key, session] : sessions_) {
-    session->mu.AssertHeld();
-    if (session.get() == requester || (principal != nullptr && session->principal != *principal) ||
-        session->phase != Session::Phase::kIdle || !session->pending.empty() ||
-        session->memory[MemoryPart::kReplay] == 0) {
+        !session->pending.empty() || !eligible(*session)) {
       continue;
     }
     if (oldest == nullptr) {
       oldest = session;
     } else {
-      oldest->mu.AssertHeld();
+      oldest->mu.AssertReaderHeld();
       if (session->last_used < oldest->last_used) oldest = session;
     }
   }
+  return oldest;
+}
+
+std::shared_ptr<Session> SessionTable::EvictionVictimLocked(const Session* requester,
+                                                            const std::string* principal,
+                                                            absl::Time now) const {
+  return LeastRecentlyUsedLocked(requester, principal, [&](const Session& session) {
+    session.mu.AssertReaderHeld();
+    return session.phase != Session::Phase::kScheduled &&
+           session.memory[MemoryPart::kState] > 0 &&
+           now - session.last_used >= options_.evict_idle_after;
+  });
+}
+
+bool SessionTable::ShedReplayLocked(const Session* requester, const std::string* principal,
+                                    SessionEvents& events) {
+  std::shared_ptr<Session> oldest =
+      LeastRecentlyUsedLocked(requester, principal, [](const Session& session) {
+        session.mu.AssertReaderHeld();
+        return session.phase == Session::Phase::kIdle && session.memory[MemoryPart::kReplay] > 0;
+      });
   if (oldest == nullptr) return false;
   oldest->mu.AssertHeld();
   // Idle with nothing queued: no worker owns its work fields now (session.h), and the next
