@@ -96,6 +96,12 @@ Metrics::Metrics(const std::vector<std::string>& model_names)
                         .Help("Stream calls open right now")
                         .Register(*registry_)
                         .Add({})),
+      stream_requests_read_(BuildCounter()
+                                .Name("rnnserve_stream_requests_read_total")
+                                .Help("Requests read on streams (each is answered before its "
+                                      "stream ends, unless the client goes away)")
+                                .Register(*registry_)
+                                .Add({})),
       stream_buffered_bytes_(BuildGauge()
                                  .Name("rnnserve_stream_buffered_bytes")
                                  .Help("Response bytes queued on all streams and not yet "

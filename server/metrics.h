@@ -59,8 +59,10 @@ class Metrics : public ServingObserver {
   int64_t streams_read_paused() const {
     return static_cast<int64_t>(streams_read_paused_.Value());
   }
-  // Stream calls open, and their queued response bytes (all streams together).
+  // Stream calls open, the requests read on them, and their queued response bytes (all
+  // streams together).
   void StreamOpened() { streams_open_.Increment(); }
+  void StreamRequestRead() { stream_requests_read_.Increment(); }
   void StreamClosed() { streams_open_.Decrement(); }
   void StreamBufferedBytes(int64_t delta) {
     stream_buffered_bytes_.Increment(static_cast<double>(delta));
@@ -97,6 +99,7 @@ class Metrics : public ServingObserver {
   prometheus::Counter& stream_read_pauses_;
   prometheus::Gauge& streams_read_paused_;
   prometheus::Gauge& streams_open_;
+  prometheus::Counter& stream_requests_read_;
   prometheus::Gauge& stream_buffered_bytes_;
 
   absl::Mutex mu_;

@@ -58,6 +58,7 @@ void StreamReactor::OnReadDone(bool ok) {
     return;
   }
   ++requests_read_;
+  metrics_->StreamRequestRead();
   v1::StreamRequest request;
   const absl::Status parsed = ParseMessage(read_buffer_, options_.max_message_bytes, &request);
   read_buffer_.Clear();
@@ -216,8 +217,13 @@ void StreamReactor::EndIfIdle(absl::Time now, absl::Duration timeout) {
 void StreamReactor::MaybeReadLocked() {
   if (read_busy_ || no_more_reads_ || broken_ || finished_) return;
   const bool over_count = InFlightLocked() >= options_.max_in_flight_per_stream;
+  // Each unanswered request may add a response as large as the largest this stream has had;
+  // before its first, as large as any message may be (requests read ahead of a slow chunk,
+  // e.g. replays queued behind it, are answered in a burst).
+  const int64_t expected_response =
+      largest_response_ > 0 ? largest_response_ : options_.max_message_bytes;
   const bool over_bytes =
-      buffered_bytes_ + unanswered_ * largest_response_ >= options_.max_stream_buffered_bytes;
+      buffered_bytes_ + unanswered_ * expected_response >= options_.max_stream_buffered_bytes;
   if (over_count || over_bytes) {
     if (!read_paused_) {
       read_paused_ = true;

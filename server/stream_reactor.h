@@ -5,9 +5,11 @@
 //
 // Reading pauses (gRPC flow control then holds the client back) while the stream has
 // max_in_flight_per_stream requests unanswered, or while its queued responses plus the
-// unanswered requests (each counted at the largest response this stream has sent) reach
-// max_stream_buffered_bytes: a client that pipelines, or replays large outputs, without reading
-// cannot grow the server's memory.
+// unanswered requests (each counted at the largest response this stream has had, or at
+// max_message_bytes before its first) reach max_stream_buffered_bytes: a client that pipelines,
+// or replays large outputs, without reading cannot grow the server's memory. (Requests read
+// after small responses and answered with large ones, such as replays of another stream's
+// session, are bounded by the count alone.)
 //
 // How a stream ends: OK after the client half-closes and everything is answered;
 // INVALID_ARGUMENT at a request that does not parse (the requests before it are answered);

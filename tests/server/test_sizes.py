@@ -88,7 +88,12 @@ class FlagValidationTest(unittest.TestCase):
                      "--max_message_bytes=-1", "--max_message_bytes=1000", "--max_batch=0",
                      "--threads=-1", "--max_sessions=0", "--max_state_bytes=0",
                      "--session_idle_timeout=0", "--evict_idle_after=-1s",
-                     "--drain_timeout=-1s", "--shutdown_grace=-1s", "--max_queue_delay=-1s"]:
+                     "--drain_timeout=-1s", "--shutdown_grace=-1s", "--max_queue_delay=-1s",
+                     "--port=70000", "--port=-1", "--max_stream_buffered_bytes=1048576",
+                     "--max_stream_buffered_bytes=-1", "--stream_idle_timeout=-1s",
+                     "--max_concurrent_streams_per_connection=0", "--keepalive_time=0",
+                     "--keepalive_timeout=-1s", "--keepalive_min_client_ping_interval=0",
+                     "--keepalive_time=1000h"]:
             with self.subTest(flag=flag):
                 self.refused(flag)
 
