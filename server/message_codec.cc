@@ -18,6 +18,8 @@ absl::Status ParseMessage(const grpc::ByteBuffer& buffer, int64_t max_bytes,
                                                    " bytes exceeds the message limit of ",
                                                    max_bytes, " bytes"));
   }
+  if (size == 0) return absl::OkStatus();  // every field at its default (an empty buffer may
+                                           // hold no grpc_byte_buffer to read)
   // The reader takes a non-const buffer, but only reads it (a reference on its slices).
   grpc::ByteBuffer view(buffer);
   grpc::ProtoBufferReader reader(&view);
