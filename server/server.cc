@@ -318,14 +318,15 @@ void RnnServer::DrainAndShutdown() {
     }
   };
   wait_for_streams(drain_deadline);
+  const absl::Time grace_deadline = absl::Now() + options_.shutdown_grace;
   if (service_->open_streams() > 0) {
     LogWarning("--drain_timeout: ", service_->open_streams(),
                " streams still busy; they read nothing more, and end once answered or after "
                "--shutdown_grace");
     service_->StopReading();
-    wait_for_streams(absl::Now() + options_.shutdown_grace);
+    wait_for_streams(grace_deadline);
   }
-  core_->WaitIdle(absl::Now() + options_.shutdown_grace);
+  core_->WaitIdle(grace_deadline);
   // Repeated until Shutdown() returns: its GOAWAY may not have been sent yet on the first.
   do {
     grpc_server_cancel_all_calls(server_->c_server());

@@ -58,7 +58,6 @@ void StreamReactor::OnReadDone(bool ok) {
     return;
   }
   ++requests_read_;
-  metrics_->StreamRequestRead();
   v1::StreamRequest request;
   const absl::Status parsed = ParseMessage(read_buffer_, options_.max_message_bytes, &request);
   read_buffer_.Clear();
@@ -90,6 +89,7 @@ void StreamReactor::OnReadDone(bool ok) {
       return;
     }
   }
+  metrics_->StreamRequestRead();
   // The input's raw bytes move out of the request into the chunk.
   DecodedStreamRequest chunk = StreamRequestToChunk(&request);
   chunk.chunk.principal = principal_;
@@ -270,10 +270,10 @@ void StreamReactor::EndWhenAnsweredLocked(grpc::Status status) {
 
 std::optional<grpc::Status> StreamReactor::FinishNowLocked() {
   if (finished_ || writing_ || InFlightLocked() > 0) return std::nullopt;
+  // With an end status (or a broken call) a read may still be outstanding: it completes with
+  // ok=false after Finish(), or with a request that is then dropped unread.
   const bool reads_over = no_more_reads_ && !read_busy_;
   if (!broken_ && !end_status_.has_value() && !reads_over) return std::nullopt;
-  // A read still outstanding completes with ok=false after Finish().
-  if (read_busy_ && !broken_ && !end_status_.has_value()) return std::nullopt;
   finished_ = true;
   if (read_paused_) {
     read_paused_ = false;
