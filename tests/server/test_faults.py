@@ -32,14 +32,6 @@ REPLAYS = 100  # 600 MB if the server queued every replay
 GARBAGE = b"\x0a\x05ab"
 
 
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
-
 def raw_stream(channel):
     """Stream taking request bytes as they are (so a test can send garbage)."""
     return channel.stream_stream(f"/{h.SERVICE}/Stream", request_serializer=None,
@@ -139,7 +131,7 @@ class FaultsTest(h.ServerTestCase):
                                      chunk_index=0, input=x, request_id=1)]
         requests += [h.Stream.request("raw", session_id="replay", chunk_index=0, input=x,
                                       request_id=2 + i) for i in range(REPLAYS)]
-        before = rss_bytes(self.server.pid)
+        before = h.rss_bytes(self.server.pid)
         call = self.stub.Stream(iter(requests), timeout=h.scaled(120))
 
         def paused():
@@ -154,7 +146,7 @@ class FaultsTest(h.ServerTestCase):
         self.assertLessEqual(h.metric(m, "rnnserve_stream_buffered_bytes"),
                              BUFFER_LIMIT + 2 * response_bytes)
         read = h.metric(m, "rnnserve_stream_requests_read_total")
-        grown = rss_bytes(self.server.pid) - before
+        grown = h.rss_bytes(self.server.pid) - before
         # 600 MB if every replay were queued; the bound allows the queue, the transport's
         # buffers and the session's own copies.
         self.assertLess(grown, 200 << 20, f"RSS grew by {grown >> 20} MiB")
@@ -170,7 +162,7 @@ class FaultsTest(h.ServerTestCase):
         self.assertEqual(count, REPLAYS + 1)
         self.assertGreater(h.metric(self.samples(), "rnnserve_stream_requests_read_total"),
                            read, "reading resumed after the client read")
-        self.assertLess(rss_bytes(self.server.pid) - before, 200 << 20)
+        self.assertLess(h.rss_bytes(self.server.pid) - before, 200 << 20)
         self.wait_streams_closed()
 
     def test_cancel_mid_stream_leaks_nothing(self):
