@@ -69,6 +69,13 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "On SIGTERM/SIGINT: how long open streams may go on before shutdown.");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(5),
           "After draining: how long work in flight may take before it is cancelled.");
+ABSL_FLAG(int64_t, slice_steps, 256,
+          "Fair compute: a long unidirectional chunk or Forward runs in slices of at most this "
+          "many timestep-rows (timesteps x batch N, at least one timestep), other work running "
+          "in between; 0 never slices.");
+ABSL_FLAG(int64_t, max_steps_per_request, int64_t{1} << 20,
+          "A chunk or Forward with more timesteps is refused (INVALID_ARGUMENT) before any "
+          "work; 0 is no cap.");
 
 #ifndef RNNSERVE_VERSION
 #define RNNSERVE_VERSION "dev"
@@ -199,6 +206,8 @@ int main(int argc, char** argv) {
   options.serving.max_state_bytes_per_principal =
       absl::GetFlag(FLAGS_max_state_bytes_per_principal);
   options.service.max_in_flight_per_stream = absl::GetFlag(FLAGS_max_in_flight_per_stream);
+  options.serving.slice_steps = absl::GetFlag(FLAGS_slice_steps);
+  options.serving.max_steps_per_request = absl::GetFlag(FLAGS_max_steps_per_request);
 
   absl::StatusOr<std::unique_ptr<rnnserve::RnnServer>> server =
       rnnserve::RnnServer::Start(options);

@@ -36,8 +36,19 @@ void BatchScheduler::EnqueueAll(absl::Span<Task* const> tasks) {
   const absl::Time now = absl::Now();
   absl::MutexLock lock(&mu_);
   for (Task* task : tasks) EnqueueLocked(task, now);
+  WakeFor(tasks.size());
+}
+
+void BatchScheduler::Requeue(absl::Span<Task* const> tasks) {
+  if (tasks.empty()) return;
+  absl::MutexLock lock(&mu_);
+  for (Task* task : tasks) EnqueueLocked(task, task->enqueued);
+  WakeFor(tasks.size());
+}
+
+void BatchScheduler::WakeFor(size_t tasks) {
   // Wake as many workers as there are tasks; the split decides how they share them.
-  if (tasks.size() == 1) {
+  if (tasks == 1) {
     work_cv_.Signal();
   } else {
     work_cv_.SignalAll();

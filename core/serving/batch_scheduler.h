@@ -3,7 +3,8 @@
 // one engine call advances many sessions (Deep Speech 2's batch dispatch). Dispatch is eager:
 // an idle worker takes whatever is queued at once, unless max_queue_delay asks it to wait for
 // a fuller batch. A large queue is split between the workers that are idle, so one big batch
-// does not run on one core while another waits.
+// does not run on one core while another waits. Long requests run in slices (slicing.h): each
+// slice's task comes back through Requeue, behind what other sessions and models queued.
 //
 // Thread-safe. Does not own tasks: the RunBatch callback receives them and is responsible for
 // them from then on. The callback runs on a worker thread with that worker's Workspace.
@@ -57,6 +58,10 @@ class BatchScheduler {
   void Enqueue(Task* task);
   // Enqueues all of `tasks` at once (one lock), so workers never see part of them.
   void EnqueueAll(absl::Span<Task* const> tasks);
+  // Puts tasks that ran one slice of their work back at the back of their queues (behind
+  // everything queued meanwhile), keeping their enqueue time: their wait for a fuller batch
+  // (max_queue_delay) is over, so they never wait for it again.
+  void Requeue(absl::Span<Task* const> tasks);
 
   // Blocks until nothing is queued or running, or `deadline` passes; true when idle.
   bool WaitIdle(absl::Time deadline);
@@ -70,6 +75,7 @@ class BatchScheduler {
   // How many of `ready` queued tasks one worker takes now.
   size_t BatchSize(size_t ready) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EnqueueLocked(Task* task, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WakeFor(size_t tasks) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   const int num_workers_;
