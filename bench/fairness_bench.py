@@ -5,8 +5,8 @@ Starts rnnserve on 127.0.0.1 with RNN(256, 256, num_layers=2) (seeded torch init
 temporary model repository) and --threads workers, then for --duration seconds runs:
   * two "huge" clients, each a stream sending one chunk of --huge_steps timesteps (N=1, raw:
     about 61 MB at 60,000 steps) at a time, omit_state, the next as soon as the last returns;
-  * one "small" client, a stream sending chunks of --small_steps timesteps one at a time, each
-    timed from send to answer.
+  * one "small" client, a stream sending a chunk of --small_steps timesteps every
+    --small_interval_ms (one in flight), each timed from when it was due to its answer.
 Prints the small client's p50/p99/max latency and the huge clients' chunk count, first with no
 huge clients (the baseline), then with them. Run it against a server before and after the
 slicing change (--server_flags=--slice_steps=0 turns slicing off) to compare.
@@ -44,8 +44,11 @@ def raw_tensor(pb2, array):
     return pb2.Tensor(shape=list(array.shape), raw=array.tobytes())
 
 
-def stream_client(pb2, stub, session_id, steps, stop, call_timeout, latencies, errors):
-    """One stream, one session: chunks of `steps` timesteps, one in flight, until `stop`."""
+def stream_client(pb2, stub, session_id, steps, stop, call_timeout, latencies, errors,
+                  interval=0.0):
+    """One stream, one session: chunks of `steps` timesteps, one in flight, until `stop`.
+    With `interval`, chunk k is due at k * interval and its latency counts from then, so a
+    stall counts for every chunk it delays (no coordinated omission); else back to back."""
     rng = np.random.default_rng(abs(hash(session_id)) % (1 << 32))
     chunk = raw_tensor(pb2, rng.standard_normal((steps, 1, 256)).astype(np.float32))
     requests = []
@@ -67,9 +70,15 @@ def stream_client(pb2, stub, session_id, steps, stop, call_timeout, latencies, e
 
     responses = stub.Stream(request_iterator(), timeout=call_timeout * 1000)
     first = True
+    due = time.monotonic()
     try:
         while not stop.is_set():
-            sent = time.monotonic()
+            if interval > 0:
+                due += interval
+                time.sleep(max(0.0, due - time.monotonic()))  # pacing, not synchronisation
+                sent = due
+            else:
+                sent = time.monotonic()
             push(pb2.StreamRequest(session_id=session_id, model=MODEL, start=first,
                                    omit_state=True, input=chunk))
             first = False
@@ -89,7 +98,8 @@ def run_phase(pb2, stub, args, huge_clients):
     small, huge, errors = [], [], []
     threads = [threading.Thread(target=stream_client,
                                 args=(pb2, stub, f"small-{huge_clients}", args.small_steps, stop,
-                                      args.call_timeout, small, errors))]
+                                      args.call_timeout, small, errors,
+                                      args.small_interval_ms / 1000.0))]
     for i in range(huge_clients):
         threads.append(threading.Thread(target=stream_client,
                                         args=(pb2, stub, f"huge-{huge_clients}-{i}",
@@ -121,6 +131,8 @@ def main(argv=None):
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--huge_steps", type=int, default=60_000)
     parser.add_argument("--small_steps", type=int, default=10)
+    parser.add_argument("--small_interval_ms", type=float, default=10.0,
+                        help="the small client sends a chunk every this many ms")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--call_timeout", type=float, default=120.0)
     parser.add_argument("--server_flags", default="", help="extra rnnserve flags")
@@ -156,6 +168,7 @@ def main(argv=None):
         shutil.rmtree(work, ignore_errors=True)
     report = {"model": "RNN(256, 256, num_layers=2)", "threads": args.threads,
               "huge_steps": args.huge_steps, "small_steps": args.small_steps,
+              "small_interval_ms": args.small_interval_ms,
               "duration_s": args.duration, "server_flags": args.server_flags,
               "phases": results}
     print(json.dumps(report, indent=2))

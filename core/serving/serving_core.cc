@@ -198,7 +198,7 @@ void ServingCore::RunBatch(absl::Span<BatchScheduler::Task* const> batch,
   const absl::Time now = absl::Now();
   for (BatchScheduler::Task* task : batch) {
     if (auto* chunk = dynamic_cast<ChunkTask*>(task)) {
-      chunk->dispatched = now;
+      if (chunk->turns == 0) chunk->dispatched = now;  // the queue wait ends at the first slice
       chunks.push_back(chunk);
     } else {
       RunForward(static_cast<ForwardTask*>(task), workspace);

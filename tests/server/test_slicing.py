@@ -33,11 +33,12 @@ class SlicingTest(h.ServerTestCase):
             with self.subTest(model=model, batch=batch), self.server.stream() as stream:
                 # Sent back to back: the second waits for the first's 100-odd slices.
                 chunks = [ref.random_chunk(CAP), ref.random_chunk(37), ref.random_chunk(CAP)]
-                for i, x in enumerate(chunks):
-                    stream.send("raw", session_id=f"{model}-{batch}", model=model,
-                                start=i == 0, chunk_index=i, input=x)
-                for i, (x, response) in enumerate(zip(chunks, stream.recv_many(len(chunks)))):
-                    self.assertEqual(response.chunk_index, i)
+                ids = [stream.send("raw", session_id=f"{model}-{batch}", model=model,
+                                   start=i == 0, input=x) for i, x in enumerate(chunks)]
+                responses, order = stream.recv_many(len(chunks))
+                self.assertEqual(order, ids)  # answered in order
+                for i, (x, request_id) in enumerate(zip(chunks, ids)):
+                    response = responses[request_id]
                     out, h_n = ref.feed(x)
                     h.check_chunk(self, response, out, h_n, f"{model} chunk {i}")
                 self.assertEqual(stream.close(), Code.OK)
