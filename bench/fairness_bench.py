@@ -7,7 +7,8 @@ temporary model repository) and --threads workers, then for --duration seconds r
     about 61 MB at 60,000 steps) at a time, omit_state, the next as soon as the last returns;
   * one "small" client, a stream sending a chunk of --small_steps timesteps every
     --small_interval_ms (one in flight), each timed from when it was due to its answer.
-Prints the small client's p50/p99/max latency and the huge clients' chunk count, first with no
+Prints the small client's p50/p99/max latency (from when each chunk was due, and from when it
+was actually sent) and the huge clients' chunk count and mean time, first with no
 huge clients (the baseline), then with them. Run it against a server before and after the
 slicing change (--server_flags=--slice_steps=0 turns slicing off) to compare.
 
@@ -76,14 +77,15 @@ def stream_client(pb2, stub, session_id, steps, stop, call_timeout, latencies, e
             if interval > 0:
                 due += interval
                 time.sleep(max(0.0, due - time.monotonic()))  # pacing, not synchronisation
-                sent = due
-            else:
-                sent = time.monotonic()
+            sent = time.monotonic()
+            if interval <= 0:
+                due = sent
             push(pb2.StreamRequest(session_id=session_id, model=MODEL, start=first,
                                    omit_state=True, input=chunk))
             first = False
             response = next(responses)
-            latencies.append(time.monotonic() - sent)
+            now = time.monotonic()
+            latencies.append((now - due, now - sent))  # from when it was due; from its send
             if response.error_code:
                 errors.append(response.error_message[:200])
                 break
@@ -93,16 +95,18 @@ def stream_client(pb2, stub, session_id, steps, stop, call_timeout, latencies, e
             pass
 
 
-def run_phase(pb2, stub, args, huge_clients):
+def run_phase(pb2, make_stub, args, huge_clients):
+    """Each client on a connection of its own: on a shared one, a huge message's HTTP/2
+    frames would delay the small client's before the server ever saw its chunk."""
     stop = threading.Event()
     small, huge, errors = [], [], []
     threads = [threading.Thread(target=stream_client,
-                                args=(pb2, stub, f"small-{huge_clients}", args.small_steps, stop,
+                                args=(pb2, make_stub(), f"small-{huge_clients}", args.small_steps, stop,
                                       args.call_timeout, small, errors,
                                       args.small_interval_ms / 1000.0))]
     for i in range(huge_clients):
         threads.append(threading.Thread(target=stream_client,
-                                        args=(pb2, stub, f"huge-{huge_clients}-{i}",
+                                        args=(pb2, make_stub(), f"huge-{huge_clients}-{i}",
                                               args.huge_steps, stop, args.call_timeout, huge,
                                               errors)))
     for t in threads:
@@ -111,15 +115,22 @@ def run_phase(pb2, stub, args, huge_clients):
     stop.set()
     for t in threads:
         t.join()
-    ms = np.array(small) * 1000.0
+    due_ms = np.array([d for d, _ in small]) * 1000.0
+    sent_ms = np.array([s for _, s in small]) * 1000.0
+
+    def pct(values, q):
+        return round(float(np.percentile(values, q)), 2) if len(values) else None
+
     return {
         "huge_clients": huge_clients,
         "small_chunks": len(small),
-        "small_p50_ms": round(float(np.percentile(ms, 50)), 2) if len(ms) else None,
-        "small_p99_ms": round(float(np.percentile(ms, 99)), 2) if len(ms) else None,
-        "small_max_ms": round(float(ms.max()), 2) if len(ms) else None,
+        "small_p50_ms": pct(due_ms, 50),
+        "small_p99_ms": pct(due_ms, 99),
+        "small_max_ms": pct(due_ms, 100),
+        "small_sent_p50_ms": pct(sent_ms, 50),
+        "small_sent_p99_ms": pct(sent_ms, 99),
         "huge_chunks": len(huge),
-        "huge_mean_s": round(float(np.mean(huge)), 2) if huge else None,
+        "huge_mean_s": round(float(np.mean([s for _, s in huge])), 2) if huge else None,
         "errors": errors[:3],
     }
 
@@ -151,17 +162,23 @@ def main(argv=None):
              "--max_message_bytes", str(MESSAGE_BYTES)] + shlex.split(args.server_flags),
             os.path.join(work, "rnnserve.log"))
         try:
-            channel = kit.make_channel(server.address, options=(
-                ("grpc.max_receive_message_length", MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MESSAGE_BYTES)))
-            stub = pb2_grpc.RnnServiceStub(channel)
+            channels = []
+
+            def make_stub():
+                channels.append(kit.make_channel(server.address, options=(
+                    ("grpc.max_receive_message_length", MESSAGE_BYTES),
+                    ("grpc.max_send_message_length", MESSAGE_BYTES),
+                    ("grpc.use_local_subchannel_pool", 1))))  # a connection of its own
+                return pb2_grpc.RnnServiceStub(channels[-1])
+
             results = []
             for huge_clients in (0, 2):
-                result = run_phase(pb2, stub, args, huge_clients)
+                result = run_phase(pb2, make_stub, args, huge_clients)
                 print(f"fairness_bench: {huge_clients} huge clients: {json.dumps(result)}",
                       file=sys.stderr, flush=True)
                 results.append(result)
-            channel.close()
+            for channel in channels:
+                channel.close()
         finally:
             server.stop(timeout=120)
     finally:

@@ -69,7 +69,7 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "On SIGTERM/SIGINT: how long open streams may go on before shutdown.");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(5),
           "After draining: how long work in flight may take before it is cancelled.");
-ABSL_FLAG(int64_t, slice_steps, 256,
+ABSL_FLAG(int64_t, slice_steps, 128,
           "Fair compute: a long unidirectional chunk or Forward runs in slices of at most this "
           "many timestep-rows (timesteps x batch N, at least one timestep), other work running "
           "in between; 0 never slices.");

@@ -33,6 +33,7 @@ class BatchScheduler {
     virtual ~Task() = default;
     const void* key = nullptr;
     absl::Time enqueued;
+    bool resumed = false;  // set by Requeue: the task has a slice of work left at least
   };
 
   struct Options {
@@ -40,7 +41,8 @@ class BatchScheduler {
     int max_batch = 256;                         // most tasks handed over at once
     absl::Duration max_queue_delay = absl::ZeroDuration();  // wait for a fuller batch; 0 = eager
     // A worker taking a batch while others are idle leaves them equal shares of the queue,
-    // when every share has at least this many tasks. 0 never splits.
+    // when every share has at least this many tasks. A resumed task (a long request's next
+    // slice) counts as this many, so two long requests run on two workers. 0 never splits.
     int min_split_batch = 8;
     // After a batch, a worker whose workspace holds more than this releases it; <= 0 never.
     int64_t max_workspace_bytes = 64 << 20;
@@ -72,8 +74,8 @@ class BatchScheduler {
   void WorkerLoop();
   // Picks the next key with queued tasks, round-robin so no model starves.
   std::deque<Task*>* NextQueue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // How many of `ready` queued tasks one worker takes now.
-  size_t BatchSize(size_t ready) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // How many of the tasks in `queue` one worker takes now.
+  size_t BatchSize(const std::deque<Task*>& queue) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EnqueueLocked(Task* task, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WakeFor(size_t tasks) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -347,5 +347,31 @@ TEST(BatchSchedulerTest, RequeuedTasksDoNotWaitForTheQueueDelayAgain) {
   EXPECT_EQ(turns.load(), 3);
 }
 
+// Two long requests' next slices go to two workers, not one batch: a resumed task weighs a
+// whole share of the split (min_split_batch) where a fresh one weighs one task.
+TEST(BatchSchedulerTest, ResumedTasksAreSplitBetweenIdleWorkers) {
+  std::mutex mu;
+  std::vector<size_t> sizes;
+  BatchScheduler::Options options;
+  options.threads = 2;
+  BatchScheduler scheduler(options, [&](absl::Span<BatchScheduler::Task* const> batch,
+                                        Workspace&) {
+    std::lock_guard<std::mutex> lock(mu);
+    sizes.push_back(batch.size());
+    for (BatchScheduler::Task* t : batch) delete t;
+  });
+  int key = 0;
+  std::vector<BatchScheduler::Task*> tasks;
+  for (int i = 0; i < 2; ++i) {
+    auto* t = new TestTask;
+    t->key = &key;
+    tasks.push_back(t);
+  }
+  scheduler.Requeue(tasks);
+  ASSERT_TRUE(scheduler.WaitIdle(absl::Now() + absl::Seconds(30)));
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_THAT(sizes, ::testing::ElementsAre(1u, 1u));
+}
+
 }  // namespace
 }  // namespace rnnserve
