@@ -101,8 +101,8 @@ def run_phase(pb2, make_stub, args, huge_clients):
     stop = threading.Event()
     small, huge, errors = [], [], []
     threads = [threading.Thread(target=stream_client,
-                                args=(pb2, make_stub(), f"small-{huge_clients}", args.small_steps, stop,
-                                      args.call_timeout, small, errors,
+                                args=(pb2, make_stub(), f"small-{huge_clients}",
+                                      args.small_steps, stop, args.call_timeout, small, errors,
                                       args.small_interval_ms / 1000.0))]
     for i in range(huge_clients):
         threads.append(threading.Thread(target=stream_client,
