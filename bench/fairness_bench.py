@@ -152,24 +152,19 @@ def main(argv=None):
 
     work = tempfile.mkdtemp(prefix="rnnserve-fairbench-")
     try:
-        repo = os.path.join(work, "models")
-        server_bench.export_repository(repo, [MODEL], seed=0)
+        server_bench.export_repository(os.path.join(work, "models"), [MODEL], seed=0)
         pb2, pb2_grpc = kit.stubs()[:2]
-        server = server_bench.Server(
-            "rnnserve",
-            [args.rnnserve, "--host", "127.0.0.1", "--port", "0", "--metrics_port", "-1",
-             "--model_repository", repo, "--threads", str(args.threads),
-             "--max_message_bytes", str(MESSAGE_BYTES)] + shlex.split(args.server_flags),
-            os.path.join(work, "rnnserve.log"))
-        try:
-            channels = []
+        flags = ["--threads", str(args.threads), "--max_message_bytes", str(MESSAGE_BYTES)]
+        with kit.ServerProcess(model_repository=os.path.join(work, "models"), metrics=False,
+                               flags=flags + shlex.split(args.server_flags),
+                               binary=args.rnnserve, start_timeout=120,
+                               log_path=os.path.join(work, "rnnserve.log")) as server:
 
-            def make_stub():
-                channels.append(kit.make_channel(server.address, options=(
-                    ("grpc.max_receive_message_length", MESSAGE_BYTES),
-                    ("grpc.max_send_message_length", MESSAGE_BYTES),
-                    ("grpc.use_local_subchannel_pool", 1))))  # a connection of its own
-                return pb2_grpc.RnnServiceStub(channels[-1])
+            def make_stub():  # a connection of its own (closed when the server stops)
+                return pb2_grpc.RnnServiceStub(server.channel(**{
+                    "grpc.max_receive_message_length": MESSAGE_BYTES,
+                    "grpc.max_send_message_length": MESSAGE_BYTES,
+                    "grpc.use_local_subchannel_pool": 1}))
 
             results = []
             for huge_clients in (0, 2):
@@ -177,10 +172,6 @@ def main(argv=None):
                 print(f"fairness_bench: {huge_clients} huge clients: {json.dumps(result)}",
                       file=sys.stderr, flush=True)
                 results.append(result)
-            for channel in channels:
-                channel.close()
-        finally:
-            server.stop(timeout=120)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report = {"model": "RNN(256, 256, num_layers=2)", "threads": args.threads,
