@@ -90,6 +90,13 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(5),
           "After --drain_timeout: how long streams may take to answer what they read before "
           "they are cancelled.");
+ABSL_FLAG(int64_t, slice_steps, 128,
+          "Fair compute: a long unidirectional chunk or Forward runs in slices of at most this "
+          "many timestep-rows (timesteps x batch N, at least one timestep), other work running "
+          "in between; 0 never slices.");
+ABSL_FLAG(int64_t, max_steps_per_request, int64_t{1} << 20,
+          "A chunk or Forward with more timesteps is refused (INVALID_ARGUMENT) before any "
+          "work; 0 is no cap.");
 
 #ifndef RNNSERVE_VERSION
 #define RNNSERVE_VERSION "dev"
@@ -228,6 +235,8 @@ int main(int argc, char** argv) {
   options.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
   options.keepalive_min_client_ping_interval =
       absl::GetFlag(FLAGS_keepalive_min_client_ping_interval);
+  options.serving.slice_steps = absl::GetFlag(FLAGS_slice_steps);
+  options.serving.max_steps_per_request = absl::GetFlag(FLAGS_max_steps_per_request);
 
   absl::StatusOr<std::unique_ptr<rnnserve::RnnServer>> server =
       rnnserve::RnnServer::Start(options);

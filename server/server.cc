@@ -149,6 +149,16 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
         "--max_sessions_per_principal and --max_state_bytes_per_principal must be >= 0 "
         "(0 is no limit)");
   }
+  const std::pair<const char*, int64_t> zero_is_off[] = {
+      {"slice_steps", options.serving.slice_steps},                      // 0: never slice
+      {"max_steps_per_request", options.serving.max_steps_per_request},  // 0: no cap
+  };
+  for (const auto& [flag, value] : zero_is_off) {
+    if (value < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, "=", value, " must be >= 0 (0 is off)"));
+    }
+  }
   return absl::OkStatus();
 }
 
