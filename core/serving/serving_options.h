@@ -4,6 +4,7 @@
 #define RNNSERVE_CORE_SERVING_SERVING_OPTIONS_H_
 
 #include <cstdint>
+#include <functional>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -41,6 +42,10 @@ struct ServingOptions {
   // A worker whose scratch buffers grew past this after a call (an outsized request) releases
   // them, so one large request does not pin its memory for the life of the process.
   int64_t max_workspace_bytes = 64 << 20;
+  // The time sessions are measured by (start, last use, idle timeout, eviction, tombstones,
+  // the reaper). Tests and the session fuzzer inject a fake clock; latency metrics and the
+  // batch scheduler keep the wall clock.
+  std::function<absl::Time()> clock = absl::Now;
 };
 
 // Upper bound on the bytes of a response carrying `floats` values: 5 bytes per float (the
