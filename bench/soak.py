@@ -89,8 +89,16 @@ class Stats:
             self.errors.append(what)
 
 
+class Rng(random.Random):
+    """Decisions (random.Random) and tensor values (numpy), from one seed."""
+
+    def __init__(self, seed):
+        super().__init__(seed)
+        self.values = np.random.default_rng(seed)
+
+
 def tensor(rng, steps):
-    values = rng.standard_normal((steps, 1, INPUT_SIZE)).astype(np.float32)
+    values = rng.values.standard_normal((steps, 1, INPUT_SIZE)).astype(np.float32)
     return pb2.Tensor(shape=values.shape, raw=values.tobytes())
 
 
@@ -104,7 +112,6 @@ class Soak:
         self.ever_started = set()  # every id that a start was sent for
         self.stats = Stats()
         self.stop = asyncio.Event()
-        self.rng = random.Random(args.seed)
 
     def check(self, session, request, response, what):
         """True when applied; errors that only call for a re-sync mark the index unknown."""
@@ -245,10 +252,9 @@ class Soak:
             self.stats.error(f"stream: {e.code()}: {e.details()}")
 
     async def worker(self, seed):
-        rng = np.random.default_rng(seed)
-        pick = random.Random(seed)
+        rng = Rng(seed)
         while not self.stop.is_set():
-            session = self.sessions[pick.randrange(len(self.sessions))]
+            session = self.sessions[rng.randrange(len(self.sessions))]
             if session.busy:
                 await asyncio.sleep(0)
                 continue
@@ -285,7 +291,7 @@ def rss_mib(pid):
 
 
 def sessions_active(server):
-    return kit.metric_sum(kit.parse_samples(server.scrape()), "rnnserve_sessions_active")
+    return kit.metric_sum(kit.parse_samples(server.scrape())[0], "rnnserve_sessions_active")
 
 
 def p99(values):
