@@ -289,11 +289,13 @@ class Harness {
   void Duplicate(const Slot& slot, Bytes& in) {
     const ShadowSession* s = Find(slot);
     if (s == nullptr || !s->last_index.has_value()) {
-      // Another principal's access to this slot's id: must look unknown, change nothing.
-      ChunkRequest r = Request(slot);
-      r.principal = kPrincipals[1 - slot.principal];
-      r.input = TensorBytes::Zeros({1, 1, kInputSize});
-      return RunRequests({Sent{std::move(r), {}, true}});
+      // Another principal's access to this slot's id: unknown to it unless it holds a session
+      // of that id itself; never touches this slot's session.
+      Sent sent{Request(slot), Tensor::Zeros({1, 1, kInputSize}), false};
+      sent.request.principal = kPrincipals[1 - slot.principal];
+      sent.request.input = TensorBytes::FromTensor(*sent.input);
+      sent.expect_error = !shadow_.count(Key(sent.request.principal, sent.request.session_id));
+      return RunRequests({std::move(sent)});
     }
     Sent sent{Request(slot), {}, false};
     sent.request.chunk_index = *s->last_index;
