@@ -68,7 +68,8 @@ tsan_tests=(core/serving/serving_core_test core/serving/batch_scheduler_test
             core/serving/session_table_test core/serving/session_security_test
             rnn_service_test)
 cmake --build build/tsan -j"$jobs" --target session_ops_replay "${tsan_tests[@]##*/}"
-# tests/tsan.supp names uninstrumented third-party code only (see its comments).
+# tests/tsan.supp names third-party internals only (abseil's Mutex, gRPC's hand-overs): see its
+# comments; never our code.
 export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan.supp"
 for test in "${tsan_tests[@]}"; do
   echo "-- $test"
