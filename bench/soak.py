@@ -109,7 +109,6 @@ class Soak:
             ("grpc.max_receive_message_length", 64 << 20)])
         self.stub = pb2_grpc.RnnServiceStub(self.channel)
         self.sessions = [Session(i) for i in range(args.sessions)]
-        self.ever_started = set()  # every id that a start was sent for
         self.stats = Stats()
         self.stop = asyncio.Event()
 
@@ -173,7 +172,6 @@ class Soak:
 
     async def start(self, session, rng):
         self.stats.count("start")
-        self.ever_started.add(session.id)
         request = pb2.StreamRequest(session_id=session.id, model=MODEL, start=True,
                                     input=tensor(rng, rng.randint(1, 8)), chunk_index=0,
                                     omit_state=True)
@@ -269,9 +267,10 @@ class Soak:
                 session.busy = False
 
     async def close_all(self):
-        """Closes every session that may be live (any id a start was sent for)."""
+        """Closes every session that may be live: each slot's current id (an id is retired only
+        once its session is known to be gone: ended, closed or NOT_FOUND)."""
         closed = 0
-        for session_id in sorted(self.ever_started):
+        for session_id in [session.id for session in self.sessions]:
             try:
                 await self.stub.CloseSession(pb2.CloseSessionRequest(session_id=session_id),
                                              timeout=30)
