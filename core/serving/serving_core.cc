@@ -82,7 +82,7 @@ void ServingCore::ReaperLoop() {
   const absl::Duration interval = std::clamp(options_.session_idle_timeout / 4,
                                              absl::Milliseconds(10), absl::Seconds(1));
   while (!stop_reaper_.WaitForNotificationWithTimeout(interval)) {
-    ReapIdleSessions(absl::Now());
+    ReapIdleSessions(options_.clock());
   }
 }
 

@@ -4,6 +4,7 @@
 #define RNNSERVE_CORE_SERVING_SERVING_OPTIONS_H_
 
 #include <cstdint>
+#include <functional>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -51,6 +52,10 @@ struct ServingOptions {
   // A chunk or Forward with more timesteps than this is refused (INVALID_ARGUMENT) before any
   // work; 0 is no cap.
   int64_t max_steps_per_request = int64_t{1} << 20;
+  // The time sessions are measured by (start, last use, idle timeout, eviction, tombstones,
+  // the reaper). Tests and the session fuzzer inject a fake clock; latency metrics and the
+  // batch scheduler keep the wall clock.
+  std::function<absl::Time()> clock = absl::Now;
 };
 
 // Upper bound on the bytes of a response carrying `floats` values: 5 bytes per float (the

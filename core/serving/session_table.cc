@@ -30,7 +30,7 @@ absl::StatusOr<bool> SessionTable::Admit(ChunkTask* task, SessionEvents& events)
   const ChunkRequest& req = task->request;
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::shared_ptr<Session>> found =
-      req.start ? StartLocked(req, task->submitted, events) : FindLocked(req);
+      req.start ? StartLocked(req, options_.clock(), events) : FindLocked(req);
   if (!found.ok()) return found.status();
   Session& session = **found;
   session.mu.AssertHeld();
@@ -183,7 +183,7 @@ absl::Status SessionTable::AllocateState(ChunkTask* task, int64_t batch, bool un
 std::vector<std::shared_ptr<Session>> SessionTable::CompleteBatch(
     absl::Span<ChunkTask* const> tasks, SessionEvents& events) {
   std::vector<std::shared_ptr<Session>> handoff;
-  const absl::Time now = absl::Now();
+  const absl::Time now = options_.clock();
   absl::MutexLock lock(&mu_);
   for (ChunkTask* task : tasks) {
     Session& session = *task->session;

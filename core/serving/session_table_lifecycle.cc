@@ -128,7 +128,7 @@ std::shared_ptr<Session> SessionTable::EvictionVictimLocked(const Session* reque
 
 absl::Status SessionTable::ReserveStateBytes(int64_t bytes, const Session* requester,
                                              SessionEvents& events) {
-  const absl::Time now = absl::Now();
+  const absl::Time now = options_.clock();
   const std::string& principal = requester->principal;
   const int64_t quota = options_.max_state_bytes_per_principal;
   // The principal's quota first, evicting only its own idle sessions: one principal's usage
@@ -194,7 +194,7 @@ void SessionTable::EndSessionLocked(const std::shared_ptr<Session>& session,
   }
   session->pending.clear();
   if (reason != SessionEndReason::kShutdown) {
-    tombstones_[key] = Tombstone{reason, absl::Now()};
+    tombstones_[key] = Tombstone{reason, options_.clock()};
     tombstone_order_.push_back(key);
     while (static_cast<int64_t>(tombstone_order_.size()) > options_.max_tombstones) {
       tombstones_.erase(tombstone_order_.front());
@@ -221,7 +221,7 @@ SessionSnapshot SessionTable::SnapshotLocked(const Session& session, bool with_s
   s.created = session.created;
   s.last_used = session.last_used;
   s.expires_in = std::max(absl::ZeroDuration(),
-                          session.last_used + options_.session_idle_timeout - absl::Now());
+                          session.last_used + options_.session_idle_timeout - options_.clock());
   s.state_bytes = session.state_bytes;
   s.buffered_steps = session.buffered_steps;
   return s;
