@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets for the model-file parsers (tools/fuzz) with clang-14 in
-# build/fuzz/ and runs each for a bounded time, starting from a seed corpus generated from real
-# exported models. The corpus grows across runs (build/fuzz/corpus/); crashes land in
+# Builds the libFuzzer targets (tools/fuzz) with clang-14 in build/fuzz/ and runs each for a
+# bounded time: the model-file parsers (safetensors, config.json), starting from a seed corpus
+# generated from real exported models, and sequences of session operations on the serving core
+# (session_ops), starting from its checked-in corpus (tools/fuzz/corpus/session_ops/, which
+# ctest also replays). The corpus grows across runs (build/fuzz/corpus/); crashes land in
 # build/fuzz/artifacts/ and make the script fail. build/fuzz/ is its own configure
 # (RNNSERVE_FUZZ=ON; tests, server and benchmarks off) that compiles everything with libFuzzer
 # coverage, ASan and UBSan, so the fuzzers link rnnserve_engine itself.
@@ -9,6 +11,7 @@
 #   scripts/fuzz.sh                # 60 s per target
 #   scripts/fuzz.sh 600            # 10 minutes per target
 #   JOBS=4 scripts/fuzz.sh         # build parallelism (default 2)
+#   TARGETS=session_ops scripts/fuzz.sh 36000   # one target for 10 hours (docs/testing.md)
 #
 # Reproduce a finding: build/fuzz/tools/fuzz/safetensors_fuzz build/fuzz/artifacts/crash-...
 set -euo pipefail
@@ -22,14 +25,15 @@ python=/usr/bin/python3  # Debian's, with torch and numpy
 CXX=clang++-14 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DRNNSERVE_FUZZ=ON -DRNNSERVE_BUILD_TESTS=OFF -DRNNSERVE_BUILD_SERVER=OFF \
   -DRNNSERVE_BUILD_BENCH=OFF >/dev/null
-cmake --build "$build" --target safetensors_fuzz config_json_fuzz -j "${JOBS:-2}"
+targets="${TARGETS:-safetensors config_json session_ops}"
+cmake --build "$build" --target $(for t in $targets; do echo "${t}_fuzz"; done) -j "${JOBS:-2}"
 
 # Seeds: real exports (a demo model, small variants) plus F16/BF16 files written by the same
 # exporter, so the fuzzer starts from inputs that get past the JSON and into every check.
 seeds="$build/seeds"
 rm -rf "$seeds"
 mkdir -p "$seeds/safetensors" "$seeds/config_json" "$build/corpus/safetensors" \
-  "$build/corpus/config_json" "$build/artifacts"
+  "$build/corpus/config_json" "$build/corpus/session_ops" "$build/artifacts"
 "$python" - "$root/tools" "$seeds" <<'PY'
 import os, shutil, sys
 sys.path.insert(0, sys.argv[1])
@@ -59,14 +63,20 @@ with open(os.path.join(seeds, "config_json", "minimal"), "w") as f:
 PY
 
 status=0
-for target in safetensors config_json; do
+for target in $targets; do
   echo "== ${target}_fuzz for ${seconds}s"
+  # New inputs go to the first folder (build/fuzz/corpus/); the seeds are only read.
+  if [ "$target" = session_ops ]; then
+    inputs=("$fuzz_src/corpus/session_ops")
+  else
+    inputs=("$seeds/$target" -dict="$fuzz_src/$target.dict")
+  fi
   # Not `set -e` for the fuzzer: report every target, then fail.
-  "$build/tools/fuzz/${target}_fuzz" "$build/corpus/$target" "$seeds/$target" \
-    -dict="$fuzz_src/$target.dict" -max_total_time="$seconds" -timeout=10 \
+  "$build/tools/fuzz/${target}_fuzz" "$build/corpus/$target" "${inputs[@]}" \
+    -max_total_time="$seconds" -timeout=10 \
     -artifact_prefix="$build/artifacts/${target}-" -print_final_stats=1 2>"$build/${target}_fuzz.log" ||
     status=$?
-  grep -E "DONE|^==[0-9]+==ERROR|^SUMMARY|^artifact_prefix|Test unit written" \
+  grep -E "DONE|^==[0-9]+==ERROR|^SUMMARY|^artifact_prefix|Test unit written|check failed" \
     "$build/${target}_fuzz.log" || true
 done
 if [ "$status" -ne 0 ]; then

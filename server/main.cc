@@ -71,10 +71,38 @@ ABSL_FLAG(bool, allow_non_finite_weights, false,
           "Load models whose weights hold NaN or Inf (refused by default).");
 ABSL_FLAG(int, max_in_flight_per_stream, 4096,
           "Requests of one stream in progress before the server stops reading from it.");
+ABSL_FLAG(int64_t, max_stream_buffered_bytes, 0,
+          "Response bytes one stream may have queued for a client that does not read before "
+          "the server stops reading from it; 0 is twice --max_message_bytes, else at least "
+          "--max_message_bytes.");
+ABSL_FLAG(absl::Duration, stream_idle_timeout, absl::Minutes(10),
+          "A stream with nothing read and nothing in flight for this long ends with "
+          "UNAVAILABLE (its sessions stay); 0 never.");
+ABSL_FLAG(int, max_concurrent_streams_per_connection, 100,
+          "Calls one client connection may have open at once (HTTP/2 "
+          "SETTINGS_MAX_CONCURRENT_STREAMS); more wait in the client.");
+ABSL_FLAG(absl::Duration, keepalive_time, absl::Minutes(1),
+          "The server pings a connection idle this long; with no answer within "
+          "--keepalive_timeout the connection is closed and its calls cancelled.");
+ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(20),
+          "How long the server waits for the answer to its keepalive ping.");
+ABSL_FLAG(absl::Duration, keepalive_min_client_ping_interval, absl::Seconds(10),
+          "Clients may send keepalive pings this often (also with no call open); more often "
+          "and the server ends the connection (GOAWAY too_many_pings).");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
-          "On SIGTERM/SIGINT: how long open streams may go on before shutdown.");
+          "On SIGTERM/SIGINT: how long open streams may go on (their responses say draining; "
+          "each ends with UNAVAILABLE once everything it read is answered) before they stop "
+          "reading.");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(5),
-          "After draining: how long work in flight may take before it is cancelled.");
+          "After --drain_timeout: how long streams may take to answer what they read before "
+          "they are cancelled.");
+ABSL_FLAG(int64_t, slice_steps, 128,
+          "Fair compute: a long unidirectional chunk or Forward runs in slices of at most this "
+          "many timestep-rows (timesteps x batch N, at least one timestep), other work running "
+          "in between; 0 never slices.");
+ABSL_FLAG(int64_t, max_steps_per_request, int64_t{1} << 20,
+          "A chunk or Forward with more timesteps is refused (INVALID_ARGUMENT) before any "
+          "work; 0 is no cap.");
 
 #ifndef RNNSERVE_VERSION
 #define RNNSERVE_VERSION "dev"
@@ -207,6 +235,16 @@ int main(int argc, char** argv) {
   options.serving.max_state_bytes_per_principal =
       absl::GetFlag(FLAGS_max_state_bytes_per_principal);
   options.service.max_in_flight_per_stream = absl::GetFlag(FLAGS_max_in_flight_per_stream);
+  options.service.max_stream_buffered_bytes = absl::GetFlag(FLAGS_max_stream_buffered_bytes);
+  options.service.stream_idle_timeout = absl::GetFlag(FLAGS_stream_idle_timeout);
+  options.max_concurrent_streams_per_connection =
+      absl::GetFlag(FLAGS_max_concurrent_streams_per_connection);
+  options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
+  options.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
+  options.keepalive_min_client_ping_interval =
+      absl::GetFlag(FLAGS_keepalive_min_client_ping_interval);
+  options.serving.slice_steps = absl::GetFlag(FLAGS_slice_steps);
+  options.serving.max_steps_per_request = absl::GetFlag(FLAGS_max_steps_per_request);
 
   absl::StatusOr<std::unique_ptr<rnnserve::RnnServer>> server =
       rnnserve::RnnServer::Start(options);

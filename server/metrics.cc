@@ -98,17 +98,34 @@ Metrics::Metrics(const std::vector<std::string>& model_names)
       stream_read_pauses_(BuildCounter()
                               .Name("rnnserve_stream_read_pauses_total")
                               .Help("Times a stream had --max_in_flight_per_stream requests in "
-                                    "progress and the server stopped reading it until "
-                                    "responses were written")
+                                    "progress (or --max_stream_buffered_bytes queued) and the "
+                                    "server stopped reading it until responses were written")
                               .Register(*registry_)
                               .Add({})),
       streams_read_paused_(BuildGauge()
                                .Name("rnnserve_streams_read_paused")
                                .Help("Streams the server is not reading right now because "
                                      "--max_in_flight_per_stream of their requests are in "
-                                     "progress")
+                                     "progress or --max_stream_buffered_bytes are queued")
                                .Register(*registry_)
-                               .Add({})) {
+                               .Add({})),
+      streams_open_(BuildGauge()
+                        .Name("rnnserve_streams_open")
+                        .Help("Stream calls open right now")
+                        .Register(*registry_)
+                        .Add({})),
+      stream_requests_read_(BuildCounter()
+                                .Name("rnnserve_stream_requests_read_total")
+                                .Help("Requests read on streams (each is answered before its "
+                                      "stream ends, unless the client goes away)")
+                                .Register(*registry_)
+                                .Add({})),
+      stream_buffered_bytes_(BuildGauge()
+                                 .Name("rnnserve_stream_buffered_bytes")
+                                 .Help("Response bytes queued on all streams and not yet "
+                                       "written, in bytes")
+                                 .Register(*registry_)
+                                 .Add({})) {
   BuildGauge()
       .Name("rnnserve_build_info")
       .Help("Build information; the value is always 1")

@@ -45,8 +45,8 @@ class Metrics : public ServingObserver {
   // One finished RPC (for Stream: one request on the stream).
   void CountRequest(const std::string& rpc, const std::string& model, absl::StatusCode code);
 
-  // A stream reached max_in_flight_per_stream: the server stops reading it until responses
-  // are written (the client pipelines deeper than the server buffers). Each pause ends with
+  // A stream reached max_in_flight_per_stream (or max_stream_buffered_bytes): the server stops
+  // reading it until responses are written (the client pipelines deeper than the server buffers). Each pause ends with
   // StreamReadResumed, also when the stream ends while paused.
   void StreamReadPaused() {
     stream_read_pauses_.Increment();
@@ -58,6 +58,14 @@ class Metrics : public ServingObserver {
   }
   int64_t streams_read_paused() const {
     return static_cast<int64_t>(streams_read_paused_.Value());
+  }
+  // Stream calls open, the requests read on them, and their queued response bytes (all
+  // streams together).
+  void StreamOpened() { streams_open_.Increment(); }
+  void StreamRequestRead() { stream_requests_read_.Increment(); }
+  void StreamClosed() { streams_open_.Decrement(); }
+  void StreamBufferedBytes(int64_t delta) {
+    stream_buffered_bytes_.Increment(static_cast<double>(delta));
   }
 
   // ServingObserver
@@ -95,6 +103,9 @@ class Metrics : public ServingObserver {
   prometheus::Gauge& tombstone_bytes_;
   prometheus::Counter& stream_read_pauses_;
   prometheus::Gauge& streams_read_paused_;
+  prometheus::Gauge& streams_open_;
+  prometheus::Counter& stream_requests_read_;
+  prometheus::Gauge& stream_buffered_bytes_;
 
   absl::Mutex mu_;
   // State below is protected by mu_: label-set caches, so hot paths skip Family::Add's lookup.

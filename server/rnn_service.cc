@@ -5,6 +5,7 @@
 #include "base/log.h"
 #include "base/text.h"
 #include "proto/status_codec.h"
+#include "server/message_codec.h"
 #include "server/proto_convert.h"
 
 namespace rnnserve {
@@ -23,7 +24,11 @@ absl::StatusOr<std::string> CallAuth::Principal(const grpc::ServerContextBase& c
 
 RnnServiceImpl::RnnServiceImpl(ServingCore* core, Metrics* metrics,
                                const ServiceOptions& options, CallAuth auth)
-    : core_(core), metrics_(metrics), options_(options), auth_(std::move(auth)) {}
+    : core_(core),
+      metrics_(metrics),
+      options_(options),
+      auth_(std::move(auth)),
+      streams_(options.stream_idle_timeout) {}
 
 void RnnServiceImpl::FinishUnary(grpc::ServerUnaryReactor* reactor, const char* rpc,
                                  const std::string& model, const absl::Status& status) {
@@ -37,112 +42,136 @@ void RnnServiceImpl::FinishUnary(grpc::ServerUnaryReactor* reactor, const char* 
   reactor->Finish(ToGrpcStatus(status));
 }
 
-grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>* RnnServiceImpl::Stream(
+template <typename Request, typename Response, typename Handle>
+grpc::ServerUnaryReactor* RnnServiceImpl::Unary(grpc::CallbackServerContext* context,
+                                                const char* rpc,
+                                                const grpc::ByteBuffer* wire_request,
+                                                grpc::ByteBuffer* wire_response, Handle handle) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const absl::StatusOr<std::string> principal = auth_.Principal(*context);
+  if (!principal.ok()) {
+    FinishUnary(reactor, rpc, "", principal.status());
+    return reactor;
+  }
+  Request request;
+  if (absl::Status parsed = ParseMessage(*wire_request, options_.max_message_bytes, &request);
+      !parsed.ok()) {
+    FinishUnary(reactor, rpc, "", parsed);
+    return reactor;
+  }
+  Response response;
+  std::string model;
+  const absl::Status status = handle(*principal, request, &response, &model);
+  if (status.ok()) SerializeMessage(response, wire_response);
+  FinishUnary(reactor, rpc, model, status);
+  return reactor;
+}
+
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* RnnServiceImpl::Stream(
     grpc::CallbackServerContext* context) {
   absl::StatusOr<std::string> principal = auth_.Principal(*context);
   if (!principal.ok()) {
     metrics_->CountRequest("Stream", ModelLabel(core_->models(), ""), principal.status().code());
   }
-  return new StreamReactor(core_, metrics_, options_, &open_streams_, std::move(principal));
+  return new StreamReactor(core_, metrics_, options_, &streams_, std::move(principal));
 }
 
 grpc::ServerUnaryReactor* RnnServiceImpl::Forward(grpc::CallbackServerContext* context,
-                                                  const v1::ForwardRequest* request,
-                                                  v1::ForwardResponse* response) {
+                                                  const grpc::ByteBuffer* wire_request,
+                                                  grpc::ByteBuffer* wire_response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const absl::StatusOr<std::string> principal = auth_.Principal(*context);
   if (!principal.ok()) {
     FinishUnary(reactor, "Forward", "", principal.status());
     return reactor;
   }
-  absl::StatusOr<ForwardArgs> args = ForwardRequestToArgs(*request);
+  v1::ForwardRequest request;
+  if (absl::Status parsed = ParseMessage(*wire_request, options_.max_message_bytes, &request);
+      !parsed.ok()) {
+    FinishUnary(reactor, "Forward", "", parsed);
+    return reactor;
+  }
+  absl::StatusOr<ForwardArgs> args = ForwardRequestToArgs(request);
   if (!args.ok()) {
-    FinishUnary(reactor, "Forward", request->model(), args.status());
+    FinishUnary(reactor, "Forward", request.model(), args.status());
     return reactor;
   }
   const std::string model = args->model;
   const TensorEncoding encoding = args->encoding;
-  core_->Forward(model, std::move(args->input), std::move(args->h0),
-                 [this, reactor, response, model, encoding](absl::StatusOr<ForwardResult> result) {
-                   if (result.ok()) ForwardResultToResponse(*result, encoding, response);
-                   FinishUnary(reactor, "Forward", model, result.status());
-                 });
+  core_->Forward(
+      model, std::move(args->input), std::move(args->h0),
+      [this, reactor, wire_response, model, encoding](absl::StatusOr<ForwardResult> result) {
+        if (result.ok()) {
+          v1::ForwardResponse response;
+          ForwardResultToResponse(*result, encoding, &response);
+          SerializeMessage(response, wire_response);
+        }
+        FinishUnary(reactor, "Forward", model, result.status());
+      });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* RnnServiceImpl::ListModels(grpc::CallbackServerContext* context,
-                                                     const v1::ListModelsRequest* request,
-                                                     v1::ListModelsResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const absl::StatusOr<std::string> principal = auth_.Principal(*context);
-  if (principal.ok()) {
-    for (const ServedModel* model : core_->models().All()) {
-      ModelInfoToProto(*model, response->add_models());
-    }
-  }
-  FinishUnary(reactor, "ListModels", "", principal.status());
-  return reactor;
+                                                     const grpc::ByteBuffer* wire_request,
+                                                     grpc::ByteBuffer* wire_response) {
+  return Unary<v1::ListModelsRequest, v1::ListModelsResponse>(
+      context, "ListModels", wire_request, wire_response,
+      [this](const std::string& /*principal*/, const v1::ListModelsRequest& /*request*/,
+             v1::ListModelsResponse* response, std::string* /*model*/) {
+        for (const ServedModel* model : core_->models().All()) {
+          ModelInfoToProto(*model, response->add_models());
+        }
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* RnnServiceImpl::GetModel(grpc::CallbackServerContext* context,
-                                                   const v1::GetModelRequest* request,
-                                                   v1::ModelInfo* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const absl::StatusOr<std::string> principal = auth_.Principal(*context);
-  if (!principal.ok()) {
-    FinishUnary(reactor, "GetModel", "", principal.status());
-    return reactor;
-  }
-  const ServedModel* model = core_->models().Find(request->model());
-  absl::Status status;
-  if (model == nullptr) {
-    status = core_->models().UnknownModelError(request->model());
-  } else {
-    ModelInfoToProto(*model, response);
-  }
-  FinishUnary(reactor, "GetModel", model != nullptr ? model->name : "", status);
-  return reactor;
+                                                   const grpc::ByteBuffer* wire_request,
+                                                   grpc::ByteBuffer* wire_response) {
+  return Unary<v1::GetModelRequest, v1::ModelInfo>(
+      context, "GetModel", wire_request, wire_response,
+      [this](const std::string& /*principal*/, const v1::GetModelRequest& request,
+             v1::ModelInfo* response, std::string* model_label) {
+        const ServedModel* model = core_->models().Find(request.model());
+        if (model == nullptr) return core_->models().UnknownModelError(request.model());
+        *model_label = model->name;
+        ModelInfoToProto(*model, response);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* RnnServiceImpl::GetSession(grpc::CallbackServerContext* context,
-                                                     const v1::GetSessionRequest* request,
-                                                     v1::SessionInfo* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const absl::StatusOr<std::string> principal = auth_.Principal(*context);
-  if (!principal.ok()) {
-    FinishUnary(reactor, "GetSession", "", principal.status());
-    return reactor;
-  }
-  absl::StatusOr<SessionSnapshot> session =
-      core_->GetSession(request->session_id(), !request->omit_state(), *principal);
-  std::string model;
-  if (session.ok()) {
-    model = session->model;
-    SessionInfoToProto(*session, request->raw() ? TensorEncoding::kRaw : TensorEncoding::kValues,
-                       response);
-  }
-  FinishUnary(reactor, "GetSession", model, session.status());
-  return reactor;
+                                                     const grpc::ByteBuffer* wire_request,
+                                                     grpc::ByteBuffer* wire_response) {
+  return Unary<v1::GetSessionRequest, v1::SessionInfo>(
+      context, "GetSession", wire_request, wire_response,
+      [this](const std::string& principal, const v1::GetSessionRequest& request,
+             v1::SessionInfo* response, std::string* model) {
+        absl::StatusOr<SessionSnapshot> session =
+            core_->GetSession(request.session_id(), !request.omit_state(), principal);
+        if (!session.ok()) return session.status();
+        *model = session->model;
+        SessionInfoToProto(*session,
+                           request.raw() ? TensorEncoding::kRaw : TensorEncoding::kValues,
+                           response);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* RnnServiceImpl::CloseSession(grpc::CallbackServerContext* context,
-                                                       const v1::CloseSessionRequest* request,
-                                                       v1::CloseSessionResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const absl::StatusOr<std::string> principal = auth_.Principal(*context);
-  if (!principal.ok()) {
-    FinishUnary(reactor, "CloseSession", "", principal.status());
-    return reactor;
-  }
-  absl::StatusOr<SessionSnapshot> session =
-      core_->CloseSession(request->session_id(), *principal);
-  std::string model;
-  if (session.ok()) {
-    model = session->model;
-    SessionInfoToProto(*session, TensorEncoding::kValues, response->mutable_session());
-  }
-  FinishUnary(reactor, "CloseSession", model, session.status());
-  return reactor;
+                                                       const grpc::ByteBuffer* wire_request,
+                                                       grpc::ByteBuffer* wire_response) {
+  return Unary<v1::CloseSessionRequest, v1::CloseSessionResponse>(
+      context, "CloseSession", wire_request, wire_response,
+      [this](const std::string& principal, const v1::CloseSessionRequest& request,
+             v1::CloseSessionResponse* response, std::string* model) {
+        absl::StatusOr<SessionSnapshot> session =
+            core_->CloseSession(request.session_id(), principal);
+        if (!session.ok()) return session.status();
+        *model = session->model;
+        SessionInfoToProto(*session, TensorEncoding::kValues, response->mutable_session());
+        return absl::OkStatus();
+      });
 }
 
 }  // namespace rnnserve

@@ -1,10 +1,13 @@
 // RnnServiceImpl: the gRPC face of rnnserve (callback API). Stateless and thin: each handler
-// converts the request (proto_convert), calls the ServingCore facade, converts the answer back,
-// maps the status (proto/status_codec) and counts the request. No math and no session state
-// live here.
+// parses the request (message_codec), converts it (proto_convert), calls the ServingCore facade,
+// converts the answer back, maps the status (proto/status_codec) and counts the request. No
+// math and no session state live here. The methods are registered raw (wire bytes), so a
+// request that does not parse is answered INVALID_ARGUMENT with a message, not gRPC's bare
+// UNIMPLEMENTED (unary) or OK end of stream.
 //
-// Thread-safe. Does not own the core or the metrics; both must outlive the service. Each
-// Stream call gets a StreamReactor that owns itself and deletes itself in OnDone().
+// Thread-safe. Does not own the core or the metrics; both must outlive the service. Owns the
+// registry of open streams (drain, idle timeout); each Stream call gets a StreamReactor that
+// owns itself.
 #ifndef RNNSERVE_SERVER_RNN_SERVICE_H_
 #define RNNSERVE_SERVER_RNN_SERVICE_H_
 
@@ -20,6 +23,7 @@
 #include "server/auth/token_file.h"
 #include "server/metrics.h"
 #include "server/stream_reactor.h"
+#include "server/stream_registry.h"
 
 namespace rnnserve {
 
@@ -36,33 +40,53 @@ struct CallAuth {
   absl::StatusOr<std::string> Principal(const grpc::ServerContextBase& context) const;
 };
 
-class RnnServiceImpl final : public v1::RnnService::CallbackService {
+// Every method of rnnserve.v1.RnnService, taking and giving wire bytes.
+using RawRnnService = v1::RnnService::WithRawCallbackMethod_Stream<
+    v1::RnnService::WithRawCallbackMethod_Forward<
+        v1::RnnService::WithRawCallbackMethod_ListModels<
+            v1::RnnService::WithRawCallbackMethod_GetModel<
+                v1::RnnService::WithRawCallbackMethod_GetSession<
+                    v1::RnnService::WithRawCallbackMethod_CloseSession<
+                        v1::RnnService::Service>>>>>>;
+
+class RnnServiceImpl final : public RawRnnService {
  public:
   RnnServiceImpl(ServingCore* core, Metrics* metrics, const ServiceOptions& options,
                  CallAuth auth = {});
 
-  grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>* Stream(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Stream(
       grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* context,
-                                    const v1::ForwardRequest* request,
-                                    v1::ForwardResponse* response) override;
+                                    const grpc::ByteBuffer* request,
+                                    grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
-                                       const v1::ListModelsRequest* request,
-                                       v1::ListModelsResponse* response) override;
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetModel(grpc::CallbackServerContext* context,
-                                     const v1::GetModelRequest* request,
-                                     v1::ModelInfo* response) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetSession(grpc::CallbackServerContext* context,
-                                       const v1::GetSessionRequest* request,
-                                       v1::SessionInfo* response) override;
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* CloseSession(grpc::CallbackServerContext* context,
-                                         const v1::CloseSessionRequest* request,
-                                         v1::CloseSessionResponse* response) override;
+                                         const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
 
   // Streams open right now (graceful shutdown waits for them).
-  int64_t open_streams() const { return open_streams_.load(); }
+  int64_t open_streams() const { return streams_.open_streams(); }
+  // Every open stream gets the drain notice and ends (UNAVAILABLE) once every request it read
+  // is answered; streams opened later are refused.
+  void BeginDrain() { streams_.BeginDrain(); }
+  // The drain deadline: open streams read nothing more.
+  void StopReading() { streams_.StopReading(); }
 
  private:
+  // A synchronous unary call: checks the caller, parses the request (INVALID_ARGUMENT when it
+  // does not parse), runs `handle(principal, request, &response, &model)` and answers.
+  template <typename Request, typename Response, typename Handle>
+  grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context, const char* rpc,
+                                  const grpc::ByteBuffer* wire_request,
+                                  grpc::ByteBuffer* wire_response, Handle handle);
   // Finishes a unary call and counts it.
   void FinishUnary(grpc::ServerUnaryReactor* reactor, const char* rpc, const std::string& model,
                    const absl::Status& status);
@@ -71,7 +95,7 @@ class RnnServiceImpl final : public v1::RnnService::CallbackService {
   Metrics* const metrics_;
   const ServiceOptions options_;
   const CallAuth auth_;
-  std::atomic<int64_t> open_streams_{0};
+  StreamRegistry streams_;
 };
 
 }  // namespace rnnserve

@@ -4,11 +4,13 @@
 #include <thread>
 #include <utility>
 
+#include <grpc/grpc.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/impl/server_builder_option.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "base/log.h"
 #include "grpc/health/v1/health.pb.h"
 #include "server/auth/auth_processor.h"
@@ -35,6 +37,9 @@ absl::Status CheckPort(const char* flag, int port, int min) {
   }
   return absl::OkStatus();
 }
+
+// A duration as a channel argument (int milliseconds); validated to fit.
+int Milliseconds(absl::Duration d) { return static_cast<int>(absl::ToInt64Milliseconds(d)); }
 
 }  // namespace
 
@@ -85,12 +90,27 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
           absl::StrCat("--", flag, "=", value, " must be at least 1"));
     }
   }
+  if (options.service.max_stream_buffered_bytes != 0 &&
+      options.service.max_stream_buffered_bytes < options.max_message_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_stream_buffered_bytes=", options.service.max_stream_buffered_bytes,
+        " is below --max_message_bytes=", options.max_message_bytes,
+        ": use 0 (twice --max_message_bytes) or at least --max_message_bytes"));
+  }
+  if (options.max_concurrent_streams_per_connection < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_concurrent_streams_per_connection=",
+                     options.max_concurrent_streams_per_connection, " must be at least 1"));
+  }
   if (options.serving.threads < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--threads=", options.serving.threads, " must be >= 0 (0 is one per core)"));
   }
   const std::pair<const char*, absl::Duration> positive[] = {
       {"session_idle_timeout", options.serving.session_idle_timeout},
+      {"keepalive_time", options.keepalive_time},
+      {"keepalive_timeout", options.keepalive_timeout},
+      {"keepalive_min_client_ping_interval", options.keepalive_min_client_ping_interval},
   };
   for (const auto& [flag, value] : positive) {
     if (value <= absl::ZeroDuration()) {
@@ -98,11 +118,25 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
           "--", flag, "=", absl::FormatDuration(value), " must be positive"));
     }
   }
+  // Channel arguments are int milliseconds.
+  const std::pair<const char*, absl::Duration> as_channel_args[] = {
+      {"keepalive_time", options.keepalive_time},
+      {"keepalive_timeout", options.keepalive_timeout},
+      {"keepalive_min_client_ping_interval", options.keepalive_min_client_ping_interval},
+  };
+  for (const auto& [flag, value] : as_channel_args) {
+    if (value > absl::Milliseconds(std::numeric_limits<int>::max())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", flag, "=", absl::FormatDuration(value), " is too long: at most ",
+          absl::FormatDuration(absl::Milliseconds(std::numeric_limits<int>::max()))));
+    }
+  }
   const std::pair<const char*, absl::Duration> not_negative[] = {
       {"evict_idle_after", options.serving.evict_idle_after},  // 0: any idle session
       {"max_queue_delay", options.serving.max_queue_delay},
       {"drain_timeout", options.drain_timeout},
       {"shutdown_grace", options.shutdown_grace},
+      {"stream_idle_timeout", options.service.stream_idle_timeout},  // 0: never
   };
   for (const auto& [flag, value] : not_negative) {
     if (value < absl::ZeroDuration()) {
@@ -120,6 +154,16 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--max_tombstone_bytes=", options.serving.max_tombstone_bytes,
         " must be >= 0 (0 remembers no ended session ids)"));
+  }
+  const std::pair<const char*, int64_t> zero_is_off[] = {
+      {"slice_steps", options.serving.slice_steps},                      // 0: never slice
+      {"max_steps_per_request", options.serving.max_steps_per_request},  // 0: no cap
+  };
+  for (const auto& [flag, value] : zero_is_off) {
+    if (value < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, "=", value, " must be >= 0 (0 is off)"));
+    }
   }
   return absl::OkStatus();
 }
@@ -200,6 +244,9 @@ absl::StatusOr<std::unique_ptr<RnnServer>> RnnServer::Start(const ServerOptions&
       std::make_unique<ServingCore>(std::move(models), serving, server->metrics_.get());
   ServiceOptions service_options = options.service;
   service_options.max_message_bytes = options.max_message_bytes;
+  if (service_options.max_stream_buffered_bytes == 0) {
+    service_options.max_stream_buffered_bytes = int64_t{2} * options.max_message_bytes;
+  }
   server->service_ = std::make_unique<RnnServiceImpl>(
       server->core_.get(), server->metrics_.get(), service_options, std::move(auth));
 
@@ -213,8 +260,16 @@ absl::StatusOr<std::unique_ptr<RnnServer>> RnnServer::Start(const ServerOptions&
                            &server->port_);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
-  // Accept client keepalive pings every 10 s at most, even on idle streams.
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             options.max_concurrent_streams_per_connection);
+  // The server pings idle connections (dead peers free their streams), and accepts client
+  // keepalive pings as often as keepalive_min_client_ping_interval, also with no call open;
+  // more frequent ones are answered with GOAWAY (too_many_pings).
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, Milliseconds(options.keepalive_time));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             Milliseconds(options.keepalive_timeout));
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             Milliseconds(options.keepalive_min_client_ping_interval));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.RegisterService(server->service_.get());
   server->server_ = builder.BuildAndStart();
@@ -261,14 +316,38 @@ void RnnServer::DrainAndShutdown() {
           " open streams, ", core_->session_count(), " sessions");
   SetServing(false);
   core_->BeginDrain();
-  const absl::Time deadline = absl::Now() + options_.drain_timeout;
+  const absl::Time drain_deadline = absl::Now() + options_.drain_timeout;
+  // Shutdown() sends GOAWAY at once (clients open no new calls here; open ones go on) and
+  // returns when every call is done and every connection closed. Clients need not hang up:
+  // once the streams are over, what is left is cancelled below, so an idle connection does
+  // not hold up the exit.
+  absl::Notification shut_down;
+  std::thread shutdown([this, drain_deadline, &shut_down] {
+    server_->Shutdown(absl::ToChronoTime(drain_deadline + options_.shutdown_grace));
+    shut_down.Notify();
+  });
+  service_->BeginDrain();
   // Polls a counter on the main thread; nothing else waits on this.
-  while (service_->open_streams() > 0 && absl::Now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto wait_for_streams = [this](absl::Time deadline) {
+    while (service_->open_streams() > 0 && absl::Now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  };
+  wait_for_streams(drain_deadline);
+  const absl::Time grace_deadline = absl::Now() + options_.shutdown_grace;
+  if (service_->open_streams() > 0) {
+    LogWarning("--drain_timeout: ", service_->open_streams(),
+               " streams still busy; they read nothing more, and end once answered or after "
+               "--shutdown_grace");
+    service_->StopReading();
+    wait_for_streams(grace_deadline);
   }
-  core_->WaitIdle(absl::Now() + options_.shutdown_grace);
-  server_->Shutdown(std::chrono::system_clock::now() +
-                    absl::ToChronoMilliseconds(options_.shutdown_grace));
+  core_->WaitIdle(grace_deadline);
+  // Repeated until Shutdown() returns: its GOAWAY may not have been sent yet on the first.
+  do {
+    grpc_server_cancel_all_calls(server_->c_server());
+  } while (!shut_down.WaitForNotificationWithTimeout(absl::Milliseconds(20)));
+  shutdown.join();
   if (health_server_) health_server_->Shutdown(std::chrono::system_clock::now());
   core_->EndAllSessions();
   LogInfo("shut down");

@@ -41,9 +41,11 @@ class RnnServer {
   ServingCore& core() { return *core_; }
   Metrics& metrics() { return *metrics_; }
 
-  // Health goes NOT_SERVING and new sessions get UNAVAILABLE; open streams keep working. Then
-  // waits until every stream has closed or `drain_timeout` passes, and shuts down (what is
-  // still open after `shutdown_grace` is cancelled).
+  // Health goes NOT_SERVING, GOAWAY goes out, new sessions and Forward get UNAVAILABLE. Open
+  // streams go on with `draining` on every response and each ends with UNAVAILABLE once every
+  // request it read is answered; at `drain_timeout` they stop reading, and what is still open
+  // `shutdown_grace` later is cancelled. Then idle connections are cancelled (they do not hold
+  // up the exit) and every session ends. docs/deployment.md "Draining".
   void DrainAndShutdown();
 
  private:

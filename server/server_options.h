@@ -36,16 +36,29 @@ struct ServerOptions {
   std::string model_repository;      // one subfolder per model; empty serves the demo model
   ModelLoadOptions model_loading;    // default: NaN or Inf weights refuse the model
   int max_message_bytes = 64 << 20;  // largest request or response message
-  absl::Duration drain_timeout = absl::Seconds(30);  // on SIGTERM: wait this long for streams
-  absl::Duration shutdown_grace = absl::Seconds(5);  // then cancel what is still open
+  // On SIGTERM: streams go on (answers say `draining`) and end once answered, for this long;
+  // then they read nothing more and end once answered, within shutdown_grace; then whatever
+  // is still open is cancelled.
+  absl::Duration drain_timeout = absl::Seconds(30);
+  absl::Duration shutdown_grace = absl::Seconds(5);
+  // HTTP/2 streams (calls) one connection may have open; more wait in the client.
+  int max_concurrent_streams_per_connection = 100;
+  // Keepalive: the server pings a connection idle this long and drops it when the ping is
+  // not answered within keepalive_timeout; clients may ping as often as
+  // keepalive_min_client_ping_interval, also with no call open.
+  absl::Duration keepalive_time = absl::Minutes(1);
+  absl::Duration keepalive_timeout = absl::Seconds(20);
+  absl::Duration keepalive_min_client_ping_interval = absl::Seconds(10);
   ServingOptions serving;  // per-principal quotas (0 = no limit); max_response_bytes is
                            // taken from max_message_bytes
-  ServiceOptions service;  // its max_message_bytes is taken from the field above
+  ServiceOptions service;  // its max_message_bytes is taken from the field above; its
+                           // max_stream_buffered_bytes 0 means twice that
 };
 
 // Checks the combination before anything starts: ports in range, a certificate with its key,
 // a client CA only with a certificate, a health port only with TLS, a known log level,
-// positive limits and durations, a message limit of at least 1 KiB.
+// positive limits and durations, a message limit of at least 1 KiB, a stream buffer of at
+// least one message, durations that fit gRPC's channel arguments.
 // INVALID_ARGUMENT naming the flag otherwise.
 absl::Status ValidateServerOptions(const ServerOptions& options);
 

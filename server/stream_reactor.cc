@@ -1,94 +1,112 @@
 #include "server/stream_reactor.h"
 
+#include <algorithm>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "proto/status_codec.h"
+#include "server/message_codec.h"
 #include "server/proto_convert.h"
 
 namespace rnnserve {
+namespace {
+
+grpc::Status DrainStatus() {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                      "server is shutting down; resume elsewhere: every request read on this "
+                      "stream was answered, start the sessions on another replica with the "
+                      "last h_n as h_0 and the next chunk_index");
+}
+
+}  // namespace
 
 StreamReactor::StreamReactor(ServingCore* core, Metrics* metrics, const ServiceOptions& options,
-                             std::atomic<int64_t>* open_streams,
-                             absl::StatusOr<std::string> principal)
-    : core_(core), metrics_(metrics), options_(options), open_streams_(open_streams) {
-  ++*open_streams_;
+                             StreamRegistry* registry, absl::StatusOr<std::string> principal)
+    : core_(core), metrics_(metrics), options_(options), registry_(registry) {
+  metrics_->StreamOpened();
+  std::optional<grpc::Status> refuse;
   if (!principal.ok()) {
+    refuse = ToGrpcStatus(principal.status());
+  } else if (!registry_->Add(this)) {
+    refuse = DrainStatus();
+  }
+  if (refuse.has_value()) {
     {
       absl::MutexLock lock(&mu_);
       finished_ = true;
     }
-    Finish(ToGrpcStatus(principal.status()));
+    Finish(*refuse);
     return;
   }
   principal_ = std::move(principal).value();
-  StartRead(&request_);
+  absl::MutexLock lock(&mu_);
+  last_activity_ = absl::Now();
+  MaybeReadLocked();
 }
 
 void StreamReactor::OnReadDone(bool ok) {
   if (!ok) {
-    bool finish;
+    std::optional<grpc::Status> finish;
     {
       absl::MutexLock lock(&mu_);
-      reads_done_ = true;
-      finish = ShouldFinishLocked();
+      read_busy_ = false;
+      no_more_reads_ = true;
+      if (!broken_ && !finished_) half_closed_ = true;
+      finish = FinishNowLocked();
     }
-    if (finish) Finish(grpc::Status::OK);
+    FinishIf(finish);
     return;
   }
-  // The input's raw bytes move out of request_ (read into again next) into the chunk.
-  DecodedStreamRequest chunk = StreamRequestToChunk(&request_);
-  chunk.chunk.principal = principal_;
+  ++requests_read_;
+  v1::StreamRequest request;
+  const absl::Status parsed = ParseMessage(read_buffer_, options_.max_message_bytes, &request);
+  read_buffer_.Clear();
   {
-    absl::MutexLock lock(&mu_);
-    ++in_flight_;
+    std::optional<grpc::Status> finish;
+    bool submit = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_ || broken_) {
+        // Arrived as the stream ended: not applied, and the client learns nothing of it.
+        read_busy_ = false;
+        finish = FinishNowLocked();
+      } else if (!parsed.ok()) {
+        read_busy_ = false;
+        no_more_reads_ = true;
+        EndWhenAnsweredLocked(grpc::Status(
+            grpc::StatusCode::INVALID_ARGUMENT,
+            absl::StrCat("request ", requests_read_, " on this stream: ", parsed.message(),
+                         "; the stream ends here (the requests before it were answered)")));
+        finish = FinishNowLocked();
+      } else {
+        ++unanswered_;
+        last_activity_ = absl::Now();
+        submit = true;
+      }
+    }
+    if (!submit) {
+      FinishIf(finish);
+      return;
+    }
   }
+  metrics_->StreamRequestRead();
+  // The input's raw bytes move out of the request into the chunk.
+  DecodedStreamRequest chunk = StreamRequestToChunk(&request);
+  chunk.chunk.principal = principal_;
   const uint64_t request_id = chunk.request_id;
   const TensorEncoding encoding = chunk.encoding;
+  // `done` may run inline (a request refused at admission).
   core_->SubmitChunk(std::move(chunk.chunk), [this, request_id, encoding](ChunkResult result) {
     OnResult(request_id, encoding, std::move(result));
   });
-  bool read_more;
+  std::optional<grpc::Status> finish;
   {
     absl::MutexLock lock(&mu_);
-    read_more = in_flight_ < options_.max_in_flight_per_stream;
-    read_paused_ = !read_more;
-    // Counted under mu_, so that the resume (also under mu_) is counted after it.
-    if (read_paused_) metrics_->StreamReadPaused();
+    read_busy_ = false;
+    MaybeReadLocked();
+    finish = FinishNowLocked();
   }
-  if (read_more) StartRead(&request_);
-}
-
-void StreamReactor::OnWriteDone(bool ok) {
-  bool finish;
-  {
-    absl::MutexLock lock(&mu_);
-    writes_.pop_front();
-    --in_flight_;
-    writing_ = false;
-    if (!ok) {
-      BreakLocked();
-    } else if (!writes_.empty()) {
-      writing_ = true;
-      StartWrite(&writes_.front());
-    }
-    finish = AfterProgressLocked();
-  }
-  if (finish) Finish(grpc::Status::OK);
-}
-
-void StreamReactor::OnCancel() {
-  bool finish;
-  {
-    absl::MutexLock lock(&mu_);
-    BreakLocked();
-    finish = AfterProgressLocked();
-  }
-  if (finish) Finish(grpc::Status::CANCELLED);
-}
-
-void StreamReactor::OnDone() {
-  --*open_streams_;
-  delete this;
+  FinishIf(finish);
 }
 
 void StreamReactor::OnResult(uint64_t request_id, TensorEncoding encoding, ChunkResult result) {
@@ -96,54 +114,179 @@ void StreamReactor::OnResult(uint64_t request_id, TensorEncoding encoding, Chunk
                          result.status.code());
   v1::StreamResponse response =
       ChunkResultToResponse(std::move(result), request_id, encoding, options_.max_message_bytes);
-  bool finish;
+  const int64_t bytes = static_cast<int64_t>(response.ByteSizeLong());
+  // A worker thread, not a gRPC reaction: once Finish() is called, OnDone() may run at once on
+  // another thread; the reference keeps `this` alive until this function is done with it.
+  Ref();
+  std::optional<grpc::Status> finish;
   {
     absl::MutexLock lock(&mu_);
-    if (broken_) {
-      --in_flight_;
-    } else {
-      writes_.push_back(std::move(response));
-      if (!writing_) {
-        writing_ = true;
-        StartWrite(&writes_.front());
-      }
+    --unanswered_;
+    if (!broken_) {
+      queued_.push_back(Queued{std::move(response), bytes});
+      buffered_bytes_ += bytes;
+      metrics_->StreamBufferedBytes(bytes);
+      largest_response_ = std::max(largest_response_, bytes);
+      MaybeWriteLocked();
+      MaybeReadLocked();
     }
-    finish = AfterProgressLocked();
+    finish = FinishNowLocked();
   }
-  // Nothing touches `this` after Finish(): OnDone() may delete it at once.
-  if (finish) Finish(grpc::Status::OK);
+  FinishIf(finish);
+  Unref();
+}
+
+void StreamReactor::OnWriteDone(bool ok) {
+  std::optional<grpc::Status> finish;
+  {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    write_buffer_.Clear();
+    buffered_bytes_ -= write_bytes_;
+    metrics_->StreamBufferedBytes(-write_bytes_);
+    write_bytes_ = 0;
+    if (!ok) BreakLocked();
+    if (InFlightLocked() == 0) last_activity_ = absl::Now();
+    MaybeWriteLocked();
+    MaybeReadLocked();
+    finish = FinishNowLocked();
+  }
+  FinishIf(finish);
+}
+
+void StreamReactor::OnCancel() {
+  std::optional<grpc::Status> finish;
+  {
+    absl::MutexLock lock(&mu_);
+    BreakLocked();
+    finish = FinishNowLocked();
+  }
+  FinishIf(finish);
+}
+
+void StreamReactor::OnDone() {
+  registry_->Remove(this);
+  metrics_->StreamClosed();
+  Unref();
+}
+
+void StreamReactor::Ref() { refs_.fetch_add(1); }
+
+void StreamReactor::Unref() {
+  if (refs_.fetch_sub(1) == 1) delete this;
+}
+
+void StreamReactor::Drain() {
+  std::optional<grpc::Status> finish;
+  {
+    absl::MutexLock lock(&mu_);
+    draining_ = true;
+    // A client that already half-closed gets its answers and OK, as without the drain.
+    if (!half_closed_) EndWhenAnsweredLocked(DrainStatus());
+    finish = FinishNowLocked();
+  }
+  FinishIf(finish);
+}
+
+void StreamReactor::StopReading() {
+  std::optional<grpc::Status> finish;
+  {
+    absl::MutexLock lock(&mu_);
+    no_more_reads_ = true;
+    if (!half_closed_) EndWhenAnsweredLocked(DrainStatus());
+    finish = FinishNowLocked();
+  }
+  FinishIf(finish);
+}
+
+void StreamReactor::EndIfIdle(absl::Time now, absl::Duration timeout) {
+  std::optional<grpc::Status> finish;
+  {
+    absl::MutexLock lock(&mu_);
+    if (finished_ || InFlightLocked() > 0 || now - last_activity_ < timeout) return;
+    EndWhenAnsweredLocked(grpc::Status(
+        grpc::StatusCode::UNAVAILABLE,
+        absl::StrCat("stream idle for ", absl::FormatDuration(timeout),
+                     " (--stream_idle_timeout): ended; its sessions are kept, continue them on a "
+                     "new stream")));
+    finish = FinishNowLocked();
+  }
+  FinishIf(finish);
+}
+
+void StreamReactor::MaybeReadLocked() {
+  if (read_busy_ || no_more_reads_ || broken_ || finished_) return;
+  const bool over_count = InFlightLocked() >= options_.max_in_flight_per_stream;
+  // Each unanswered request may add a response as large as the largest this stream has had;
+  // before its first, as large as any message may be (requests read ahead of a slow chunk,
+  // e.g. replays queued behind it, are answered in a burst).
+  const int64_t expected_response =
+      largest_response_ > 0 ? largest_response_ : options_.max_message_bytes;
+  const bool over_bytes =
+      buffered_bytes_ + unanswered_ * expected_response >= options_.max_stream_buffered_bytes;
+  if (over_count || over_bytes) {
+    if (!read_paused_) {
+      read_paused_ = true;
+      metrics_->StreamReadPaused();
+    }
+    return;
+  }
+  if (read_paused_) {
+    read_paused_ = false;
+    metrics_->StreamReadResumed();
+  }
+  read_busy_ = true;
+  StartRead(&read_buffer_);
+}
+
+void StreamReactor::MaybeWriteLocked() {
+  if (writing_ || queued_.empty() || broken_) return;
+  Queued next = std::move(queued_.front());
+  queued_.pop_front();
+  // The notice goes on every response written after the drain began, queued before or not.
+  if (draining_) next.response.set_draining(true);
+  SerializeMessage(next.response, &write_buffer_);
+  write_bytes_ = next.bytes;
+  writing_ = true;
+  StartWrite(&write_buffer_);
 }
 
 void StreamReactor::BreakLocked() {
   if (broken_) return;
   broken_ = true;
-  // The write in progress (front) completes through OnWriteDone.
-  const size_t keep = writing_ ? 1 : 0;
-  while (writes_.size() > keep) {
-    writes_.pop_back();
-    --in_flight_;
+  no_more_reads_ = true;
+  for (const Queued& queued : queued_) {
+    buffered_bytes_ -= queued.bytes;
+    metrics_->StreamBufferedBytes(-queued.bytes);
   }
-  // With no read outstanding, no OnReadDone will come to end the reading side.
-  if (read_paused_) {
-    reads_done_ = true;
-    read_paused_ = false;
-    metrics_->StreamReadResumed();
-  }
+  queued_.clear();
+  // The write in progress completes through OnWriteDone; a read outstanding completes with
+  // ok=false once the call is finished.
 }
 
-bool StreamReactor::AfterProgressLocked() {
-  if (read_paused_ && !broken_ && in_flight_ < options_.max_in_flight_per_stream) {
-    read_paused_ = false;
-    metrics_->StreamReadResumed();
-    StartRead(&request_);
-  }
-  return ShouldFinishLocked();
+void StreamReactor::EndWhenAnsweredLocked(grpc::Status status) {
+  if (!end_status_.has_value()) end_status_ = std::move(status);
 }
 
-bool StreamReactor::ShouldFinishLocked() {
-  if (finished_ || !reads_done_ || in_flight_ > 0 || writing_) return false;
+std::optional<grpc::Status> StreamReactor::FinishNowLocked() {
+  if (finished_ || writing_ || InFlightLocked() > 0) return std::nullopt;
+  // With an end status (or a broken call) a read may still be outstanding: it completes with
+  // ok=false after Finish(), or with a request that is then dropped unread.
+  const bool reads_over = no_more_reads_ && !read_busy_;
+  if (!broken_ && !end_status_.has_value() && !reads_over) return std::nullopt;
   finished_ = true;
-  return true;
+  if (read_paused_) {
+    read_paused_ = false;
+    metrics_->StreamReadResumed();
+  }
+  if (broken_) return grpc::Status::CANCELLED;
+  return end_status_.value_or(grpc::Status::OK);
+}
+
+void StreamReactor::FinishIf(std::optional<grpc::Status> status) {
+  // Called without mu_: OnDone() may run on another thread as soon as Finish() is called.
+  // The caller is a gRPC reaction (OnDone waits for it to return) or holds a reference.
+  if (status.has_value()) Finish(*status);
 }
 
 }  // namespace rnnserve

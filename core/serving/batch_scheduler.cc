@@ -36,8 +36,22 @@ void BatchScheduler::EnqueueAll(absl::Span<Task* const> tasks) {
   const absl::Time now = absl::Now();
   absl::MutexLock lock(&mu_);
   for (Task* task : tasks) EnqueueLocked(task, now);
+  WakeFor(tasks.size());
+}
+
+void BatchScheduler::Requeue(absl::Span<Task* const> tasks) {
+  if (tasks.empty()) return;
+  absl::MutexLock lock(&mu_);
+  for (Task* task : tasks) {
+    task->resumed = true;
+    EnqueueLocked(task, task->enqueued);
+  }
+  WakeFor(tasks.size());
+}
+
+void BatchScheduler::WakeFor(size_t tasks) {
   // Wake as many workers as there are tasks; the split decides how they share them.
-  if (tasks.size() == 1) {
+  if (tasks == 1) {
     work_cv_.Signal();
   } else {
     work_cv_.SignalAll();
@@ -72,14 +86,22 @@ std::deque<BatchScheduler::Task*>* BatchScheduler::NextQueue() {
   return nullptr;
 }
 
-size_t BatchScheduler::BatchSize(size_t ready) const {
+size_t BatchScheduler::BatchSize(const std::deque<Task*>& queue) const {
+  const size_t ready = queue.size();
   size_t take = ready;
   // Workers not running a batch, besides this one: each gets an equal share, if that share
-  // is no smaller than min_split_batch.
+  // weighs no less than min_split_batch.
   const int64_t idle = num_workers_ - running_ - 1;
   if (idle > 0 && options_.min_split_batch > 0) {
-    const size_t shares =
-        std::min<size_t>(idle + 1, ready / static_cast<size_t>(options_.min_split_batch));
+    const size_t unit = static_cast<size_t>(options_.min_split_batch);
+    const size_t enough = static_cast<size_t>(idle + 1) * unit;
+    // A resumed task weighs a whole share; counted up to `enough` only, so the loop stays
+    // short on a long queue.
+    size_t weight = 0;
+    for (auto it = queue.begin(); it != queue.end() && weight < enough; ++it) {
+      weight += (*it)->resumed ? unit : 1;
+    }
+    const size_t shares = std::min<size_t>(idle + 1, weight / unit);
     if (shares >= 2) take = (ready + shares - 1) / shares;
   }
   return std::min<size_t>(take, std::max(1, options_.max_batch));
@@ -105,7 +127,7 @@ void BatchScheduler::WorkerLoop() {
         continue;
       }
     }
-    const size_t take = BatchSize(queue->size());
+    const size_t take = BatchSize(*queue);
     batch.assign(queue->begin(), queue->begin() + take);
     queue->erase(queue->begin(), queue->begin() + take);
     queued_ -= take;

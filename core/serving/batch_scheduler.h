@@ -3,7 +3,8 @@
 // one engine call advances many sessions (Deep Speech 2's batch dispatch). Dispatch is eager:
 // an idle worker takes whatever is queued at once, unless max_queue_delay asks it to wait for
 // a fuller batch. A large queue is split between the workers that are idle, so one big batch
-// does not run on one core while another waits.
+// does not run on one core while another waits. Long requests run in slices (slicing.h): each
+// slice's task comes back through Requeue, behind what other sessions and models queued.
 //
 // Thread-safe. Does not own tasks: the RunBatch callback receives them and is responsible for
 // them from then on. The callback runs on a worker thread with that worker's Workspace.
@@ -32,6 +33,7 @@ class BatchScheduler {
     virtual ~Task() = default;
     const void* key = nullptr;
     absl::Time enqueued;
+    bool resumed = false;  // set by Requeue: the task has a slice of work left at least
   };
 
   struct Options {
@@ -39,7 +41,8 @@ class BatchScheduler {
     int max_batch = 256;                         // most tasks handed over at once
     absl::Duration max_queue_delay = absl::ZeroDuration();  // wait for a fuller batch; 0 = eager
     // A worker taking a batch while others are idle leaves them equal shares of the queue,
-    // when every share has at least this many tasks. 0 never splits.
+    // when every share has at least this many tasks. A resumed task (a long request's next
+    // slice) counts as this many, so two long requests run on two workers. 0 never splits.
     int min_split_batch = 8;
     // After a batch, a worker whose workspace holds more than this releases it; <= 0 never.
     int64_t max_workspace_bytes = 64 << 20;
@@ -57,6 +60,10 @@ class BatchScheduler {
   void Enqueue(Task* task);
   // Enqueues all of `tasks` at once (one lock), so workers never see part of them.
   void EnqueueAll(absl::Span<Task* const> tasks);
+  // Puts tasks that ran one slice of their work back at the back of their queues (behind
+  // everything queued meanwhile), keeping their enqueue time: their wait for a fuller batch
+  // (max_queue_delay) is over, so they never wait for it again.
+  void Requeue(absl::Span<Task* const> tasks);
 
   // Blocks until nothing is queued or running, or `deadline` passes; true when idle.
   bool WaitIdle(absl::Time deadline);
@@ -67,9 +74,10 @@ class BatchScheduler {
   void WorkerLoop();
   // Picks the next key with queued tasks, round-robin so no model starves.
   std::deque<Task*>* NextQueue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // How many of `ready` queued tasks one worker takes now.
-  size_t BatchSize(size_t ready) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // How many of the tasks in `queue` one worker takes now.
+  size_t BatchSize(const std::deque<Task*>& queue) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EnqueueLocked(Task* task, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WakeFor(size_t tasks) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   const int num_workers_;

@@ -6,13 +6,22 @@
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
 #include "core/serving/client_text.h"
+#include "core/serving/slicing.h"
 
 namespace rnnserve {
 
 void ChunkBatch::Run(std::vector<ChunkTask*>& tasks, Workspace& workspace) {
   table_.BeginBatch(tasks);
   Compute(tasks, workspace);
-  Finish(tasks);
+  // Chunks with steps left wait for their next slice behind what was queued meanwhile (and
+  // behind the next chunks Finish hands off); the rest are answered now.
+  const auto unfinished = std::stable_partition(tasks.begin(), tasks.end(), [](ChunkTask* task) {
+    return !task->compute || task->steps_done == task->steps;
+  });
+  const std::vector<BatchScheduler::Task*> requeue(unfinished, tasks.end());
+  tasks.erase(unfinished, tasks.end());
+  if (!tasks.empty()) Finish(tasks);
+  scheduler_.Requeue(requeue);
 }
 
 bool ChunkBatch::Prepare(ChunkTask* task) {
@@ -78,6 +87,9 @@ bool ChunkBatch::Prepare(ChunkTask* task) {
   const TensorBytes& input = *req.input;
   absl::StatusOr<InputDims> dims = model.CheckShapes(input.shape, nullptr);
   if (!dims.ok()) return fail(dims.status());
+  if (absl::Status capped = CheckStepCap(dims->steps, "this chunk", options_); !capped.ok()) {
+    return fail(capped);
+  }
   if (!input.consistent()) {
     return fail(absl::InvalidArgumentError("input value count does not match its shape"));
   }
@@ -179,26 +191,46 @@ void ChunkBatch::Compute(std::vector<ChunkTask*>& tasks, Workspace& workspace) {
   const RnnModel& model = *served->model;
   const RnnConfig& config = model.config();
   for (ChunkTask* task : tasks) {
-    if (!Prepare(task)) continue;
-    Session::Work& work = task->session->work;
-    const float* state_in = work.state[task->seen.current].data();
-    float* state_out = work.state[1 - task->seen.current].data();
-    // The engine writes the output where the response takes it from, except batch_first
-    // output, which is converted there afterwards.
-    task->result.output =
-        TensorBytes::Zeros(config.OutputShape(task->steps, task->batch, task->batched));
-    float* output = task->result.output->data();
-    if (config.NeedsTimeMajorConversion(task->batched)) {
-      task->output_time_major.resize(model.OutputSize(task->steps, task->batch));
-      output = task->output_time_major.data();
+    const bool first_turn = task->turns++ == 0;
+    Session& session = *task->session;
+    if (first_turn) {
+      if (!Prepare(task)) continue;
+    } else if (task->seen.ended) {
+      // Closed between two slices: stop; nothing was applied (the state never flipped).
+      task->compute = false;
+      task->result.output.reset();
+      task->result.status = table_.UnknownSessionError(session.principal, session.id);
+      continue;
     }
+    Session::Work& work = session.work;
+    // The first slice starts from the stable state; later ones from what the last one wrote.
+    const int current = task->seen.current;
+    const float* state_in = work.state[task->steps_done == 0 ? current : 1 - current].data();
+    float* state_out = work.state[1 - current].data();
+    if (first_turn) {
+      // The engine writes the output where the response takes it from, except batch_first
+      // output, which is converted there once the last slice is done.
+      task->result.output =
+          TensorBytes::Zeros(config.OutputShape(task->steps, task->batch, task->batched));
+      if (config.NeedsTimeMajorConversion(task->batched)) {
+        task->output_time_major.resize(model.OutputSize(task->steps, task->batch));
+      }
+    }
+    float* output = task->output_time_major.empty() ? task->result.output->data()
+                                                    : task->output_time_major.data();
     if (config.bidirectional) {
+      // Whole: the reverse direction needs the whole sequence (see slicing.h).
       model.ForwardTimeMajor(task->input_time_major, task->steps, task->batch, state_in, output,
                              state_out, workspace);
+      task->steps_done = task->steps;
       observer_.BatchRun(served->name, 1);
     } else {
-      batch.push_back(StreamChunk{task->input_time_major, task->steps, task->batch, state_in,
-                                  state_out, output});
+      const int64_t offset = task->steps_done;
+      const int64_t steps = SliceSteps(task->steps - offset, task->batch, options_);
+      batch.push_back(StreamChunk{task->input_time_major + offset * task->batch * config.input_size,
+                                  steps, task->batch, state_in, state_out,
+                                  output + model.OutputSize(offset, task->batch)});
+      task->steps_done += steps;
     }
   }
   if (!batch.empty()) {
@@ -208,7 +240,9 @@ void ChunkBatch::Compute(std::vector<ChunkTask*>& tasks, Workspace& workspace) {
     observer_.BatchRun(served->name, static_cast<int64_t>(batch.size()));
   }
   for (ChunkTask* task : tasks) {
-    if (!task->compute || task->output_time_major.empty()) continue;
+    if (!task->compute || task->output_time_major.empty() || task->steps_done < task->steps) {
+      continue;
+    }
     config.OutputFromTimeMajor(task->output_time_major.data(), task->steps, task->batch,
                                task->result.output->data());
   }

@@ -2,6 +2,8 @@
 // each chunk against its session, advances every unidirectional chunk in one engine call
 // (StepBatch) and each bidirectional one on its own, completes the sessions in the table,
 // answers the chunks in order, and only then hands each session's next chunk to the scheduler.
+// A long unidirectional chunk advances one slice per batch (slicing.h) and goes back to the
+// scheduler until it is done; it is answered once, after its last slice.
 //
 // Not thread-safe: one ChunkBatch runs on one worker thread. It owns its tasks (and, through
 // them, the work fields of their sessions; see session.h) from Run() until it answers them.
@@ -27,14 +29,16 @@ class ChunkBatch {
              ServingObserver& observer)
       : table_(table), scheduler_(scheduler), options_(options), observer_(observer) {}
 
-  // Runs `tasks` (all of one model, at most one per session) and answers every one.
+  // Runs one slice of `tasks` (all of one model, at most one per session), answers the chunks
+  // that are done and requeues the others.
   void Run(std::vector<ChunkTask*>& tasks, Workspace& workspace);
 
  private:
   // Checks a chunk against its session and prepares its buffers. False when the chunk computes
   // nothing (an error, a duplicate, start- or end-only, or bidirectional input buffered).
   bool Prepare(ChunkTask* task);
-  // The engine calls, and batch_first outputs converted into the client's layout.
+  // One slice of engine calls, and finished batch_first outputs converted into the client's
+  // layout. Prepares chunks on their first turn; stops chunks whose session closed meanwhile.
   void Compute(std::vector<ChunkTask*>& tasks, Workspace& workspace);
   // Completes the sessions, fills results from the state, answers, and hands off.
   void Finish(std::vector<ChunkTask*>& tasks);

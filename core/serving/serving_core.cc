@@ -4,10 +4,12 @@
 #include <vector>
 
 #include "base/log.h"
+#include "base/status_macros.h"
 #include "base/text.h"
 #include "core/serving/chunk_batch.h"
 #include "core/serving/client_text.h"
 #include "core/serving/session.h"
+#include "core/serving/slicing.h"
 
 namespace rnnserve {
 
@@ -16,6 +18,37 @@ struct ServingCore::ForwardTask : BatchScheduler::Task {
   Tensor input;
   std::optional<Tensor> h0;
   ForwardCallback done;
+
+  // Progress of a call computed in slices (slicing.h); the task owns every buffer between
+  // turns, so the next slice may run on another worker.
+  int turns = 0;
+  InputDims dims;
+  std::vector<float> input_time_major;   // batch_first input packed time-major; else unused
+  std::vector<float> output_time_major;  // batch_first output as the engine writes it
+  ForwardResult result;                  // h_n holds h_0, then the state after each slice
+  int64_t steps_done = 0;
+
+  // The first turn: checks the request as RnnModel::Forward does and prepares the buffers.
+  absl::Status Start(const ServingOptions& options) {
+    RETURN_IF_ERROR(CheckFinite(input.values, "input", options));
+    if (h0.has_value()) RETURN_IF_ERROR(CheckFinite(h0->values, "h_0", options));
+    const RnnConfig& config = model->model->config();
+    ASSIGN_OR_RETURN(dims, model->model->CheckShapes(input.shape, h0 ? &h0->shape : nullptr));
+    if (input.num_elements() != NumElements(input.shape) ||
+        (h0.has_value() && h0->num_elements() != NumElements(h0->shape))) {
+      return absl::InvalidArgumentError("tensor value count does not match its shape");
+    }
+    result.h_n = h0.has_value() ? std::move(*h0) : Tensor::Zeros(config.StateShape(
+                                                        dims.batch, dims.batched));
+    result.output = Tensor::Zeros(config.OutputShape(dims.steps, dims.batch, dims.batched));
+    if (config.NeedsTimeMajorConversion(dims.batched)) {
+      input_time_major.resize(input.values.size());
+      config.InputToTimeMajor(input.data(), dims.steps, dims.batch, input_time_major.data());
+      input = Tensor();  // only the packed copy is read from now on
+      output_time_major.resize(model->model->OutputSize(dims.steps, dims.batch));
+    }
+    return absl::OkStatus();
+  }
 };
 
 ServingCore::ServingCore(std::unique_ptr<ModelRegistry> models, const ServingOptions& options,
@@ -49,7 +82,7 @@ void ServingCore::ReaperLoop() {
   const absl::Duration interval = std::clamp(options_.session_idle_timeout / 4,
                                              absl::Milliseconds(10), absl::Seconds(1));
   while (!stop_reaper_.WaitForNotificationWithTimeout(interval)) {
-    ReapIdleSessions(absl::Now());
+    ReapIdleSessions(options_.clock());
   }
 }
 
@@ -70,6 +103,10 @@ void ServingCore::Forward(const std::string& model_name, Tensor input, std::opti
   if (absl::StatusOr<InputDims> dims =
           rnn.CheckShapes(input.shape, h0.has_value() ? &h0->shape : nullptr);
       dims.ok()) {
+    if (absl::Status capped = CheckStepCap(dims->steps, "the input", options_); !capped.ok()) {
+      done(capped);
+      return;
+    }
     absl::Status fits = CheckResponseFits(rnn.OutputSize(dims->steps, dims->batch),
                                           rnn.StateSize(dims->batch), options_,
                                           "send a shorter sequence or a smaller batch");
@@ -89,19 +126,39 @@ void ServingCore::Forward(const std::string& model_name, Tensor input, std::opti
 
 void ServingCore::RunForward(ForwardTask* task, Workspace& workspace) {
   std::unique_ptr<ForwardTask> owned(task);
-  absl::Status finite = CheckFinite(task->input.values, "input", options_);
-  if (finite.ok() && task->h0.has_value()) finite = CheckFinite(task->h0->values, "h_0", options_);
-  if (!finite.ok()) {
-    task->done(finite);
-    return;
+  if (task->turns++ == 0) {
+    if (absl::Status started = task->Start(options_); !started.ok()) {
+      task->done(started);
+      return;
+    }
   }
-  absl::StatusOr<ForwardResult> result =
-      task->model->model->Forward(task->input, task->h0 ? &*task->h0 : nullptr, &workspace);
-  if (result.ok()) {
-    observer_->ForwardDone(task->model->name, NumElements(result->output.shape) /
-                                                  task->model->model->config().output_size());
+  const RnnModel& model = *task->model->model;
+  const RnnConfig& config = model.config();
+  const int64_t steps = task->dims.steps, batch = task->dims.batch;
+  if (batch > 0) {  // N == 0: torch returns empty tensors
+    const bool packed = !task->output_time_major.empty();
+    const float* input = packed ? task->input_time_major.data() : task->input.data();
+    float* output = packed ? task->output_time_major.data() : task->result.output.data();
+    const int64_t offset = task->steps_done;
+    // A bidirectional call runs whole: its reverse direction needs the whole sequence.
+    const int64_t slice =
+        config.bidirectional ? steps - offset : SliceSteps(steps - offset, batch, options_);
+    float* h = task->result.h_n.data();  // h_0 in, h_n out: the engine allows the alias
+    model.ForwardTimeMajor(input + offset * batch * config.input_size, slice, batch, h,
+                           output + model.OutputSize(offset, batch), h, workspace);
+    task->steps_done += slice;
+    if (task->steps_done < steps) {
+      BatchScheduler::Task* next = owned.release();
+      scheduler_->Requeue({&next, 1});
+      return;
+    }
+    if (packed) {
+      config.OutputFromTimeMajor(task->output_time_major.data(), steps, batch,
+                                 task->result.output.data());
+    }
   }
-  task->done(std::move(result));
+  observer_->ForwardDone(task->model->name, steps * batch);
+  task->done(std::move(task->result));
 }
 
 void ServingCore::SubmitChunk(ChunkRequest request, ChunkCallback done) {
@@ -141,7 +198,7 @@ void ServingCore::RunBatch(absl::Span<BatchScheduler::Task* const> batch,
   const absl::Time now = absl::Now();
   for (BatchScheduler::Task* task : batch) {
     if (auto* chunk = dynamic_cast<ChunkTask*>(task)) {
-      chunk->dispatched = now;
+      if (chunk->turns == 0) chunk->dispatched = now;  // the queue wait ends at the first slice
       chunks.push_back(chunk);
     } else {
       RunForward(static_cast<ForwardTask*>(task), workspace);

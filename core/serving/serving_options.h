@@ -4,6 +4,7 @@
 #define RNNSERVE_CORE_SERVING_SERVING_OPTIONS_H_
 
 #include <cstdint>
+#include <functional>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -49,6 +50,20 @@ struct ServingOptions {
   // A worker whose scratch buffers grew past this after a call (an outsized request) releases
   // them, so one large request does not pin its memory for the life of the process.
   int64_t max_workspace_bytes = 64 << 20;
+  // Fair compute (see slicing.h): a unidirectional chunk or Forward advances at most this many
+  // timestep-rows (timesteps x batch rows N, but at least one timestep) per turn on a worker,
+  // then goes to the back of its model's queue so other work runs in between. <= 0 never
+  // slices. 128 rows are about 1 ms of RNN(256, 256, 2) on one unloaded core at N=1 (7.8 us a
+  // step, BENCHMARKS.md); for much cheaper models the per-slice overhead (a requeue and one
+  // engine call's setup) is a larger share.
+  int64_t slice_steps = 128;
+  // A chunk or Forward with more timesteps than this is refused (INVALID_ARGUMENT) before any
+  // work; 0 is no cap.
+  int64_t max_steps_per_request = int64_t{1} << 20;
+  // The time sessions are measured by (start, last use, idle timeout, eviction, tombstones,
+  // the reaper). Tests and the session fuzzer inject a fake clock; latency metrics and the
+  // batch scheduler keep the wall clock.
+  std::function<absl::Time()> clock = absl::Now;
 };
 
 // Memory counted per session on top of its ids (the session object, its table entries and

@@ -150,6 +150,11 @@ struct ChunkTask : BatchScheduler::Task {
   // batch_first output as the engine writes it, (T, N, D*H); other layouts are written straight
   // into result.output.
   std::vector<float> output_time_major;
+  // Slicing (slicing.h): turns this chunk has had on a worker, and its timesteps computed so
+  // far. A chunk with steps left goes back to the scheduler after its turn, keeping its buffers
+  // and its session in phase kScheduled, and is answered once all `steps` are done.
+  int turns = 0;
+  int64_t steps_done = 0;
   // Set when the batch completes: h_n goes into the result, from this buffer (work.state).
   const float* report_state = nullptr;
 };

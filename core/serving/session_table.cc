@@ -162,7 +162,7 @@ absl::StatusOr<std::shared_ptr<Session>> SessionTable::StartLocked(ChunkTask* ta
     RETURN_IF_ERROR(CheckFinite(req.h0->values, "h_0", options_));
   }
   ASSIGN_OR_RETURN(std::string id, NewSessionIdLocked(req));
-  auto session = std::make_shared<Session>(id, req.principal, model, task->submitted, mu_);
+  auto session = std::make_shared<Session>(id, req.principal, model, options_.clock(), mu_);
   session->mu.AssertHeld();
   if (req.session_id.empty()) session->idempotency_key = req.idempotency_key;
   session->start_checksum = task->start_checksum;
@@ -245,7 +245,7 @@ void SessionTable::BeginBatch(absl::Span<ChunkTask* const> tasks) {
 std::vector<std::shared_ptr<Session>> SessionTable::CompleteBatch(
     absl::Span<ChunkTask* const> tasks, SessionEvents& events) {
   std::vector<std::shared_ptr<Session>> handoff;
-  const absl::Time now = absl::Now();
+  const absl::Time now = options_.clock();
   absl::MutexLock lock(&mu_);
   for (ChunkTask* task : tasks) {
     Session& session = *task->session;

@@ -153,7 +153,7 @@ SessionSnapshot SessionTable::SnapshotLocked(const Session& session, bool with_s
   s.created = session.created;
   s.last_used = session.last_used;
   s.expires_in = std::max(absl::ZeroDuration(),
-                          session.last_used + options_.session_idle_timeout - absl::Now());
+                          session.last_used + options_.session_idle_timeout - options_.clock());
   s.state_bytes = session.memory[MemoryPart::kState];
   s.buffered_steps = session.buffered_steps;
   s.memory = session.memory;

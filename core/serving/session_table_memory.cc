@@ -121,7 +121,7 @@ absl::Status SessionTable::ReserveLocked(Session& requester, MemoryPart part, in
                                          bool evict, SessionEvents& events) {
   requester.mu.AssertHeld();
   if (bytes <= 0) return absl::OkStatus();
-  const absl::Time now = absl::Now();
+  const absl::Time now = options_.clock();
   const std::string& principal = requester.principal;
   const int64_t quota = options_.max_state_bytes_per_principal;
   // The principal's quota first, evicting only its own idle sessions: one principal's usage
@@ -186,7 +186,7 @@ void SessionTable::NoteMemoryLocked(SessionEvents& events) {
 void SessionTable::AddTombstoneLocked(const std::string& key, SessionEndReason reason,
                                       SessionEvents& events) {
   const uint64_t sequence = ++tombstone_sequence_;
-  tombstones_[key] = Tombstone{reason, absl::Now(), sequence};
+  tombstones_[key] = Tombstone{reason, options_.clock(), sequence};
   tombstone_order_.emplace_back(key, sequence);
   tombstone_bytes_ += static_cast<int64_t>(key.size()) + kTombstoneOverheadBytes;
   // Oldest first, by count and by bytes: a flood of long ids cannot pin memory.

@@ -53,6 +53,15 @@ class ServerProcess(kit.ServerProcess):
         return Stream(self.stub(channel), timeout=scaled(timeout))
 
 
+def rss_bytes(pid):
+    """The process's resident set size, from /proc/PID/status."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+
+
 def health_status(server, service="", timeout=5.0):
     """'SERVING', 'NOT_SERVING', ... for `service`, or the gRPC code name if Check failed."""
     return server.health(service, timeout)

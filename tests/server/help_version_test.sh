@@ -13,8 +13,8 @@ for flag in model_repository host port metrics_port session_idle_timeout max_ses
             max_message_bytes allow_non_finite allow_non_finite_weights max_in_flight_per_stream drain_timeout \
             shutdown_grace metrics_host tls_cert_file tls_key_file tls_client_ca_file \
             tls_refresh_interval auth_tokens_file auth_reload_interval health_port log_level \
-            max_sessions_per_principal max_state_bytes_per_principal max_buffered_steps \
-            max_tombstone_bytes; do
+            max_sessions_per_principal max_state_bytes_per_principal slice_steps \
+            max_steps_per_request max_buffered_steps max_tombstone_bytes; do
   echo "$help" | grep -q -- "--$flag (" || fail "--help does not describe --$flag"
 done
 echo "$help" | grep -q "No flags matched" && fail "--help says 'No flags matched'"

@@ -65,6 +65,17 @@ TEST(ServerSecurityTest, BadCombinationsAreRefusedNamingTheFlag) {
       {[](ServerOptions& o) { o.serving.evict_idle_after = absl::Seconds(-1); },
        "--evict_idle_after=-1s"},
       {[](ServerOptions& o) { o.drain_timeout = absl::Seconds(-1); }, "--drain_timeout=-1s"},
+      {[](ServerOptions& o) { o.service.max_stream_buffered_bytes = 1000; },
+       "--max_stream_buffered_bytes=1000"},
+      {[](ServerOptions& o) { o.service.stream_idle_timeout = absl::Seconds(-1); },
+       "--stream_idle_timeout=-1s"},
+      {[](ServerOptions& o) { o.max_concurrent_streams_per_connection = 0; },
+       "--max_concurrent_streams_per_connection=0"},
+      {[](ServerOptions& o) { o.keepalive_time = absl::ZeroDuration(); }, "--keepalive_time=0"},
+      {[](ServerOptions& o) { o.keepalive_timeout = absl::Hours(1000); },
+       "--keepalive_timeout=1000h"},
+      {[](ServerOptions& o) { o.keepalive_min_client_ping_interval = absl::Seconds(-1); },
+       "--keepalive_min_client_ping_interval=-1s"},
   };
   for (const auto& [change, expected] : cases) {
     ServerOptions options = LocalOptions();

@@ -4,7 +4,8 @@ long-lived bystander session (advanced before every test) still matches torch at
 
 ErrorsTest shares one server with default flags; LimitsTest starts a server per test with
 the flag under test (--max_sessions, --max_state_bytes, --evict_idle_after,
---max_message_bytes, SIGTERM draining); NonFiniteAllowedTest runs with --allow_non_finite.
+--max_message_bytes); NonFiniteAllowedTest runs with --allow_non_finite. Draining is in
+test_drain, malformed messages in test_faults.
 """
 
 import re
@@ -421,35 +422,6 @@ class LimitsTest(ServerCase):
         metrics = h.parse_metrics(server.scrape())
         self.assertEqual(h.metric(metrics, "rnnserve_sessions_ended_total", reason="evicted"), 1)
         self.assertEqual(server.stop(), 0, server.stderr_tail())
-
-    def test_draining_refuses_new_sessions_and_serves_open_streams(self):
-        server = self.serve("--drain_timeout=60s", name="drain")
-        stub = server.stub()
-        stream = server.stream()
-        ref = self.start_session(stream, "open", batch=2, seed=1)
-        server.terminate()
-
-        def refused():
-            r = stream.call(model="m", start=True)  # start-only: harmless while not draining
-            return r if r.error_code else None
-
-        r = h.wait_until(refused, 15, "new sessions to be refused after SIGTERM")
-        self.expect_error(r, Code.UNAVAILABLE, "draining", "another replica")
-        with server.stream(server.channel()) as other:
-            r = other.call(session_id="late", model="m", start=True,
-                           input=np.zeros((1, 1, 3), np.float32))
-            self.expect_error(r, Code.UNAVAILABLE, "draining")
-            self.assertEqual(other.close(), Code.OK)
-        self.assert_rpc_error(Code.UNAVAILABLE, ["draining"], stub.Forward,
-                              h.pb2().ForwardRequest(model="m", input=h.to_tensor(
-                                  np.zeros((1, 1, 3), np.float32))))
-        # The open stream's session still works.
-        self.assert_unchanged(stub, stream, "open", ref)
-        self.advance(stream, "open", ref, end=True, what="last chunk while draining")
-        self.assertTrue(server.alive(), "server exited while a stream was open")
-        self.assertEqual(stream.close(), Code.OK)
-        server.close_channels()
-        self.assertEqual(server.wait(20), 0, server.stderr_tail())
 
     def test_oversized_message(self):
         limit = 4096

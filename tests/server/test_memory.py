@@ -11,7 +11,6 @@ import numpy as np
 from grpc import StatusCode as Code
 
 import harness as h
-from test_sizes import rss_bytes
 
 BIG_RECEIVE = {"grpc.max_receive_message_length": 128 << 20}
 # What keeping an output for replays costs besides its bytes (core/serving/session.h).
@@ -52,7 +51,7 @@ class SlowReaderDuplicatesTest(h.ServerTestCase):
         self.assertLess(parts["replay"], output_bytes + REPLAY_OVERHEAD_MAX)
 
         # A client that sends many duplicates and never reads its responses.
-        before = rss_bytes(self.server.pid)
+        before = h.rss_bytes(self.server.pid)
         request = h.Stream.request("raw", session_id="replayed", chunk_index=0, input=x)
         requests = queue.Queue()
         for i in range(self.DUPLICATES):
@@ -74,7 +73,7 @@ class SlowReaderDuplicatesTest(h.ServerTestCase):
             h.wait_until(lambda: h.metric(h.parse_metrics(self.server.scrape()),
                                           "rnnserve_streams_read_paused") >= 1,
                          h.scaled(30), "the server to stop reading the slow stream")
-            growth = rss_bytes(self.server.pid) - before
+            growth = h.rss_bytes(self.server.pid) - before
             # Still one copy kept, however many duplicates wait to be written.
             parts, _ = memory_parts(self.server)
             self.assertLess(parts["replay"], output_bytes + REPLAY_OVERHEAD_MAX)

@@ -20,6 +20,7 @@ import tempfile
 import unittest
 
 import grpc
+import numpy as np
 
 import harness as h
 
@@ -138,7 +139,7 @@ class SecurityCase(unittest.TestCase):
 
 class TlsTest(SecurityCase):
     def test_tls_serves_and_plaintext_to_the_tls_port_fails(self):
-        server = self.start(["--health_port=0"], tls=True)
+        server = self.start(["--health_port=0"], tls=True, metrics=True)
         self.assertEqual([m.name for m in self.list_models(server).models], ["m"])
         with h.Stream(self.stub(server)) as stream:
             self.start_session(stream)
@@ -149,7 +150,7 @@ class TlsTest(SecurityCase):
                          h.pb2().ListModelsRequest())
 
     def test_health_port_is_plaintext_and_health_only(self):
-        server = self.start(["--health_port=0"], tls=True)
+        server = self.start(["--health_port=0"], tls=True, metrics=True)
         self.assertIsNotNone(server.health_port, server.listening_line)
         plain = h.kit.make_channel(f"127.0.0.1:{server.health_port}")
         self.addCleanup(plain.close)
@@ -163,13 +164,23 @@ class TlsTest(SecurityCase):
         self.addCleanup(tls_port_plain.close)
         self.assertEqual(h.kit.health_status(tls_port_plain, "", timeout=5.0), "UNAVAILABLE")
         self.assertEqual(server.health(), "SERVING")
-        # Draining turns the health port NOT_SERVING too (the stream keeps the server
-        # draining until it closes).
-        with h.Stream(self.stub(server)) as stream:
-            self.start_session(stream)
-            server.terminate()
-            h.wait_until(lambda: h.kit.health_status(plain, h.SERVICE) == "NOT_SERVING",
-                         h.scaled(10), "health port NOT_SERVING while draining")
+        # Draining turns the health port NOT_SERVING too. A client that does not read keeps
+        # the server draining (its answers cannot all be written) until --drain_timeout and
+        # --shutdown_grace have passed, or it goes away.
+        x = np.zeros((100000, 1, 3), np.float32)  # 1.6 MB of output per chunk
+        requests = [h.Stream.request("raw", model="m", session_id="held", start=True,
+                                     input=x, request_id=1)]
+        requests += [h.Stream.request("raw", session_id="held", input=x, request_id=i)
+                     for i in range(2, 12)]
+        call = self.stub(server).Stream(iter(requests), timeout=h.scaled(60))
+        self.addCleanup(call.cancel)
+        h.wait_until(lambda: h.metric(h.parse_metrics(server.scrape()),
+                                      "rnnserve_stream_requests_read_total") == len(requests),
+                     h.scaled(10), "every request read")
+        server.terminate()
+        h.wait_until(lambda: h.kit.health_status(plain, h.SERVICE) == "NOT_SERVING",
+                     h.scaled(10), "health port NOT_SERVING while draining")
+        call.cancel()
 
 
 class MutualTlsTest(SecurityCase):

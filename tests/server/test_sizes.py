@@ -13,15 +13,6 @@ STARTUP_TIMEOUT = 60
 MESSAGE_LIMIT = 1 << 20
 
 
-def rss_bytes(pid):
-    """The process's resident set size, from /proc/PID/status."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
-
-
 class OutsizedForwardTest(h.ServerTestCase):
     # The issue's shape: one input feature, a wide hidden state (256 floats out per step).
     MODELS = {"wide": dict(input_size=1, hidden_size=256)}
@@ -32,13 +23,13 @@ class OutsizedForwardTest(h.ServerTestCase):
         # 200k steps fit a 1 MiB request (800 KB raw) but the output would be 205 MB.
         x = np.zeros((200_000, 1, 1), np.float32)
         request = h.pb2().ForwardRequest(model="wide", input=h.to_tensor(x, encoding="raw"))
-        before = rss_bytes(self.server.pid)
+        before = h.rss_bytes(self.server.pid)
         for _ in range(3):
             self.assert_rpc_error(Code.RESOURCE_EXHAUSTED,
                                   ["over the message limit", str(MESSAGE_LIMIT),
                                    "shorter sequence"],
                                   self.stub.Forward, request)
-        growth = rss_bytes(self.server.pid) - before
+        growth = h.rss_bytes(self.server.pid) - before
         # Computing it would have taken hundreds of MB; refusing takes the request's copies.
         self.assertLess(growth, 48 << 20, f"RSS grew by {growth} bytes")
         # A request whose response fits is still answered.
@@ -88,7 +79,12 @@ class FlagValidationTest(unittest.TestCase):
                      "--max_message_bytes=-1", "--max_message_bytes=1000", "--max_batch=0",
                      "--threads=-1", "--max_sessions=0", "--max_state_bytes=0",
                      "--session_idle_timeout=0", "--evict_idle_after=-1s",
-                     "--drain_timeout=-1s", "--shutdown_grace=-1s", "--max_queue_delay=-1s"]:
+                     "--drain_timeout=-1s", "--shutdown_grace=-1s", "--max_queue_delay=-1s",
+                     "--port=70000", "--port=-1", "--max_stream_buffered_bytes=1048576",
+                     "--max_stream_buffered_bytes=-1", "--stream_idle_timeout=-1s",
+                     "--max_concurrent_streams_per_connection=0", "--keepalive_time=0",
+                     "--keepalive_timeout=-1s", "--keepalive_min_client_ping_interval=0",
+                     "--keepalive_time=1000h"]:
             with self.subTest(flag=flag):
                 self.refused(flag)
 

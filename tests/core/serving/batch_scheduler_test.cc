@@ -1,5 +1,6 @@
 #include "core/serving/batch_scheduler.h"
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <mutex>
@@ -281,6 +282,95 @@ TEST(BatchSchedulerTest, WorkerShrinksAnOutsizedWorkspace) {
   EXPECT_GT(grown, options.max_workspace_bytes);
   EXPECT_LE(bytes_before[1], options.max_workspace_bytes);
   EXPECT_LE(bytes_before[2], options.max_workspace_bytes);
+}
+
+// A task that ran a slice of its work comes back through Requeue, behind everything queued
+// meanwhile.
+TEST(BatchSchedulerTest, RequeuedTasksGoToTheBackOfTheirQueue) {
+  std::mutex mu;
+  std::vector<int> runs;
+  BatchScheduler* self = nullptr;
+  BatchScheduler::Options options;
+  options.threads = 1;
+  options.max_batch = 1;
+  BatchScheduler scheduler(options, [&](absl::Span<BatchScheduler::Task* const> batch,
+                                        Workspace&) {
+    auto* task = static_cast<TestTask*>(batch[0]);
+    std::lock_guard<std::mutex> lock(mu);
+    runs.push_back(task->id);
+    // Task 0 takes three turns; the others one.
+    if (task->id == 0 && std::count(runs.begin(), runs.end(), 0) < 3) {
+      self->Requeue({batch[0]});
+    } else {
+      delete task;
+    }
+  });
+  self = &scheduler;
+  int key = 0;
+  std::vector<BatchScheduler::Task*> tasks;
+  for (int i = 0; i < 3; ++i) {
+    auto* t = new TestTask;
+    t->id = i;
+    t->key = &key;
+    tasks.push_back(t);
+  }
+  scheduler.EnqueueAll(tasks);
+  ASSERT_TRUE(scheduler.WaitIdle(absl::Now() + absl::Seconds(30)));
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_THAT(runs, ::testing::ElementsAre(0, 1, 2, 0, 0));
+}
+
+// A requeued task keeps its enqueue time, so a later slice never waits for a fuller batch
+// again: with a queue delay of an hour, a task queued long ago runs three turns at once.
+TEST(BatchSchedulerTest, RequeuedTasksDoNotWaitForTheQueueDelayAgain) {
+  std::atomic<int> turns{0};
+  BatchScheduler* self = nullptr;
+  BatchScheduler::Options options;
+  options.threads = 1;
+  options.max_batch = 8;
+  options.max_queue_delay = absl::Hours(1);
+  BatchScheduler scheduler(options, [&](absl::Span<BatchScheduler::Task* const> batch,
+                                        Workspace&) {
+    if (++turns < 3) {
+      self->Requeue(batch);
+    } else {
+      delete batch[0];
+    }
+  });
+  self = &scheduler;
+  auto* task = new TestTask;
+  int key = 0;
+  task->key = &key;
+  task->enqueued = absl::Now() - absl::Hours(2);  // its wait is over
+  scheduler.Requeue({task});
+  ASSERT_TRUE(scheduler.WaitIdle(absl::Now() + absl::Seconds(30)));
+  EXPECT_EQ(turns.load(), 3);
+}
+
+// Two long requests' next slices go to two workers, not one batch: a resumed task weighs a
+// whole share of the split (min_split_batch) where a fresh one weighs one task.
+TEST(BatchSchedulerTest, ResumedTasksAreSplitBetweenIdleWorkers) {
+  std::mutex mu;
+  std::vector<size_t> sizes;
+  BatchScheduler::Options options;
+  options.threads = 2;
+  BatchScheduler scheduler(options, [&](absl::Span<BatchScheduler::Task* const> batch,
+                                        Workspace&) {
+    std::lock_guard<std::mutex> lock(mu);
+    sizes.push_back(batch.size());
+    for (BatchScheduler::Task* t : batch) delete t;
+  });
+  int key = 0;
+  std::vector<BatchScheduler::Task*> tasks;
+  for (int i = 0; i < 2; ++i) {
+    auto* t = new TestTask;
+    t->key = &key;
+    tasks.push_back(t);
+  }
+  scheduler.Requeue(tasks);
+  ASSERT_TRUE(scheduler.WaitIdle(absl::Now() + absl::Seconds(30)));
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_THAT(sizes, ::testing::ElementsAre(1u, 1u));
 }
 
 }  // namespace
