@@ -26,17 +26,23 @@ bool SessionTracker::Prepare(v1::StreamRequest* request, bool bidirectional) {
     }
     if (request->has_input() && !request->has_chunk_index()) request->set_chunk_index(0);
     if (bidirectional) bidirectional_starts_[request->request_id()] = true;
-  } else if (!request->has_chunk_index() && sessions_.contains(request->session_id())) {
+  } else if (!request->has_chunk_index() && next_to_send_.contains(request->session_id())) {
     request->set_chunk_index(next_to_send_[request->session_id()]);
   }
-  if (!request->session_id().empty() && request->has_chunk_index()) {
-    next_to_send_[request->session_id()] = request->chunk_index() + 1;
+  if (!request->session_id().empty()) {
+    if (request->has_chunk_index()) {
+      next_to_send_[request->session_id()] =
+          request->chunk_index() + (request->has_input() || !request->start() ? 1 : 0);
+    } else if (request->start()) {
+      next_to_send_[request->session_id()] = 0;  // a start without a chunk numbers from 0
+    }
   }
   return caller_omit;
 }
 
 bool SessionTracker::Tracks(const v1::StreamRequest& request) const {
-  return request.start() || sessions_.contains(request.session_id());
+  // A session whose start is sent but not yet answered counts: chunks may be pipelined on it.
+  return request.start() || next_to_send_.contains(request.session_id());
 }
 
 bool SessionTracker::ShouldRestart(const v1::StreamRequest& request,
@@ -66,7 +72,13 @@ std::vector<v1::StreamRequest> SessionTracker::RestartRequests(
 void SessionTracker::Answered(const v1::StreamRequest& request, bool caller_omit,
                               v1::StreamResponse* response) {
   const auto bidirectional_start = bidirectional_starts_.extract(request.request_id());
-  if (response->error_code() != 0) return;
+  if (response->error_code() != 0) {
+    // A refused start leaves no session behind.
+    if (request.start() && !sessions_.contains(request.session_id())) {
+      next_to_send_.erase(request.session_id());
+    }
+    return;
+  }
   const std::string id =
       response->session_id().empty() ? request.session_id() : response->session_id();
   auto it = sessions_.find(id);

@@ -95,7 +95,7 @@ class Tracker:
                 req.idempotency_key = secrets.token_hex(16)
             if req.HasField("input") and not req.HasField("chunk_index"):
                 req.chunk_index = 0
-        elif not req.HasField("chunk_index") and req.session_id in self._sessions:
+        elif not req.HasField("chunk_index") and req.session_id in self._next_index:
             req.chunk_index = self._next_index.get(req.session_id, 0)
         if req.session_id and req.HasField("chunk_index"):
             self._next_index[req.session_id] = req.chunk_index + 1
@@ -131,6 +131,8 @@ class Tracker:
         caller sees it (steps counted across restarts, h_n left out if asked)."""
         bidirectional = self._bidirectional.pop(id(req), False)
         if response.error_code:
+            if req.start and req.session_id not in self._sessions:
+                self._next_index.pop(req.session_id, None)  # a refused start leaves nothing
             return response
         sid = response.session_id or req.session_id
         s = self._sessions.get(sid)
