@@ -1,8 +1,9 @@
 // C++ client library for rnnserve's gRPC API (rnnserve.v1.RnnService).
 //
 // RnnServeClient wraps the generated stub with blocking calls that return absl::Status /
-// StatusOr and base/tensor.h Tensors; StreamChannel drives one bidirectional Stream call synchronously
-// (send a request, read its response), carrying one or many sessions.
+// StatusOr and base/tensor.h Tensors; StreamChannel drives one bidirectional Stream call
+// synchronously (send a request, read its response), carrying one or many sessions, and
+// resumes them by itself (ClientOptions::resume; docs/client.md).
 //
 //   ClientOptions options;
 //   options.tls_ca_file = "ca.crt";  // TLS; plus tls_cert_file/tls_key_file for mutual TLS
