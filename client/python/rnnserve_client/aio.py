@@ -19,10 +19,8 @@ import grpc
 
 from ._channel import DEFAULT_MAX_MESSAGE_BYTES, _read_pem
 from ._messages import (RnnServeError, StreamResult, chunk_request, from_tensor, message_dict,
-                        pb2, pb2_grpc, start_request, status_code, to_tensor)
-from .resume import RESUMABLE_CODES, Backoff, RetryPolicy, Tracker
-
-_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+                        pb2, pb2_grpc, start_request, to_tensor)
+from .resume import RESUMABLE_CODES, Attempts, RetryPolicy, Tracker
 
 
 class _Broken(Exception):
@@ -197,33 +195,20 @@ class AsyncStreamChannel:
         if req.start:
             self._tracker.note_bidirectional(
                 req, await self._client.buffers_until_end(req.model))
-        caller_omit = self._tracker.prepare(req)
-        backoff = Backoff(self._retry)
-        sends = [req]
+        attempts = Attempts(self._tracker, req, self._tracker.prepare(req), self._retry)
         while True:
             try:
-                for r_send in sends:
-                    r = await self._roundtrip(r_send)
-                    if r.error_code and r_send is not sends[-1]:
-                        raise RnnServeError(status_code(r.error_code),
-                                            "replaying a bidirectional session failed: "
-                                            + r.error_message)
+                for sent in attempts.sends:
+                    r = attempts.check(await self._roundtrip(sent), sent)
+                outcome, value = attempts.outcome(r)
             except _Broken as e:
+                outcome, value = attempts.broken(e)
+            if outcome == "done":
+                return value
+            self.resumes += 1
+            if outcome == "wait":
                 self._drop()
-                self.resumes += 1
-                await asyncio.sleep(backoff.next_delay(e))
-                continue
-            if r.error_code == _UNAVAILABLE:
-                self._drop()
-                self.resumes += 1
-                await asyncio.sleep(backoff.next_delay(r.error_message))
-                continue
-            if self._tracker.should_restart(req, r):
-                sends = self._tracker.restart_requests(req)
-                self.resumes += 1
-                backoff.next_delay(r.error_message)
-                continue
-            return self._tracker.answered(req, r, caller_omit)
+                await asyncio.sleep(value)
 
     async def _do(self, req):
         if self._resume:

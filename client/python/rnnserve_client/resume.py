@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from ._messages import RnnServeError
+from ._messages import RnnServeError, status_code
 
 # Codes of a broken stream (the transport, a proxy or a dying server), after which a tracked
 # request may be resent. Anything else (a refused token, a message too large) is final.
@@ -60,6 +60,45 @@ class Backoff:
         self._attempt += 1
         return min(delay * random.uniform(0.5, 1.0),
                    max(0.0, self._deadline - time.monotonic()))
+
+
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+
+
+class Attempts:
+    """The resume loop of one tracked request, without the I/O (shared by the blocking and
+    the asyncio streams): send `sends` in order; give each answer to check(); then outcome()
+    of the last says what next; a broken stream: broken()."""
+
+    def __init__(self, tracker, req, caller_omit, policy):
+        self._tracker = tracker
+        self._req = req
+        self._caller_omit = caller_omit
+        self._backoff = Backoff(policy)
+        self.sends = [req]
+
+    def check(self, response, sent):
+        """A replayed bidirectional request that failed ends the resume."""
+        if response.error_code and sent is not self.sends[-1]:
+            raise RnnServeError(status_code(response.error_code),
+                                "replaying a bidirectional session failed: "
+                                + response.error_message)
+        return response
+
+    def broken(self, cause):
+        """("wait", seconds): reconnect after that backoff (raises when spent)."""
+        return "wait", self._backoff.next_delay(cause)
+
+    def outcome(self, response):
+        """("done", response as the caller sees it), ("wait", seconds) to reconnect and
+        resend, or ("again", 0) to send the new `sends` (a restart) at once."""
+        if response.error_code == _UNAVAILABLE:  # a draining server refused it: go elsewhere
+            return self.broken(response.error_message)
+        if self._tracker.should_restart(self._req, response):
+            self.sends = self._tracker.restart_requests(self._req)
+            self._backoff.next_delay(response.error_message)  # counts, without waiting
+            return "again", 0
+        return "done", self._tracker.answered(self._req, response, self._caller_omit)
 
 
 class _Session:

@@ -5,12 +5,10 @@ import time
 
 import grpc
 
-from ._messages import (RnnServeError, StreamResult, chunk_request, pb2, start_request,
-                        status_code)
-from .resume import RESUMABLE_CODES, Backoff, Tracker
+from ._messages import RnnServeError, StreamResult, chunk_request, pb2, start_request
+from .resume import RESUMABLE_CODES, Attempts, Tracker
 
 _CLOSE = object()
-_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 
 
 class _Broken(Exception):
@@ -115,33 +113,20 @@ class StreamChannel:
         self._next_id += 1
         if req.start:
             self._tracker.note_bidirectional(req, self._client.buffers_until_end(req.model))
-        caller_omit = self._tracker.prepare(req)
-        backoff = Backoff(self._retry)
-        sends = [req]
+        attempts = Attempts(self._tracker, req, self._tracker.prepare(req), self._retry)
         while True:
             try:
-                for r_send in sends:
-                    r = self._roundtrip(r_send)
-                    if r.error_code and r_send is not sends[-1]:
-                        raise RnnServeError(status_code(r.error_code),
-                                            "replaying a bidirectional session failed: "
-                                            + r.error_message)
+                for sent in attempts.sends:
+                    r = attempts.check(self._roundtrip(sent), sent)
+                outcome, value = attempts.outcome(r)
             except _Broken as e:
+                outcome, value = attempts.broken(e)
+            if outcome == "done":
+                return value
+            self.resumes += 1
+            if outcome == "wait":
                 self._drop()
-                self.resumes += 1
-                time.sleep(backoff.next_delay(e))
-                continue
-            if r.error_code == _UNAVAILABLE:  # a draining server refused it: go elsewhere
-                self._drop()
-                self.resumes += 1
-                time.sleep(backoff.next_delay(r.error_message))
-                continue
-            if self._tracker.should_restart(req, r):
-                sends = self._tracker.restart_requests(req)
-                self.resumes += 1
-                backoff.next_delay(r.error_message)  # counts as an attempt, without waiting
-                continue
-            return self._tracker.answered(req, r, caller_omit)
+                time.sleep(value)
 
     def _call(self, req):
         if self._resume:
