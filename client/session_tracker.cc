@@ -73,9 +73,12 @@ void SessionTracker::Answered(const v1::StreamRequest& request, bool caller_omit
                               v1::StreamResponse* response) {
   const auto bidirectional_start = bidirectional_starts_.extract(request.request_id());
   if (response->error_code() != 0) {
-    // A refused start leaves no session behind.
-    if (request.start() && !sessions_.contains(request.session_id())) {
-      next_to_send_.erase(request.session_id());
+    auto refused = sessions_.find(request.session_id());
+    if (refused != sessions_.end()) {
+      // Not applied: the next chunk takes its index.
+      next_to_send_[request.session_id()] = refused->second.next_index;
+    } else if (request.start()) {
+      next_to_send_.erase(request.session_id());  // a refused start leaves no session behind
     }
     return;
   }

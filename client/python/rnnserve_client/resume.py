@@ -137,7 +137,11 @@ class Tracker:
         elif not req.HasField("chunk_index") and req.session_id in self._next_index:
             req.chunk_index = self._next_index.get(req.session_id, 0)
         if req.session_id and req.HasField("chunk_index"):
-            self._next_index[req.session_id] = req.chunk_index + 1
+            # A start without a chunk begins the numbering at its own index.
+            consumed = req.HasField("input") or not req.start
+            self._next_index[req.session_id] = req.chunk_index + (1 if consumed else 0)
+        elif req.session_id and req.start:
+            self._next_index[req.session_id] = 0
         return caller_omit
 
     def session(self, session_id):
@@ -170,7 +174,10 @@ class Tracker:
         caller sees it (steps counted across restarts, h_n left out if asked)."""
         bidirectional = self._bidirectional.pop(id(req), False)
         if response.error_code:
-            if req.start and req.session_id not in self._sessions:
+            s = self._sessions.get(req.session_id)
+            if s is not None:  # refused, not applied: the next chunk takes its index
+                self._next_index[req.session_id] = s.next_index
+            elif req.start:
                 self._next_index.pop(req.session_id, None)  # a refused start leaves nothing
             return response
         sid = response.session_id or req.session_id
