@@ -231,7 +231,8 @@ class StreamChannel {
 
   // Leave h_n out of the responses of the convenience calls above (Start/SendChunk/End).
   void set_omit_state(bool omit) { omit_state_ = omit; }
-  // How many times this stream reopened its call or restarted a session to resume.
+  // How many times this stream recovered: reopened its call after a failure, or restarted a
+  // session (a planned switch after `draining` is not counted).
   int64_t resumes() const { return resumes_; }
   // Decodes a successful response (in-stream error -> status).
   static absl::StatusOr<ChunkResult> Decode(const v1::StreamResponse& response);

@@ -86,7 +86,6 @@ absl::StatusOr<uint64_t> StreamChannel::Send(v1::StreamRequest request) {
     pending.caller_omit = tracker_.Prepare(&request, bidirectional);
   }
   if (resume_ && draining_ && pending_.empty()) {
-    ++resumes_;
     OpenCall();  // the server is draining and owes nothing on this call: go elsewhere now
   }
   const bool written = !final_status_.has_value() && stream_->Write(request);

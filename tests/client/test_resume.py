@@ -8,7 +8,10 @@
   seeing steps_seen and outputs of an uninterrupted run (also with omit_state, and with a
   server-assigned id, which is kept);
 - a bidirectional session is replayed from its start;
-- with resume off, a broken stream raises once (not again on close).
+- with resume off, a broken stream raises once (not again on close);
+- a response with `draining` moves the next request to a new call, nothing sent twice (against
+  a stand-in server in this process that drains as the API contract says, until the real
+  server's drain lands).
 
 Replicas, SIGKILL, scale-out and SIGTERM: tests/deploy/test_replica_faults.py.
 
@@ -18,6 +21,8 @@ Replicas, SIGKILL, scale-out and SIGTERM: tests/deploy/test_replica_faults.py.
 
 import asyncio
 import os
+import threading
+from concurrent import futures
 import shutil
 import tempfile
 import unittest
@@ -34,6 +39,71 @@ from rnnserve_client import aio  # noqa: E402  (after client_module() set the st
 ATOL = 1e-5
 UNI = dict(input_size=4, hidden_size=6, num_layers=2)
 BI = dict(input_size=3, hidden_size=5, bidirectional=True)
+
+
+class DrainingServicer(rc.pb2_grpc.RnnServiceServicer):
+    """A stand-in rnnserve that drains as the contract says: the first call answers the
+    request it read with draining = true, then ends with UNAVAILABLE; later calls serve.
+    Outputs are 2 * input; records (call, chunk_index) of every request read."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.calls = 0
+        self.seen = []
+        self.steps = {}
+
+    def GetModel(self, request, context):
+        return rc.pb2.ModelInfo(name=request.model)
+
+    def Stream(self, requests, context):
+        with self.lock:
+            self.calls += 1
+            call = self.calls
+        for req in requests:
+            x = rc.from_tensor(req.input)
+            with self.lock:
+                self.seen.append((call, req.chunk_index))
+                self.steps[req.session_id] = self.steps.get(req.session_id, 0) + len(x)
+                steps = self.steps[req.session_id]
+            yield rc.pb2.StreamResponse(
+                request_id=req.request_id, session_id=req.session_id,
+                chunk_index=req.chunk_index, steps_seen=steps, output=rc.to_tensor(2 * x),
+                h_n=rc.to_tensor(x[-1:]), draining=call == 1)
+            if call == 1:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "draining: this server shuts down")
+
+
+class DrainNoticeTest(unittest.TestCase):
+    def setUp(self):
+        self.servicer = DrainingServicer()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        rc.pb2_grpc.add_RnnServiceServicer_to_server(self.servicer, self.server)
+        self.target = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+        self.addCleanup(self.server.stop, None)
+        self.tmp = tempfile.mkdtemp(prefix="rnnserve-drain-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.chunks = [np.full((t, 1, 2), i + 1, np.float32) for i, t in enumerate((2, 1, 3))]
+
+    def test_python_moves_to_a_new_call_after_draining(self):
+        with rc.RnnServeClient(self.target) as client, client.open_stream() as stream:
+            results = [stream.start("m", session_id="d", chunk=self.chunks[0])]
+            results += [stream.send(c) for c in self.chunks[1:]]
+            self.assertEqual(stream.resumes, 0)  # no failure: a planned switch
+        self.assertEqual([r.chunk_index for r in results], [0, 1, 2])
+        self.assertEqual([r.steps_seen for r in results], [2, 3, 6])
+        for r, c in zip(results, self.chunks):
+            np.testing.assert_array_equal(r.output, 2 * c)
+        self.assertEqual(self.servicer.seen, [(1, 0), (2, 1), (2, 2)])  # nothing sent twice
+
+    def test_cpp_moves_to_a_new_call_after_draining(self):
+        session = CppSession(self.target, "m", "d", os.path.join(self.tmp, "cpp"), self.chunks)
+        self.assertEqual(session.command("send 1"), (1, 2, 0))
+        self.assertEqual(session.command("send 2"), (3, 6, 0))
+        self.assertIn("OK", session.finish())
+        for out, c in zip(session.outputs(3), self.chunks):
+            np.testing.assert_array_equal(out, 2 * c)
+        self.assertEqual(self.servicer.seen, [(1, 0), (2, 1), (2, 2)])
 
 
 class ResumeTest(unittest.TestCase):
