@@ -105,10 +105,20 @@ absl::StatusOr<SessionState> RnnServeClient::CloseSession(const std::string& ses
   return ToSessionState(std::move(*response.mutable_session()));
 }
 
-absl::StatusOr<std::unique_ptr<StreamChannel>> RnnServeClient::OpenStream() {
-  // Wait for the connection here so an unreachable server is reported as such, rather than as
-  // a broken stream on the first Send. Fails fast, as unary calls do, once a connection
-  // attempt has failed.
+absl::StatusOr<bool> RnnServeClient::BuffersUntilEnd(const std::string& model) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = buffers_until_end_.find(model);
+    if (it != buffers_until_end_.end()) return it->second;
+  }
+  ASSIGN_OR_RETURN(v1::ModelInfo info, GetModel(model));
+  absl::MutexLock lock(&mu_);
+  buffers_until_end_[model] = info.streaming_buffers_until_end();
+  return info.streaming_buffers_until_end();
+}
+
+absl::Status RnnServeClient::WaitConnected() {
+  // Fails fast, as unary calls do, once a connection attempt has failed.
   const auto deadline = options_.timeout == absl::InfiniteDuration()
                             ? std::chrono::system_clock::time_point::max()
                             : absl::ToChronoTime(absl::Now() + options_.timeout);
@@ -123,40 +133,18 @@ absl::StatusOr<std::unique_ptr<StreamChannel>> RnnServeClient::OpenStream() {
     }
     state = channel_->GetState(/*try_to_connect=*/true);
   }
-  return std::unique_ptr<StreamChannel>(new StreamChannel(stub_.get(), options_.encoding));
+  return absl::OkStatus();
 }
 
-StreamChannel::StreamChannel(v1::RnnService::Stub* stub, TensorEncoding encoding)
-    : encoding_(encoding), stream_(stub->Stream(&context_)) {}
-
-StreamChannel::~StreamChannel() { Finish().IgnoreError(); }
-
-absl::Status StreamChannel::BrokenStatus() {
-  absl::Status status = Finish();
-  if (status.ok()) return absl::UnavailableError("the server closed the stream");
-  return status;
+absl::StatusOr<std::unique_ptr<StreamChannel>> RnnServeClient::OpenStream(
+    std::vector<std::pair<std::string, std::string>> metadata) {
+  // Wait for the connection here so an unreachable server is reported as such, rather than as
+  // a broken stream on the first Send.
+  RETURN_IF_ERROR(WaitConnected());
+  return std::unique_ptr<StreamChannel>(new StreamChannel(this, std::move(metadata)));
 }
 
-absl::StatusOr<uint64_t> StreamChannel::Send(v1::StreamRequest request) {
-  // A broken stream keeps answering with the status that broke it.
-  if (final_status_.has_value() && !final_status_->ok()) return *final_status_;
-  if (writes_done_) return absl::FailedPreconditionError("the stream is finished");
-  if (request.request_id() == 0) request.set_request_id(next_request_id_++);
-  const uint64_t id = request.request_id();
-  // Not BrokenStatus() here: Finish() would discard responses the caller has yet to Read().
-  if (!stream_->Write(request)) {
-    return absl::UnavailableError("the stream is broken; Finish() gives the server's status");
-  }
-  return id;
-}
-
-absl::StatusOr<v1::StreamResponse> StreamChannel::Read() {
-  if (final_status_.has_value()) return BrokenStatus();
-  v1::StreamResponse response;
-  if (!stream_->Read(&response)) return BrokenStatus();
-  return response;
-}
-
+// Here rather than in stream_channel.cc: it shares BadResponse with the unary calls.
 absl::StatusOr<ChunkResult> StreamChannel::Decode(const v1::StreamResponse& response) {
   RETURN_IF_ERROR(FromStreamError(response.error_code(), response.error_message()));
   ChunkResult result;
@@ -171,66 +159,8 @@ absl::StatusOr<ChunkResult> StreamChannel::Decode(const v1::StreamResponse& resp
   if (response.has_chunk_index()) result.chunk_index = response.chunk_index();
   result.duplicate = response.duplicate();
   result.ended = response.ended();
+  result.output_truncated = response.output_truncated();
   return result;
-}
-
-absl::StatusOr<ChunkResult> StreamChannel::Call(v1::StreamRequest request) {
-  absl::StatusOr<uint64_t> id = Send(std::move(request));
-  if (!id.ok()) return writes_done_ ? id.status() : BrokenStatus();
-  ASSIGN_OR_RETURN(v1::StreamResponse response, Read());
-  if (response.request_id() != *id) {
-    return absl::InternalError(absl::StrCat("response answers request ", response.request_id(),
-                                            ", expected ", *id,
-                                            " (responses read out of order?)"));
-  }
-  return Decode(response);
-}
-
-absl::StatusOr<ChunkResult> StreamChannel::Start(const std::string& model,
-                                                 const std::string& session_id,
-                                                 const Tensor* h0, const Tensor* input,
-                                                 bool end) {
-  v1::StreamRequest request;
-  request.set_model(model);
-  request.set_session_id(session_id);
-  request.set_start(true);
-  request.set_end(end);
-  request.set_omit_state(omit_state_);
-  if (h0 != nullptr) EncodeTensor(*h0, encoding_, request.mutable_h_0());
-  if (input != nullptr) EncodeTensor(*input, encoding_, request.mutable_input());
-  return Call(std::move(request));
-}
-
-absl::StatusOr<ChunkResult> StreamChannel::SendChunk(const std::string& session_id,
-                                                     const Tensor& input, bool end) {
-  v1::StreamRequest request;
-  request.set_session_id(session_id);
-  request.set_end(end);
-  request.set_omit_state(omit_state_);
-  EncodeTensor(input, encoding_, request.mutable_input());
-  return Call(std::move(request));
-}
-
-absl::StatusOr<ChunkResult> StreamChannel::End(const std::string& session_id) {
-  v1::StreamRequest request;
-  request.set_session_id(session_id);
-  request.set_end(true);
-  request.set_omit_state(omit_state_);
-  return Call(std::move(request));
-}
-
-absl::Status StreamChannel::Finish() {
-  if (final_status_.has_value()) return *final_status_;
-  if (!writes_done_) {
-    writes_done_ = true;
-    stream_->WritesDone();
-  }
-  // Drain responses the caller never read, so Finish() sees the trailing status.
-  v1::StreamResponse ignored;
-  while (stream_->Read(&ignored)) {
-  }
-  final_status_ = FromGrpcStatus(stream_->Finish());
-  return *final_status_;
 }
 
 }  // namespace client

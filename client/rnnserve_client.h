@@ -1,8 +1,9 @@
 // C++ client library for rnnserve's gRPC API (rnnserve.v1.RnnService).
 //
 // RnnServeClient wraps the generated stub with blocking calls that return absl::Status /
-// StatusOr and base/tensor.h Tensors; StreamChannel drives one bidirectional Stream call synchronously
-// (send a request, read its response), carrying one or many sessions.
+// StatusOr and base/tensor.h Tensors; StreamChannel drives one bidirectional Stream call
+// synchronously (send a request, read its response), carrying one or many sessions, and
+// resumes them by itself (ClientOptions::resume; docs/client.md).
 //
 //   ClientOptions options;
 //   options.tls_ca_file = "ca.crt";  // TLS; plus tls_cert_file/tls_key_file for mutual TLS
@@ -25,16 +26,22 @@
 #define RNNSERVE_CLIENT_RNNSERVE_CLIENT_H_
 
 #include <atomic>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "base/tensor.h"
 #include "client/channel.h"
+#include "client/session_tracker.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/status_codec.h"
 #include "proto/tensor_codec.h"
@@ -42,6 +49,18 @@
 
 namespace rnnserve {
 namespace client {
+
+// How hard a stream tries to resume before an error reaches the caller.
+struct ResumePolicy {
+  // Reconnects per request, the first included.
+  int max_attempts = 10;
+  // Backoff before the n-th reconnect: min(max_backoff, initial_backoff * 2^n), times a random
+  // factor in [0.5, 1) (jitter, so clients do not reconnect in lockstep).
+  absl::Duration initial_backoff = absl::Milliseconds(50);
+  absl::Duration max_backoff = absl::Seconds(2);
+  // Time one recovery may take in all.
+  absl::Duration deadline = absl::Seconds(30);
+};
 
 struct ClientOptions {
   // How request tensors are sent: kRaw (little-endian bytes, the fast path) or kValues
@@ -60,6 +79,10 @@ struct ClientOptions {
   std::string tls_key_file;
   // Sent as "authorization: Bearer TOKEN" on every call; empty: none. Never logged.
   std::string token;
+  // Streams resume their sessions by themselves after a broken stream, a draining server or a
+  // replaced replica (docs/client.md). Unary calls are never retried.
+  bool resume = true;
+  ResumePolicy resume_policy;
 };
 
 // torch's (output, h_n).
@@ -89,6 +112,8 @@ struct ChunkResult {
   // The request's chunk_index was already applied (see `output`); h_n is the current state.
   bool duplicate = false;
   bool ended = false;
+  // Applied, but output and h_n did not fit in a message (read the state with GetSession).
+  bool output_truncated = false;
 };
 
 class StreamChannel;
@@ -123,7 +148,14 @@ class RnnServeClient {
 
   // Opens a bidirectional Stream call, once the channel is connected: UNAVAILABLE when a
   // connection attempt fails, DEADLINE_EXCEEDED when none succeeds within the unary timeout.
-  absl::StatusOr<std::unique_ptr<StreamChannel>> OpenStream();
+  // `metadata` is sent with the call and again on every reconnect, e.g. {"x-session-id", id}
+  // for a session-affinity router (deploy/). The stream uses this client, which must outlive
+  // it.
+  absl::StatusOr<std::unique_ptr<StreamChannel>> OpenStream(
+      std::vector<std::pair<std::string, std::string>> metadata = {});
+
+  // Whether `model` buffers streamed sessions until `end` (bidirectional); asked once.
+  absl::StatusOr<bool> BuffersUntilEnd(const std::string& model);
 
   // For callers that need the raw API (the callback API, custom metadata).
   v1::RnnService::Stub* stub() { return stub_.get(); }
@@ -134,13 +166,28 @@ class RnnServeClient {
   // Applies options_.timeout to `context`.
   void SetDeadline(grpc::ClientContext* context) const;
 
+  // Waits until the channel is connected, within the unary timeout.
+  absl::Status WaitConnected();
+
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::RnnService::Stub> stub_;
   ClientOptions options_;
+  absl::Mutex mu_;
+  // State below is protected by mu_.
+  absl::flat_hash_map<std::string, bool> buffers_until_end_ ABSL_GUARDED_BY(mu_);
 };
 
 // One open Stream call, used synchronously. Many sessions may be interleaved on it; each
 // Call() sends one request and reads the next response, so requests are answered in order.
+//
+// With ClientOptions::resume (the default), the sessions this stream starts resume by
+// themselves: a broken stream is reopened (backoff as resume_policy allows) and every request
+// sent but not answered is resent in order; a session the server lost (NOT_FOUND) is started
+// again from its last h_n with its next chunk_index (SessionTracker), so Read() returns the
+// answers an uninterrupted stream would have. A response with `draining` switches to a new
+// call once everything sent is answered. Requests of sessions this stream did not start are
+// resent only when they carry a chunk_index (else they are answered UNAVAILABLE: not safe to
+// resend).
 //
 // Thread-compatible: one thread at a time. Requests may be pipelined by several Send()s, then
 // as many Read()s (responses come in request order); keep the number outstanding modest, as
@@ -154,11 +201,12 @@ class StreamChannel {
   StreamChannel& operator=(const StreamChannel&) = delete;
 
   // Sends `request`, giving it the next request_id when it has none; returns the request_id.
-  // Once the stream is broken: the status that broke it, or UNAVAILABLE until Read() or
-  // Finish() has fetched that status.
+  // Without resume, once the stream is broken: the status that broke it, or UNAVAILABLE until
+  // Read() or Finish() has fetched that status.
   absl::StatusOr<uint64_t> Send(v1::StreamRequest request);
-  // Reads the next response, whatever its error_code. Fails once the stream has ended, with the
-  // call's final status (or UNAVAILABLE when the server ended it cleanly).
+  // Reads the next response, whatever its error_code. Fails once the stream has ended (and,
+  // with resume, could not be resumed), with the call's final status (or UNAVAILABLE when the
+  // server ended it cleanly).
   absl::StatusOr<v1::StreamResponse> Read();
 
   // Send() then Read(), checking that the response answers this request; an in-stream error
@@ -176,29 +224,62 @@ class StreamChannel {
   // Closes a session without a chunk.
   absl::StatusOr<ChunkResult> End(const std::string& session_id);
 
-  // Half-closes the stream, discards unread responses and returns the server's final status.
+  // Half-closes the stream, discards unread responses and returns the server's final status
+  // (with resume: OK when the call merely broke and nothing sent is left unanswered).
   // Idempotent.
   absl::Status Finish();
 
   // Leave h_n out of the responses of the convenience calls above (Start/SendChunk/End).
   void set_omit_state(bool omit) { omit_state_ = omit; }
+  // How many times this stream recovered: reopened its call after a failure, or restarted a
+  // session (a planned switch after `draining` is not counted).
+  int64_t resumes() const { return resumes_; }
   // Decodes a successful response (in-stream error -> status).
   static absl::StatusOr<ChunkResult> Decode(const v1::StreamResponse& response);
 
  private:
   friend class RnnServeClient;
-  StreamChannel(v1::RnnService::Stub* stub, TensorEncoding encoding);
+  StreamChannel(RnnServeClient* client,
+                std::vector<std::pair<std::string, std::string>> metadata);
 
-  // The final status once the stream is broken (Finish()es it first).
+  // A request sent and not yet answered.
+  struct Pending {
+    v1::StreamRequest request;
+    bool tracked = false;      // resumable: see SessionTracker
+    bool caller_omit = false;  // the caller's omit_state (tracked requests ask for h_n)
+  };
+
+  // Starts a new call (abandoning the current one).
+  void OpenCall();
+  // The final status once the call is broken (finishes it first).
   absl::Status BrokenStatus();
+  // Half-closes the current call, drains it and returns its final status. Idempotent per call.
+  absl::Status FinishCall();
+  // Reopens the call and answers every pending request on it (into ready_), with backoff, as
+  // resume_policy allows; `cause` is what broke the stream.
+  absl::Status Recover(absl::Status cause);
+  // One attempt of Recover() on the current call.
+  absl::Status ReplayPending();
+  // The output of a chunk applied earlier whose answer was lost (a duplicate of an older
+  // chunk carries none), computed again with Forward from the state before it.
+  absl::Status RecomputeOutput(const v1::StreamRequest& request, v1::StreamResponse* response);
 
-  TensorEncoding encoding_;
-  grpc::ClientContext context_;
+  RnnServeClient* const client_;
+  const std::vector<std::pair<std::string, std::string>> metadata_;
+  const bool resume_;
+  std::unique_ptr<grpc::ClientContext> context_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::StreamRequest, v1::StreamResponse>> stream_;
   std::atomic<uint64_t> next_request_id_{1};
   bool omit_state_ = false;
-  bool writes_done_ = false;
-  std::optional<absl::Status> final_status_;
+  bool writes_done_ = false;  // of the current call
+  bool closed_ = false;       // the caller called Finish()
+  bool draining_ = false;  // the server said it is draining: a new call when nothing is pending
+  int64_t resumes_ = 0;
+  std::optional<absl::Status> final_status_;  // of the current call
+  std::optional<absl::Status> given_up_;      // resuming failed: every later call fails so
+  std::deque<Pending> pending_;
+  std::deque<v1::StreamResponse> ready_;  // answers obtained while recovering, not yet Read()
+  SessionTracker tracker_;
 };
 
 }  // namespace client

@@ -42,6 +42,8 @@ more_packages=(
   clang-14 libclang-rt-14-dev
   # Python oracle, tests and client (for /usr/bin/python3)
   python3 python3-torch python3-grpcio python3-numpy python3-protobuf python3-yaml
+  # installing the Python client as a package (tests/client/test_python_package.py)
+  python3-venv python3-setuptools python3-pip python3-wheel
   # deployment checks and tools
   nginx-core yamllint buildah podman debootstrap curl procps
 )

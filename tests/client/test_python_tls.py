@@ -1,6 +1,6 @@
-"""The Python client (client/python/rnnserve_client.py), example_stream.py and the rnnserve-client
-binary over TLS, mutual TLS and bearer tokens, against real rnnserve processes started with
---tls_cert_file/--tls_key_file[/--tls_client_ca_file] and --auth_tokens_file.
+"""The Python client (client/python, package rnnserve_client), example_stream.py and the
+rnnserve-client binary over TLS, mutual TLS and bearer tokens, against real rnnserve processes
+started with --tls_cert_file/--tls_key_file[/--tls_client_ca_file] and --auth_tokens_file.
 
 Certificates come from tests/server/auth/make_test_certs.sh (openssl, at run time); the tokens
 file holds `PRINCIPAL SHA256HEX` lines. A seeded torch.nn.RNN is served, and torch checks the

@@ -10,7 +10,9 @@ folder, so nothing collides under ctest -j. Without nginx the test fails, naming
     at each backend finds the session on exactly one).
 (b) The replica holding a session is killed: through nginx the client lands on another
     replica (NOT_FOUND), starts the session again with h_0 = its last h_n, and the outputs
-    still match torch over the whole sequence within 1e-5.
+    still match torch over the whole sequence within 1e-5. This is the raw protocol, done by
+    hand on one-request streams; the client libraries doing it by themselves mid-stream (and
+    scale-out, SIGTERM) are in test_replica_faults.py.
 
     (cd tests/deploy && /usr/bin/python3 ../pykit/run_tests.py test_replicas)
 """

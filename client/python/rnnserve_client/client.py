@@ -1,0 +1,93 @@
+"""RnnServeClient: the blocking client (unary calls, and streams that resume by themselves)."""
+
+import grpc
+
+from ._channel import DEFAULT_MAX_MESSAGE_BYTES, make_channel
+from ._messages import RnnServeError, from_tensor, message_dict, pb2, pb2_grpc, to_tensor
+from .resume import RetryPolicy
+from .stream import StreamChannel
+
+
+class RnnServeClient:
+    """Blocking client for one rnnserve server. `raw` sends tensors as little-endian bytes (the
+    fast path) rather than repeated floats; `timeout` (seconds, None for none) bounds each
+    unary call. TLS, mutual TLS, the bearer token and the message limit: see make_channel
+    (ignored when an existing `channel` is given). `resume` (default True) makes streams resume
+    their sessions by themselves, as `retry` (a RetryPolicy) allows. Unary calls are never
+    retried. Thread-safe; its streams are not."""
+
+    def __init__(self, target="127.0.0.1:50051", raw=True, timeout=30.0, channel=None,
+                 tls_ca=None, tls_cert=None, tls_key=None, token=None,
+                 max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, resume=True, retry=None):
+        self._channel = channel or make_channel(target, tls_ca=tls_ca, tls_cert=tls_cert,
+                                                tls_key=tls_key, token=token,
+                                                max_message_bytes=max_message_bytes)
+        self._stub = pb2_grpc.RnnServiceStub(self._channel)
+        self.raw = raw
+        self._timeout = timeout
+        self.resume = resume
+        self.retry = retry or RetryPolicy()
+        self._buffers_until_end = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self._channel.close()
+
+    @property
+    def stub(self):
+        """The generated stub, for anything this class does not wrap."""
+        return self._stub
+
+    def _unary(self, method, request):
+        try:
+            return method(request, timeout=self._timeout)
+        except grpc.RpcError as e:
+            raise RnnServeError.from_rpc_error(e) from None
+
+    def list_models(self):
+        """The served models, as pb2.ModelInfo messages."""
+        return list(self._unary(self._stub.ListModels, pb2.ListModelsRequest()).models)
+
+    def get_model(self, name):
+        """A pb2.ModelInfo: config, parameters, input_shape (-1 for free dims), state_shape."""
+        return self._unary(self._stub.GetModel, pb2.GetModelRequest(model=name))
+
+    def forward(self, model, x, h0=None):
+        """torch's rnn(x, h0): returns (output, h_n) as float32 arrays."""
+        req = pb2.ForwardRequest(model=model, input=to_tensor(x, self.raw))
+        if h0 is not None:
+            req.h_0.CopyFrom(to_tensor(h0, self.raw))
+        r = self._unary(self._stub.Forward, req)
+        return from_tensor(r.output), from_tensor(r.h_n)
+
+    def get_session(self, session_id, omit_state=False):
+        """A session's metadata as a dict (SessionInfo's field names), with 'h_n' an array
+        (None while the batch size is unknown, or with omit_state)."""
+        r = self._unary(self._stub.GetSession,
+                        pb2.GetSessionRequest(session_id=session_id, omit_state=omit_state,
+                                              raw=self.raw))
+        return message_dict(r)
+
+    def close_session(self, session_id):
+        """Closes a session; returns it as get_session() would, with its final state."""
+        r = self._unary(self._stub.CloseSession, pb2.CloseSessionRequest(session_id=session_id))
+        return message_dict(r.session)
+
+    def buffers_until_end(self, model):
+        """Whether `model` is bidirectional (its sessions answer at `end`); asked once."""
+        if model not in self._buffers_until_end:
+            info = self.get_model(model)
+            self._buffers_until_end[model] = info.streaming_buffers_until_end
+        return self._buffers_until_end[model]
+
+    def open_stream(self, metadata=None, resume=None):
+        """Opens a bidirectional Stream call: a StreamChannel. `metadata` is sent with the
+        call (and again on every reconnect), e.g. [("x-session-id", sid)] so that a
+        session-affinity router (deploy/) sends every stream of a session to the same replica.
+        `resume` overrides the client's (default on: see StreamChannel)."""
+        return StreamChannel(self, metadata, self.resume if resume is None else resume)
