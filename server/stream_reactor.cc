@@ -1,6 +1,5 @@
 #include "server/stream_reactor.h"
 
-#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -59,6 +58,7 @@ void StreamReactor::OnReadDone(bool ok) {
   }
   ++requests_read_;
   v1::StreamRequest request;
+  const int64_t request_bytes = static_cast<int64_t>(read_buffer_.Length());
   const absl::Status parsed = ParseMessage(read_buffer_, options_.max_message_bytes, &request);
   read_buffer_.Clear();
   {
@@ -96,12 +96,14 @@ void StreamReactor::OnReadDone(bool ok) {
   const uint64_t request_id = chunk.request_id;
   const TensorEncoding encoding = chunk.encoding;
   // `done` may run inline (a request refused at admission).
-  core_->SubmitChunk(std::move(chunk.chunk), [this, request_id, encoding](ChunkResult result) {
-    OnResult(request_id, encoding, std::move(result));
-  });
+  const int64_t response_bound = core_->SubmitChunk(
+      std::move(chunk.chunk), [this, request_id, encoding, request_bytes](ChunkResult result) {
+        OnResult(request_id, encoding, request_bytes, std::move(result));
+      });
   std::optional<grpc::Status> finish;
   {
     absl::MutexLock lock(&mu_);
+    expected_bytes_ += request_bytes + response_bound;
     read_busy_ = false;
     MaybeReadLocked();
     finish = FinishNowLocked();
@@ -109,7 +111,9 @@ void StreamReactor::OnReadDone(bool ok) {
   FinishIf(finish);
 }
 
-void StreamReactor::OnResult(uint64_t request_id, TensorEncoding encoding, ChunkResult result) {
+void StreamReactor::OnResult(uint64_t request_id, TensorEncoding encoding, int64_t request_bytes,
+                             ChunkResult result) {
+  const int64_t reserved = request_bytes + result.response_bound;
   metrics_->CountRequest("Stream", ModelLabel(core_->models(), result.model),
                          result.status.code());
   v1::StreamResponse response =
@@ -122,11 +126,11 @@ void StreamReactor::OnResult(uint64_t request_id, TensorEncoding encoding, Chunk
   {
     absl::MutexLock lock(&mu_);
     --unanswered_;
+    expected_bytes_ -= reserved;
     if (!broken_) {
       queued_.push_back(Queued{std::move(response), bytes});
       buffered_bytes_ += bytes;
       metrics_->StreamBufferedBytes(bytes);
-      largest_response_ = std::max(largest_response_, bytes);
       MaybeWriteLocked();
       MaybeReadLocked();
     }
@@ -217,13 +221,10 @@ void StreamReactor::EndIfIdle(absl::Time now, absl::Duration timeout) {
 void StreamReactor::MaybeReadLocked() {
   if (read_busy_ || no_more_reads_ || broken_ || finished_) return;
   const bool over_count = InFlightLocked() >= options_.max_in_flight_per_stream;
-  // Each unanswered request may add a response as large as the largest this stream has had;
-  // before its first, as large as any message may be (requests read ahead of a slow chunk,
-  // e.g. replays queued behind it, are answered in a burst).
-  const int64_t expected_response =
-      largest_response_ > 0 ? largest_response_ : options_.max_message_bytes;
-  const bool over_bytes =
-      buffered_bytes_ + unanswered_ * expected_response >= options_.max_stream_buffered_bytes;
+  // What is queued plus what the unanswered requests may still add (see the header); with
+  // nothing in flight one request is always read (its bound is at most a message).
+  const bool over_bytes = InFlightLocked() > 0 && buffered_bytes_ + expected_bytes_ >=
+                                                      options_.max_stream_buffered_bytes;
   if (over_count || over_bytes) {
     if (!read_paused_) {
       read_paused_ = true;

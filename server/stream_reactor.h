@@ -4,12 +4,12 @@
 // session's in request order). Every request read is answered before the stream ends.
 //
 // Reading pauses (gRPC flow control then holds the client back) while the stream has
-// max_in_flight_per_stream requests unanswered, or while its queued responses plus the
-// unanswered requests (each counted at the largest response this stream has had, or at
-// max_message_bytes before its first) reach max_stream_buffered_bytes: a client that pipelines,
-// or replays large outputs, without reading cannot grow the server's memory. (Requests read
-// after small responses and answered with large ones, such as replays of another stream's
-// session, are bounded by the count alone.)
+// max_in_flight_per_stream requests unanswered, or while its queued responses plus what its
+// unanswered requests may still take reach max_stream_buffered_bytes: each unanswered request
+// counts its own bytes and the bound ServingCore::SubmitChunk gives for its response (its output
+// and state from its shape, or the largest output its session may replay to it). So a client
+// that pipelines, or replays large outputs (its own sessions' or another stream's), without
+// reading cannot grow the server's memory. One request is always read when none is in flight.
 //
 // How a stream ends: OK after the client half-closes and everything is answered;
 // INVALID_ARGUMENT at a request that does not parse (the requests before it are answered);
@@ -88,7 +88,9 @@ class StreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
     int64_t bytes = 0;
   };
 
-  void OnResult(uint64_t request_id, TensorEncoding encoding, ChunkResult result);
+  // `request_bytes`: the request's wire size, reserved (with its response bound) until now.
+  void OnResult(uint64_t request_id, TensorEncoding encoding, int64_t request_bytes,
+                ChunkResult result);
 
   int64_t InFlightLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
     return unanswered_ + static_cast<int64_t>(queued_.size()) + (writing_ ? 1 : 0);
@@ -123,8 +125,10 @@ class StreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
   int64_t write_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   int64_t buffered_bytes_ ABSL_GUARDED_BY(mu_) = 0;   // queued_ and write_buffer_
-  int64_t largest_response_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t unanswered_ ABSL_GUARDED_BY(mu_) = 0;  // submitted, no result yet
+  // The unanswered requests' bytes plus their response bounds. May dip below zero for a moment
+  // (a result can arrive before SubmitChunk returns its bound).
+  int64_t expected_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // A read is outstanding, or the request it read is still being submitted (the next read
   // waits, so that a session's requests reach the core in order).
   bool read_busy_ ABSL_GUARDED_BY(mu_) = false;

@@ -161,7 +161,7 @@ void ServingCore::RunForward(ForwardTask* task, Workspace& workspace) {
   task->done(std::move(task->result));
 }
 
-void ServingCore::SubmitChunk(ChunkRequest request, ChunkCallback done) {
+int64_t ServingCore::SubmitChunk(ChunkRequest request, ChunkCallback done) {
   auto task = std::make_unique<ChunkTask>();
   task->submitted = absl::Now();
   task->done = std::move(done);
@@ -184,11 +184,15 @@ void ServingCore::SubmitChunk(ChunkRequest request, ChunkCallback done) {
                " request refused: ", admitted.status().ToString());
     }
     task->result.status = admitted.status();
+    task->result.response_bound = ResponseBytesBound(0);  // an error: no tensors
+    const int64_t bound = task->result.response_bound;
     task->done(std::move(task->result));
-    return;
+    return bound;
   }
+  const int64_t bound = task->result.response_bound;  // set by Admit
   ChunkTask* admitted_task = task.release();  // owned by the scheduler or the session now
   if (*admitted) scheduler_->Enqueue(admitted_task);
+  return bound;
 }
 
 void ServingCore::RunBatch(absl::Span<BatchScheduler::Task* const> batch,

@@ -60,8 +60,12 @@ class ServingCore {
                ForwardCallback done);
 
   // Applies one streamed request; `done` runs exactly once, on a worker thread or inline for
-  // requests refused before they are queued (errors found at admission).
-  void SubmitChunk(ChunkRequest request, ChunkCallback done);
+  // requests refused before they are queued (errors found at admission). Returns the most bytes
+  // the request's response may take (ResponseBytesBound of its output and state, or of a replay
+  // it may get; at most max_response_bytes), also given to `done` as result.response_bound, so
+  // the RPC layer can stop reading a stream whose answers could outgrow its buffer before any
+  // of them is computed.
+  int64_t SubmitChunk(ChunkRequest request, ChunkCallback done);
 
   // Sessions belong to the principal that started them (ChunkRequest::principal; "" without
   // authentication): for any other principal they do not exist, and GetSession, CloseSession

@@ -109,6 +109,9 @@ struct ChunkResult {
   std::optional<uint64_t> chunk_index;
   bool duplicate = false;
   bool ended = false;
+  // The most bytes this request's response may take (what SubmitChunk returned), so the RPC
+  // layer can release what it reserved for it.
+  int64_t response_bound = 0;
 };
 
 struct SessionSnapshot {

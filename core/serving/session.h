@@ -90,6 +90,9 @@ struct Session {
   absl::InlinedVector<ChunkTask*, 2> pending ABSL_GUARDED_BY(mu);
   int current ABSL_GUARDED_BY(mu) = 0;  // which of work.state holds h_n
   int64_t buffered_steps ABSL_GUARDED_BY(mu) = 0;  // work.buffered_steps, as last published
+  // The largest response bound of any request admitted so far: a duplicate replays an output
+  // of a chunk admitted before it, so its response is never larger than this.
+  int64_t largest_response_bound ABSL_GUARDED_BY(mu) = 0;
 
   // Owned by the worker running the in-flight chunk (see above).
   struct Work {

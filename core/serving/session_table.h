@@ -135,6 +135,10 @@ class SessionTable {
                                                         const std::string& id) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   Usage UsageLocked(const std::string& principal) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The most bytes `req`'s response may take if it computes (its output and state; a
+  // bidirectional `end`: the message limit), without looking at replays.
+  int64_t ResponseBoundLocked(const Session& session, const ChunkRequest& req) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // The id for a start: the client's (validated) or a new random one.
   absl::StatusOr<std::string> NewSessionIdLocked(const ChunkRequest& request) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);

@@ -4,7 +4,8 @@ grows its memory past the per-stream bound, or leaks.
 - Malformed messages: bytes that are not a StreamRequest end the stream with INVALID_ARGUMENT
   (the requests before it answered, none after it read or applied); every unary method answers
   bytes that do not parse with INVALID_ARGUMENT naming the message type.
-- A slow reader replaying a large output with duplicate chunk_index requests: the server stops
+- A slow reader replaying a large output with duplicate chunk_index requests (of its own
+  session, or of one another stream started after a small first answer): the server stops
   reading the stream at --max_stream_buffered_bytes, so its RSS stays bounded; every replay is
   then delivered, equal to torch's output.
 - A client that cancels mid-stream and a stream whose deadline expires with chunks in flight:
@@ -23,6 +24,9 @@ MODEL = "m"
 WIDE = "wide"
 # A wide hidden state on a one-feature input: a small request makes a large output.
 WIDE_CONFIG = dict(input_size=1, hidden_size=256)
+# As wide, and eight layers deep: a chunk of it keeps a worker busy for a while.
+DEEP = "deep"
+DEEP_CONFIG = dict(input_size=1, hidden_size=256, num_layers=8)
 MESSAGE_LIMIT = 8 << 20
 BUFFER_LIMIT = 2 * MESSAGE_LIMIT
 REPLAY_STEPS = 6000  # 6000 x 256 floats: a 6 MB output
@@ -39,7 +43,7 @@ def raw_stream(channel):
 
 
 class FaultsTest(h.ServerTestCase):
-    MODELS = {MODEL: dict(input_size=3, hidden_size=4), WIDE: WIDE_CONFIG}
+    MODELS = {MODEL: dict(input_size=3, hidden_size=4), WIDE: WIDE_CONFIG, DEEP: DEEP_CONFIG}
     SEED = 21
     SERVER_NAME = "faults"
     SERVER_FLAGS = (f"--max_message_bytes={MESSAGE_LIMIT}",)
@@ -119,7 +123,7 @@ class FaultsTest(h.ServerTestCase):
                 self.assertIn("4 bytes", caught.exception.details())
         # The server is fine afterwards.
         self.assertEqual(len(self.stub.ListModels(h.pb2().ListModelsRequest(),
-                                                  timeout=h.CALL_TIMEOUT).models), 2)
+                                                  timeout=h.CALL_TIMEOUT).models), 3)
 
     def test_slow_reader_replaying_large_outputs_stays_bounded(self):
         rnn = self.rnns[WIDE]
@@ -131,6 +135,32 @@ class FaultsTest(h.ServerTestCase):
                                      chunk_index=0, input=x, request_id=1)]
         requests += [h.Stream.request("raw", session_id="replay", chunk_index=0, input=x,
                                       request_id=2 + i) for i in range(REPLAYS)]
+        self.assert_slow_reader_bounded(requests, out, checked=(0, REPLAYS))
+
+    def test_slow_reader_replaying_behind_a_running_chunk_stays_bounded(self):
+        """The stream's first answer is small; then it sends a long chunk of a session another
+        stream started, and replays of that chunk, which wait behind it unanswered. Each
+        request is reserved at what its answer may take (here: the replay), not at the small
+        answers seen so far, so reading stops at the limit before the replays are computed."""
+        rnn = self.rnns[DEEP]
+        rng = np.random.default_rng(6)
+        x0 = h.random_input(rng, rnn, 10, batch=1)
+        x1 = h.random_input(rng, rnn, REPLAY_STEPS, batch=1)
+        whole, _ = h.torch_forward(rnn, np.concatenate([x0, x1]))
+        out = whole[len(x0):]
+        with h.Stream(self.stub) as owner:
+            h.check_ok(owner.call(session_id="shared", model=DEEP, start=True, chunk_index=0,
+                                  input=x0, encoding="raw"))
+        requests = [h.Stream.request("raw", session_id="small", model=MODEL, start=True,
+                                     request_id=1)]
+        requests += [h.Stream.request("raw", session_id="shared", chunk_index=1, input=x1,
+                                      request_id=2 + i) for i in range(REPLAYS + 1)]
+        self.assert_slow_reader_bounded(requests, out, checked=(1, REPLAYS + 1))
+
+    def assert_slow_reader_bounded(self, requests, out, checked):
+        """Sends `requests` without reading: the server stops reading the stream with its
+        queued bytes near the limit and RSS bounded; then every answer arrives in order, those
+        at the `checked` positions equal to `out`."""
         before = h.rss_bytes(self.server.pid)
         call = self.stub.Stream(iter(requests), timeout=h.scaled(120))
 
@@ -150,16 +180,16 @@ class FaultsTest(h.ServerTestCase):
         # 600 MB if every replay were queued; the bound allows the queue, the transport's
         # buffers and the session's own copies.
         self.assertLess(grown, 200 << 20, f"RSS grew by {grown >> 20} MiB")
-        # Then the client reads: every replay arrives, equal to the original output.
+        # Then the client reads: every answer arrives, the replays equal the original output.
         count = 0
         for r in call:
             h.check_ok(r)
             self.assertEqual(r.request_id, count + 1)
-            if count in (0, REPLAYS):
+            if count in checked:
                 h.assert_close(h.from_tensor(r.output).reshape(out.shape), out,
                                f"response {count + 1}")
             count += 1
-        self.assertEqual(count, REPLAYS + 1)
+        self.assertEqual(count, len(requests))
         self.assertGreater(h.metric(self.samples(), "rnnserve_stream_requests_read_total"),
                            read, "reading resumed after the client read")
         self.assertLess(h.rss_bytes(self.server.pid) - before, 200 << 20)
