@@ -91,7 +91,7 @@ struct StreamChunk {
 class RnnModel {
  public:
   // Checks the config and the parameters (names, shapes) and lays the weights out for the
-  // kernels: transposed once, biases folded (b_ih + b_hh).
+  // kernels once (LayOutCellWeights): packed, biases folded (b_ih + b_hh; GRU keeps b_hn apart).
   static absl::StatusOr<std::unique_ptr<RnnModel>> Create(const RnnConfig& config,
                                                           const ParameterMap& parameters);
 
@@ -120,8 +120,9 @@ class RnnModel {
                         float* output, float* state_out, Workspace& workspace) const;
 
   // Advances every chunk by its own number of steps in one batched pass: per layer one GEMM
-  // for the input projection of all chunks, then per timestep one GEMM over the sessions still
-  // active at that step (sessions leave the batch when their chunk ends; nothing is padded).
+  // for the input projection of all chunks (all gates), then per timestep one GEMM over the
+  // sessions still active at that step (sessions leave the batch when their chunk ends;
+  // nothing is padded) and, for GRU/LSTM, one fused gate pass.
   // Results equal separate Forward() calls. Unidirectional models only (FAILED_PRECONDITION
   // otherwise); shapes are the caller's contract.
   absl::Status StepBatch(absl::Span<const StreamChunk> chunks, Workspace* workspace) const;

@@ -151,6 +151,15 @@ def full_config(module="RNN", **kw):
     return cfg
 
 
+def deal(combos, count, rng):
+    """The decks random cases are dealt from: the flag combinations, num_layers, dropout, and
+    the size classes of H, T and N."""
+    return (deck(combos, count, rng), deck([1, 2, 3, 4], count, rng),
+            deck([0.0, 0.0, 0.1, 0.5, 1.0], count, rng),
+            deck(["one", "small", "medium", "large"], count, rng),
+            deck(["one", "short", "long"], count, rng), deck(["one", "small", "large"], count, rng))
+
+
 GATED_COMBOS = {
     "GRU": list(itertools.product([True, False], [True, False], [True, False], [True, False],
                                   ["none", "h"])),
@@ -162,12 +171,7 @@ GATED_COMBOS = {
 def gated_specs(kind, count, rng):
     """Random GRU / LSTM / LSTM-with-proj_size cases, dealt from decks like random_specs."""
     module = "GRU" if kind == "GRU" else "LSTM"
-    combos = deck(GATED_COMBOS[module], count, rng)
-    layers = deck([1, 2, 3, 4], count, rng)
-    dropouts = deck([0.0, 0.0, 0.1, 0.5, 1.0], count, rng)
-    hidden = deck(["one", "small", "medium", "large"], count, rng)
-    steps = deck(["one", "short", "long"], count, rng)
-    batch = deck(["one", "small", "large"], count, rng)
+    combos, layers, dropouts, hidden, steps, batch = deal(GATED_COMBOS[module], count, rng)
     ranges = {"one": (1, 1), "small": (2, 4), "medium": (5, 24), "large": (25, 40),
               "short": (2, 6), "long": (7, 16)}
     specs = []
@@ -191,12 +195,7 @@ def gated_specs(kind, count, rng):
 
 
 def random_specs(count, rng):
-    combos = deck(BOOL_COMBOS, count, rng)
-    layers = deck([1, 2, 3, 4], count, rng)
-    dropouts = deck([0.0, 0.0, 0.1, 0.5, 1.0], count, rng)
-    hidden = deck(["one", "small", "medium", "large"], count, rng)
-    steps = deck(["one", "short", "long"], count, rng)
-    batch = deck(["one", "small", "large"], count, rng)
+    combos, layers, dropouts, hidden, steps, batch = deal(BOOL_COMBOS, count, rng)
     ranges = {"one": (1, 1), "small": (2, 4), "medium": (5, 24), "large": (25, 48),
               "short": (2, 6), "long": (7, 20)}
     specs = []
