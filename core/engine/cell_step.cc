@@ -55,7 +55,8 @@ inline void GruElement(const float* gi, const float* gh, const float* h, float* 
 }
 
 // LSTM, torch's gates i, f, g, o:
-//   i = sigmoid(.), f = sigmoid(.), g = tanh(.), o = sigmoid(.)   each W_i* x + b_i* + W_h* h + b_h*
+//   i = sigmoid(.), f = sigmoid(.), g = tanh(.), o = sigmoid(.)
+//       where each (.) is W_i* x + b_i* + W_h* h + b_h* for its gate
 //   c' = f * c + i * g
 //   h' = o * tanh(c')            (then h' = W_hr h' when proj_size > 0, as a product after)
 // `gates` holds the four blocks with both products and both biases summed.

@@ -64,8 +64,9 @@ int64_t RnnModel::MacsPerStep() const {
   int64_t macs = 0;
   const int64_t rows = config_.gate_rows(), h_out = config_.real_hidden_size();
   for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
+    const int64_t projection = config_.proj_size * config_.hidden_size;
     macs += config_.num_directions() *
-            (rows * (config_.layer_input_size(layer) + h_out) + config_.proj_size * config_.hidden_size);
+            (rows * (config_.layer_input_size(layer) + h_out) + projection);
   }
   return macs;
 }

@@ -1,5 +1,6 @@
-// Named parameter sets of an RNN, GRU or LSTM, keyed by torch's state_dict() names, with the checks that a
-// set matches a config and the torch-style default initialisation. Value types; thread-compatible.
+// Named parameter sets of an RNN, GRU or LSTM, keyed by torch's state_dict() names, with the
+// checks that a set matches a config and the torch-style default initialisation. Value types;
+// thread-compatible.
 #ifndef RNNSERVE_CORE_ENGINE_RNN_PARAMETERS_H_
 #define RNNSERVE_CORE_ENGINE_RNN_PARAMETERS_H_
 

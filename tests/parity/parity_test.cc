@@ -1,17 +1,19 @@
-// Parity of RnnModel with torch.nn.RNN, GRU and LSTM (with and without proj_size), the oracle. tests/parity/gen_cases.py computes every
-// expected number live with PyTorch and writes the cases and manifest.json to the folder named
-// by RNNSERVE_PARITY_DIR (ctest runs it first, as the fixture parity_generate).
+// Parity of RnnModel with torch.nn.RNN, GRU and LSTM (with and without proj_size), the oracle.
+// tests/parity/gen_cases.py computes every expected number live with PyTorch and writes the
+// cases and manifest.json to the folder named by RNNSERVE_PARITY_DIR (ctest runs it first, as
+// the fixture parity_generate).
 //
-// The test names are fixed at compile time (random_000..random_199 for RNN, gru_, lstm_ and
-// lstmp_000..199, the named and the error cases) so gtest_discover_tests can list them before the cases exist; each test looks its case
-// up in the manifest at run time and fails loudly when the manifest or the case is missing.
+// The test names are fixed at compile time (random_000..random_199 for RNN; gru_, lstm_ and
+// lstmp_000..199; the named and the error cases) so gtest_discover_tests can list them before
+// the cases exist; each test looks its case up in the manifest at run time and fails loudly
+// when the manifest or the case is missing.
 //
-// Per case: Forward() against torch's output, h_n and (LSTM) c_n, and streaming: for unidirectional models
-// Forward over chunks of T, carrying h_n, and StepBatch() (the batch split into sessions, each
-// with its own chunk lengths per round); for bidirectional ones the chunks buffered time-major
-// and run through ForwardTimeMajor at the end, as a streamed session is served. Error cases:
-// Forward() rejects the input with INVALID_ARGUMENT and a message holding the same
-// expected/actual numbers as torch's. Tolerance: see kTolerance.
+// Per case: Forward() against torch's output, h_n and (LSTM) c_n, and streaming: for
+// unidirectional models Forward over chunks of T, carrying h_n (and c_n), and StepBatch() (the
+// batch split into sessions, each with its own chunk lengths per round); for bidirectional ones
+// the chunks buffered time-major and run through ForwardTimeMajor at the end, as a streamed
+// session is served. Error cases: Forward() rejects the input with INVALID_ARGUMENT and a
+// message holding the same expected/actual numbers as torch's. Tolerance: see kTolerance.
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -101,7 +101,8 @@ TEST(CellsConfigTest, ConfigToStringIsTorchsRepr) {
   gru.bias = false;
   gru.batch_first = true;
   gru.dropout = 0.5;
-  EXPECT_EQ(ConfigToString(gru), "GRU(3, 4, num_layers=2, bias=False, batch_first=True, dropout=0.5)");
+  EXPECT_EQ(ConfigToString(gru),
+            "GRU(3, 4, num_layers=2, bias=False, batch_first=True, dropout=0.5)");
   EXPECT_EQ(ConfigToString(Make(RnnModule::kLstm, 3, 4)), "LSTM(3, 4)");
 }
 
@@ -126,7 +127,8 @@ TEST(CellsParametersTest, WrongModuleIsNamed) {
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("the weights look like an LSTM (weight_hh_l0 is (16, 4)"));
   EXPECT_THAT(s.message(), HasSubstr("but the config says GRU(3, 4)"));
-  EXPECT_THAT(s.message(), HasSubstr("parameter 'weight_ih_l0' has shape (16, 3), expected (12, 3)"));
+  EXPECT_THAT(s.message(),
+              HasSubstr("parameter 'weight_ih_l0' has shape (16, 3), expected (12, 3)"));
 
   s = CheckParameters(Make(RnnModule::kRnn, 3, 4), RandomParameters(gru, 1));
   EXPECT_THAT(s.message(), HasSubstr("the weights look like a GRU"));
@@ -166,6 +168,22 @@ TEST_F(CellsModelDirTest, LstmRoundTripsAndAnotherModulesWeightsAreRefused) {
   EXPECT_THAT(loaded.status().message(), HasSubstr((dir_ / "model.safetensors").string()));
   EXPECT_THAT(loaded.status().message(),
               HasSubstr("the weights look like an LSTM with proj_size=2"));
+}
+
+// The size check before parsing counts the gates and the projection: another module's much
+// smaller file is refused before it is parsed, naming the config.
+TEST_F(CellsModelDirTest, WeightsFileTooSmallForTheGatedConfigIsRefusedUnparsed) {
+  const RnnConfig gru = Make(RnnModule::kGru, 3, 2);
+  ASSERT_TRUE(SaveModelDir(dir_.string(), gru, RandomParameters(gru, 3)).ok());
+  const RnnConfig lstm = Make(RnnModule::kLstm, 3, 9, 2, true, 4);
+  std::ofstream((dir_ / "config.json").string()) << ConfigToJson(lstm);
+  absl::StatusOr<ModelFiles> loaded = LoadModelDir(dir_.string());
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(loaded.status().message(),
+              HasSubstr(absl::StrCat("too small for LSTM(3, 9, proj_size=4, num_layers=2, "
+                                     "bidirectional=True)")));
+  EXPECT_THAT(loaded.status().message(),
+              HasSubstr(absl::StrCat("it needs ", ParameterCount(lstm), " parameter values")));
 }
 
 absl::StatusOr<std::unique_ptr<RnnModel>> Model(const RnnConfig& c) {
