@@ -1,17 +1,18 @@
+// GCC 12 flags the `__Y = __Y` idiom inside its own AVX-512 intrinsics and the vector
+// attributes of Eigen's packet type as template arguments: both harmless. Set
+// before the includes: the warnings point into Eigen's exp (pexp), instantiated there.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+
 #include "core/engine/cell_step.h"
 
 #include <cmath>
 #include <string>
 
 #include "absl/strings/str_cat.h"
-
-// GCC 12 flags the `__Y = __Y` idiom inside its own AVX-512 intrinsics and the vector
-// attributes of Eigen's packet type as template arguments: both harmless.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-#pragma GCC diagnostic ignored "-Wignored-attributes"
 
 namespace rnnserve {
 namespace {
