@@ -147,8 +147,18 @@ SessionSnapshot SessionTable::SnapshotLocked(const Session& session, bool with_s
   s.batch_size = session.batch;
   s.unbatched = session.unbatched;
   if (with_state && session.batch > 0) {
-    s.h_n = Tensor(session.model->model->config().StateShape(session.batch, !session.unbatched),
-                   session.work.state[session.current]);
+    // The state buffer: h, then (LSTM) c.
+    const RnnModel& model = *session.model->model;
+    const RnnConfig& config = model.config();
+    const std::vector<float>& state = session.work.state[session.current];
+    const int64_t hidden_floats = model.HiddenStateSize(session.batch);
+    s.h_n = Tensor(config.StateShape(session.batch, !session.unbatched),
+                   std::vector<float>(state.begin(), state.begin() + hidden_floats));
+    if (config.has_cell_state()) {
+      s.c_n = Tensor(config.CellStateShape(session.batch, !session.unbatched),
+                     std::vector<float>(state.begin() + hidden_floats,
+                                        state.begin() + model.StateSize(session.batch)));
+    }
   }
   s.created = session.created;
   s.last_used = session.last_used;
