@@ -1,6 +1,6 @@
 """GRU and LSTM models (with and without proj_size, bidirectional included) through the real
 server against live torch: Forward and Stream in both tensor encodings, random chunk splits
-(K chunks == one call), many sessions batched together, state export (GetSession h_n + c_n)
+(K chunks == one call), many sessions batched together, duplicate chunk_index, state export (GetSession h_n + c_n)
 and import (start with h_0 + c_0) across two server processes, ModelInfo's module and state
 shapes, and the refusals: c_0 on a model without cell state, c_0 without start."""
 
@@ -218,6 +218,24 @@ class CellsTest(h.ServerTestCase):
         closed = self.stub.CloseSession(h.pb2().CloseSessionRequest(session_id="export"),
                                         timeout=h.CALL_TIMEOUT)
         self.check_state(closed.session, h_n, c_n, "CloseSession")
+
+    def test_duplicate_chunk_index_replays_with_the_current_state(self):
+        rng = np.random.default_rng(10)
+        rnn = self.rnns["lstm_bf"]
+        ref = CellReference(rnn)
+        x0, x1 = h.random_input(rng, rnn, 3, 2), h.random_input(rng, rnn, 2, 2)
+        with self.server.stream() as stream:
+            h.check_ok(stream.call(start=True, model="lstm_bf", session_id="dup", input=x0,
+                                   chunk_index=0))
+            ref.feed(x0)
+            first = h.check_ok(stream.call("raw", session_id="dup", input=x1, chunk_index=1))
+            out, h_n, c_n = ref.feed(x1)
+            again = h.check_ok(stream.call("raw", session_id="dup", input=x1, chunk_index=1))
+            self.assertTrue(again.duplicate)
+            self.assertEqual(again.steps_seen, first.steps_seen)
+            h.assert_close(h.from_tensor(again.output), out, "replayed output")
+            self.check_state(again, h_n, c_n, "duplicate")
+            h.check_ok(stream.call(session_id="dup", end=True))
 
     def test_c0_refused_without_cell_state(self):
         rng = np.random.default_rng(7)
