@@ -5,9 +5,10 @@
 // unnumbered) and asks for h_n (stripped again when the caller asked omit_state), so resending
 // it is safe: a chunk already applied is acknowledged as a duplicate, never applied twice. A
 // session the server no longer knows (NOT_FOUND: a replaced replica) is started again with
-// h_0 = its last h_n (and c_0 = its last c_n for an LSTM) and chunk_index = its next index, carrying the chunk being resent; a
-// bidirectional session (it buffers until `end`) is replayed from its start instead, so its
-// requests are kept until `end`. steps_seen is reported across restarts as if uninterrupted.
+// h_0 = its last h_n (and c_0 = its last c_n for an LSTM) and chunk_index = its next index,
+// carrying the chunk being resent; a bidirectional session (it buffers until `end`) is
+// replayed from its start instead, so its requests are kept until `end`. steps_seen is
+// reported across restarts as if uninterrupted.
 //
 // Thread-compatible: owned by one StreamChannel. Holds copies of the state tensors and, for
 // bidirectional sessions, of their requests.

@@ -90,12 +90,13 @@ absl::Status SessionTable::UnknownSessionErrorLocked(const std::string& principa
       return absl::NotFoundError(absl::StrCat(
           "session ", quoted, " expired: it was idle for longer than the session idle timeout (",
           absl::FormatDuration(options_.session_idle_timeout), ") and was removed at ", when,
-          "; start a new session, passing the last h_n you exported as h_0 to continue"));
+          "; start a new session, passing the last h_n (and c_n) you exported as h_0 (and c_0) "
+          "to continue"));
     case SessionEndReason::kEvicted:
       return absl::NotFoundError(absl::StrCat(
           "session ", quoted, " was evicted at ", when,
           " to free state memory for other sessions; start a new session, passing the last h_n "
-          "you exported as h_0 to continue"));
+          "(and c_n) you exported as h_0 (and c_0) to continue"));
     case SessionEndReason::kClosed:
       return absl::NotFoundError(absl::StrCat("session ", quoted, " was closed at ", when,
                                               "; start a new session to continue"));

@@ -1,8 +1,9 @@
 """GRU and LSTM models (with and without proj_size, bidirectional included) through the real
 server against live torch: Forward and Stream in both tensor encodings, random chunk splits
-(K chunks == one call), many sessions batched together, duplicate chunk_index, state export (GetSession h_n + c_n)
-and import (start with h_0 + c_0) across two server processes, ModelInfo's module and state
-shapes, and the refusals: c_0 on a model without cell state, c_0 without start."""
+(K chunks == one call), many sessions batched together, duplicate chunk_index, state export
+(GetSession h_n + c_n) and import (start with h_0 + c_0) across two server processes,
+ModelInfo's module and state shapes, and the refusals: c_0 on a model without cell state,
+c_0 without start."""
 
 import threading
 import unittest

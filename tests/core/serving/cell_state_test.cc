@@ -15,15 +15,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// Rows [begin, end) of the leading dimension.
-Tensor Rows(const Tensor& t, int64_t begin, int64_t end) {
-  const int64_t row = t.num_elements() / t.shape[0];
-  Shape shape = t.shape;
-  shape[0] = end - begin;
-  return Tensor(shape, std::vector<float>(t.values.begin() + begin * row,
-                                          t.values.begin() + end * row));
-}
-
 // LSTM(4, 6, num_layers=2, proj_size=3) as "lstm", and GRU(4, 5) as "gru".
 class CellStateTest : public ::testing::Test {
  protected:
@@ -142,9 +133,9 @@ TEST_F(CellStateTest, SessionImportChunksAndSnapshotCarryC) {
   EXPECT_EQ(started.h_n->ToTensor().values, h0.values);
   ChunkResult last;
   for (auto [begin, end] : {std::pair<int64_t, int64_t>{0, 3}, {3, 9}, {9, 10}}) {
-    last = Submit(*core_, Chunk("s", Rows(x, begin, end)));
+    last = Submit(*core_, Chunk("s", LeadingRows(x, begin, end)));
     ASSERT_TRUE(last.status.ok()) << last.status;
-    EXPECT_LT(MaxAbsDiff(last.output->ToTensor(), Rows(whole->output, begin, end)), 1e-6);
+    EXPECT_LT(MaxAbsDiff(last.output->ToTensor(), LeadingRows(whole->output, begin, end)), 1e-6);
   }
   ASSERT_TRUE(last.h_n.has_value() && last.c_n.has_value());
   EXPECT_LT(MaxAbsDiff(last.h_n->ToTensor(), whole->h_n), 1e-6);
@@ -158,7 +149,7 @@ TEST_F(CellStateTest, SessionImportChunksAndSnapshotCarryC) {
   EXPECT_EQ(snapshot->state_bytes, 2 * (12 + 24) * 4);
   EXPECT_FALSE(core_->GetSession("s", /*with_state=*/false)->c_n.has_value());
   // omit_state leaves both out.
-  ChunkRequest quiet = Chunk("s", Rows(x, 0, 1));
+  ChunkRequest quiet = Chunk("s", LeadingRows(x, 0, 1));
   quiet.omit_state = true;
   ChunkResult omitted = Submit(*core_, std::move(quiet));
   ASSERT_TRUE(omitted.status.ok());
@@ -169,14 +160,14 @@ TEST_F(CellStateTest, SessionImportChunksAndSnapshotCarryC) {
 TEST_F(CellStateTest, ExportedStateContinuesIdenticallyInAnotherCore) {
   const Tensor x = Random({8, 3, 4}, 9);
   ChunkRequest start = StartRequest("a", "lstm", std::nullopt, std::nullopt);
-  start.input = TensorBytes::FromTensor(Rows(x, 0, 4));
+  start.input = TensorBytes::FromTensor(LeadingRows(x, 0, 4));
   ASSERT_TRUE(Submit(*core_, std::move(start)).status.ok());
   auto exported = core_->GetSession("a", /*with_state=*/true);
   ASSERT_TRUE(exported.ok());
-  ChunkResult staying = Submit(*core_, Chunk("a", Rows(x, 4, 8)));
+  ChunkResult staying = Submit(*core_, Chunk("a", LeadingRows(x, 4, 8)));
   std::unique_ptr<ServingCore> other = MakeCore();
   ChunkRequest import = StartRequest("a", "lstm", exported->h_n, exported->c_n);
-  import.input = TensorBytes::FromTensor(Rows(x, 4, 8));
+  import.input = TensorBytes::FromTensor(LeadingRows(x, 4, 8));
   ChunkResult moved = Submit(*other, std::move(import));
   ASSERT_TRUE(staying.status.ok() && moved.status.ok()) << moved.status;
   EXPECT_EQ(moved.output->ToTensor().values, staying.output->ToTensor().values);
@@ -184,14 +175,15 @@ TEST_F(CellStateTest, ExportedStateContinuesIdenticallyInAnotherCore) {
   EXPECT_EQ(moved.c_n->ToTensor().values, staying.c_n->ToTensor().values);
   // Without c_0 the import would start from c = 0: a different continuation.
   ChunkRequest h_only = StartRequest("b", "lstm", exported->h_n, std::nullopt);
-  h_only.input = TensorBytes::FromTensor(Rows(x, 4, 8));
+  h_only.input = TensorBytes::FromTensor(LeadingRows(x, 4, 8));
   ChunkResult differs = Submit(*other, std::move(h_only));
   ASSERT_TRUE(differs.status.ok());
   EXPECT_GT(MaxAbsDiff(differs.output->ToTensor(), moved.output->ToTensor()), 1e-4);
 }
 
 TEST_F(CellStateTest, StateImportChecks) {
-  ChunkResult gru = Submit(*core_, StartRequest("g", "gru", std::nullopt, Tensor::Zeros({1, 1, 5})));
+  ChunkResult gru =
+      Submit(*core_, StartRequest("g", "gru", std::nullopt, Tensor::Zeros({1, 1, 5})));
   EXPECT_EQ(gru.status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(gru.status.message(), HasSubstr("has no cell state: only an LSTM takes c_0"));
   EXPECT_FALSE(core_->GetSession("g", false).ok());
@@ -199,9 +191,11 @@ TEST_F(CellStateTest, StateImportChecks) {
       Submit(*core_, StartRequest("m", "lstm", Tensor::Zeros({2, 2, 3}), Tensor::Zeros({2, 1, 6})));
   EXPECT_THAT(mismatch.status.message(),
               HasSubstr("c_0 must have shape (2, 2, 6) to match h_0 (2, 2, 3)"));
-  ChunkResult wide_h = Submit(*core_, StartRequest("w", "lstm", Tensor::Zeros({2, 1, 6}), std::nullopt));
+  ChunkResult wide_h =
+      Submit(*core_, StartRequest("w", "lstm", Tensor::Zeros({2, 1, 6}), std::nullopt));
   EXPECT_THAT(wide_h.status.message(), HasSubstr("h_0 must have shape (2, N, 3)"));
-  ChunkResult bad_c = Submit(*core_, StartRequest("c", "lstm", std::nullopt, Tensor::Zeros({2, 1, 3})));
+  ChunkResult bad_c =
+      Submit(*core_, StartRequest("c", "lstm", std::nullopt, Tensor::Zeros({2, 1, 3})));
   EXPECT_THAT(bad_c.status.message(), HasSubstr("c_0 must have shape (2, N, 6)"));
   Tensor short_c({2, 1, 6}, std::vector<float>(5, 0.0f));  // fewer values than its shape
   ChunkResult inconsistent = Submit(*core_, StartRequest("i", "lstm", std::nullopt, short_c));
