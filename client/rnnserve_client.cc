@@ -22,7 +22,11 @@ absl::StatusOr<SessionState> ToSessionState(v1::SessionInfo info) {
   auto h_n = DecodeOptional(info.h_n(), "h_n");
   if (!h_n.ok()) return BadResponse(h_n.status());
   state.h_n = *std::move(h_n);
+  auto c_n = DecodeOptional(info.c_n(), "c_n");
+  if (!c_n.ok()) return BadResponse(c_n.status());
+  state.c_n = *std::move(c_n);
   info.clear_h_n();
+  info.clear_c_n();
   state.info = std::move(info);
   return state;
 }
@@ -65,13 +69,15 @@ absl::StatusOr<v1::ModelInfo> RnnServeClient::GetModel(const std::string& model)
 }
 
 absl::StatusOr<ForwardResult> RnnServeClient::Forward(const std::string& model,
-                                                      const Tensor& input, const Tensor* h0) {
+                                                      const Tensor& input, const Tensor* h0,
+                                                      const Tensor* c0) {
   grpc::ClientContext context;
   SetDeadline(&context);
   v1::ForwardRequest request;
   request.set_model(model);
   EncodeTensor(input, options_.encoding, request.mutable_input());
   if (h0 != nullptr) EncodeTensor(*h0, options_.encoding, request.mutable_h_0());
+  if (c0 != nullptr) EncodeTensor(*c0, options_.encoding, request.mutable_c_0());
   v1::ForwardResponse response;
   RETURN_IF_ERROR(FromGrpcStatus(stub_->Forward(&context, request, &response)));
   ForwardResult result;
@@ -79,7 +85,9 @@ absl::StatusOr<ForwardResult> RnnServeClient::Forward(const std::string& model,
   if (!output.ok()) return BadResponse(output.status());
   auto h_n = DecodeTensor(response.h_n(), "h_n");
   if (!h_n.ok()) return BadResponse(h_n.status());
-  return ForwardResult{*std::move(output), *std::move(h_n)};
+  auto c_n = DecodeOptional(response.c_n(), "c_n");
+  if (!c_n.ok()) return BadResponse(c_n.status());
+  return ForwardResult{*std::move(output), *std::move(h_n), *std::move(c_n)};
 }
 
 absl::StatusOr<SessionState> RnnServeClient::GetSession(const std::string& session_id,
@@ -155,6 +163,9 @@ absl::StatusOr<ChunkResult> StreamChannel::Decode(const v1::StreamResponse& resp
   auto h_n = DecodeOptional(response.h_n(), "h_n");
   if (!h_n.ok()) return BadResponse(h_n.status());
   result.h_n = *std::move(h_n);
+  auto c_n = DecodeOptional(response.c_n(), "c_n");
+  if (!c_n.ok()) return BadResponse(c_n.status());
+  result.c_n = *std::move(c_n);
   result.steps_seen = response.steps_seen();
   if (response.has_chunk_index()) result.chunk_index = response.chunk_index();
   result.duplicate = response.duplicate();

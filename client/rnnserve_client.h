@@ -85,17 +85,20 @@ struct ClientOptions {
   ResumePolicy resume_policy;
 };
 
-// torch's (output, h_n).
+// torch's (output, h_n), and an LSTM's c_n.
 struct ForwardResult {
   Tensor output;
   Tensor h_n;
+  std::optional<Tensor> c_n;  // LSTM only
 };
 
-// A session's metadata (with its h_n field cleared) and its decoded state, if the server sent
-// one (absent while the batch size is unknown, or when the caller asked to omit it).
+// A session's metadata (with its h_n and c_n fields cleared) and its decoded state, if the
+// server sent one (absent while the batch size is unknown, or when the caller asked to omit
+// it; c_n only for LSTM models).
 struct SessionState {
   v1::SessionInfo info;
   std::optional<Tensor> h_n;
+  std::optional<Tensor> c_n;
 };
 
 // One successful StreamResponse, decoded.
@@ -107,6 +110,8 @@ struct ChunkResult {
   Tensor output;
   // The state after the chunk; absent with omit_state.
   std::optional<Tensor> h_n;
+  // LSTM only: the cell state after the chunk, present exactly when h_n is.
+  std::optional<Tensor> c_n;
   int64_t steps_seen = 0;
   std::optional<uint64_t> chunk_index;
   // The request's chunk_index was already applied (see `output`); h_n is the current state.
@@ -137,9 +142,10 @@ class RnnServeClient {
   absl::StatusOr<std::vector<v1::ModelInfo>> ListModels();
   absl::StatusOr<v1::ModelInfo> GetModel(const std::string& model);
 
-  // torch's rnn(input, h_0): `h0` may be null (zeros).
+  // torch's rnn(input, h_0), or lstm(input, (h_0, c_0)): `h0` and `c0` may be null (zeros);
+  // c0 is refused by models without cell state.
   absl::StatusOr<ForwardResult> Forward(const std::string& model, const Tensor& input,
-                                        const Tensor* h0 = nullptr);
+                                        const Tensor* h0 = nullptr, const Tensor* c0 = nullptr);
 
   // Session metadata and, unless `omit_state`, its current state (state export).
   absl::StatusOr<SessionState> GetSession(const std::string& session_id, bool omit_state = false);
@@ -214,10 +220,10 @@ class StreamChannel {
   absl::StatusOr<ChunkResult> Call(v1::StreamRequest request);
 
   // Creates a session of `model` (the server picks the id when `session_id` is empty), with
-  // optional initial state `h0` and optional first chunk `input`.
+  // optional initial state `h0` (and, for an LSTM, `c0`) and optional first chunk `input`.
   absl::StatusOr<ChunkResult> Start(const std::string& model, const std::string& session_id = "",
                                     const Tensor* h0 = nullptr, const Tensor* input = nullptr,
-                                    bool end = false);
+                                    bool end = false, const Tensor* c0 = nullptr);
   // Applies one chunk to a live session; `end` closes it afterwards.
   absl::StatusOr<ChunkResult> SendChunk(const std::string& session_id, const Tensor& input,
                                         bool end = false);

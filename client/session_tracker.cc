@@ -64,6 +64,7 @@ std::vector<v1::StreamRequest> SessionTracker::RestartRequests(
   restart.set_start(true);
   restart.set_model(s.model);
   if (s.h_n.has_value()) *restart.mutable_h_0() = *s.h_n;
+  if (s.c_n.has_value()) *restart.mutable_c_0() = *s.c_n;
   restart.set_chunk_index(s.next_index);
   s.steps_offset = s.steps_seen;
   return {std::move(restart)};
@@ -90,6 +91,7 @@ void SessionTracker::Answered(const v1::StreamRequest& request, bool caller_omit
     s.model = request.model();
     s.bidirectional = !bidirectional_start.empty();
     if (request.has_h_0()) s.h_n = request.h_0();
+    if (request.has_c_0()) s.c_n = request.c_0();
     it = sessions_.emplace(id, std::move(s)).first;
     if (!request.has_chunk_index()) next_to_send_[id] = 0;
   }
@@ -99,7 +101,12 @@ void SessionTracker::Answered(const v1::StreamRequest& request, bool caller_omit
       s.next_index = std::max(s.next_index, response->chunk_index() + 1);
       next_to_send_[id] = std::max(next_to_send_[id], s.next_index);
     }
-    if (response->has_h_n()) s.h_n = response->h_n();
+    if (response->has_h_n()) {
+      // An LSTM's h and c move together (c_n is present exactly when h_n is).
+      s.h_n = response->h_n();
+      s.c_n.reset();
+      if (response->has_c_n()) s.c_n = response->c_n();
+    }
     if (s.bidirectional && !response->duplicate()) {
       v1::StreamRequest logged = request;
       logged.set_request_id(0);
@@ -113,7 +120,10 @@ void SessionTracker::Answered(const v1::StreamRequest& request, bool caller_omit
       next_to_send_.erase(id);
     }
   }
-  if (caller_omit) response->clear_h_n();
+  if (caller_omit) {
+    response->clear_h_n();
+    response->clear_c_n();
+  }
 }
 
 const v1::Tensor* SessionTracker::ResumeState(const std::string& session_id) const {
@@ -124,9 +134,24 @@ const v1::Tensor* SessionTracker::ResumeState(const std::string& session_id) con
   return &*it->second.h_n;
 }
 
-void SessionTracker::SetResumeState(const std::string& session_id, const v1::Tensor& h_n) {
+const v1::Tensor* SessionTracker::ResumeCellState(const std::string& session_id) const {
   auto it = sessions_.find(session_id);
-  if (it != sessions_.end()) it->second.h_n = h_n;
+  if (it == sessions_.end() || it->second.bidirectional || !it->second.c_n.has_value()) {
+    return nullptr;
+  }
+  return &*it->second.c_n;
+}
+
+void SessionTracker::SetResumeState(const std::string& session_id, const v1::Tensor& h_n,
+                                    const v1::Tensor* c_n) {
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return;
+  it->second.h_n = h_n;
+  if (c_n != nullptr) {
+    it->second.c_n = *c_n;
+  } else {
+    it->second.c_n.reset();
+  }
 }
 
 std::string SessionTracker::Model(const std::string& session_id) const {

@@ -5,9 +5,10 @@
 // unnumbered) and asks for h_n (stripped again when the caller asked omit_state), so resending
 // it is safe: a chunk already applied is acknowledged as a duplicate, never applied twice. A
 // session the server no longer knows (NOT_FOUND: a replaced replica) is started again with
-// h_0 = its last h_n and chunk_index = its next index, carrying the chunk being resent; a
-// bidirectional session (it buffers until `end`) is replayed from its start instead, so its
-// requests are kept until `end`. steps_seen is reported across restarts as if uninterrupted.
+// h_0 = its last h_n (and c_0 = its last c_n for an LSTM) and chunk_index = its next index,
+// carrying the chunk being resent; a bidirectional session (it buffers until `end`) is
+// replayed from its start instead, so its requests are kept until `end`. steps_seen is
+// reported across restarts as if uninterrupted.
 //
 // Thread-compatible: owned by one StreamChannel. Holds copies of the state tensors and, for
 // bidirectional sessions, of their requests.
@@ -50,7 +51,10 @@ class SessionTracker {
   // A unidirectional session's last state (null: zeros, or not tracked / bidirectional), and
   // its replacement, for a chunk's output computed again from it (see StreamChannel).
   const v1::Tensor* ResumeState(const std::string& session_id) const;
-  void SetResumeState(const std::string& session_id, const v1::Tensor& h_n);
+  // The same for an LSTM's cell state (null: zeros, or a model without cell state).
+  const v1::Tensor* ResumeCellState(const std::string& session_id) const;
+  void SetResumeState(const std::string& session_id, const v1::Tensor& h_n,
+                      const v1::Tensor* c_n = nullptr);
   // The model of a tracked session (empty when not tracked).
   std::string Model(const std::string& session_id) const;
   bool Bidirectional(const std::string& session_id) const;
@@ -60,6 +64,7 @@ class SessionTracker {
     std::string model;
     bool bidirectional = false;
     std::optional<v1::Tensor> h_n;  // the state to resume from; none: zeros
+    std::optional<v1::Tensor> c_n;  // an LSTM's cell state to resume from; none: zeros
     uint64_t next_index = 0;        // after the last chunk_index answered
     int64_t steps_seen = 0;         // as the caller sees it, across restarts
     int64_t steps_offset = 0;       // steps applied before the server's copy was (re)started

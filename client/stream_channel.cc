@@ -224,10 +224,12 @@ absl::Status StreamChannel::RecomputeOutput(const v1::StreamRequest& request,
   forward.set_model(tracker_.Model(id));
   *forward.mutable_input() = request.input();
   if (const v1::Tensor* state = tracker_.ResumeState(id)) *forward.mutable_h_0() = *state;
+  if (const v1::Tensor* cell = tracker_.ResumeCellState(id)) *forward.mutable_c_0() = *cell;
   v1::ForwardResponse result;
   RETURN_IF_ERROR(FromGrpcStatus(client_->stub()->Forward(&context, forward, &result)));
   *response->mutable_output() = std::move(*result.mutable_output());
   *response->mutable_h_n() = std::move(*result.mutable_h_n());
+  if (result.has_c_n()) *response->mutable_c_n() = std::move(*result.mutable_c_n());
   return absl::OkStatus();
 }
 
@@ -246,7 +248,7 @@ absl::StatusOr<ChunkResult> StreamChannel::Call(v1::StreamRequest request) {
 absl::StatusOr<ChunkResult> StreamChannel::Start(const std::string& model,
                                                  const std::string& session_id,
                                                  const Tensor* h0, const Tensor* input,
-                                                 bool end) {
+                                                 bool end, const Tensor* c0) {
   v1::StreamRequest request;
   request.set_model(model);
   request.set_session_id(session_id);
@@ -254,6 +256,7 @@ absl::StatusOr<ChunkResult> StreamChannel::Start(const std::string& model,
   request.set_end(end);
   request.set_omit_state(omit_state_);
   if (h0 != nullptr) EncodeTensor(*h0, client_->options().encoding, request.mutable_h_0());
+  if (c0 != nullptr) EncodeTensor(*c0, client_->options().encoding, request.mutable_c_0());
   if (input != nullptr) EncodeTensor(*input, client_->options().encoding, request.mutable_input());
   return Call(std::move(request));
 }

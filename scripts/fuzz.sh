@@ -48,6 +48,8 @@ models = {
     "small": torch.nn.RNN(3, 2),
     "bidir_nobias_relu": torch.nn.RNN(3, 2, num_layers=2, bidirectional=True, bias=False,
                                       nonlinearity="relu", batch_first=True, dropout=0.5),
+    "gru": torch.nn.GRU(3, 2, num_layers=2, bidirectional=True),
+    "lstm_proj": torch.nn.LSTM(3, 4, proj_size=2, num_layers=2, bias=False),
 }
 for name, rnn in models.items():
     folder = os.path.join(seeds, "models", name)

@@ -17,7 +17,12 @@ void ModelInfoToProto(const ServedModel& model, v1::ModelInfo* info) {
   config->set_input_size(c.input_size);
   config->set_hidden_size(c.hidden_size);
   config->set_num_layers(c.num_layers);
-  config->set_nonlinearity(std::string(NonlinearityName(c.nonlinearity)));
+  config->set_module(std::string(ModuleName(c.module)));
+  // Only torch.nn.RNN has a nonlinearity argument.
+  if (c.module == RnnModule::kRnn) {
+    config->set_nonlinearity(std::string(NonlinearityName(c.nonlinearity)));
+  }
+  config->set_proj_size(c.proj_size);
   config->set_bias(c.bias);
   config->set_batch_first(c.batch_first);
   config->set_dropout(c.dropout);
@@ -29,7 +34,14 @@ void ModelInfoToProto(const ServedModel& model, v1::ModelInfo* info) {
   }
   for (int64_t d : {int64_t{-1}, int64_t{-1}, c.input_size}) info->add_input_shape(d);
   info->set_input_layout(c.batch_first ? "(N, T, C)" : "(T, N, C)");
-  for (int64_t d : {c.num_state_rows(), int64_t{-1}, c.hidden_size}) info->add_state_shape(d);
+  for (int64_t d : {c.num_state_rows(), int64_t{-1}, c.real_hidden_size()}) {
+    info->add_state_shape(d);
+  }
+  if (c.has_cell_state()) {
+    for (int64_t d : {c.num_state_rows(), int64_t{-1}, c.hidden_size}) {
+      info->add_cell_state_shape(d);
+    }
+  }
   info->set_parameter_count(model.parameter_count);
   info->set_streaming_buffers_until_end(c.bidirectional);
   info->set_module(ConfigToString(c));
@@ -44,6 +56,7 @@ void SessionInfoToProto(const SessionSnapshot& session, TensorEncoding encoding,
   info->set_batch_size(session.batch_size);
   info->set_unbatched(session.unbatched);
   if (session.h_n.has_value()) EncodeTensor(*session.h_n, encoding, info->mutable_h_n());
+  if (session.c_n.has_value()) EncodeTensor(*session.c_n, encoding, info->mutable_c_n());
   info->set_created_unix_ms(absl::ToUnixMillis(session.created));
   info->set_last_used_unix_ms(absl::ToUnixMillis(session.last_used));
   info->set_expires_in_ms(absl::ToInt64Milliseconds(session.expires_in));
@@ -72,13 +85,17 @@ DecodedStreamRequest StreamRequestToChunk(v1::StreamRequest* request) {
     input = TakeTensorBytes(request->mutable_input(), "input");
   }
   absl::StatusOr<std::optional<Tensor>> h0 = DecodeOptional(request->h_0(), "h_0");
+  absl::StatusOr<std::optional<Tensor>> c0 = DecodeOptional(request->c_0(), "c_0");
   if (!input.ok()) {
     chunk.decode_error = input.status();
   } else if (!h0.ok()) {
     chunk.decode_error = h0.status();
+  } else if (!c0.ok()) {
+    chunk.decode_error = c0.status();
   } else {
     chunk.input = std::move(input).value();
     chunk.h0 = std::move(h0).value();
+    chunk.c0 = std::move(c0).value();
   }
   return out;
 }
@@ -106,6 +123,9 @@ v1::StreamResponse ChunkResultToResponse(ChunkResult result, uint64_t request_id
   if (result.h_n.has_value()) {
     EncodeTensor(std::move(*result.h_n), encoding, response.mutable_h_n());
   }
+  if (result.c_n.has_value()) {
+    EncodeTensor(std::move(*result.c_n), encoding, response.mutable_c_n());
+  }
   response.set_steps_seen(result.steps_seen);
   if (result.chunk_index.has_value()) response.set_chunk_index(*result.chunk_index);
   response.set_duplicate(result.duplicate);
@@ -115,6 +135,7 @@ v1::StreamResponse ChunkResultToResponse(ChunkResult result, uint64_t request_id
     // Sizes are checked before work, so this is a last line of defence: the stream goes on.
     response.clear_output();
     response.clear_h_n();
+    response.clear_c_n();
     // An applied chunk stays a success (an error code means "not applied"): the flag says what
     // is missing. A refused request keeps its own error.
     if (result.status.ok()) response.set_output_truncated(true);
@@ -132,6 +153,9 @@ absl::StatusOr<ForwardArgs> ForwardRequestToArgs(const v1::ForwardRequest& reque
   absl::StatusOr<std::optional<Tensor>> h0 = DecodeOptional(request.h_0(), "h_0");
   if (!h0.ok()) return h0.status();
   args.h0 = std::move(h0).value();
+  absl::StatusOr<std::optional<Tensor>> c0 = DecodeOptional(request.c_0(), "c_0");
+  if (!c0.ok()) return c0.status();
+  args.c0 = std::move(c0).value();
   return args;
 }
 
@@ -139,6 +163,7 @@ void ForwardResultToResponse(const ForwardResult& result, TensorEncoding encodin
                              v1::ForwardResponse* response) {
   EncodeTensor(result.output, encoding, response->mutable_output());
   EncodeTensor(result.h_n, encoding, response->mutable_h_n());
+  if (result.c_n.has_value()) EncodeTensor(*result.c_n, encoding, response->mutable_c_n());
 }
 
 }  // namespace rnnserve

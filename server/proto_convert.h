@@ -54,6 +54,7 @@ struct ForwardArgs {
   std::string model;
   Tensor input;
   std::optional<Tensor> h0;
+  std::optional<Tensor> c0;  // LSTM only
   TensorEncoding encoding = TensorEncoding::kValues;  // of the input, for the response
 };
 absl::StatusOr<ForwardArgs> ForwardRequestToArgs(const v1::ForwardRequest& request);

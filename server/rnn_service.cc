@@ -99,7 +99,7 @@ grpc::ServerUnaryReactor* RnnServiceImpl::Forward(grpc::CallbackServerContext* c
   const std::string model = args->model;
   const TensorEncoding encoding = args->encoding;
   core_->Forward(
-      model, std::move(args->input), std::move(args->h0),
+      model, std::move(args->input), std::move(args->h0), std::move(args->c0),
       [this, reactor, wire_response, model, encoding](absl::StatusOr<ForwardResult> result) {
         if (result.ok()) {
           v1::ForwardResponse response;

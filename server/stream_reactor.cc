@@ -14,7 +14,7 @@ grpc::Status DrainStatus() {
   return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                       "server is shutting down; resume elsewhere: every request read on this "
                       "stream was answered, start the sessions on another replica with the "
-                      "last h_n as h_0 and the next chunk_index");
+                      "last h_n as h_0 (and c_n as c_0) and the next chunk_index");
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <limits>
 #include <random>
+#include <vector>
 
 #include "absl/types/span.h"
 #include "base/tensor.h"
@@ -19,6 +20,15 @@ inline Tensor Random(Shape shape, uint64_t seed, float scale = 1.0f) {
   Tensor t = Tensor::Zeros(std::move(shape));
   for (float& v : t.values) v = normal(rng);
   return t;
+}
+
+// Rows [begin, end) of the leading dimension (a time slice of a (T, ...) tensor).
+inline Tensor LeadingRows(const Tensor& t, int64_t begin, int64_t end) {
+  const int64_t row = t.num_elements() / t.shape[0];
+  Shape shape = t.shape;
+  shape[0] = end - begin;
+  return Tensor(shape, std::vector<float>(t.values.begin() + begin * row,
+                                          t.values.begin() + end * row));
 }
 
 // The largest |a - b|; infinity when the sizes differ or any difference is NaN (a NaN or an

@@ -31,13 +31,16 @@ struct ConfigField {
 };
 constexpr ConfigField<int64_t> kIntFields[] = {{"input_size", &RnnConfig::input_size},
                                                {"hidden_size", &RnnConfig::hidden_size},
-                                               {"num_layers", &RnnConfig::num_layers}};
+                                               {"num_layers", &RnnConfig::num_layers},
+                                               {"proj_size", &RnnConfig::proj_size}};
 constexpr ConfigField<bool> kBoolFields[] = {{"bias", &RnnConfig::bias},
                                              {"batch_first", &RnnConfig::batch_first},
                                              {"bidirectional", &RnnConfig::bidirectional}};
-// All of them in torch's constructor order, for the unknown-key message.
-constexpr const char* kConfigKeys[] = {"input_size", "hidden_size", "num_layers", "nonlinearity",
-                                       "bias",       "batch_first", "dropout",    "bidirectional"};
+// All of them, the module first, then torch's constructor order, for the unknown-key message.
+constexpr const char* kConfigKeys[] = {"module",        "input_size", "hidden_size",
+                                       "num_layers",    "nonlinearity", "bias",
+                                       "batch_first",   "dropout",    "bidirectional",
+                                       "proj_size"};
 
 // Sets the field `key` names from `value`, checking its JSON type (not yet its range).
 absl::Status SetConfigKey(const std::string& key, const Json& value, RnnConfig* config) {
@@ -50,6 +53,11 @@ absl::Status SetConfigKey(const std::string& key, const Json& value, RnnConfig* 
     if (key != f.key) continue;
     if (!value.is_boolean()) return WrongType(key, "a boolean", value);
     config->*f.field = value.get<bool>();
+    return absl::OkStatus();
+  }
+  if (key == "module") {
+    if (!value.is_string()) return WrongType(key, "a string", value);
+    ASSIGN_OR_RETURN(config->module, ParseModule(value.get_ref<const std::string&>()));
     return absl::OkStatus();
   }
   if (key == "nonlinearity") {
@@ -80,6 +88,13 @@ absl::StatusOr<RnnConfig> ParseConfigJson(absl::string_view json) {
   for (const auto& [key, value] : object.items()) {
     RETURN_IF_ERROR(SetConfigKey(key, value, &config));
   }
+  // torch.nn.GRU and LSTM take no nonlinearity argument (a TypeError in torch): a config that
+  // names one was written for an RNN, whatever its value.
+  if (config.module != RnnModule::kRnn && object.contains("nonlinearity")) {
+    return absl::InvalidArgumentError(absl::StrCat("config key 'nonlinearity' applies only to "
+                                                   "module RNN; this config's module is ",
+                                                   ModuleName(config.module)));
+  }
   RETURN_IF_ERROR(config.Validate());
   return config;
 }
@@ -87,14 +102,18 @@ absl::StatusOr<RnnConfig> ParseConfigJson(absl::string_view json) {
 std::string ConfigToJson(const RnnConfig& config) {
   // ordered_json keeps torch's constructor order, which reads better than alphabetical.
   nlohmann::ordered_json json;
+  json["module"] = std::string(ModuleName(config.module));
   json["input_size"] = config.input_size;
   json["hidden_size"] = config.hidden_size;
   json["num_layers"] = config.num_layers;
-  json["nonlinearity"] = std::string(NonlinearityName(config.nonlinearity));
+  if (config.module == RnnModule::kRnn) {
+    json["nonlinearity"] = std::string(NonlinearityName(config.nonlinearity));
+  }
   json["bias"] = config.bias;
   json["batch_first"] = config.batch_first;
   json["dropout"] = config.dropout;
   json["bidirectional"] = config.bidirectional;
+  if (config.module == RnnModule::kLstm) json["proj_size"] = config.proj_size;
   return json.dump(2) + "\n";
 }
 

@@ -1,5 +1,5 @@
-// config.json of a model folder: the torch.nn.RNN constructor arguments under their torch
-// names. Stateless free functions; thread-safe.
+// config.json of a model folder: the module ("RNN", "GRU" or "LSTM"; absent means RNN) and its
+// torch constructor arguments under their torch names. Stateless free functions; thread-safe.
 //
 // Hostile-input rules: ParseConfigJson accepts any text and answers anything but a valid config
 // with INVALID_ARGUMENT naming the key and what was wrong (unknown keys, wrong JSON types,
@@ -16,13 +16,15 @@
 
 namespace rnnserve {
 
-// Parses config.json: {"input_size": 100, "hidden_size": 10, "num_layers": 2,
+// Parses config.json: {"module": "RNN", "input_size": 100, "hidden_size": 10, "num_layers": 2,
 // "nonlinearity": "tanh", "bias": true, "batch_first": false, "dropout": 0.0,
-// "bidirectional": false}. input_size and hidden_size are required, the rest default as in
-// torch; unknown keys and wrong JSON types are errors. The result is Validate()d.
+// "bidirectional": false} (LSTM: "proj_size" too; GRU and LSTM: no "nonlinearity").
+// input_size and hidden_size are required, the rest default as in torch; unknown keys, wrong
+// JSON types and keys the module does not take are errors. The result is Validate()d.
 absl::StatusOr<RnnConfig> ParseConfigJson(absl::string_view json);
 
-// Every key, in torch's constructor order, indented; ParseConfigJson reads it back unchanged.
+// "module", then every key the module takes in torch's constructor order, indented;
+// ParseConfigJson reads it back unchanged.
 std::string ConfigToJson(const RnnConfig& config);
 
 }  // namespace rnnserve

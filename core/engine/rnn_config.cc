@@ -15,6 +15,38 @@ absl::string_view NonlinearityName(Nonlinearity n) {
   return n == Nonlinearity::kRelu ? "relu" : "tanh";
 }
 
+absl::StatusOr<RnnModule> ParseModule(absl::string_view name) {
+  if (name == "RNN") return RnnModule::kRnn;
+  if (name == "GRU") return RnnModule::kGru;
+  if (name == "LSTM") return RnnModule::kLstm;
+  return absl::InvalidArgumentError(
+      absl::StrCat("Unknown module '", name, "'. Select from 'RNN', 'GRU' or 'LSTM'."));
+}
+
+absl::string_view ModuleName(RnnModule module) {
+  switch (module) {
+    case RnnModule::kGru:
+      return "GRU";
+    case RnnModule::kLstm:
+      return "LSTM";
+    case RnnModule::kRnn:
+      break;
+  }
+  return "RNN";
+}
+
+int64_t RnnConfig::gate_count() const {
+  switch (module) {
+    case RnnModule::kGru:
+      return 3;
+    case RnnModule::kLstm:
+      return 4;
+    case RnnModule::kRnn:
+      break;
+  }
+  return 1;
+}
+
 absl::Status RnnConfig::Validate() const {
   if (input_size <= 0) {
     return absl::InvalidArgumentError(
@@ -44,10 +76,35 @@ absl::Status RnnConfig::Validate() const {
         "element being zeroed, got ",
         dropout));
   }
+  // torch's messages and order (RNNBase.__init__).
+  if (proj_size < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "proj_size should be a positive integer or zero to disable projections, got ",
+        proj_size));
+  }
+  if (proj_size >= hidden_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "proj_size has to be smaller than hidden_size, got proj_size ", proj_size,
+        " and hidden_size ", hidden_size));
+  }
+  if (proj_size > 0 && module != RnnModule::kLstm) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "proj_size argument is only supported for LSTM, not RNN or GRU (module is ",
+        ModuleName(module), ")"));
+  }
+  if (nonlinearity != Nonlinearity::kTanh && module != RnnModule::kRnn) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "nonlinearity applies only to RNN; ", ModuleName(module), " has fixed gate functions"));
+  }
   return absl::OkStatus();
 }
 
 Shape RnnConfig::StateShape(int64_t batch, bool batched) const {
+  return batched ? Shape{num_state_rows(), batch, real_hidden_size()}
+                 : Shape{num_state_rows(), real_hidden_size()};
+}
+
+Shape RnnConfig::CellStateShape(int64_t batch, bool batched) const {
   return batched ? Shape{num_state_rows(), batch, hidden_size}
                  : Shape{num_state_rows(), hidden_size};
 }
@@ -68,13 +125,15 @@ void RnnConfig::OutputFromTimeMajor(const float* time_major, int64_t steps, int6
 }
 
 bool RnnConfig::operator==(const RnnConfig& o) const {
-  return input_size == o.input_size && hidden_size == o.hidden_size &&
+  return module == o.module && proj_size == o.proj_size && input_size == o.input_size &&
+         hidden_size == o.hidden_size &&
          num_layers == o.num_layers && nonlinearity == o.nonlinearity && bias == o.bias &&
          batch_first == o.batch_first && dropout == o.dropout && bidirectional == o.bidirectional;
 }
 
 std::string ConfigToString(const RnnConfig& c) {
-  std::string s = absl::StrCat("RNN(", c.input_size, ", ", c.hidden_size);
+  std::string s = absl::StrCat(ModuleName(c.module), "(", c.input_size, ", ", c.hidden_size);
+  if (c.proj_size != 0) absl::StrAppend(&s, ", proj_size=", c.proj_size);
   if (c.num_layers != 1) absl::StrAppend(&s, ", num_layers=", c.num_layers);
   if (c.nonlinearity != Nonlinearity::kTanh) absl::StrAppend(&s, ", nonlinearity='relu'");
   if (!c.bias) absl::StrAppend(&s, ", bias=False");
@@ -86,16 +145,17 @@ std::string ConfigToString(const RnnConfig& c) {
 
 std::vector<ParameterSpec> ParameterSpecs(const RnnConfig& c) {
   std::vector<ParameterSpec> specs;
-  const int64_t h = c.hidden_size;
+  const int64_t rows = c.gate_rows();
   for (int64_t layer = 0; layer < c.num_layers; ++layer) {
     for (int64_t dir = 0; dir < c.num_directions(); ++dir) {
       const std::string suffix = absl::StrCat("_l", layer, dir == 1 ? "_reverse" : "");
-      specs.push_back({"weight_ih" + suffix, {h, c.layer_input_size(layer)}});
-      specs.push_back({"weight_hh" + suffix, {h, h}});
+      specs.push_back({"weight_ih" + suffix, {rows, c.layer_input_size(layer)}});
+      specs.push_back({"weight_hh" + suffix, {rows, c.real_hidden_size()}});
       if (c.bias) {
-        specs.push_back({"bias_ih" + suffix, {h}});
-        specs.push_back({"bias_hh" + suffix, {h}});
+        specs.push_back({"bias_ih" + suffix, {rows}});
+        specs.push_back({"bias_hh" + suffix, {rows}});
       }
+      if (c.proj_size > 0) specs.push_back({"weight_hr" + suffix, {c.proj_size, c.hidden_size}});
     }
   }
   return specs;

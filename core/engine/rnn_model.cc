@@ -18,74 +18,6 @@ namespace {
 
 using MatrixMap = Eigen::Map<Eigen::MatrixXf>;
 using ConstMatrixMap = Eigen::Map<const Eigen::MatrixXf>;
-using RowMajorMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-// Which backend computes a product with `rows` output rows over `cols` columns. PackedGemm
-// (weights packed once at load, bias and activation fused into the product's last pass)
-// measured as fast as Eigen's GEMM or faster (up to 3x at 8-10 columns, 4x at H=1024) at every
-// shape the engine runs, except the very wide input projections of small layers, where Eigen,
-// which packs both operands per call, keeps a ~10% edge (BENCHMARKS.md, "Products at the
-// engine's shapes").
-constexpr int64_t kEigenMaxRows = 128;
-constexpr int64_t kEigenMinCols = 1024;
-bool UsePacked(int64_t rows, int64_t cols) {
-  return rows > kEigenMaxRows || cols < kEigenMinCols;
-}
-
-Epilogue EpilogueFor(Nonlinearity act) {
-  return act == Nonlinearity::kTanh ? Epilogue::kTanh : Epilogue::kRelu;
-}
-
-// h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act = tanh or relu.
-//
-// Layout: activations are column-major (features x columns), one column per (timestep, batch
-// row). That is exactly torch's row-major (T, N, features) memory, so inputs and outputs map
-// without copies. `block` already holds x_t W_ih^T + b for its columns; this adds the
-// recurrent product and applies the nonlinearity in place.
-template <typename Block, typename Prev>
-void RecurrentStep(const Eigen::MatrixXf& w_hh, const PackedMatrix& packed_hh,
-                   const Prev& h_prev, Nonlinearity act, Block&& block) {
-  if (UsePacked(block.rows(), block.cols())) {
-    // One pass: block = act(block + W_hh h_prev), the activation applied in registers.
-    PackedGemm(packed_hh, h_prev.data(), h_prev.outerStride(), block.cols(), nullptr,
-               /*accumulate=*/true, EpilogueFor(act), block.data(), block.outerStride());
-    return;
-  }
-  block.noalias() += w_hh * h_prev;
-  // A block of whole columns is contiguous: treat it as one flat array, so Eigen vectorises
-  // the activation end to end. Column by column, each column's unaligned head and tail run
-  // through scalar tanh, which measured 4x slower per element at H=64.
-  if (block.outerStride() == block.rows() || block.cols() == 1) {
-    Eigen::Map<Eigen::ArrayXf> flat(block.data(), block.size());
-    if (act == Nonlinearity::kTanh) {
-      flat = flat.tanh();
-    } else {
-      flat = flat.max(0.0f);
-    }
-  } else if (act == Nonlinearity::kTanh) {  // a direction's half of a bidirectional layer
-    block = block.array().tanh();
-  } else {
-    block = block.cwiseMax(0.0f);
-  }
-}
-
-// out = W_ih * in + bias (broadcast over columns): the input projection of a whole chunk as one
-// GEMM over all T*N columns.
-template <typename Out, typename In>
-void ProjectInputs(const Eigen::MatrixXf& w_ih, const PackedMatrix& packed_ih,
-                   const Eigen::VectorXf& bias, const In& in, Out&& out) {
-  if (UsePacked(out.rows(), out.cols())) {
-    PackedGemm(packed_ih, in.data(), in.outerStride(), out.cols(), bias.data(),
-               /*accumulate=*/false, Epilogue::kNone, out.data(), out.outerStride());
-    return;
-  }
-  out.noalias() = w_ih * in;
-  out.colwise() += bias.head(out.rows());
-}
-
-absl::Status InvalidShape(const std::string& message) {
-  return absl::InvalidArgumentError(message);
-}
 
 }  // namespace
 
@@ -120,30 +52,9 @@ absl::StatusOr<std::unique_ptr<RnnModel>> RnnModel::Create(const RnnConfig& conf
   RETURN_IF_ERROR(config.Validate());
   RETURN_IF_ERROR(CheckParameters(config, parameters));
   std::unique_ptr<RnnModel> model(new RnnModel(config));
-  const int64_t h = config.hidden_size;
   for (int64_t layer = 0; layer < config.num_layers; ++layer) {
     for (int64_t dir = 0; dir < config.num_directions(); ++dir) {
-      const std::string suffix = absl::StrCat("_l", layer, dir == 1 ? "_reverse" : "");
-      const int64_t in = config.layer_input_size(layer);
-      LayerDirection w;
-      // torch stores W as row-major (H, in); copy into column-major for Eigen's kernels.
-      const float* weight_ih = parameters.at("weight_ih" + suffix).data();
-      const float* weight_hh = parameters.at("weight_hh" + suffix).data();
-      if (h <= kEigenMaxRows) {  // the only layers that may take Eigen's path
-        w.w_ih = Eigen::Map<const RowMajorMatrix>(weight_ih, h, in);
-        w.w_hh = Eigen::Map<const RowMajorMatrix>(weight_hh, h, h);
-      }
-      w.packed_ih = PackedMatrix::FromRowMajor(weight_ih, h, in);
-      w.packed_hh = PackedMatrix::FromRowMajor(weight_hh, h, h);
-      w.bias = Eigen::VectorXf::Zero(w.packed_hh.padded_rows());
-      if (config.bias) {
-        // Folded once here, so each step adds one bias vector instead of two.
-        w.bias.head(h) +=
-            Eigen::Map<const Eigen::VectorXf>(parameters.at("bias_ih" + suffix).data(), h);
-        w.bias.head(h) +=
-            Eigen::Map<const Eigen::VectorXf>(parameters.at("bias_hh" + suffix).data(), h);
-      }
-      model->weights_.push_back(std::move(w));
+      model->weights_.push_back(LayOutCellWeights(config, parameters, layer, dir));
     }
   }
   return model;
@@ -151,139 +62,89 @@ absl::StatusOr<std::unique_ptr<RnnModel>> RnnModel::Create(const RnnConfig& conf
 
 int64_t RnnModel::MacsPerStep() const {
   int64_t macs = 0;
-  const int64_t h = config_.hidden_size;
+  const int64_t rows = config_.gate_rows(), h_out = config_.real_hidden_size();
   for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
-    macs += config_.num_directions() * h * (config_.layer_input_size(layer) + h);
+    const int64_t projection = config_.proj_size * config_.hidden_size;
+    macs += config_.num_directions() *
+            (rows * (config_.layer_input_size(layer) + h_out) + projection);
   }
   return macs;
 }
 
-absl::StatusOr<InputDims> RnnModel::CheckShapes(absl::Span<const int64_t> input_shape,
-                                                const Shape* h0_shape) const {
-  const int64_t dims = static_cast<int64_t>(input_shape.size());
-  if (dims != 2 && dims != 3) {
-    return InvalidShape(absl::StrCat("RNN: Expected input to be 2D or 3D, got ", dims,
-                                     "D tensor instead (shape ", ShapeToString(input_shape),
-                                     ")"));
-  }
-  for (int64_t d : input_shape) {
-    if (d < 0) {
-      return InvalidShape(
-          absl::StrCat("input has a negative dimension: ", ShapeToString(input_shape)));
-    }
-  }
-  InputDims result;
-  result.batched = dims == 3;
-  if (h0_shape != nullptr) {
-    const int64_t h0_dims = static_cast<int64_t>(h0_shape->size());
-    if (result.batched && h0_dims != 3) {
-      return InvalidShape(absl::StrCat(
-          "For batched 3-D input, hx should also be 3-D but got ", h0_dims, "-D tensor"));
-    }
-    if (!result.batched && h0_dims != 2) {
-      return InvalidShape(absl::StrCat(
-          "For unbatched 2-D input, hx should also be 2-D but got ", h0_dims, "-D tensor"));
-    }
-  }
-  if (input_shape.back() != config_.input_size) {
-    return InvalidShape(absl::StrCat("input.size(-1) must be equal to input_size. Expected ",
-                                     config_.input_size, ", got ", input_shape.back()));
-  }
-  if (result.batched) {
-    result.steps = config_.batch_first ? input_shape[1] : input_shape[0];
-    result.batch = config_.batch_first ? input_shape[0] : input_shape[1];
-  } else {
-    result.steps = input_shape[0];
-    result.batch = 1;
-  }
-  if (result.steps == 0) {
-    return InvalidShape("Expected sequence length to be larger than 0 in RNN");
-  }
-  if (h0_shape != nullptr) {
-    const Shape expected = config_.StateShape(result.batch, result.batched);
-    if (*h0_shape != expected) {
-      return InvalidShape(absl::StrCat("Expected hidden size ", ShapeToString(expected),
-                                       ", got [", absl::StrJoin(*h0_shape, ", "), "]"));
-    }
-  }
-  return result;
-}
-
-absl::StatusOr<ForwardResult> RnnModel::Forward(const Tensor& input, const Tensor* h0,
-                                                Workspace* workspace) const {
-  ASSIGN_OR_RETURN(const InputDims dims,
-                   CheckShapes(input.shape, h0 == nullptr ? nullptr : &h0->shape));
-  if (input.num_elements() != NumElements(input.shape) ||
-      (h0 != nullptr && h0->num_elements() != NumElements(h0->shape))) {
-    return absl::InvalidArgumentError("tensor value count does not match its shape");
-  }
-  thread_local Workspace thread_workspace;
-  Workspace& ws = workspace != nullptr ? *workspace : thread_workspace;
-
-  const int64_t steps = dims.steps, batch = dims.batch, cols = steps * batch;
-  const bool convert = config_.NeedsTimeMajorConversion(dims.batched);
-
-  ForwardResult result;
-  result.h_n = Tensor::Zeros(config_.StateShape(batch, dims.batched));
-  result.output = Tensor::Zeros(config_.OutputShape(steps, batch, dims.batched));
-  if (cols == 0) return result;  // N == 0: torch returns empty tensors.
-
-  const float* h0_data = h0 == nullptr ? nullptr : h0->data();
-  if (!convert) {  // time-major already: layer 0 reads the input in place
-    ForwardTimeMajor(input.data(), steps, batch, h0_data, result.output.data(), result.h_n.data(),
-                     ws);
-    return result;
-  }
-  // batch_first: the input is packed time-major once, and the output is written time-major
-  // into a scratch slot, then converted to (N, T, D*H).
-  MatrixMap packed = ws.Matrix(2, config_.input_size, cols);
-  config_.InputToTimeMajor(input.data(), steps, batch, packed.data());
-  MatrixMap time_major = ws.Matrix(3, config_.output_size(), cols);
-  ForwardTimeMajor(packed.data(), steps, batch, h0_data, time_major.data(), result.h_n.data(), ws);
-  config_.OutputFromTimeMajor(time_major.data(), steps, batch, result.output.data());
-  return result;
-}
-
 void RnnModel::ForwardTimeMajor(const float* input, int64_t steps, int64_t batch,
-                                const float* h0, float* output, float* h_n,
+                                const float* state_in, float* output, float* state_out,
                                 Workspace& ws) const {
-  const int64_t h = config_.hidden_size, d = config_.num_directions();
-  const int64_t cols = steps * batch;
-  if (h0 == nullptr) {
-    std::fill_n(h_n, StateSize(batch), 0.0f);
-    h0 = h_n;  // each state row is read before it is overwritten
+  const int64_t d = config_.num_directions(), h_out = config_.real_hidden_size();
+  if (state_in == nullptr) {
+    std::fill_n(state_out, StateSize(batch), 0.0f);
+    state_in = state_out;  // each state row is read before it is overwritten
   }
   const float* layer_in = input;
-  int64_t layer_in_rows = config_.input_size;
   for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
     // The last layer writes straight into `output`; others ping-pong between two slots, which
     // never alias the input (slot 2 at most).
-    const bool last_layer = layer == config_.num_layers - 1;
-    MatrixMap out = last_layer ? MatrixMap(output, d * h, cols) : ws.Matrix(layer % 2, d * h, cols);
-    ConstMatrixMap in(layer_in, layer_in_rows, cols);
+    float* out = layer == config_.num_layers - 1
+                     ? output
+                     : ws.Matrix(layer % 2, d * h_out, steps * batch).data();
     for (int64_t dir = 0; dir < d; ++dir) {
-      const LayerDirection& w = weights(layer, dir);
-      auto rows = out.middleRows(dir * h, h);
-      ProjectInputs(w.w_ih, w.packed_ih, w.bias, in, rows);
-      const int64_t state_row = layer * d + dir;
-      ConstMatrixMap initial(h0 + state_row * batch * h, h, batch);
-      for (int64_t s = 0; s < steps; ++s) {
-        const int64_t t = dir == 0 ? s : steps - 1 - s;
-        const int64_t prev_t = dir == 0 ? t - 1 : t + 1;
-        auto block = rows.middleCols(t * batch, batch);
-        if (s == 0) {
-          RecurrentStep(w.w_hh, w.packed_hh, initial, config_.nonlinearity, block);
-        } else {
-          RecurrentStep(w.w_hh, w.packed_hh, rows.middleCols(prev_t * batch, batch),
-                        config_.nonlinearity, block);
-        }
-      }
-      const int64_t last_t = dir == 0 ? steps - 1 : 0;
-      MatrixMap(h_n + state_row * batch * h, h, batch) = rows.middleCols(last_t * batch, batch);
+      RunDirection(layer, dir, layer_in, steps, batch, state_in, out, state_out, ws);
     }
-    layer_in = out.data();
-    layer_in_rows = d * h;
+    layer_in = out;
   }
+}
+
+void RnnModel::RunDirection(int64_t layer, int64_t dir, const float* layer_in, int64_t steps,
+                            int64_t batch, const float* state_in, float* output,
+                            float* state_out, Workspace& ws) const {
+  const int64_t d = config_.num_directions(), h_out = config_.real_hidden_size();
+  const int64_t hidden = config_.hidden_size, cols = steps * batch;
+  const CellWeights& w = weights(layer, dir);
+  const ConstMatrixMap in(layer_in, config_.layer_input_size(layer), cols);
+  auto rows = MatrixMap(output, d * h_out, cols).middleRows(dir * h_out, h_out);
+  const int64_t state_row = layer * d + dir;
+  const float* h0 = state_in + state_row * batch * h_out;
+  auto step_column = [&](int64_t s) { return dir == 0 ? s : steps - 1 - s; };
+
+  if (config_.module == RnnModule::kRnn) {
+    // The input projection lands in the output rows; each step adds the recurrent product and
+    // the nonlinearity there in place.
+    ProjectInputs(w, in, rows);
+    const ConstMatrixMap initial(h0, h_out, batch);
+    for (int64_t s = 0; s < steps; ++s) {
+      auto block = rows.middleCols(step_column(s) * batch, batch);
+      if (s == 0) {
+        RnnStep(w, initial, config_.nonlinearity, block);
+      } else {
+        RnnStep(w, rows.middleCols(step_column(s - 1) * batch, batch), config_.nonlinearity,
+                block);
+      }
+    }
+  } else {
+    MatrixMap gates = ws.Matrix(Workspace::kGates, config_.gate_rows(), cols);
+    ProjectInputs(w, in, gates);
+    const int64_t cell_offset = HiddenStateSize(batch) + state_row * batch * hidden;
+    GatedStepIo io;
+    io.cols = batch;
+    io.ld_gates = config_.gate_rows();
+    io.scratch = ws.Matrix(Workspace::kStepScratch, GatedScratchRows(config_), batch).data();
+    io.ld_out = d * h_out;
+    if (config_.has_cell_state()) {
+      MatrixMap cell = ws.Matrix(Workspace::kCell, hidden, batch);
+      cell = ConstMatrixMap(state_in + cell_offset, hidden, batch);
+      io.cell = cell.data();
+    }
+    for (int64_t s = 0; s < steps; ++s) {
+      const int64_t t = step_column(s);
+      io.h_prev = s == 0 ? h0 : rows.col(step_column(s - 1) * batch).data();
+      io.ld_prev = s == 0 ? h_out : d * h_out;
+      io.gates = gates.col(t * batch).data();
+      io.h_out = rows.col(t * batch).data();
+      GatedStep(config_, w, io);
+    }
+    if (io.cell != nullptr) std::copy_n(io.cell, batch * hidden, state_out + cell_offset);
+  }
+  MatrixMap(state_out + state_row * batch * h_out, h_out, batch) =
+      rows.middleCols(step_column(steps - 1) * batch, batch);
 }
 
 absl::Status RnnModel::StepBatch(absl::Span<const StreamChunk> chunks,
@@ -294,7 +155,8 @@ absl::Status RnnModel::StepBatch(absl::Span<const StreamChunk> chunks,
         "needs the whole sequence; use Forward() on it");
   }
   Workspace& ws = *workspace;
-  const int64_t h = config_.hidden_size, c = config_.input_size;
+  const int64_t h_out = config_.real_hidden_size(), c = config_.input_size;
+  const int64_t hidden = config_.hidden_size;
 
   // Longest chunks first: the sessions still active at step t are then a prefix of the
   // columns, so each step is one GEMM over a contiguous block and finished sessions simply
@@ -335,46 +197,78 @@ absl::Status RnnModel::StepBatch(absl::Span<const StreamChunk> chunks,
                   packed.col(ws.step_offset_[t] + ws.column_[i]).data());
     }
   }
-  MatrixMap initial = ws.Matrix(3, h, width);
+  // The initial h (and c) of every session side by side, in the sorted column order. Sessions
+  // still active at step t are a prefix, so the running c of each step is the first `active`
+  // columns of `cell`, and a finished session's c stays in its columns.
+  MatrixMap initial = ws.Matrix(3, h_out, width);
+  float* cell = config_.has_cell_state() ? ws.Matrix(Workspace::kCell, hidden, width).data()
+                                         : nullptr;
+  GatedStepIo io;
+  if (config_.module != RnnModule::kRnn) {
+    io.scratch = ws.Matrix(Workspace::kStepScratch, GatedScratchRows(config_), width).data();
+    io.ld_prev = h_out;
+    io.ld_gates = config_.gate_rows();
+    io.cell = cell;
+    io.ld_out = h_out;
+  }
 
   const float* layer_in = packed.data();
   int64_t layer_in_rows = c;
   for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
-    const LayerDirection& w = weights(layer, 0);
+    const CellWeights& w = weights(layer, 0);
     for (int64_t i : ws.order_) {
       const StreamChunk& chunk = chunks[i];
       initial.middleCols(ws.column_[i], chunk.batch) =
-          ConstMatrixMap(chunk.state_in + layer * chunk.batch * h, h, chunk.batch);
+          ConstMatrixMap(chunk.state_in + layer * chunk.batch * h_out, h_out, chunk.batch);
+      if (cell != nullptr) {
+        std::copy_n(chunk.state_in + HiddenStateSize(chunk.batch) + layer * chunk.batch * hidden,
+                    chunk.batch * hidden, cell + ws.column_[i] * hidden);
+      }
     }
-    MatrixMap out = ws.Matrix(layer % 2, h, total_cols);
-    ProjectInputs(w.w_ih, w.packed_ih, w.bias, ConstMatrixMap(layer_in, layer_in_rows, total_cols),
-                  out);
-    for (int64_t t = 0; t < max_steps; ++t) {
-      const int64_t active = ws.step_width_[t];
-      auto block = out.middleCols(ws.step_offset_[t], active);
-      if (t == 0) {
-        RecurrentStep(w.w_hh, w.packed_hh, initial.leftCols(active), config_.nonlinearity,
-                      block);
-      } else {
-        RecurrentStep(w.w_hh, w.packed_hh, out.middleCols(ws.step_offset_[t - 1], active),
-                      config_.nonlinearity, block);
+    MatrixMap out = ws.Matrix(layer % 2, h_out, total_cols);
+    const ConstMatrixMap in(layer_in, layer_in_rows, total_cols);
+    if (config_.module == RnnModule::kRnn) {
+      ProjectInputs(w, in, out);
+      for (int64_t t = 0; t < max_steps; ++t) {
+        const int64_t active = ws.step_width_[t];
+        auto block = out.middleCols(ws.step_offset_[t], active);
+        if (t == 0) {
+          RnnStep(w, initial.leftCols(active), config_.nonlinearity, block);
+        } else {
+          RnnStep(w, out.middleCols(ws.step_offset_[t - 1], active), config_.nonlinearity,
+                  block);
+        }
+      }
+    } else {
+      MatrixMap gates = ws.Matrix(Workspace::kGates, config_.gate_rows(), total_cols);
+      ProjectInputs(w, in, gates);
+      for (int64_t t = 0; t < max_steps; ++t) {
+        io.cols = ws.step_width_[t];
+        io.h_prev = t == 0 ? initial.data() : out.col(ws.step_offset_[t - 1]).data();
+        io.gates = gates.col(ws.step_offset_[t]).data();
+        io.h_out = out.col(ws.step_offset_[t]).data();
+        GatedStep(config_, w, io);
       }
     }
     for (int64_t i : ws.order_) {
       const StreamChunk& chunk = chunks[i];
-      MatrixMap(chunk.state_out + layer * chunk.batch * h, h, chunk.batch) =
+      MatrixMap(chunk.state_out + layer * chunk.batch * h_out, h_out, chunk.batch) =
           out.middleCols(ws.step_offset_[chunk.steps - 1] + ws.column_[i], chunk.batch);
+      if (cell != nullptr) {
+        std::copy_n(cell + ws.column_[i] * hidden, chunk.batch * hidden,
+                    chunk.state_out + HiddenStateSize(chunk.batch) + layer * chunk.batch * hidden);
+      }
     }
     layer_in = out.data();
-    layer_in_rows = h;
+    layer_in_rows = h_out;
   }
 
-  ConstMatrixMap last(layer_in, h, total_cols);
+  ConstMatrixMap last(layer_in, h_out, total_cols);
   for (int64_t i : ws.order_) {
     const StreamChunk& chunk = chunks[i];
     for (int64_t t = 0; t < chunk.steps; ++t) {
-      std::copy_n(last.col(ws.step_offset_[t] + ws.column_[i]).data(), chunk.batch * h,
-                  chunk.output + t * chunk.batch * h);
+      std::copy_n(last.col(ws.step_offset_[t] + ws.column_[i]).data(), chunk.batch * h_out,
+                  chunk.output + t * chunk.batch * h_out);
     }
   }
   return absl::OkStatus();

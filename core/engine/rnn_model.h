@@ -1,4 +1,9 @@
-// RnnModel: a loaded torch.nn.RNN, ready for inference with torch's exact semantics.
+// RnnModel: a loaded torch.nn.RNN, GRU or LSTM (the cell is RnnConfig::module), ready for
+// inference with torch's exact semantics.
+//
+// State: a session's state is one contiguous buffer of StateSize(batch) floats: h
+// (L*D, N, H_out), then, for LSTM only, c (L*D, N, H). Every pointer named state_in/state_out
+// below covers that whole buffer.
 //
 // Immutable after Create(); every const method is thread-safe. Scratch memory lives in a
 // Workspace the caller owns, one per thread, so concurrent calls never share buffers.
@@ -11,6 +16,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include <Eigen/Core>
@@ -19,7 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "base/tensor.h"
-#include "core/engine/packed_gemm.h"
+#include "core/engine/cell_step.h"
 #include "core/engine/rnn_config.h"
 #include "core/engine/rnn_parameters.h"
 
@@ -44,7 +50,13 @@ class Workspace {
   // Returns a (rows x cols) column-major matrix view over buffer `slot`, growing it if needed.
   Eigen::Map<Eigen::MatrixXf> Matrix(int slot, int64_t rows, int64_t cols);
 
-  static constexpr int kSlots = 4;
+  // Slots: 0 and 1 layer outputs (ping-pong), 2 time-major input, 3 time-major output
+  // (Forward) or the gathered initial h (StepBatch), then the gated cells' buffers.
+  static constexpr int kGates = 4;        // (G*H, columns): input projection of all gates
+  static constexpr int kStepScratch = 5;  // GatedScratchRows x batch
+  static constexpr int kCell = 6;         // LSTM: (H, batch): the running c of one direction
+  static constexpr int kState = 7;        // LSTM Forward(): the h + c state buffer
+  static constexpr int kSlots = 8;
   // 64-byte aligned, so full-width kernels start on a vector boundary.
   std::vector<float, Eigen::aligned_allocator<float>> buffers_[kSlots];
   std::vector<int64_t> step_width_;   // active columns at each step (StepBatch)
@@ -61,8 +73,9 @@ struct InputDims {
 };
 
 struct ForwardResult {
-  Tensor output;  // (T, N, D*H), (N, T, D*H) when batch_first, or (T, D*H) unbatched
-  Tensor h_n;     // (L*D, N, H), or (L*D, H) unbatched
+  Tensor output;  // (T, N, D*H_out), (N, T, D*H_out) when batch_first, or (T, D*H_out) unbatched
+  Tensor h_n;     // (L*D, N, H_out), or (L*D, H_out) unbatched
+  std::optional<Tensor> c_n;  // LSTM only: (L*D, N, H), or (L*D, H) unbatched
 };
 
 // One session's chunk for StepBatch(). All pointers are borrowed for the call.
@@ -70,45 +83,59 @@ struct StreamChunk {
   const float* input = nullptr;  // (steps, batch, input_size), time-major, row-major
   int64_t steps = 0;             // T; 0 leaves state untouched and writes nothing
   int64_t batch = 0;             // N
-  const float* state_in = nullptr;  // (num_layers, batch, hidden_size): h_0
-  float* state_out = nullptr;       // (num_layers, batch, hidden_size): h_n; may equal state_in
-  float* output = nullptr;       // (steps, batch, hidden_size), written
+  const float* state_in = nullptr;  // StateSize(batch) floats: h_0 (L, N, H_out) [+ c_0 (L, N, H)]
+  float* state_out = nullptr;       // the same layout: h_n [+ c_n]; may equal state_in
+  float* output = nullptr;          // (steps, batch, H_out), written
 };
 
 class RnnModel {
  public:
   // Checks the config and the parameters (names, shapes) and lays the weights out for the
-  // kernels: transposed once, biases folded (b_ih + b_hh).
+  // kernels once (LayOutCellWeights): packed, biases folded (b_ih + b_hh; GRU keeps b_hn apart).
   static absl::StatusOr<std::unique_ptr<RnnModel>> Create(const RnnConfig& config,
                                                           const ParameterMap& parameters);
 
   const RnnConfig& config() const { return config_; }
 
-  // Checks an input shape (and h_0's, when given) exactly as torch does; messages follow
-  // torch's ("input.size(-1) must be equal to input_size. Expected 100, got 50").
+  // Checks an input shape (and h_0's and c_0's, when given) exactly as torch does; messages
+  // follow torch's ("input.size(-1) must be equal to input_size. Expected 100, got 50",
+  // "Expected hidden[1] size (2, 3, 4), got [2, 3, 5]"). A c_0 for a model without cell state
+  // is refused.
   absl::StatusOr<InputDims> CheckShapes(absl::Span<const int64_t> input_shape,
-                                        const Shape* h0_shape) const;
+                                        const Shape* h0_shape,
+                                        const Shape* c0_shape = nullptr) const;
 
-  // torch's `rnn(input, h_0)`. h0 may be null (zeros). Uses a thread-local Workspace when
-  // `workspace` is null.
+  // torch's `rnn(input, h_0)` (or `lstm(input, (h_0, c_0))`). h0 and c0 may be null (zeros;
+  // unlike torch, an LSTM may be given either alone). c_n is set for LSTM. Uses a thread-local
+  // Workspace when `workspace` is null.
   absl::StatusOr<ForwardResult> Forward(const Tensor& input, const Tensor* h0 = nullptr,
                                         Workspace* workspace = nullptr) const;
+  absl::StatusOr<ForwardResult> Forward(const Tensor& input, const Tensor* h0, const Tensor* c0,
+                                        Workspace* workspace) const;
 
   // The kernel behind Forward(), on time-major (T, N, C) input with no checks: shapes are the
-  // caller's contract. h0 may be null (zeros). Writes output (T, N, D*H) and h_n (L*D, N, H).
-  void ForwardTimeMajor(const float* input, int64_t steps, int64_t batch, const float* h0,
-                        float* output, float* h_n, Workspace& workspace) const;
+  // caller's contract. state_in (StateSize(batch) floats: h_0 then, for LSTM, c_0) may be null
+  // (zeros) or equal state_out. Writes output (T, N, D*H_out) and state_out (h_n [+ c_n]).
+  void ForwardTimeMajor(const float* input, int64_t steps, int64_t batch, const float* state_in,
+                        float* output, float* state_out, Workspace& workspace) const;
 
   // Advances every chunk by its own number of steps in one batched pass: per layer one GEMM
-  // for the input projection of all chunks, then per timestep one GEMM over the sessions still
-  // active at that step (sessions leave the batch when their chunk ends; nothing is padded).
+  // for the input projection of all chunks (all gates), then per timestep one GEMM over the
+  // sessions still active at that step (sessions leave the batch when their chunk ends;
+  // nothing is padded) and, for GRU/LSTM, one fused gate pass.
   // Results equal separate Forward() calls. Unidirectional models only (FAILED_PRECONDITION
   // otherwise); shapes are the caller's contract.
   absl::Status StepBatch(absl::Span<const StreamChunk> chunks, Workspace* workspace) const;
 
-  // Floats in one session's state for a batch of `batch`: L * D * batch * H.
-  int64_t StateSize(int64_t batch) const {
-    return config_.num_state_rows() * batch * config_.hidden_size;
+  // Floats in one session's state for a batch of `batch`: h then (LSTM) c.
+  int64_t StateSize(int64_t batch) const { return HiddenStateSize(batch) + CellStateSize(batch); }
+  // Floats of h in it: L * D * batch * H_out; h comes first.
+  int64_t HiddenStateSize(int64_t batch) const {
+    return config_.num_state_rows() * batch * config_.real_hidden_size();
+  }
+  // Floats of c in it: L * D * batch * H for LSTM, 0 otherwise; c follows h.
+  int64_t CellStateSize(int64_t batch) const {
+    return config_.has_cell_state() ? config_.num_state_rows() * batch * config_.hidden_size : 0;
   }
   // Floats in the output of a (steps, batch) chunk.
   int64_t OutputSize(int64_t steps, int64_t batch) const {
@@ -118,23 +145,18 @@ class RnnModel {
   int64_t MacsPerStep() const;
 
  private:
-  // One layer and direction's weights, laid out at load for both product backends: Eigen's
-  // GEMM (wide products) and PackedGemm (up to a few hundred columns; see UsePacked()).
-  struct LayerDirection {
-    Eigen::MatrixXf w_ih;  // (H, in): W_ih, column-major for Eigen; empty when H > 128
-    Eigen::MatrixXf w_hh;  // (H, H); empty when H > 128
-    Eigen::VectorXf bias;  // b_ih + b_hh, or zeros; padded to packed_hh.padded_rows()
-    PackedMatrix packed_ih;
-    PackedMatrix packed_hh;
-  };
-
   explicit RnnModel(const RnnConfig& config) : config_(config) {}
-  const LayerDirection& weights(int64_t layer, int64_t direction) const {
+  const CellWeights& weights(int64_t layer, int64_t direction) const {
     return weights_[layer * config_.num_directions() + direction];
   }
 
+  // One layer of ForwardTimeMajor in one direction; RnnStep or GatedStep per timestep.
+  void RunDirection(int64_t layer, int64_t dir, const float* layer_in, int64_t steps,
+                    int64_t batch, const float* state_in, float* output, float* state_out,
+                    Workspace& ws) const;
+
   RnnConfig config_;
-  std::vector<LayerDirection> weights_;  // layer-major, forward then reverse
+  std::vector<CellWeights> weights_;  // layer-major, forward then reverse
 };
 
 }  // namespace rnnserve

@@ -11,6 +11,41 @@
 
 namespace rnnserve {
 
+namespace {
+
+// What module a state_dict's tensors look like, from weight_hh_l0 (G*H, H_out) and weight_hr_l0
+// (LSTM with proj_size); empty when they fit none or the config's own module.
+std::string LooksLike(const RnnConfig& config, const ParameterMap& params) {
+  auto hh = params.find("weight_hh_l0");
+  if (hh == params.end() || hh->second.shape.size() != 2) return "";
+  const int64_t rows = hh->second.shape[0], cols = hh->second.shape[1];
+  std::string looks;
+  auto hr = params.find("weight_hr_l0");
+  if (hr != params.end() && hr->second.shape.size() == 2) {
+    looks = absl::StrCat("an LSTM with proj_size=", hr->second.shape[0],
+                         " (it has weight_hr_l0)");
+    if (config.module == RnnModule::kLstm && config.proj_size > 0) return "";
+  } else if (cols > 0 && rows == cols) {
+    if (config.module == RnnModule::kRnn) return "";
+    looks = absl::StrCat("an RNN (weight_hh_l0 is ", ShapeToString(hh->second.shape),
+                         ": H rows, torch.nn.RNN)");
+  } else if (cols > 0 && rows == 3 * cols) {
+    if (config.module == RnnModule::kGru) return "";
+    looks = absl::StrCat("a GRU (weight_hh_l0 is ", ShapeToString(hh->second.shape),
+                         ": 3H rows r, z, n)");
+  } else if (cols > 0 && rows == 4 * cols) {
+    if (config.module == RnnModule::kLstm && config.proj_size == 0) return "";
+    looks = absl::StrCat("an LSTM (weight_hh_l0 is ", ShapeToString(hh->second.shape),
+                         ": 4H rows i, f, g, o)");
+  } else {
+    return "";
+  }
+  return absl::StrCat("the weights look like ", looks, ", but the config says ",
+                      ConfigToString(config), "; ");
+}
+
+}  // namespace
+
 absl::Status CheckParameters(const RnnConfig& config, const ParameterMap& params) {
   std::vector<std::string> problems;
   std::set<std::string> expected_names;
@@ -44,16 +79,18 @@ absl::Status CheckParameters(const RnnConfig& config, const ParameterMap& params
   if (total > kMaxListedProblems) problems.resize(kMaxListedProblems);
   std::string listed = absl::StrJoin(problems, "; ");
   if (total > problems.size()) absl::StrAppend(&listed, "; and ", total - problems.size(), " more");
-  return absl::InvalidArgumentError(
-      absl::StrCat("parameters do not match ", ConfigToString(config), ": ", listed));
+  return absl::InvalidArgumentError(absl::StrCat(LooksLike(config, params),
+                                                 "parameters do not match ",
+                                                 ConfigToString(config), ": ", listed));
 }
 
 int64_t ParameterCount(const RnnConfig& config) {
-  const int64_t h = config.hidden_size;
+  const int64_t rows = config.gate_rows();
   int64_t count = 0;
   for (int64_t layer = 0; layer < config.num_layers; ++layer) {
-    const int64_t per_direction =
-        h * config.layer_input_size(layer) + h * h + (config.bias ? 2 * h : 0);
+    const int64_t per_direction = rows * config.layer_input_size(layer) +
+                                  rows * config.real_hidden_size() + (config.bias ? 2 * rows : 0) +
+                                  config.proj_size * config.hidden_size;
     count += per_direction * config.num_directions();
   }
   return count;

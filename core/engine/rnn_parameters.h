@@ -1,5 +1,6 @@
-// Named parameter sets of an RNN, keyed by torch's state_dict() names, with the checks that a
-// set matches a config and the torch-style default initialisation. Value types; thread-compatible.
+// Named parameter sets of an RNN, GRU or LSTM, keyed by torch's state_dict() names, with the
+// checks that a set matches a config and the torch-style default initialisation. Value types;
+// thread-compatible.
 #ifndef RNNSERVE_CORE_ENGINE_RNN_PARAMETERS_H_
 #define RNNSERVE_CORE_ENGINE_RNN_PARAMETERS_H_
 
@@ -19,7 +20,8 @@ using ParameterMap = std::map<std::string, Tensor>;
 
 // OK when `params` has exactly the parameters ParameterSpecs(config) lists, each with its
 // shape and a value count matching the shape. Otherwise INVALID_ARGUMENT naming the missing,
-// unexpected or misshaped parameters (expected and actual shapes).
+// unexpected or misshaped parameters (expected and actual shapes), first naming the module
+// the tensors look like when that is not the config's (an LSTM's state_dict for a GRU config).
 // At most kMaxListedProblems problems are listed, then "and N more".
 absl::Status CheckParameters(const RnnConfig& config, const ParameterMap& params);
 inline constexpr size_t kMaxListedProblems = 20;

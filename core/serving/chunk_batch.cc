@@ -272,9 +272,16 @@ void ChunkBatch::Finish(std::vector<ChunkTask*>& tasks) {
       }
     }
     if (task->report_state != nullptr) {
-      const RnnConfig& config = task->session->model->model->config();
-      result.h_n = TensorBytes::Copy(config.StateShape(task->seen.batch, !task->seen.unbatched),
-                                     task->report_state);
+      // The state buffer: h, then (LSTM) c.
+      const RnnModel& model = *task->session->model->model;
+      const RnnConfig& config = model.config();
+      const int64_t batch = task->seen.batch;
+      const bool batched = !task->seen.unbatched;
+      result.h_n = TensorBytes::Copy(config.StateShape(batch, batched), task->report_state);
+      if (config.has_cell_state()) {
+        result.c_n = TensorBytes::Copy(config.CellStateShape(batch, batched),
+                                       task->report_state + model.HiddenStateSize(batch));
+      }
     }
   }
   // Answer first, and only then let the sessions' next chunks run: otherwise a fast next

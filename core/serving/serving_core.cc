@@ -17,6 +17,7 @@ struct ServingCore::ForwardTask : BatchScheduler::Task {
   const ServedModel* model = nullptr;
   Tensor input;
   std::optional<Tensor> h0;
+  std::optional<Tensor> c0;  // LSTM only
   ForwardCallback done;
 
   // Progress of a call computed in slices (slicing.h); the task owns every buffer between
@@ -25,21 +26,33 @@ struct ServingCore::ForwardTask : BatchScheduler::Task {
   InputDims dims;
   std::vector<float> input_time_major;   // batch_first input packed time-major; else unused
   std::vector<float> output_time_major;  // batch_first output as the engine writes it
-  ForwardResult result;                  // h_n holds h_0, then the state after each slice
+  ForwardResult result;                  // output; h_n and c_n are split from `state` at the end
+  std::vector<float> state;  // StateSize(batch): h_0 [+ c_0], then the state after each slice
   int64_t steps_done = 0;
 
   // The first turn: checks the request as RnnModel::Forward does and prepares the buffers.
   absl::Status Start(const ServingOptions& options) {
     RETURN_IF_ERROR(CheckFinite(input.values, "input", options));
     if (h0.has_value()) RETURN_IF_ERROR(CheckFinite(h0->values, "h_0", options));
-    const RnnConfig& config = model->model->config();
-    ASSIGN_OR_RETURN(dims, model->model->CheckShapes(input.shape, h0 ? &h0->shape : nullptr));
+    if (c0.has_value()) RETURN_IF_ERROR(CheckFinite(c0->values, "c_0", options));
+    const RnnModel& rnn = *model->model;
+    const RnnConfig& config = rnn.config();
+    ASSIGN_OR_RETURN(dims, rnn.CheckShapes(input.shape, h0 ? &h0->shape : nullptr,
+                                           c0 ? &c0->shape : nullptr));
     if (input.num_elements() != NumElements(input.shape) ||
-        (h0.has_value() && h0->num_elements() != NumElements(h0->shape))) {
+        (h0.has_value() && h0->num_elements() != NumElements(h0->shape)) ||
+        (c0.has_value() && c0->num_elements() != NumElements(c0->shape))) {
       return absl::InvalidArgumentError("tensor value count does not match its shape");
     }
-    result.h_n = h0.has_value() ? std::move(*h0) : Tensor::Zeros(config.StateShape(
-                                                        dims.batch, dims.batched));
+    // One buffer as the engine takes it: h_0 at the front, c_0 after it, zeros when absent.
+    state.assign(rnn.StateSize(dims.batch), 0.0f);
+    if (h0.has_value()) std::copy(h0->values.begin(), h0->values.end(), state.begin());
+    if (c0.has_value()) {
+      std::copy(c0->values.begin(), c0->values.end(),
+                state.begin() + rnn.HiddenStateSize(dims.batch));
+    }
+    h0.reset();
+    c0.reset();
     result.output = Tensor::Zeros(config.OutputShape(dims.steps, dims.batch, dims.batched));
     if (config.NeedsTimeMajorConversion(dims.batched)) {
       input_time_major.resize(input.values.size());
@@ -88,6 +101,11 @@ void ServingCore::ReaperLoop() {
 
 void ServingCore::Forward(const std::string& model_name, Tensor input, std::optional<Tensor> h0,
                           ForwardCallback done) {
+  Forward(model_name, std::move(input), std::move(h0), std::nullopt, std::move(done));
+}
+
+void ServingCore::Forward(const std::string& model_name, Tensor input, std::optional<Tensor> h0,
+                          std::optional<Tensor> c0, ForwardCallback done) {
   if (draining()) {
     done(absl::UnavailableError("server is draining for shutdown; retry on another replica"));
     return;
@@ -101,7 +119,8 @@ void ServingCore::Forward(const std::string& model_name, Tensor input, std::opti
   // left to the model's own check, which names them.
   const RnnModel& rnn = *model->model;
   if (absl::StatusOr<InputDims> dims =
-          rnn.CheckShapes(input.shape, h0.has_value() ? &h0->shape : nullptr);
+          rnn.CheckShapes(input.shape, h0.has_value() ? &h0->shape : nullptr,
+                          c0.has_value() ? &c0->shape : nullptr);
       dims.ok()) {
     if (absl::Status capped = CheckStepCap(dims->steps, "the input", options_); !capped.ok()) {
       done(capped);
@@ -120,6 +139,7 @@ void ServingCore::Forward(const std::string& model_name, Tensor input, std::opti
   task->model = model;
   task->input = std::move(input);
   task->h0 = std::move(h0);
+  task->c0 = std::move(c0);
   task->done = std::move(done);
   scheduler_->Enqueue(task);
 }
@@ -143,9 +163,9 @@ void ServingCore::RunForward(ForwardTask* task, Workspace& workspace) {
     // A bidirectional call runs whole: its reverse direction needs the whole sequence.
     const int64_t slice =
         config.bidirectional ? steps - offset : SliceSteps(steps - offset, batch, options_);
-    float* h = task->result.h_n.data();  // h_0 in, h_n out: the engine allows the alias
-    model.ForwardTimeMajor(input + offset * batch * config.input_size, slice, batch, h,
-                           output + model.OutputSize(offset, batch), h, workspace);
+    float* state = task->state.data();  // h_0 [+ c_0] in, h_n [+ c_n] out: aliasing is allowed
+    model.ForwardTimeMajor(input + offset * batch * config.input_size, slice, batch, state,
+                           output + model.OutputSize(offset, batch), state, workspace);
     task->steps_done += slice;
     if (task->steps_done < steps) {
       BatchScheduler::Task* next = owned.release();
@@ -156,6 +176,16 @@ void ServingCore::RunForward(ForwardTask* task, Workspace& workspace) {
       config.OutputFromTimeMajor(task->output_time_major.data(), steps, batch,
                                  task->result.output.data());
     }
+  }
+  // Split the state buffer into torch's h_n and (LSTM) c_n.
+  const float* state = task->state.data();
+  const int64_t hidden_floats = model.HiddenStateSize(batch);
+  task->result.h_n = Tensor(config.StateShape(batch, task->dims.batched),
+                            std::vector<float>(state, state + hidden_floats));
+  if (config.has_cell_state()) {
+    task->result.c_n = Tensor(config.CellStateShape(batch, task->dims.batched),
+                              std::vector<float>(state + hidden_floats,
+                                                 state + model.StateSize(batch)));
   }
   observer_->ForwardDone(task->model->name, steps * batch);
   task->done(std::move(task->result));

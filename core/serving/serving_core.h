@@ -55,7 +55,10 @@ class ServingCore {
   const ModelRegistry& models() const { return *models_; }
   const ServingOptions& options() const { return options_; }
 
-  // Stateless torch `rnn(input, h_0)`; `done` runs on a worker thread.
+  // Stateless torch `rnn(input, h_0)`, or `lstm(input, (h_0, c_0))` (either may be absent:
+  // zeros); `done` runs on a worker thread. c_0 on a model without cell state is refused.
+  void Forward(const std::string& model, Tensor input, std::optional<Tensor> h0,
+               std::optional<Tensor> c0, ForwardCallback done);
   void Forward(const std::string& model, Tensor input, std::optional<Tensor> h0,
                ForwardCallback done);
 

@@ -48,7 +48,8 @@ absl::Status CheckStateFits(int64_t floats_per_row, int64_t batch,
   const int64_t largest = std::max<int64_t>(
       0, (options.max_response_bytes - kResponseOverheadBytes) / kBytesPerFloat / floats_per_row);
   return absl::ResourceExhaustedError(absl::StrCat(
-      "a session with batch size N=", batch, " has a state (h_n) of up to ", bytes,
+      "a session with batch size N=", batch, " has a state (h_n, and c_n for an LSTM) of up to ",
+      bytes,
       " bytes, which could never be returned in one message (limit ", options.max_response_bytes,
       " bytes, --max_message_bytes); the largest N that fits is ", largest,
       ": split the batch over several sessions"));

@@ -37,7 +37,7 @@ inline const char* SessionEndReasonName(SessionEndReason reason) {
 
 // The parts of a session's memory, all counted against --max_state_bytes.
 enum class MemoryPart {
-  kState,          // h_n, two buffers
+  kState,          // h_n (and an LSTM's c_n), two buffers
   kBufferedInput,  // bidirectional input awaiting `end`
   kReplay,         // the last output, kept for duplicate replays
   kIds,            // id, principal, idempotency key, plus kSessionOverheadBytes
@@ -86,10 +86,11 @@ struct ChunkRequest {
   // Raw bytes, so the RPC layer can hand over the request's buffer without copying it.
   std::optional<TensorBytes> input;
   std::optional<Tensor> h0;
+  std::optional<Tensor> c0;  // LSTM only (state import); zeros when absent
   std::optional<uint64_t> chunk_index;
   // With start and no session_id: the client's key that makes a retried start idempotent.
   std::string idempotency_key;
-  bool omit_state = false;  // leave h_n out of the result
+  bool omit_state = false;  // leave h_n and c_n out of the result
   // A problem found while decoding the request (bad encoding). It is answered in the
   // session's order like any other result.
   absl::Status decode_error;
@@ -105,6 +106,7 @@ struct ChunkResult {
   // (the RPC layer encodes from it). Set instead of `output`.
   std::shared_ptr<const TensorBytes> replayed_output;
   std::optional<TensorBytes> h_n;     // absent when the state is not known yet
+  std::optional<TensorBytes> c_n;     // LSTM only; present exactly when h_n is
   int64_t steps_seen = 0;
   std::optional<uint64_t> chunk_index;
   bool duplicate = false;
@@ -122,6 +124,7 @@ struct SessionSnapshot {
   int64_t batch_size = 0;  // 0 while unknown
   bool unbatched = false;
   std::optional<Tensor> h_n;
+  std::optional<Tensor> c_n;  // LSTM only; present exactly when h_n is
   absl::Time created;
   absl::Time last_used;
   absl::Duration expires_in;

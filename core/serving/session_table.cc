@@ -17,7 +17,7 @@ namespace {
 constexpr uint64_t kNoInputChecksum = 0x6e6f2d696e707574ull;
 
 // Checksums a start or an indexed chunk is compared by when it is retried: the input's, and
-// the whole start's (model, h_0, input, chunk_index).
+// the whole start's (model, h_0, c_0, input, chunk_index).
 void ComputeChecksums(ChunkTask* task) {
   const ChunkRequest& req = task->request;
   if (!req.decode_error.ok() || !(req.start || req.chunk_index.has_value())) return;
@@ -34,6 +34,12 @@ void ComputeChecksums(ChunkTask* task) {
   } else {
     sum = Checksum64("no h_0", sum);
   }
+  if (req.c0.has_value()) {
+    sum = TensorChecksum(req.c0->shape,
+                         absl::string_view(reinterpret_cast<const char*>(req.c0->data()),
+                                           req.c0->values.size() * sizeof(float)),
+                         Checksum64("c_0", sum));
+  }
   const uint64_t index = req.chunk_index.value_or(0);
   sum = Checksum64(absl::string_view(reinterpret_cast<const char*>(&index), sizeof(index)),
                    sum ^ (req.chunk_index.has_value() ? 1 : 2));
@@ -49,6 +55,49 @@ absl::Status ValidateIdempotencyKey(const std::string& key) {
   return absl::InvalidArgumentError(absl::StrCat(
       "idempotency_key must be 1 to ", kMaxClientIdBytes,
       " printable ASCII characters; got ", key.size(), " bytes: ", Quoted(key)));
+}
+
+// "(L*D, N, H), or (L*D, H) for unbatched input, with N >= 1; got [..]" for a state tensor.
+absl::Status StateShapeError(const char* name, int64_t rows, int64_t features,
+                             const Shape& got) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      name, " must have shape (", rows, ", N, ", features, "), or (", rows, ", ", features,
+      ") for unbatched input, with N >= 1; got ", ShapeToString(got)));
+}
+
+// State import: checks h_0 and c_0 against the model and finds the batch they fix.
+absl::Status CheckImportedState(const RnnConfig& config, const ChunkRequest& req,
+                                int64_t* batch, bool* batched) {
+  if (req.c0.has_value() && !config.has_cell_state()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "c_0 was given, but model ", Quoted(req.model), " (", ConfigToString(config),
+        ") has no cell state: only an LSTM takes c_0; import its state with h_0 alone"));
+  }
+  const Shape& first = req.h0.has_value() ? req.h0->shape : req.c0->shape;
+  *batched = first.size() == 3;
+  *batch = *batched ? first[1] : 1;
+  const int64_t rows = config.num_state_rows();
+  if (req.h0.has_value() &&
+      ((first.size() != 2 && first.size() != 3) || *batch < 1 ||
+       req.h0->shape != config.StateShape(*batch, *batched))) {
+    return StateShapeError("h_0", rows, config.real_hidden_size(), req.h0->shape);
+  }
+  if (req.c0.has_value() &&
+      ((first.size() != 2 && first.size() != 3) || *batch < 1 ||
+       req.c0->shape != config.CellStateShape(*batch, *batched))) {
+    if (req.h0.has_value()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "c_0 must have shape ", ShapeToString(config.CellStateShape(*batch, *batched)),
+          " to match h_0 ", ShapeToString(req.h0->shape), "; got ",
+          ShapeToString(req.c0->shape)));
+    }
+    return StateShapeError("c_0", rows, config.hidden_size, req.c0->shape);
+  }
+  if ((req.h0.has_value() && req.h0->num_elements() != NumElements(req.h0->shape)) ||
+      (req.c0.has_value() && req.c0->num_elements() != NumElements(req.c0->shape))) {
+    return absl::InvalidArgumentError("state tensor value count does not match its shape");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -133,12 +182,12 @@ absl::StatusOr<std::shared_ptr<Session>> SessionTable::RetriedStartLocked(
   if (!req.session_id.empty()) {
     return absl::AlreadyExistsError(absl::StrCat(
         "session ", Quoted(id), " is already live and was started with different content "
-        "(model, h_0, input or chunk_index), so this is not a retry of its start; continue it "
+        "(model, h_0, c_0, input or chunk_index), so this is not a retry of its start; continue it "
         "without start=true, or choose another id"));
   }
   return absl::AlreadyExistsError(absl::StrCat(
       "idempotency_key ", Quoted(req.idempotency_key), " already started session ", Quoted(id),
-      " with different content (model, h_0, input or chunk_index), so this is not a retry of "
+      " with different content (model, h_0, c_0, input or chunk_index), so this is not a retry of "
       "that start; use a new key for a new session"));
 }
 
@@ -181,21 +230,13 @@ absl::StatusOr<std::shared_ptr<Session>> SessionTable::StartLocked(ChunkTask* ta
   }
   int64_t batch = 0;
   bool batched = true;
-  if (req.h0.has_value()) {
-    // State import: h_0 fixes the batch size.
-    const RnnConfig& config = model->model->config();
-    const Shape& shape = req.h0->shape;
-    batched = shape.size() == 3;
-    batch = batched ? shape[1] : 1;
-    if ((shape.size() != 2 && shape.size() != 3) || shape != config.StateShape(batch, batched) ||
-        batch < 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "h_0 must have shape (", config.num_state_rows(), ", N, ", config.hidden_size,
-          "), or (", config.num_state_rows(), ", ", config.hidden_size,
-          ") for unbatched input, with N >= 1; got ", ShapeToString(shape)));
-    }
+  const bool imported = req.h0.has_value() || req.c0.has_value();
+  if (imported) {
+    // State import: h_0 (and c_0) fix the batch size.
+    RETURN_IF_ERROR(CheckImportedState(model->model->config(), req, &batch, &batched));
     RETURN_IF_ERROR(CheckStateFits(model->model->StateSize(1), batch, options_));
-    RETURN_IF_ERROR(CheckFinite(req.h0->values, "h_0", options_));
+    if (req.h0.has_value()) RETURN_IF_ERROR(CheckFinite(req.h0->values, "h_0", options_));
+    if (req.c0.has_value()) RETURN_IF_ERROR(CheckFinite(req.c0->values, "c_0", options_));
   }
   ASSIGN_OR_RETURN(std::string id, NewSessionIdLocked(req));
   auto session = std::make_shared<Session>(id, req.principal, model, options_.clock(), mu_);
@@ -208,8 +249,9 @@ absl::StatusOr<std::shared_ptr<Session>> SessionTable::StartLocked(ChunkTask* ta
                                                 session->idempotency_key.size()) +
                            kSessionOverheadBytes;
   RETURN_IF_ERROR(ReserveLocked(*session, MemoryPart::kIds, id_bytes, /*evict=*/true, events));
-  if (req.h0.has_value()) {
-    const int64_t bytes = 2 * model->model->StateSize(batch) * static_cast<int64_t>(sizeof(float));
+  if (imported) {
+    const RnnModel& rnn = *model->model;
+    const int64_t bytes = 2 * rnn.StateSize(batch) * static_cast<int64_t>(sizeof(float));
     absl::Status reserved =
         ReserveLocked(*session, MemoryPart::kState, bytes, /*evict=*/true, events);
     if (!reserved.ok()) {
@@ -219,8 +261,15 @@ absl::StatusOr<std::shared_ptr<Session>> SessionTable::StartLocked(ChunkTask* ta
     session->batch = batch;
     session->unbatched = !batched;
     // Before its first chunk, the work fields belong to the thread creating the session.
-    session->work.state[0] = req.h0->values;
-    session->work.state[1].resize(req.h0->values.size());
+    // One buffer: h at the front, c (LSTM) after it; a part not given is zeros.
+    std::vector<float>& state = session->work.state[0];
+    state.assign(rnn.StateSize(batch), 0.0f);
+    session->work.state[1].assign(rnn.StateSize(batch), 0.0f);
+    if (req.h0.has_value()) std::copy(req.h0->values.begin(), req.h0->values.end(), state.begin());
+    if (req.c0.has_value()) {
+      std::copy(req.c0->values.begin(), req.c0->values.end(),
+                state.begin() + rnn.HiddenStateSize(batch));
+    }
   }
   const std::string key = Key(req.principal, id);
   tombstones_.erase(key);
@@ -229,7 +278,7 @@ absl::StatusOr<std::shared_ptr<Session>> SessionTable::StartLocked(ChunkTask* ta
   if (!session->idempotency_key.empty()) {
     idempotent_starts_.emplace(Key(req.principal, session->idempotency_key), id);
   }
-  events.started.push_back({id, req.principal, model->name, req.h0.has_value()});
+  events.started.push_back({id, req.principal, model->name, imported});
   return session;
 }
 
@@ -255,9 +304,10 @@ absl::StatusOr<std::shared_ptr<Session>> SessionTable::FindLocked(
   }
   ASSIGN_OR_RETURN(std::shared_ptr<Session> session,
                    LookupLocked(req.principal, req.session_id));
-  if (req.h0.has_value()) {
+  if (req.h0.has_value() || req.c0.has_value()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "h_0 is only accepted with start=true (state import); session ", Quoted(req.session_id),
+        req.h0.has_value() ? "h_0" : "c_0",
+        " is only accepted with start=true (state import); session ", Quoted(req.session_id),
         " already has its state"));
   }
   if (!req.model.empty() && req.model != session->model->name) {

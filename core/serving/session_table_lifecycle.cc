@@ -90,12 +90,13 @@ absl::Status SessionTable::UnknownSessionErrorLocked(const std::string& principa
       return absl::NotFoundError(absl::StrCat(
           "session ", quoted, " expired: it was idle for longer than the session idle timeout (",
           absl::FormatDuration(options_.session_idle_timeout), ") and was removed at ", when,
-          "; start a new session, passing the last h_n you exported as h_0 to continue"));
+          "; start a new session, passing the last h_n (and c_n) you exported as h_0 (and c_0) "
+          "to continue"));
     case SessionEndReason::kEvicted:
       return absl::NotFoundError(absl::StrCat(
           "session ", quoted, " was evicted at ", when,
           " to free state memory for other sessions; start a new session, passing the last h_n "
-          "you exported as h_0 to continue"));
+          "(and c_n) you exported as h_0 (and c_0) to continue"));
     case SessionEndReason::kClosed:
       return absl::NotFoundError(absl::StrCat("session ", quoted, " was closed at ", when,
                                               "; start a new session to continue"));
@@ -147,8 +148,18 @@ SessionSnapshot SessionTable::SnapshotLocked(const Session& session, bool with_s
   s.batch_size = session.batch;
   s.unbatched = session.unbatched;
   if (with_state && session.batch > 0) {
-    s.h_n = Tensor(session.model->model->config().StateShape(session.batch, !session.unbatched),
-                   session.work.state[session.current]);
+    // The state buffer: h, then (LSTM) c.
+    const RnnModel& model = *session.model->model;
+    const RnnConfig& config = model.config();
+    const std::vector<float>& state = session.work.state[session.current];
+    const int64_t hidden_floats = model.HiddenStateSize(session.batch);
+    s.h_n = Tensor(config.StateShape(session.batch, !session.unbatched),
+                   std::vector<float>(state.begin(), state.begin() + hidden_floats));
+    if (config.has_cell_state()) {
+      s.c_n = Tensor(config.CellStateShape(session.batch, !session.unbatched),
+                     std::vector<float>(state.begin() + hidden_floats,
+                                        state.begin() + model.StateSize(session.batch)));
+    }
   }
   s.created = session.created;
   s.last_used = session.last_used;

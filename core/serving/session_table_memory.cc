@@ -20,7 +20,7 @@ int64_t StateBytesFor(const RnnModel& model, int64_t batch) {
 const char* PartDescription(MemoryPart part) {
   switch (part) {
     case MemoryPart::kState:
-      return "its state (h_n)";
+      return "its state (h_n, and c_n for an LSTM)";
     case MemoryPart::kBufferedInput:
       return "buffered input";
     case MemoryPart::kReplay:

@@ -84,6 +84,37 @@ TEST(SessionTrackerTest, NumbersChunksAndRestartsFromTheLastState) {
   EXPECT_EQ(tracker.ResumeState("s")->values(0), 0.125f);
 }
 
+TEST(SessionTrackerTest, LstmRestartCarriesTheCellStateToo) {
+  SessionTracker tracker;
+  v1::StreamRequest start = Chunk("l", 1, /*start=*/true);
+  *start.mutable_h_0() = State(0.5f);
+  *start.mutable_c_0() = State(-0.5f);
+  tracker.Prepare(&start, false);
+  // Lost before its first answer carried a state: the restart resumes from h_0 and c_0.
+  v1::StreamResponse answer;
+  answer.set_request_id(1);
+  answer.set_session_id("l");
+  answer.set_chunk_index(0);
+  tracker.Answered(start, false, &answer);
+  EXPECT_EQ(tracker.ResumeCellState("l")->values(0), -0.5f);
+  v1::StreamRequest second = Chunk("l", 2);
+  tracker.Prepare(&second, false);
+  answer = Answer(second, 4, 0.25f);
+  *answer.mutable_c_n() = State(-0.25f);
+  tracker.Answered(second, /*caller_omit=*/true, &answer);
+  EXPECT_FALSE(answer.has_h_n());  // both parts stripped for the caller
+  EXPECT_FALSE(answer.has_c_n());
+  v1::StreamRequest third = Chunk("l", 3);
+  tracker.Prepare(&third, false);
+  const std::vector<v1::StreamRequest> restart = tracker.RestartRequests(third);
+  ASSERT_EQ(restart.size(), 1u);
+  EXPECT_EQ(restart[0].h_0().values(0), 0.25f);
+  EXPECT_EQ(restart[0].c_0().values(0), -0.25f);
+  // A state without c (a model without cell state) leaves none to resume from.
+  tracker.SetResumeState("l", State(1.0f));
+  EXPECT_EQ(tracker.ResumeCellState("l"), nullptr);
+}
+
 TEST(SessionTrackerTest, RefusedChunkGivesItsIndexBackAndEndForgets) {
   SessionTracker tracker;
   v1::StreamRequest start = Chunk("s", 1, true);

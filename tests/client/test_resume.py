@@ -7,6 +7,7 @@
   is started again from the last h_n with the next chunk_index and the chunk resent, the caller
   seeing steps_seen and outputs of an uninterrupted run (also with omit_state, and with a
   server-assigned id, which is kept);
+- an LSTM session is restarted from its last h_n and c_n (Python, asyncio and C++);
 - a bidirectional session is replayed from its start;
 - with resume off, a broken stream raises once (not again on close);
 - a response with `draining` moves the next request to a new call, nothing sent twice (against
@@ -39,6 +40,7 @@ from rnnserve_client import aio  # noqa: E402  (after client_module() set the st
 ATOL = 1e-5
 UNI = dict(input_size=4, hidden_size=6, num_layers=2)
 BI = dict(input_size=3, hidden_size=5, bidirectional=True)
+LSTM = dict(module="LSTM", input_size=4, hidden_size=6, proj_size=3, num_layers=2)
 
 
 class DrainingServicer(rc.pb2_grpc.RnnServiceServicer):
@@ -113,6 +115,7 @@ class ResumeTest(unittest.TestCase):
         repo = os.path.join(cls.tmp, "models")
         cls.uni = kit.write_model(os.path.join(repo, "uni"), seed=11, **UNI)
         cls.bi = kit.write_model(os.path.join(repo, "bi"), seed=12, **BI)
+        cls.lstm = kit.write_model(os.path.join(repo, "lstm"), seed=13, **LSTM)
         cls.server = kit.ServerProcess(model_repository=repo, name="resume")
         cls.server.start()
         cls.server.wait_serving()
@@ -225,6 +228,48 @@ class ResumeTest(unittest.TestCase):
             self.assertEqual(stream.resumes, 1)
         self.assert_torch(self.bi, chunks, [r.output], r.h_n)
 
+    def test_python_restarts_a_lost_lstm_session_with_h_n_and_c_n(self):
+        # An LSTM's state is (h, c): a restart from h_n alone would continue from c = 0.
+        h0 = self.rng.standard_normal((2, 2, 3), dtype=np.float32)
+        c0 = self.rng.standard_normal((2, 2, 6), dtype=np.float32)
+        chunks = self.chunks(self.lstm, [3, 2, 4])
+        with self.client().open_stream() as stream:
+            r0 = stream.start("lstm", session_id="lost-lstm", h0=h0, c0=c0, chunk=chunks[0],
+                              omit_state=True)
+            self.assertIsNone(r0.c_n)  # omitted for the caller, kept by the library
+            self.lose("lost-lstm")
+            r1 = stream.send(chunks[1])
+            self.lose("lost-lstm")
+            r2 = stream.send(chunks[2])
+            self.assertEqual(stream.resumes, 2)
+        want_out, want_h, want_c = kit.torch_forward_state(self.lstm, np.concatenate(chunks),
+                                                           h0, c0)
+        np.testing.assert_allclose(np.concatenate([r0.output, r1.output, r2.output]), want_out,
+                                   atol=ATOL)
+        np.testing.assert_allclose(r2.h_n, want_h, atol=ATOL)
+        np.testing.assert_allclose(r2.c_n, want_c, atol=ATOL)
+        # forward() returns torch's LSTM shape: (output, (h_n, c_n)).
+        out, (h_n, c_n) = self.client().forward("lstm", np.concatenate(chunks), h0, c0)
+        np.testing.assert_allclose(out, want_out, atol=ATOL)
+        np.testing.assert_allclose(c_n, want_c, atol=ATOL)
+        state = self.client(self.server.target).get_session("lost-lstm")
+        np.testing.assert_allclose(state["c_n"], want_c, atol=ATOL)
+
+    def test_asyncio_restarts_a_lost_lstm_session_with_c_n(self):
+        chunks = self.chunks(self.lstm, [2, 3])
+
+        async def run():
+            async with aio.AsyncRnnServeClient(self.server.target) as client:
+                async with client.open_stream() as stream:
+                    r0 = await stream.start("lstm", session_id="lost-lstm-aio", chunk=chunks[0])
+                    self.lose("lost-lstm-aio")
+                    r1 = await stream.send(chunks[1])
+                    return [r0.output, r1.output], r1.c_n
+        outputs, c_n = asyncio.run(run())
+        want_out, _, want_c = kit.torch_forward_state(self.lstm, np.concatenate(chunks))
+        np.testing.assert_allclose(np.concatenate(outputs), want_out, atol=ATOL)
+        np.testing.assert_allclose(c_n, want_c, atol=ATOL)
+
     def test_resume_off_raises_the_error_once(self):
         chunks = self.chunks(self.uni, [2, 2])
         stream = self.client(resume=False).open_stream()
@@ -262,6 +307,16 @@ class ResumeTest(unittest.TestCase):
         self.assertEqual(session.command("end")[1], 10)
         self.assertIn("OK", session.finish())
         self.assert_torch(self.uni, chunks, session.outputs(4), session.h_n())
+
+    def test_cpp_restarts_a_lost_lstm_session_with_c_n(self):
+        chunks = self.chunks(self.lstm, [2, 3, 1])
+        session = CppSession(self.proxy.target, "lstm", "lost-cpp-lstm",
+                             os.path.join(self.tmp, "lost-cpp-lstm"), chunks)
+        self.assertEqual(session.command("send 1")[:2], (1, 2))
+        self.lose("lost-cpp-lstm")
+        self.assertEqual(session.command("send 2"), (3, 6, 1))
+        self.assertIn("OK", session.finish())
+        self.assert_torch(self.lstm, chunks, session.outputs(3), session.h_n())
 
 
 if __name__ == "__main__":

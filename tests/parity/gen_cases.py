@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Generates the torch.nn.RNN parity cases that tests/parity/parity_test.cc checks.
+"""Generates the torch.nn.RNN, GRU and LSTM parity cases that tests/parity/parity_test.cc checks.
 
 PyTorch is the oracle: every expected number in DIR is computed here, live, by torch (float32,
 module in eval(), under torch.inference_mode()). Nothing is hard-coded.
@@ -11,10 +11,14 @@ export_pytorch.export_module) and DIR/<name>/case.safetensors (input, h0 when gi
 h_n), then DIR/manifest.json last, so an interrupted run leaves no manifest behind.
 
 Cases:
-  random_000 ... random_<count-1>: random configs; every combination of nonlinearity, bias,
-      batch_first, bidirectional, batched input and h_0 given appears at least
+  random_000 ... random_<count-1>: random nn.RNN configs; every combination of nonlinearity,
+      bias, batch_first, bidirectional, batched input and h_0 given appears at least
       count // 64 times; num_layers 1-4, dropout values, H/T/N including 1 are dealt from
       shuffled decks so each class appears.
+  gru_NNN, lstm_NNN, lstmp_NNN (count each): the same for nn.GRU, nn.LSTM and nn.LSTM with a
+      random proj_size in [1, H); every combination of bias, batch_first, bidirectional,
+      batched input and the initial state given (GRU: h_0 or not; LSTM: none, h_0 only, c_0
+      only, both: torch gets zeros for the one not given) appears.
   seed_a, seed_b, seed_c: the seed notebook's three examples.
   edge_*: T=1, N=1, H=1, relu on large inputs, a larger model, and more.
   error cases (manifest "error_cases"): inputs torch rejects; torch's message is stored with
@@ -58,12 +62,17 @@ NAMED_CASES = [
     "edge_t1", "edge_n1", "edge_h1", "edge_relu_large", "edge_large_model",
     "edge_unbatched_t1", "edge_bidir_batch_first_h0", "edge_deep_relu_no_bias",
     "edge_wide_projection", "edge_wide_projection_relu", "edge_panel_tail", "edge_deep_input",
+    "gru_large_model", "gru_wide_projection", "gru_panel_tail", "lstm_large_model",
+    "lstm_wide_projection", "lstmp_large_model", "lstmp_bidir_batch_first", "lstm_large_input",
 ]
+# Random cases per module, with their name prefixes (parity_test.cc lists the same).
+RANDOM_PREFIXES = {"RNN": "random", "GRU": "gru", "LSTM": "lstm", "LSTMP": "lstmp"}
 ERROR_CASES = [
     "error_input_size", "error_input_size_unbatched", "error_h0_batch", "error_h0_hidden",
     "error_h0_layers_bidirectional", "error_h0_batch_first", "error_input_4d", "error_input_1d",
     "error_2d_input_3d_h0", "error_3d_input_2d_h0", "error_t0", "error_t0_batch_first",
-    "error_t0_unbatched",
+    "error_t0_unbatched", "error_gru_h0_hidden", "error_lstm_c0_hidden", "error_lstm_h0_proj",
+    "error_lstm_c0_batch", "error_lstm_ranks", "error_lstm_unbatched_ranks",
 ]
 
 BOOL_COMBOS = list(itertools.product(
@@ -120,27 +129,73 @@ def input_shape(cfg, steps, batch, batched):
     return [steps, batch, cfg["input_size"]]
 
 
-def h0_shape(cfg, batch, batched):
+def h0_shape(cfg, batch, batched, cell=False):
+    """h_0's shape, or c_0's with cell=True (LSTM: H; h_0 is proj_size when set)."""
     rows = cfg["num_layers"] * (2 if cfg["bidirectional"] else 1)
-    return [rows, batch, cfg["hidden_size"]] if batched else [rows, cfg["hidden_size"]]
+    features = cfg["hidden_size"] if cell else (cfg.get("proj_size") or cfg["hidden_size"])
+    return [rows, batch, features] if batched else [rows, features]
 
 
-def full_config(**kw):
-    cfg = {"input_size": None, "hidden_size": None, "num_layers": 1, "nonlinearity": "tanh",
-           "bias": True, "batch_first": False, "dropout": 0.0, "bidirectional": False}
+def full_config(module="RNN", **kw):
+    """The config as the exporter writes it for `module`."""
+    cfg = {"module": module, "input_size": None, "hidden_size": None, "num_layers": 1,
+           "nonlinearity": "tanh", "bias": True, "batch_first": False, "dropout": 0.0,
+           "bidirectional": False, "proj_size": 0}
     unknown = set(kw) - set(cfg)
     assert not unknown, unknown
     cfg.update(kw)
+    if module != "RNN":
+        assert cfg.pop("nonlinearity") == "tanh"
+    if module != "LSTM":
+        assert cfg.pop("proj_size") == 0
     return cfg
 
 
+def deal(combos, count, rng):
+    """The decks random cases are dealt from: the flag combinations, num_layers, dropout, and
+    the size classes of H, T and N."""
+    return (deck(combos, count, rng), deck([1, 2, 3, 4], count, rng),
+            deck([0.0, 0.0, 0.1, 0.5, 1.0], count, rng),
+            deck(["one", "small", "medium", "large"], count, rng),
+            deck(["one", "short", "long"], count, rng), deck(["one", "small", "large"], count, rng))
+
+
+GATED_COMBOS = {
+    "GRU": list(itertools.product([True, False], [True, False], [True, False], [True, False],
+                                  ["none", "h"])),
+    "LSTM": list(itertools.product([True, False], [True, False], [True, False], [True, False],
+                                   ["none", "h", "c", "hc"])),
+}
+
+
+def gated_specs(kind, count, rng):
+    """Random GRU / LSTM / LSTM-with-proj_size cases, dealt from decks like random_specs."""
+    module = "GRU" if kind == "GRU" else "LSTM"
+    combos, layers, dropouts, hidden, steps, batch = deal(GATED_COMBOS[module], count, rng)
+    ranges = {"one": (1, 1), "small": (2, 4), "medium": (5, 24), "large": (25, 40),
+              "short": (2, 6), "long": (7, 16)}
+    specs = []
+    for i in range(count):
+        bias, batch_first, bidir, batched, state = combos[i]
+        h = rng.randint(*ranges[hidden[i]])
+        extra = {}
+        if kind == "LSTMP":
+            h = max(h, 2)  # proj_size must be in [1, H)
+            extra["proj_size"] = rng.randint(1, h - 1)
+        cfg = full_config(
+            module, input_size=rng.choice([1, rng.randint(2, 8), rng.randint(9, 40)]),
+            hidden_size=h, num_layers=layers[i], bias=bias, batch_first=batch_first,
+            dropout=dropouts[i], bidirectional=bidir, **extra)
+        n = {"one": 1, "small": rng.randint(2, 3), "large": rng.randint(4, 7)}[batch[i]]
+        specs.append({"name": "%s_%03d" % (RANDOM_PREFIXES[kind], i), "kind": "random",
+                      "config": cfg, "steps": rng.randint(*ranges[steps[i]]),
+                      "batch": n if batched else 1, "batched": batched,
+                      "has_h0": "h" in state, "has_c0": "c" in state})
+    return specs
+
+
 def random_specs(count, rng):
-    combos = deck(BOOL_COMBOS, count, rng)
-    layers = deck([1, 2, 3, 4], count, rng)
-    dropouts = deck([0.0, 0.0, 0.1, 0.5, 1.0], count, rng)
-    hidden = deck(["one", "small", "medium", "large"], count, rng)
-    steps = deck(["one", "short", "long"], count, rng)
-    batch = deck(["one", "small", "large"], count, rng)
+    combos, layers, dropouts, hidden, steps, batch = deal(BOOL_COMBOS, count, rng)
     ranges = {"one": (1, 1), "small": (2, 4), "medium": (5, 24), "large": (25, 48),
               "short": (2, 6), "long": (7, 20)}
     specs = []
@@ -160,10 +215,11 @@ def random_specs(count, rng):
 
 def named_specs():
     def spec(name, steps, batch, batched=True, h0=None, scale=1.0, **cfg):
-        # h0: None (not given), "randn" or "ones".
-        return {"name": name, "kind": "named", "config": full_config(**cfg), "steps": steps,
+        # h0: None (not given), "randn" or "ones"; an LSTM's c_0 is given with it.
+        config = full_config(**cfg)
+        return {"name": name, "kind": "named", "config": config, "steps": steps,
                 "batch": batch, "batched": batched, "has_h0": h0 is not None, "h0": h0,
-                "input_scale": scale}
+                "has_c0": h0 is not None and config["module"] == "LSTM", "input_scale": scale}
     return [
         # Seed notebook (a): RNN(100, 30) on one step of one sequence: output == h_n.
         spec("seed_a", 1, 1, input_size=100, hidden_size=30),
@@ -199,15 +255,35 @@ def named_specs():
         spec("edge_panel_tail", 5, 11, h0="randn", input_size=37, hidden_size=150,
              num_layers=2),
         spec("edge_deep_input", 3, 2, h0="randn", input_size=1100, hidden_size=20),
+        # GRU and LSTM at sizes the random cases do not reach: several register panels and
+        # column tiles (H=256), the Eigen input projection (G*H <= 128 rows, T*N >= 1024
+        # columns), a partly filled last panel (3*50, 4*37 rows), the projection's depth split.
+        spec("gru_large_model", 12, 5, h0="randn", module="GRU", input_size=64,
+             hidden_size=256, num_layers=2),
+        spec("gru_wide_projection", 40, 30, h0="randn", module="GRU", input_size=12,
+             hidden_size=40, batch_first=True),
+        spec("gru_panel_tail", 6, 11, module="GRU", input_size=37, hidden_size=50,
+             num_layers=2, bidirectional=True),
+        spec("lstm_large_model", 12, 5, h0="randn", module="LSTM", input_size=64,
+             hidden_size=256, num_layers=2),
+        spec("lstm_wide_projection", 36, 32, h0="randn", module="LSTM", input_size=10,
+             hidden_size=32),
+        spec("lstmp_large_model", 10, 4, h0="randn", module="LSTM", input_size=80,
+             hidden_size=300, proj_size=128, num_layers=2),
+        spec("lstmp_bidir_batch_first", 9, 6, h0="randn", module="LSTM", input_size=7,
+             hidden_size=37, proj_size=13, num_layers=3, bidirectional=True, batch_first=True,
+             bias=False),
+        spec("lstm_large_input", 3, 2, h0="randn", module="LSTM", input_size=1100,
+             hidden_size=20),
     ]
 
 
 def error_specs():
     """Inputs torch rejects. key_numbers: integer runs the engine's message must contain
     (each list contiguously, in any bracket style): the expected and the actual values."""
-    def spec(name, x_shape, h_shape, key_numbers, **cfg):
+    def spec(name, x_shape, h_shape, key_numbers, c_shape=None, **cfg):
         return {"name": name, "config": full_config(**cfg), "input_shape": x_shape,
-                "h0_shape": h_shape, "key_numbers": key_numbers}
+                "h0_shape": h_shape, "c0_shape": c_shape, "key_numbers": key_numbers}
     return [
         spec("error_input_size", [4, 3, 13], None, [[7], [13]], input_size=7, hidden_size=5),
         spec("error_input_size_unbatched", [4, 13], None, [[7], [13]], input_size=7,
@@ -233,6 +309,20 @@ def error_specs():
         spec("error_t0_batch_first", [3, 0, 7], None, [[0]], input_size=7, hidden_size=5,
              batch_first=True),
         spec("error_t0_unbatched", [0, 7], None, [[0]], input_size=7, hidden_size=5),
+        spec("error_gru_h0_hidden", [4, 3, 7], [2, 3, 9], [[2, 3, 5], [2, 3, 9]], module="GRU",
+             input_size=7, hidden_size=5, num_layers=2),
+        # LSTM: hidden[0] is h_0 (H_out), hidden[1] is c_0 (H).
+        spec("error_lstm_c0_hidden", [4, 3, 7], [1, 3, 5], [[1, 3, 5], [1, 3, 6]],
+             c_shape=[1, 3, 6], module="LSTM", input_size=7, hidden_size=5),
+        spec("error_lstm_h0_proj", [4, 3, 7], [1, 3, 5], [[1, 3, 2], [1, 3, 5]],
+             c_shape=[1, 3, 5], module="LSTM", input_size=7, hidden_size=5, proj_size=2),
+        spec("error_lstm_c0_batch", [3, 4, 7], [2, 3, 2], [[2, 3, 5], [2, 4, 5]],
+             c_shape=[2, 4, 5], module="LSTM", input_size=7, hidden_size=5, proj_size=2,
+             batch_first=True, bidirectional=True),
+        spec("error_lstm_ranks", [4, 3, 7], [1, 3, 5], [[3, 3, 2]], c_shape=[1, 5],
+             module="LSTM", input_size=7, hidden_size=5),
+        spec("error_lstm_unbatched_ranks", [4, 7], [1, 1, 5], [[2, 3, 2]], c_shape=[1, 5],
+             module="LSTM", input_size=7, hidden_size=5),
     ]
 
 
@@ -240,8 +330,26 @@ def make_module(cfg, seed):
     torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # dropout > 0 with num_layers == 1
-        rnn = torch.nn.RNN(**cfg)
+        rnn = export_pytorch.build_module(cfg)
     return rnn.float().eval()
+
+
+def call(rnn, x, h0, c0):
+    """torch's forward with the state given as the module takes it: an LSTM gets (h_0, c_0),
+    zeros for the one not given, or nothing when neither is."""
+    if not isinstance(rnn, torch.nn.LSTM):
+        return rnn(x) if h0 is None else rnn(x, h0)
+    if h0 is None and c0 is None:
+        output, (h_n, c_n) = rnn(x)
+    else:
+        cfg = export_pytorch.config_from_module(rnn)
+        batched = x.dim() == 3
+        batch = (x.shape[0] if cfg["batch_first"] else x.shape[1]) if batched else 1
+        zeros = lambda shape: torch.zeros(shape, dtype=x.dtype)  # noqa: E731
+        h = h0 if h0 is not None else zeros(h0_shape(cfg, batch, batched))
+        c = c0 if c0 is not None else zeros(h0_shape(cfg, batch, batched, cell=True))
+        output, (h_n, c_n) = rnn(x, (h, c))
+    return output, h_n, c_n
 
 
 def run_case(spec, seed, out_dir, rng):
@@ -250,31 +358,40 @@ def run_case(spec, seed, out_dir, rng):
     gen = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(input_shape(cfg, spec["steps"], spec["batch"], spec["batched"]),
                     generator=gen) * spec.get("input_scale", 1.0)
-    h0 = None
+    h0 = c0 = None
     if spec["has_h0"]:
         shape = h0_shape(cfg, spec["batch"], spec["batched"])
         h0 = torch.ones(shape) if spec.get("h0") == "ones" else torch.randn(shape, generator=gen)
+    if spec.get("has_c0"):
+        c0 = torch.randn(h0_shape(cfg, spec["batch"], spec["batched"], cell=True), generator=gen)
     with torch.inference_mode():
-        output, h_n = rnn(x) if h0 is None else rnn(x, h0)
+        results = call(rnn, x, h0, c0)
         # torch's own float32 rounding error against the same module in float64, on the
         # tolerance's scale: |float32 - float64| / max(1, |float64|).
         rnn64 = copy.deepcopy(rnn).double()
-        x64 = x.double()
-        out64, h_n64 = rnn64(x64) if h0 is None else rnn64(x64, h0.double())
+        results64 = call(rnn64, x.double(), None if h0 is None else h0.double(),
+                         None if c0 is None else c0.double())
         f32_error = max(float(((a.double() - b).abs() / b.abs().clamp(min=1.0)).max())
-                        for a, b in ((output, out64), (h_n, h_n64)))
+                        for a, b in zip(results, results64))
+    output, h_n = results[0], results[1]
 
     case_dir = os.path.join(out_dir, spec["name"])
     export_pytorch.export_module(rnn, os.path.join(case_dir, "model"))
     tensors = {"input": x.numpy(), "output": output.numpy(), "h_n": h_n.numpy()}
     if h0 is not None:
         tensors["h0"] = h0.numpy()
+    if c0 is not None:
+        tensors["c0"] = c0.numpy()
+    if len(results) == 3:
+        tensors["c_n"] = results[2].numpy()
     export_pytorch.write_safetensors(os.path.join(case_dir, "case.safetensors"), tensors)
 
     entry = {"name": spec["name"], "kind": spec["kind"], "config": cfg,
              "batched": spec["batched"], "has_h0": spec["has_h0"],
-             "input_shape": list(x.shape), "output_shape": list(output.shape),
-             "h_n_shape": list(h_n.shape), "seed": seed, "torch_f32_error": f32_error,
+             "has_c0": c0 is not None, "input_shape": list(x.shape),
+             "output_shape": list(output.shape), "h_n_shape": list(h_n.shape),
+             "c_n_shape": list(results[2].shape) if len(results) == 3 else None,
+             "seed": seed, "torch_f32_error": f32_error,
              "model_dir": spec["name"] + "/model",
              "case_file": spec["name"] + "/case.safetensors"}
     steps = spec["steps"]
@@ -289,9 +406,10 @@ def run_error_case(spec, seed, out_dir):
     rnn = make_module(cfg, seed)
     x = torch.zeros(spec["input_shape"])
     h0 = None if spec["h0_shape"] is None else torch.zeros(spec["h0_shape"])
+    c0 = None if spec["c0_shape"] is None else torch.zeros(spec["c0_shape"])
     try:
         with torch.inference_mode():
-            rnn(x) if h0 is None else rnn(x, h0)
+            call(rnn, x, h0, c0)
     except (RuntimeError, ValueError) as e:
         message = str(e)
     else:
@@ -300,7 +418,7 @@ def run_error_case(spec, seed, out_dir):
     case_dir = os.path.join(out_dir, spec["name"])
     export_pytorch.export_module(rnn, os.path.join(case_dir, "model"))
     return {"name": spec["name"], "config": cfg, "input_shape": spec["input_shape"],
-            "h0_shape": spec["h0_shape"], "torch_error": message,
+            "h0_shape": spec["h0_shape"], "c0_shape": spec["c0_shape"], "torch_error": message,
             "key_numbers": spec["key_numbers"], "model_dir": spec["name"] + "/model"}
 
 
@@ -321,7 +439,10 @@ def main(argv=None):
         os.remove(manifest_path)  # never leave a stale manifest next to fresh cases
 
     rng = random.Random(args.seed)
-    specs = random_specs(args.count, rng) + named_specs()
+    specs = random_specs(args.count, rng)
+    for kind in ("GRU", "LSTM", "LSTMP"):
+        specs += gated_specs(kind, args.count, rng)
+    specs += named_specs()
     cases = [run_case(spec, args.seed * 1000 + i, args.out, rng)
              for i, spec in enumerate(specs)]
     errors = [run_error_case(spec, args.seed * 1000 + len(specs) + i, args.out)
@@ -330,13 +451,14 @@ def main(argv=None):
     assert [s["name"] for s in error_specs()] == ERROR_CASES
 
     manifest = {"format": 1, "seed": args.seed, "torch_version": torch.__version__,
-                "tolerance": 1e-5, "random_count": args.count, "cases": cases,
+                "tolerance": 1e-5, "random_count": args.count,
+                "random_prefixes": sorted(RANDOM_PREFIXES.values()), "cases": cases,
                 "error_cases": errors}
     tmp = manifest_path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(manifest, f, indent=1)
     os.replace(tmp, manifest_path)
-    print("gen_cases: %d cases (%d random, %d named), %d error cases in %s (%.1f s)" %
+    print("gen_cases: %d cases (%d random per module, %d named), %d error cases in %s (%.1f s)" %
           (len(cases), args.count, len(NAMED_CASES), len(errors), args.out,
            time.time() - started))
 

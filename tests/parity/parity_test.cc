@@ -1,17 +1,19 @@
-// Parity of RnnModel with torch.nn.RNN, the oracle. tests/parity/gen_cases.py computes every
-// expected number live with PyTorch and writes the cases and manifest.json to the folder named
-// by RNNSERVE_PARITY_DIR (ctest runs it first, as the fixture parity_generate).
+// Parity of RnnModel with torch.nn.RNN, GRU and LSTM (with and without proj_size), the oracle.
+// tests/parity/gen_cases.py computes every expected number live with PyTorch and writes the
+// cases and manifest.json to the folder named by RNNSERVE_PARITY_DIR (ctest runs it first, as
+// the fixture parity_generate).
 //
-// The test names are fixed at compile time (random_000..random_199, the named and the error
-// cases) so gtest_discover_tests can list them before the cases exist; each test looks its case
-// up in the manifest at run time and fails loudly when the manifest or the case is missing.
+// The test names are fixed at compile time (random_000..random_199 for RNN; gru_, lstm_ and
+// lstmp_000..199; the named and the error cases) so gtest_discover_tests can list them before
+// the cases exist; each test looks its case up in the manifest at run time and fails loudly
+// when the manifest or the case is missing.
 //
-// Per case: Forward() against torch's output and h_n, and streaming: for unidirectional models
-// Forward over chunks of T, carrying h_n, and StepBatch() (the batch split into sessions, each
-// with its own chunk lengths per round); for bidirectional ones the chunks buffered time-major
-// and run through ForwardTimeMajor at the end, as a streamed session is served. Error cases:
-// Forward() rejects the input with INVALID_ARGUMENT and a message holding the same
-// expected/actual numbers as torch's. Tolerance: see kTolerance.
+// Per case: Forward() against torch's output, h_n and (LSTM) c_n, and streaming: for
+// unidirectional models Forward over chunks of T, carrying h_n (and c_n), and StepBatch() (the
+// batch split into sessions, each with its own chunk lengths per round); for bidirectional ones
+// the chunks buffered time-major and run through ForwardTimeMajor at the end, as a streamed
+// session is served. Error cases: Forward() rejects the input with INVALID_ARGUMENT and a
+// message holding the same expected/actual numbers as torch's. Tolerance: see kTolerance.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -54,6 +56,9 @@ constexpr double kTolerance = 1e-5;
 // Must match gen_cases.py (MIN_RANDOM_CASES, NAMED_CASES, ERROR_CASES); the ManifestTest
 // checks the two agree.
 constexpr int kMinRandomCases = 200;
+// One set of random cases per prefix (gen_cases.py RANDOM_PREFIXES): RNN, GRU, LSTM, LSTM with
+// proj_size.
+const char* const kRandomPrefixes[] = {"random", "gru", "lstm", "lstmp"};
 const char* const kNamedCases[] = {
     "seed_a",
     "seed_b",
@@ -70,6 +75,14 @@ const char* const kNamedCases[] = {
     "edge_wide_projection_relu",
     "edge_panel_tail",
     "edge_deep_input",
+    "gru_large_model",
+    "gru_wide_projection",
+    "gru_panel_tail",
+    "lstm_large_model",
+    "lstm_wide_projection",
+    "lstmp_large_model",
+    "lstmp_bidir_batch_first",
+    "lstm_large_input",
 };
 const char* const kErrorCases[] = {
     "error_input_size",
@@ -85,17 +98,25 @@ const char* const kErrorCases[] = {
     "error_t0",
     "error_t0_batch_first",
     "error_t0_unbatched",
+    "error_gru_h0_hidden",
+    "error_lstm_c0_hidden",
+    "error_lstm_h0_proj",
+    "error_lstm_c0_batch",
+    "error_lstm_ranks",
+    "error_lstm_unbatched_ranks",
 };
 
-std::string RandomCaseName(int i) {
+std::string RandomCaseName(const char* prefix, int i) {
   char name[32];
-  std::snprintf(name, sizeof(name), "random_%03d", i);
+  std::snprintf(name, sizeof(name), "%s_%03d", prefix, i);
   return name;
 }
 
 std::vector<std::string> CaseNames() {
   std::vector<std::string> names;
-  for (int i = 0; i < kMinRandomCases; ++i) names.push_back(RandomCaseName(i));
+  for (const char* prefix : kRandomPrefixes) {
+    for (int i = 0; i < kMinRandomCases; ++i) names.push_back(RandomCaseName(prefix, i));
+  }
   names.insert(names.end(), std::begin(kNamedCases), std::end(kNamedCases));
   return names;
 }
@@ -208,8 +229,9 @@ struct Case {
   RnnConfig config;
   std::unique_ptr<RnnModel> model;
   Tensor input, output, h_n;
-  bool has_h0 = false;
-  Tensor h0;
+  bool has_h0 = false, has_c0 = false;
+  Tensor h0, c0;
+  Tensor c_n;  // LSTM only
   bool batched = true;
 
   int64_t steps() const { return batched && config.batch_first ? input.size(1) : input.size(0); }
@@ -231,6 +253,9 @@ struct Case {
     if (config.batch_first) return output.values[(n * steps() + t) * K + k];
     return output.values[(t * batch() + n) * K + k];
   }
+  const Tensor* h0_or_null() const { return has_h0 ? &h0 : nullptr; }
+  const Tensor* c0_or_null() const { return has_c0 ? &c0 : nullptr; }
+  bool lstm() const { return config.has_cell_state(); }
   // Element (row, n, j) of a state tensor shaped like h_0/h_n ((rows, N, H) or (rows, H)).
   static float StateAt(const Tensor& s, bool batched, int64_t row, int64_t n, int64_t j) {
     const int64_t H = s.size(-1);
@@ -256,10 +281,18 @@ bool LoadCase(const std::string& name, Case* c) {
   // The exported config.json must say what the torch module was built with.
   const json& cfg = e.at("config");
   RnnConfig built;
+  absl::StatusOr<RnnModule> module = ParseModule(cfg.at("module").get<std::string>());
+  if (!module.ok()) {
+    ADD_FAILURE() << module.status();
+    return false;
+  }
+  built.module = *module;
+  built.proj_size = cfg.value("proj_size", int64_t{0});
   built.input_size = cfg.at("input_size").get<int64_t>();
   built.hidden_size = cfg.at("hidden_size").get<int64_t>();
   built.num_layers = cfg.at("num_layers").get<int64_t>();
-  built.nonlinearity = cfg.at("nonlinearity") == "relu" ? Nonlinearity::kRelu : Nonlinearity::kTanh;
+  built.nonlinearity =
+      cfg.value("nonlinearity", "tanh") == "relu" ? Nonlinearity::kRelu : Nonlinearity::kTanh;
   built.bias = cfg.at("bias").get<bool>();
   built.batch_first = cfg.at("batch_first").get<bool>();
   built.dropout = cfg.at("dropout").get<double>();
@@ -290,9 +323,13 @@ bool LoadCase(const std::string& name, Case* c) {
     return false;
   }
   c->has_h0 = e.at("has_h0").get<bool>();
+  c->has_c0 = e.at("has_c0").get<bool>();
   c->batched = e.at("batched").get<bool>();
-  for (const char* key : {"input", "output", "h_n", "h0"}) {
-    if (std::string(key) == "h0" && !c->has_h0) continue;
+  for (const std::string key : {"input", "output", "h_n", "h0", "c0", "c_n"}) {
+    if ((key == "h0" && !c->has_h0) || (key == "c0" && !c->has_c0) ||
+        (key == "c_n" && !c->lstm())) {
+      continue;
+    }
     if (tensors->count(key) == 0) {
       ADD_FAILURE() << case_path << " has no tensor '" << key << "'";
       return false;
@@ -302,7 +339,10 @@ bool LoadCase(const std::string& name, Case* c) {
   c->output = tensors->at("output");
   c->h_n = tensors->at("h_n");
   if (c->has_h0) c->h0 = tensors->at("h0");
-  if (c->input.shape != ShapeOf(e.at("input_shape")) ||
+  if (c->has_c0) c->c0 = tensors->at("c0");
+  if (c->lstm()) c->c_n = tensors->at("c_n");
+  if ((c->lstm() && c->c_n.shape != ShapeOf(e.at("c_n_shape"))) ||
+      c->input.shape != ShapeOf(e.at("input_shape")) ||
       c->output.shape != ShapeOf(e.at("output_shape")) ||
       c->h_n.shape != ShapeOf(e.at("h_n_shape"))) {
     ADD_FAILURE() << case_path << ": tensor shapes differ from the manifest's";
@@ -314,6 +354,7 @@ bool LoadCase(const std::string& name, Case* c) {
 std::string Describe(const Case& c) {
   return absl::StrCat(ConfigToString(c.config), " input ", ShapeToString(c.input.shape),
                       c.has_h0 ? absl::StrCat(" h0 ", ShapeToString(c.h0.shape)) : " no h0",
+                      c.has_c0 ? absl::StrCat(" c0 ", ShapeToString(c.c0.shape)) : "",
                       "; torch's own float32 error on the tolerance's scale ",
                       c.entry->at("torch_f32_error").get<double>());
 }
@@ -364,19 +405,41 @@ Tensor ConcatSteps(const Case& c, const std::vector<Tensor>& parts) {
 
 void CheckForward(const Case& c) {
   SCOPED_TRACE(Describe(c));
-  absl::StatusOr<ForwardResult> r = c.model->Forward(c.input, c.has_h0 ? &c.h0 : nullptr);
+  absl::StatusOr<ForwardResult> r =
+      c.model->Forward(c.input, c.h0_or_null(), c.c0_or_null(), nullptr);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_CLOSE("output", r->output, c.output);
   EXPECT_CLOSE("h_n", r->h_n, c.h_n);
+  ASSERT_EQ(r->c_n.has_value(), c.lstm());
+  if (c.lstm()) EXPECT_CLOSE("c_n", *r->c_n, c.c_n);
   // Also through a caller-owned Workspace, twice (the second call reuses grown buffers).
   Workspace ws;
   for (int round = 0; round < 2; ++round) {
     absl::StatusOr<ForwardResult> again =
-        c.model->Forward(c.input, c.has_h0 ? &c.h0 : nullptr, &ws);
+        c.model->Forward(c.input, c.h0_or_null(), c.c0_or_null(), &ws);
     ASSERT_TRUE(again.ok()) << again.status();
     EXPECT_CLOSE("output (workspace)", again->output, c.output);
     EXPECT_CLOSE("h_n (workspace)", again->h_n, c.h_n);
+    if (c.lstm()) EXPECT_CLOSE("c_n (workspace)", *again->c_n, c.c_n);
   }
+}
+
+// The engine's state buffer for the case's whole batch: h_0 (or zeros), then c_0 (or zeros).
+std::vector<float> InitialState(const Case& c) {
+  const int64_t N = c.batch();
+  std::vector<float> state(c.model->StateSize(N), 0.0f);
+  if (c.has_h0) std::copy(c.h0.values.begin(), c.h0.values.end(), state.begin());
+  if (c.has_c0) {
+    std::copy(c.c0.values.begin(), c.c0.values.end(),
+              state.begin() + c.model->HiddenStateSize(N));
+  }
+  return state;
+}
+
+// The tail of an engine state buffer (c) shaped as torch's c_n.
+Tensor CellPart(const Case& c, const std::vector<float>& state) {
+  const int64_t hidden = c.model->HiddenStateSize(c.batch());
+  return Tensor(c.c_n.shape, std::vector<float>(state.begin() + hidden, state.end()));
 }
 
 // A streamed bidirectional session, as the serving layer runs it: the reverse pass needs the
@@ -403,18 +466,21 @@ void CheckBufferedStreaming(const Case& c) {
     begin += len;
   }
   ASSERT_EQ(begin, c.steps()) << "chunks do not cover T";
-  const std::vector<float> state_in =
-      c.has_h0 ? c.h0.values : std::vector<float>(c.model->StateSize(N), 0.0f);
-  ASSERT_EQ(static_cast<int64_t>(state_in.size()), c.model->StateSize(N));
+  const std::vector<float> state_in = InitialState(c);
   std::vector<float> output_time_major(c.model->OutputSize(c.steps(), N), std::nanf(""));
-  Tensor h_n(c.h_n.shape, std::vector<float>(c.model->StateSize(N), std::nanf("")));
+  std::vector<float> state_out(c.model->StateSize(N), std::nanf(""));
   Workspace ws;
   c.model->ForwardTimeMajor(buffer.data(), c.steps(), N, state_in.data(),
-                            output_time_major.data(), h_n.data(), ws);
+                            output_time_major.data(), state_out.data(), ws);
   Tensor output(c.output.shape, output_time_major);
   if (batch_first) SwapLeadingDims(output_time_major.data(), c.steps(), N, K, output.data());
   EXPECT_CLOSE("buffered output", output, c.output);
-  EXPECT_CLOSE("buffered h_n", h_n, c.h_n);
+  const int64_t h_size = c.model->HiddenStateSize(N);
+  EXPECT_CLOSE("buffered h_n",
+               Tensor(c.h_n.shape, std::vector<float>(state_out.begin(),
+                                                      state_out.begin() + h_size)),
+               c.h_n);
+  if (c.lstm()) EXPECT_CLOSE("buffered c_n", CellPart(c, state_out), c.c_n);
 }
 
 void CheckStreaming(const Case& c) {
@@ -426,22 +492,29 @@ void CheckStreaming(const Case& c) {
   const std::vector<int64_t> chunks = c.entry->at("chunks").get<std::vector<int64_t>>();
   SCOPED_TRACE("chunks " + absl::StrJoin(chunks, ","));
   std::vector<Tensor> outputs;
-  Tensor state;
-  bool have_state = c.has_h0;
+  Tensor state, cell;
+  bool have_state = c.has_h0, have_cell = c.has_c0;
   if (c.has_h0) state = c.h0;
+  if (c.has_c0) cell = c.c0;
   int64_t begin = 0;
   for (int64_t len : chunks) {
     const Tensor chunk = SliceSteps(c, begin, begin + len);
-    absl::StatusOr<ForwardResult> r = c.model->Forward(chunk, have_state ? &state : nullptr);
+    absl::StatusOr<ForwardResult> r = c.model->Forward(
+        chunk, have_state ? &state : nullptr, have_cell ? &cell : nullptr, nullptr);
     ASSERT_TRUE(r.ok()) << "chunk at t=" << begin << ": " << r.status();
     outputs.push_back(std::move(r->output));
     state = std::move(r->h_n);
     have_state = true;
+    if (r->c_n.has_value()) {
+      cell = std::move(*r->c_n);
+      have_cell = true;
+    }
     begin += len;
   }
   ASSERT_EQ(begin, c.steps()) << "chunks do not cover T";
   EXPECT_CLOSE("streamed output", ConcatSteps(c, outputs), c.output);
   EXPECT_CLOSE("streamed h_n", state, c.h_n);
+  if (c.lstm()) EXPECT_CLOSE("streamed c_n", cell, c.c_n);
 }
 
 // Splits the case's batch into sessions (contiguous samples), each advancing by its own chunk
@@ -450,7 +523,8 @@ void CheckStreaming(const Case& c) {
 // between two buffers, the one written poisoned with NaN first so a partial write shows.
 void CheckStepBatch(const Case& c) {
   SCOPED_TRACE(Describe(c));
-  const int64_t L = c.config.num_layers, H = c.config.hidden_size, C = c.config.input_size;
+  const int64_t L = c.config.num_layers, C = c.config.input_size;
+  const int64_t H = c.config.real_hidden_size(), HC = c.config.hidden_size;
   if (c.config.bidirectional) {
     // StepBatch is unidirectional only: it must refuse, not compute something else.
     std::vector<float> in(C), state(c.model->StateSize(1)), out(c.config.output_size());
@@ -469,7 +543,7 @@ void CheckStepBatch(const Case& c) {
   struct Session {
     int64_t begin, size;
     std::vector<int64_t> chunks;
-    std::vector<float> state;  // (L, size, H): the current state
+    std::vector<float> state;  // (L, size, H_out) then (LSTM) (L, size, H_cell): the state
     std::vector<float> spare;  // the other buffer, for sessions that do not update in place
     std::vector<float> out;    // (T, size, H), filled chunk by chunk
     int64_t done = 0;          // steps consumed
@@ -490,6 +564,14 @@ void CheckStepBatch(const Case& c) {
           for (int64_t j = 0; j < H; ++j)
             session.state[(l * session.size + n) * H + j] =
                 Case::StateAt(c.h0, c.batched, l, session.begin + n, j);
+    }
+    if (c.has_c0) {
+      float* cell = session.state.data() + c.model->HiddenStateSize(session.size);
+      for (int64_t l = 0; l < L; ++l)
+        for (int64_t n = 0; n < session.size; ++n)
+          for (int64_t j = 0; j < HC; ++j)
+            cell[(l * session.size + n) * HC + j] =
+                Case::StateAt(c.c0, c.batched, l, session.begin + n, j);
     }
     session.out.assign(c.model->OutputSize(c.steps(), session.size), std::nanf(""));
     sessions.push_back(std::move(session));
@@ -534,6 +616,7 @@ void CheckStepBatch(const Case& c) {
   // Reassemble in torch's layouts and compare.
   Tensor out(c.output.shape, std::vector<float>(c.output.values.size()));
   Tensor h_n(c.h_n.shape, std::vector<float>(c.h_n.values.size()));
+  Tensor c_n(c.c_n.shape, std::vector<float>(c.c_n.values.size()));
   for (const Session& s : sessions) {
     ASSERT_EQ(s.done, c.steps());
     SCOPED_TRACE(absl::StrCat("session samples [", s.begin, ", ", s.begin + s.size, ") chunks ",
@@ -555,9 +638,16 @@ void CheckStepBatch(const Case& c) {
       for (int64_t n = 0; n < s.size; ++n)
         for (int64_t j = 0; j < H; ++j)
           h_n.values[(l * c.batch() + s.begin + n) * H + j] = s.state[(l * s.size + n) * H + j];
+    if (!c.lstm()) continue;
+    const float* cell = s.state.data() + c.model->HiddenStateSize(s.size);
+    for (int64_t l = 0; l < L; ++l)
+      for (int64_t n = 0; n < s.size; ++n)
+        for (int64_t j = 0; j < HC; ++j)
+          c_n.values[(l * c.batch() + s.begin + n) * HC + j] = cell[(l * s.size + n) * HC + j];
   }
   EXPECT_CLOSE("StepBatch output", out, c.output);
   EXPECT_CLOSE("StepBatch h_n", h_n, c.h_n);
+  if (c.lstm()) EXPECT_CLOSE("StepBatch c_n", c_n, c.c_n);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -630,12 +720,16 @@ TEST_P(ParityErrorTest, RejectedLikeTorch) {
   const Tensor input = Tensor::Zeros(ShapeOf(e->at("input_shape")));
   const bool has_h0 = !e->at("h0_shape").is_null();
   const Tensor h0 = has_h0 ? Tensor::Zeros(ShapeOf(e->at("h0_shape"))) : Tensor();
+  const bool has_c0 = !e->at("c0_shape").is_null();
+  const Tensor c0 = has_c0 ? Tensor::Zeros(ShapeOf(e->at("c0_shape"))) : Tensor();
   const std::string torch_error = e->at("torch_error").get<std::string>();
   SCOPED_TRACE(absl::StrCat(ConfigToString(files->config), " input ", ShapeToString(input.shape),
                             has_h0 ? " h0 " + ShapeToString(h0.shape) : std::string(" no h0"),
+                            has_c0 ? " c0 " + ShapeToString(c0.shape) : std::string(),
                             "; torch: \"", torch_error, "\""));
 
-  absl::StatusOr<ForwardResult> r = (*model)->Forward(input, has_h0 ? &h0 : nullptr);
+  absl::StatusOr<ForwardResult> r =
+      (*model)->Forward(input, has_h0 ? &h0 : nullptr, has_c0 ? &c0 : nullptr, nullptr);
   ASSERT_FALSE(r.ok()) << "engine accepted an input torch rejects";
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
   const std::string message(r.status().message());
@@ -648,7 +742,8 @@ TEST_P(ParityErrorTest, RejectedLikeTorch) {
   }
 
   // CheckShapes is the same check without the data.
-  absl::StatusOr<InputDims> dims = (*model)->CheckShapes(input.shape, has_h0 ? &h0.shape : nullptr);
+  absl::StatusOr<InputDims> dims = (*model)->CheckShapes(
+      input.shape, has_h0 ? &h0.shape : nullptr, has_c0 ? &c0.shape : nullptr);
   ASSERT_FALSE(dims.ok());
   EXPECT_EQ(dims.status().code(), absl::StatusCode::kInvalidArgument) << dims.status();
 }
@@ -671,8 +766,9 @@ TEST(ParityManifest, CompleteAndConsistent) {
     ++random;
     if (std::find(fixed.begin(), fixed.end(), name) == fixed.end()) extra.push_back(name);
   }
-  EXPECT_GE(random, kMinRandomCases) << "the parity suite needs at least " << kMinRandomCases
-                                     << " random cases (gen_cases.py --count)";
+  const int random_needed = kMinRandomCases * static_cast<int>(std::size(kRandomPrefixes));
+  EXPECT_GE(random, random_needed) << "the parity suite needs at least " << kMinRandomCases
+                                   << " random cases per module (gen_cases.py --count)";
   for (const std::string& name : fixed) EXPECT_EQ(m.cases.count(name), 1u) << name;
   for (const char* name : kErrorCases) EXPECT_EQ(m.error_cases.count(name), 1u) << name;
   EXPECT_EQ(m.cases.size(), static_cast<size_t>(random) + std::size(kNamedCases));

@@ -134,9 +134,14 @@ def random_input(rng, rnn, steps, batch=None):
 
 
 def random_state(rng, rnn, batch=None):
-    """A random h_0: (L*D, N, H), or (L*D, H) with batch=None."""
-    rows = rnn.num_layers * (2 if rnn.bidirectional else 1)
-    shape = (rows, rnn.hidden_size) if batch is None else (rows, batch, rnn.hidden_size)
+    """A random h_0: (L*D, N, H_out), or (L*D, H_out) with batch=None."""
+    shape, _ = kit.state_shapes(rnn, batch)
+    return (0.5 * rng.standard_normal(shape)).astype(np.float32)
+
+
+def random_cell_state(rng, rnn, batch=None):
+    """A random c_0 for an LSTM: (L*D, N, H), or (L*D, H) with batch=None."""
+    _, shape = kit.state_shapes(rnn, batch)
     return (0.5 * rng.standard_normal(shape)).astype(np.float32)
 
 
@@ -162,7 +167,7 @@ class Stream:
     """One Stream call. send() queues a request; recv() waits (bounded) for the next
     response in arrival order; call() does both for a single outstanding request.
 
-    Tensor fields (input, h_0) may be numpy arrays, encoded with `encoding`, or
+    Tensor fields (input, h_0, c_0) may be numpy arrays, encoded with `encoding`, or
     rnnserve.v1.Tensor messages sent as they are. request_id is assigned when not given.
     """
 
@@ -195,7 +200,7 @@ class Stream:
 
     @staticmethod
     def request(encoding="values", **fields):
-        for key in ("input", "h_0"):
+        for key in ("input", "h_0", "c_0"):
             value = fields.get(key)
             if value is not None and not isinstance(value, pb2().Tensor):
                 fields[key] = to_tensor(value, encoding)

@@ -156,7 +156,7 @@ TEST(ProtoConvertTest, StreamRequestBecomesAChunkAndMovesRawInput) {
   EXPECT_FALSE(decoded.chunk.start || decoded.chunk.end || decoded.chunk.omit_state);
 }
 
-// Hostile tensors, each in the input and in h_0. The request is still turned into a chunk
+// Hostile tensors, each in the input, h_0 and c_0. The request is still turned into a chunk
 // (its error is answered in the session's order), carrying INVALID_ARGUMENT and no tensors.
 struct HostileCase {
   const char* name;
@@ -197,12 +197,16 @@ void ForEachHostileTensor(
     const Request& request,
     const std::function<void(Request&, const HostileCase&, const char* field)>& check) {
   for (const HostileCase& c : kHostile) {
-    for (const char* field : {"input", "h_0"}) {
+    for (const char* field : {"input", "h_0", "c_0"}) {
       SCOPED_TRACE(absl::StrCat(c.name, " in ", field));
       Request spoiled = request;
       EncodeTensor(Random({1, 2, 3}, 4), TensorEncoding::kRaw, spoiled.mutable_input());
       EncodeTensor(Random({1, 2, 3}, 5), TensorEncoding::kRaw, spoiled.mutable_h_0());
-      c.spoil(field == std::string("input") ? spoiled.mutable_input() : spoiled.mutable_h_0());
+      EncodeTensor(Random({1, 2, 3}, 6), TensorEncoding::kRaw, spoiled.mutable_c_0());
+      const std::string name = field;
+      c.spoil(name == "input" ? spoiled.mutable_input()
+              : name == "h_0" ? spoiled.mutable_h_0()
+                              : spoiled.mutable_c_0());
       check(spoiled, c, field);
     }
   }
@@ -220,6 +224,7 @@ TEST(ProtoConvertTest, HostileStreamTensorsAreInvalidArgumentNamingTheField) {
         EXPECT_THAT(decoded.chunk.decode_error.message(), HasSubstr(c.message));
         EXPECT_FALSE(decoded.chunk.input.has_value());
         EXPECT_FALSE(decoded.chunk.h0.has_value());
+        EXPECT_FALSE(decoded.chunk.c0.has_value());
         EXPECT_EQ(decoded.chunk.session_id, "s") << "answered in the session's order";
       });
 }
@@ -425,6 +430,87 @@ TEST(ProtoConvertTest, OversizedRefusalKeepsItsCodeAndNeverClaimsApplied) {
       ChunkResultToResponse(std::move(result), 5, TensorEncoding::kRaw, 10);
   EXPECT_EQ(response.error_code(), static_cast<int>(absl::StatusCode::kNotFound));
   EXPECT_FALSE(response.output_truncated());
+}
+
+ServedModel ProjectedLstm() {
+  RnnConfig config;
+  config.module = RnnModule::kLstm;
+  config.input_size = 3;
+  config.hidden_size = 6;
+  config.proj_size = 2;
+  config.num_layers = 2;
+  config.bidirectional = true;
+  ServedModel served;
+  served.name = "lstm";
+  served.model = std::move(RnnModel::Create(config, RandomParameters(config, 8))).value();
+  return served;
+}
+
+TEST(ProtoConvertTest, ModelInfoOfCellsNamesModuleAndBothStateShapes) {
+  v1::ModelInfo info;
+  ModelInfoToProto(ProjectedLstm(), &info);
+  EXPECT_EQ(info.config().module(), "LSTM");
+  EXPECT_EQ(info.config().proj_size(), 2);
+  EXPECT_EQ(info.config().nonlinearity(), "") << "torch's LSTM has no nonlinearity";
+  EXPECT_THAT(info.state_shape(), ElementsAre(4, -1, 2));       // H_out = proj_size
+  EXPECT_THAT(info.cell_state_shape(), ElementsAre(4, -1, 6));  // H
+  EXPECT_EQ(info.parameters(3).name(), "bias_hh_l0");
+  EXPECT_EQ(info.parameters(4).name(), "weight_hr_l0");
+  EXPECT_THAT(info.parameters(4).shape(), ElementsAre(2, 6));
+  v1::ModelInfo rnn;
+  ModelInfoToProto(BidirectionalModel(), &rnn);
+  EXPECT_EQ(rnn.config().module(), "RNN");
+  EXPECT_EQ(rnn.cell_state_shape_size(), 0);
+}
+
+TEST(ProtoConvertTest, CellStateCrossesTheWireBothWays) {
+  const Tensor c = Random({2, 1, 6}, 20);
+  for (TensorEncoding encoding : {TensorEncoding::kValues, TensorEncoding::kRaw}) {
+    v1::StreamRequest request;
+    request.set_start(true);
+    EncodeTensor(c, encoding, request.mutable_c_0());
+    DecodedStreamRequest decoded = StreamRequestToChunk(&request);
+    ASSERT_TRUE(decoded.chunk.decode_error.ok());
+    ASSERT_TRUE(decoded.chunk.c0.has_value());
+    EXPECT_EQ(decoded.chunk.c0->values, c.values);
+    EXPECT_FALSE(decoded.chunk.h0.has_value());
+
+    v1::ForwardRequest forward;
+    EncodeTensor(Random({2, 1, 3}, 21), encoding, forward.mutable_input());
+    EncodeTensor(c, encoding, forward.mutable_c_0());
+    absl::StatusOr<ForwardArgs> args = ForwardRequestToArgs(forward);
+    ASSERT_TRUE(args.ok() && args->c0.has_value());
+    EXPECT_EQ(args->c0->shape, c.shape);
+
+    ForwardResult result{Random({2, 1, 2}, 22), Random({2, 1, 2}, 23), c};
+    v1::ForwardResponse response;
+    ForwardResultToResponse(result, encoding, &response);
+    EXPECT_EQ(EncodingOf(response.c_n()), encoding);
+    EXPECT_EQ(DecodeTensor(response.c_n(), "c_n")->values, c.values);
+    result.c_n.reset();
+    response.Clear();
+    ForwardResultToResponse(result, encoding, &response);
+    EXPECT_FALSE(response.has_c_n());
+
+    ChunkResult chunk = FullResult();
+    chunk.c_n = TensorBytes::FromTensor(c);
+    v1::StreamResponse streamed = ChunkResultToResponse(std::move(chunk), 1, encoding, 1 << 20);
+    EXPECT_EQ(DecodeTensor(streamed.c_n(), "c_n")->values, c.values);
+    // Truncated: both parts of the state go.
+    chunk = FullResult();
+    chunk.c_n = TensorBytes::FromTensor(c);
+    streamed = ChunkResultToResponse(std::move(chunk), 1, encoding, 100);
+    EXPECT_TRUE(streamed.output_truncated());
+    EXPECT_FALSE(streamed.has_c_n());
+
+    SessionSnapshot snapshot;
+    snapshot.h_n = Random({2, 1, 2}, 24);
+    snapshot.c_n = c;
+    v1::SessionInfo info;
+    SessionInfoToProto(snapshot, encoding, &info);
+    EXPECT_EQ(EncodingOf(info.c_n()), encoding);
+    EXPECT_EQ(DecodeTensor(info.c_n(), "c_n")->values, c.values);
+  }
 }
 
 }  // namespace

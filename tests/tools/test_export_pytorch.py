@@ -54,22 +54,65 @@ class ConfigTest(ExportTestCase):
         rnn = torch.nn.RNN(4, 3, num_layers=2, nonlinearity="relu", bias=False,
                            batch_first=True, dropout=0.5, bidirectional=True)
         self.assertEqual(export_pytorch.config_from_module(rnn), {
-            "input_size": 4, "hidden_size": 3, "num_layers": 2, "nonlinearity": "relu",
-            "bias": False, "batch_first": True, "dropout": 0.5, "bidirectional": True})
+            "module": "RNN", "input_size": 4, "hidden_size": 3, "num_layers": 2,
+            "nonlinearity": "relu", "bias": False, "batch_first": True, "dropout": 0.5,
+            "bidirectional": True})
         self.assertIsInstance(export_pytorch.config_from_module(torch.nn.RNN(1, 1))["dropout"],
                               float)
 
+    def test_config_from_gru_and_lstm_has_their_own_keys(self):
+        gru = torch.nn.GRU(4, 3, num_layers=2, batch_first=True)
+        self.assertEqual(export_pytorch.config_from_module(gru), {
+            "module": "GRU", "input_size": 4, "hidden_size": 3, "num_layers": 2, "bias": True,
+            "batch_first": True, "dropout": 0.0, "bidirectional": False})
+        lstm = torch.nn.LSTM(4, 3, proj_size=2, bidirectional=True)
+        self.assertEqual(export_pytorch.config_from_module(lstm), {
+            "module": "LSTM", "input_size": 4, "hidden_size": 3, "num_layers": 1, "bias": True,
+            "batch_first": False, "dropout": 0.0, "bidirectional": True, "proj_size": 2})
+
     def test_config_from_module_rejects_other_modules(self):
-        with self.assertRaisesRegex(TypeError, "expected a torch.nn.RNN, got LSTM"):
-            export_pytorch.config_from_module(torch.nn.LSTM(2, 2))
+        with self.assertRaisesRegex(TypeError, "expected a torch.nn.RNN, GRU or LSTM, got "
+                                    "Linear"):
+            export_pytorch.config_from_module(torch.nn.Linear(2, 2))
+        with self.assertRaisesRegex(TypeError, "got RNNCell"):
+            export_pytorch.config_from_module(torch.nn.RNNCell(2, 2))
 
     def test_parameter_shapes_match_torch(self):
-        for kwargs in [{}, {"num_layers": 3}, {"bias": False}, {"bidirectional": True},
-                       {"num_layers": 2, "bidirectional": True, "bias": False}]:
-            rnn = torch.nn.RNN(5, 4, **kwargs)
+        for module in (torch.nn.RNN, torch.nn.GRU, torch.nn.LSTM):
+            for kwargs in [{}, {"num_layers": 3}, {"bias": False}, {"bidirectional": True},
+                           {"num_layers": 2, "bidirectional": True, "bias": False}]:
+                rnn = module(5, 4, **kwargs)
+                shapes = export_pytorch.parameter_shapes(export_pytorch.config_from_module(rnn))
+                self.assertEqual(list(shapes.items()),
+                                 [(n, tuple(p.shape)) for n, p in rnn.named_parameters()],
+                                 (module, kwargs))
+        for kwargs in [{"proj_size": 1}, {"proj_size": 3, "num_layers": 3, "bidirectional": True},
+                       {"proj_size": 2, "bias": False, "num_layers": 2}]:
+            rnn = torch.nn.LSTM(5, 4, **kwargs)
             shapes = export_pytorch.parameter_shapes(export_pytorch.config_from_module(rnn))
             self.assertEqual(list(shapes.items()),
                              [(n, tuple(p.shape)) for n, p in rnn.named_parameters()], kwargs)
+
+    def test_module_keys_are_checked_like_torch(self):
+        base = {"input_size": 2, "hidden_size": 3}
+        self.assertEqual(export_pytorch.config_module(base), "RNN")
+        self.assertEqual(export_pytorch.normalize_config(dict(base, module="LSTM", proj_size=1)),
+                         {"input_size": 2, "hidden_size": 3, "num_layers": 1, "bias": True,
+                          "batch_first": False, "dropout": 0.0, "bidirectional": False,
+                          "proj_size": 1})
+        self.assertEqual(export_pytorch.full_config(dict(base, module="GRU")), {
+            "module": "GRU", "input_size": 2, "hidden_size": 3, "num_layers": 1, "bias": True,
+            "batch_first": False, "dropout": 0.0, "bidirectional": False})
+        bad = [(dict(base, module="Transformer"), "Unknown module 'Transformer'"),
+               (dict(base, module="GRU", nonlinearity="tanh"),
+                "'nonlinearity' applies only to module RNN"),
+               (dict(base, module="LSTM", proj_size=3), "proj_size has to be smaller"),
+               (dict(base, module="LSTM", proj_size=-1), "proj_size should be a positive"),
+               (dict(base, module="GRU", proj_size=1), "only supported for LSTM"),
+               (dict(base, module="LSTM", proj_size=1.0), "'proj_size' must be an integer")]
+        for config, message in bad:
+            with self.assertRaisesRegex(ValueError, message, msg=config):
+                export_pytorch.normalize_config(config)
 
     def test_normalize_config_fills_defaults_and_rejects_bad_values(self):
         self.assertEqual(export_pytorch.normalize_config({"input_size": 2, "hidden_size": 3}), {
@@ -99,6 +142,15 @@ class ExportModuleTest(ExportTestCase):
             export_pytorch.export_module(rnn, folder)
             self.assert_folder_matches(folder, rnn)
             self.assertEqual(sorted(os.listdir(folder)), ["config.json", "model.safetensors"])
+
+    def test_gru_and_lstm_folders_read_back_exactly(self):
+        torch.manual_seed(2)
+        for i, rnn in enumerate([torch.nn.GRU(6, 4, num_layers=2, bidirectional=True),
+                                 torch.nn.LSTM(6, 4, bias=False, batch_first=True),
+                                 torch.nn.LSTM(6, 5, proj_size=3, num_layers=2)]):
+            folder = self.path(f"gated{i}")
+            export_pytorch.export_module(rnn, folder)
+            self.assert_folder_matches(folder, rnn)
 
     def test_file_layout_follows_the_format(self):
         rnn = torch.nn.RNN(3, 2)
@@ -168,6 +220,16 @@ class ExportStateDictTest(ExportTestCase):
         with self.assertRaisesRegex(ValueError, "missing parameter 'weight_ih_l0_reverse'"):
             export_pytorch.export_state_dict(self.state_dict(),
                                              dict(self.CONFIG, bidirectional=True), self.dir)
+
+    def test_state_dict_of_another_module_is_named(self):
+        lstm = torch.nn.LSTM(3, 2).state_dict()
+        with self.assertRaisesRegex(ValueError, r"the weights look like an LSTM \(weight_hh_l0 "
+                                    r"is \(8, 2\).*does not match GRU config"):
+            export_pytorch.export_state_dict(lstm, dict(self.CONFIG, module="GRU"), self.dir)
+        with self.assertRaisesRegex(ValueError, "look like a GRU"):
+            export_pytorch.export_state_dict(torch.nn.GRU(3, 2).state_dict(), self.CONFIG,
+                                             self.dir)
+        self.assertFalse(os.path.exists(self.path("model.safetensors")))
 
     def test_bad_config_raises(self):
         with self.assertRaisesRegex(ValueError, "unknown keys"):
@@ -292,6 +354,39 @@ class CommandLineTest(ExportTestCase):
         self.assert_folder_matches(self.dir, torch.nn.RNN(
             5, 4, num_layers=2, nonlinearity="relu", bias=False, batch_first=True,
             bidirectional=True))
+
+    def test_fresh_gru_and_lstm_from_flags(self):
+        result = self.run_cli("--out", self.path("g"), "--module", "GRU", "--input-size", "5",
+                              "--hidden-size", "4", "--num-layers", "2", "--seed", "3")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        torch.manual_seed(3)
+        self.assert_folder_matches(self.path("g"), torch.nn.GRU(5, 4, num_layers=2))
+        result = self.run_cli("--out", self.path("l"), "--module", "LSTM", "--input-size", "5",
+                              "--hidden-size", "4", "--proj-size", "2", "--bidirectional")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        torch.manual_seed(0)
+        self.assert_folder_matches(self.path("l"),
+                                   torch.nn.LSTM(5, 4, proj_size=2, bidirectional=True))
+        result = self.run_cli("--out", self.path("x"), "--module", "GRU", "--input-size", "5",
+                              "--hidden-size", "4", "--nonlinearity", "relu")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("'nonlinearity' applies only to module RNN", result.stderr)
+
+    def test_lstm_module_file_and_state_dict(self):
+        torch.manual_seed(4)
+        lstm = torch.nn.LSTM(4, 3, proj_size=1, batch_first=True)
+        torch.save(lstm, self.path("lstm.pt"))
+        torch.save(lstm.state_dict(), self.path("lstm_sd.pt"))
+        with open(self.path("lstm.json"), "w") as f:
+            json.dump({"module": "LSTM", "input_size": 4, "hidden_size": 3, "proj_size": 1,
+                       "batch_first": True}, f)
+        result = self.run_cli("--out", self.path("a"), "--module-file", self.path("lstm.pt"))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assert_folder_matches(self.path("a"), lstm)
+        result = self.run_cli("--out", self.path("b"), "--state-dict", self.path("lstm_sd.pt"),
+                              "--config", self.path("lstm.json"))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assert_folder_matches(self.path("b"), lstm)
 
     def test_errors_exit_nonzero_with_a_message(self):
         result = self.run_cli("--out", self.dir, "--state-dict", self.path("sd.pt"))

@@ -87,6 +87,9 @@ class StreamResult:
     # The chunk was applied but its output and h_n did not fit in a message (read the state
     # with get_session; send shorter chunks).
     output_truncated: bool = False
+    # LSTM only: the cell state after the chunk, present exactly when h_n is (None for RNN
+    # and GRU models, and with omit_state).
+    c_n: Optional[np.ndarray] = None
 
     @classmethod
     def from_response(cls, r):
@@ -96,15 +99,36 @@ class StreamResult:
                    steps_seen=r.steps_seen,
                    chunk_index=r.chunk_index if r.HasField("chunk_index") else None,
                    duplicate=r.duplicate, ended=r.ended, request_id=r.request_id,
-                   output_truncated=r.output_truncated)
+                   output_truncated=r.output_truncated, c_n=from_tensor(r.c_n))
 
 
-def start_request(model, session_id, h0, chunk, end, omit_state, chunk_index, raw):
+def forward_request(model, x, h0, c0, raw):
+    """The ForwardRequest of forward(): c0 for LSTM models only."""
+    req = pb2.ForwardRequest(model=model, input=to_tensor(x, raw))
+    if h0 is not None:
+        req.h_0.CopyFrom(to_tensor(h0, raw))
+    if c0 is not None:
+        req.c_0.CopyFrom(to_tensor(c0, raw))
+    return req
+
+
+def forward_result(r):
+    """A ForwardResponse as torch returns it: (output, h_n), or (output, (h_n, c_n)) for an
+    LSTM."""
+    output, h_n = from_tensor(r.output), from_tensor(r.h_n)
+    if r.HasField("c_n"):
+        return output, (h_n, from_tensor(r.c_n))
+    return output, h_n
+
+
+def start_request(model, session_id, h0, chunk, end, omit_state, chunk_index, raw, c0=None):
     """The StreamRequest of a stream's start()."""
     req = pb2.StreamRequest(model=model, session_id=session_id or "", start=True, end=end,
                             omit_state=omit_state)
     if h0 is not None:
         req.h_0.CopyFrom(to_tensor(h0, raw))
+    if c0 is not None:
+        req.c_0.CopyFrom(to_tensor(c0, raw))
     if chunk is not None:
         req.input.CopyFrom(to_tensor(chunk, raw))
     if chunk_index is not None:

@@ -18,8 +18,8 @@ import asyncio
 import grpc
 
 from ._channel import DEFAULT_MAX_MESSAGE_BYTES, _read_pem
-from ._messages import (RnnServeError, StreamResult, chunk_request, from_tensor, message_dict,
-                        pb2, pb2_grpc, start_request, to_tensor)
+from ._messages import (RnnServeError, StreamResult, chunk_request, forward_request,
+                        forward_result, message_dict, pb2, pb2_grpc, start_request)
 from .resume import RESUMABLE_CODES, Attempts, RetryPolicy, Tracker
 
 
@@ -90,13 +90,10 @@ class AsyncRnnServeClient:
     async def get_model(self, name):
         return await self._unary(self.stub.GetModel, pb2.GetModelRequest(model=name))
 
-    async def forward(self, model, x, h0=None):
-        """torch's rnn(x, h0): (output, h_n) as float32 arrays."""
-        req = pb2.ForwardRequest(model=model, input=to_tensor(x, self.raw))
-        if h0 is not None:
-            req.h_0.CopyFrom(to_tensor(h0, self.raw))
-        r = await self._unary(self.stub.Forward, req)
-        return from_tensor(r.output), from_tensor(r.h_n)
+    async def forward(self, model, x, h0=None, c0=None):
+        """As RnnServeClient.forward: (output, h_n), or (output, (h_n, c_n)) for an LSTM."""
+        r = await self._unary(self.stub.Forward, forward_request(model, x, h0, c0, self.raw))
+        return forward_result(r)
 
     async def get_session(self, session_id, omit_state=False):
         r = await self._unary(self.stub.GetSession, pb2.GetSessionRequest(
@@ -222,9 +219,9 @@ class AsyncStreamChannel:
         return result
 
     async def start(self, model, session_id=None, h0=None, chunk=None, end=False,
-                    omit_state=False, chunk_index=None):
+                    omit_state=False, chunk_index=None, c0=None):
         return await self._do(start_request(model, session_id, h0, chunk, end, omit_state,
-                                            chunk_index, self._client.raw))
+                                            chunk_index, self._client.raw, c0))
 
     async def send(self, chunk, session_id=None, end=False, omit_state=False, chunk_index=None):
         return await self._do(chunk_request(self._session(session_id), chunk, end, omit_state,

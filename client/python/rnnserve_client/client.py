@@ -3,7 +3,8 @@
 import grpc
 
 from ._channel import DEFAULT_MAX_MESSAGE_BYTES, make_channel
-from ._messages import RnnServeError, from_tensor, message_dict, pb2, pb2_grpc, to_tensor
+from ._messages import (RnnServeError, forward_request, forward_result, message_dict, pb2,
+                        pb2_grpc)
 from .resume import RetryPolicy
 from .stream import StreamChannel
 
@@ -57,17 +58,17 @@ class RnnServeClient:
         """A pb2.ModelInfo: config, parameters, input_shape (-1 for free dims), state_shape."""
         return self._unary(self._stub.GetModel, pb2.GetModelRequest(model=name))
 
-    def forward(self, model, x, h0=None):
-        """torch's rnn(x, h0): returns (output, h_n) as float32 arrays."""
-        req = pb2.ForwardRequest(model=model, input=to_tensor(x, self.raw))
-        if h0 is not None:
-            req.h_0.CopyFrom(to_tensor(h0, self.raw))
-        r = self._unary(self._stub.Forward, req)
-        return from_tensor(r.output), from_tensor(r.h_n)
+    def forward(self, model, x, h0=None, c0=None):
+        """torch's rnn(x, h0) as float32 arrays: (output, h_n) for RNN and GRU models, and
+        (output, (h_n, c_n)) for an LSTM, whose initial state is h0 and c0 (each zeros when
+        None; c0 is refused by models without cell state)."""
+        r = self._unary(self._stub.Forward, forward_request(model, x, h0, c0, self.raw))
+        return forward_result(r)
 
     def get_session(self, session_id, omit_state=False):
-        """A session's metadata as a dict (SessionInfo's field names), with 'h_n' an array
-        (None while the batch size is unknown, or with omit_state)."""
+        """A session's metadata as a dict (SessionInfo's field names), with 'h_n' and (LSTM)
+        'c_n' arrays (None while the batch size is unknown, with omit_state, and 'c_n' for
+        models without cell state)."""
         r = self._unary(self._stub.GetSession,
                         pb2.GetSessionRequest(session_id=session_id, omit_state=omit_state,
                                               raw=self.raw))

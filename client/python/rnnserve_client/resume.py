@@ -1,11 +1,12 @@
 """What a stream needs to resume its sessions after a broken stream, a draining server or a
-replaced replica: the retry policy, its backoff, and per-session tracking (last h_n, next
-chunk_index, steps seen), shared by the blocking and the asyncio streams.
+replaced replica: the retry policy, its backoff, and per-session tracking (last h_n and, for
+an LSTM, c_n; next chunk_index; steps seen), shared by the blocking and the asyncio streams.
 
 A tracked request always carries a chunk_index (the library numbers chunks when the caller
 does not), so resending it is safe: a chunk already applied is acknowledged as a duplicate,
 never applied twice. A session the server no longer knows (NOT_FOUND: the replica was replaced)
-is started again with h_0 = the last h_n and chunk_index = the next index, carrying the chunk
+is started again with h_0 = the last h_n (c_0 = the last c_n for an LSTM) and chunk_index =
+the next index, carrying the chunk
 being resent; a bidirectional session (which buffers until `end`) is replayed from its start
 instead, so the client keeps its requests until `end`.
 """
@@ -104,11 +105,12 @@ class Attempts:
 class _Session:
     """What the client knows of one live session."""
 
-    def __init__(self, session_id, model, bidirectional, start_h0):
+    def __init__(self, session_id, model, bidirectional, start_h0, start_c0):
         self.session_id = session_id
         self.model = model
         self.bidirectional = bidirectional
         self.h_n = start_h0         # pb2.Tensor, the state to resume from (None: zeros)
+        self.c_n = start_c0         # pb2.Tensor, an LSTM's cell state to resume from (None: zeros)
         self.next_index = 0         # the chunk_index after the last one answered
         self.steps_seen = 0         # as the caller sees it, across restarts
         self.steps_offset = 0       # steps applied before the server's copy was (re)started
@@ -125,8 +127,8 @@ class Tracker:
 
     def prepare(self, req):
         """Makes a caller's start/chunk/end request resumable, in place: numbers it, asks for
-        h_n, and gives a server-assigned start an idempotency key. Returns whether the caller
-        asked to leave h_n out."""
+        h_n (and c_n), and gives a server-assigned start an idempotency key. Returns whether
+        the caller asked to leave the state out."""
         caller_omit = req.omit_state
         req.omit_state = False
         if req.start:
@@ -154,7 +156,8 @@ class Tracker:
 
     def restart_requests(self, req):
         """The requests that start `req`'s session again where it was, answering `req` with
-        the last one: one start (h_0 = last h_n, chunk_index = next index) carrying req's
+        the last one: one start (h_0 = last h_n, c_0 = last c_n, chunk_index = next index)
+        carrying req's
         chunk; for a bidirectional session its whole log, then req."""
         s = self._sessions[req.session_id]
         if s.bidirectional:
@@ -165,6 +168,8 @@ class Tracker:
         restart.model = s.model
         if s.h_n is not None:
             restart.h_0.CopyFrom(s.h_n)
+        if s.c_n is not None:
+            restart.c_0.CopyFrom(s.c_n)
         restart.chunk_index = s.next_index
         s.steps_offset = s.steps_seen
         return [restart]
@@ -184,7 +189,8 @@ class Tracker:
         s = self._sessions.get(sid)
         if req.start and s is None:
             s = _Session(sid, req.model, bidirectional,
-                         copy.deepcopy(req.h_0) if req.HasField("h_0") else None)
+                         copy.deepcopy(req.h_0) if req.HasField("h_0") else None,
+                         copy.deepcopy(req.c_0) if req.HasField("c_0") else None)
             self._sessions[sid] = s
             if not req.HasField("chunk_index"):
                 self._next_index[sid] = 0
@@ -194,6 +200,9 @@ class Tracker:
                 self._next_index[sid] = max(self._next_index.get(sid, 0), s.next_index)
             if response.HasField("h_n"):
                 s.h_n = copy.deepcopy(response.h_n)
+                # Both parts of an LSTM's state move together (c_n is present exactly when
+                # h_n is); a model without cell state has none.
+                s.c_n = copy.deepcopy(response.c_n) if response.HasField("c_n") else None
             if s.bidirectional and not response.duplicate:
                 logged = copy.deepcopy(req)
                 logged.request_id = 0
@@ -206,6 +215,7 @@ class Tracker:
                 self._next_index.pop(sid, None)
         if caller_omit:
             response.ClearField("h_n")
+            response.ClearField("c_n")
         return response
 
     def note_bidirectional(self, req, bidirectional):

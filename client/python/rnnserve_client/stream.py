@@ -22,8 +22,8 @@ class StreamChannel:
 
     With resume (the default), start/send/end survive a broken stream, a draining server and a
     replaced replica: the stream reconnects (with backoff, as `retry` allows) and resends, and a
-    session the server lost is started again from its last h_n (docs/client.md). request()
-    sends a raw request and never retries it."""
+    session the server lost is started again from its last h_n (and an LSTM's c_n; see
+    docs/client.md). request() sends a raw request and never retries it."""
 
     def __init__(self, client, metadata=None, resume=True, retry=None):
         self._client = client
@@ -141,12 +141,12 @@ class StreamChannel:
     # ---- sessions ----------------------------------------------------------------------------
 
     def start(self, model, session_id=None, h0=None, chunk=None, end=False, omit_state=False,
-              chunk_index=None):
+              chunk_index=None, c0=None):
         """Creates a session of `model` (the server picks the id when session_id is None), with
-        optional initial state h0 (L*D, N, H) and optional first chunk. Returns a StreamResult;
-        the session becomes this stream's default."""
+        optional initial state h0 (L*D, N, H_out) and, for an LSTM, c0 (L*D, N, H), and optional
+        first chunk. Returns a StreamResult; the session becomes this stream's default."""
         return self._call(start_request(model, session_id, h0, chunk, end, omit_state,
-                                        chunk_index, self._raw))
+                                        chunk_index, self._raw, c0))
 
     def send(self, chunk, session_id=None, end=False, omit_state=False, chunk_index=None):
         """Applies one chunk, (T, N, C) (or (N, T, C) for batch_first models, or (T, C)), to a

@@ -1,5 +1,5 @@
-// ParseConfigJson and ConfigToJson: torch's defaults, every key, the round trip, and every
-// rejection with its message.
+// ParseConfigJson and ConfigToJson: torch's defaults, every key, the module (RNN, GRU, LSTM)
+// and proj_size, the round trip, and every rejection with its message.
 #include "core/engine/config_json.h"
 
 #include <string>
@@ -67,6 +67,7 @@ TEST(ConfigJsonTest, ToJsonWritesAllKeysAndRoundTrips) {
 
   EXPECT_EQ(ConfigToJson(SmallConfig()),
             "{\n"
+            "  \"module\": \"RNN\",\n"
             "  \"input_size\": 3,\n"
             "  \"hidden_size\": 2,\n"
             "  \"num_layers\": 1,\n"
@@ -98,9 +99,80 @@ TEST(ConfigJsonTest, RequiresInputAndHiddenSize) {
 
 TEST(ConfigJsonTest, RejectsUnknownKeys) {
   EXPECT_THAT(ConfigError(R"({"input_size": 3, "hidden_size": 2, "hiden_size": 2})"),
-              HasSubstr("config has unknown key 'hiden_size'; known keys: input_size, "
+              HasSubstr("config has unknown key 'hiden_size'; known keys: module, input_size, "
                         "hidden_size, num_layers, nonlinearity, bias, batch_first, dropout, "
-                        "bidirectional"));
+                        "bidirectional, proj_size"));
+}
+
+TEST(ConfigJsonTest, ModuleDefaultsToRnnAndNamesGruAndLstm) {
+  absl::StatusOr<RnnConfig> rnn = ParseConfigJson(R"({"input_size": 3, "hidden_size": 2})");
+  ASSERT_TRUE(rnn.ok()) << rnn.status();
+  EXPECT_EQ(rnn->module, RnnModule::kRnn);
+  EXPECT_EQ(rnn->proj_size, 0);
+  absl::StatusOr<RnnConfig> gru =
+      ParseConfigJson(R"({"module": "GRU", "input_size": 3, "hidden_size": 2})");
+  ASSERT_TRUE(gru.ok()) << gru.status();
+  EXPECT_EQ(gru->module, RnnModule::kGru);
+  absl::StatusOr<RnnConfig> lstm = ParseConfigJson(
+      R"({"module": "LSTM", "input_size": 80, "hidden_size": 512, "proj_size": 128,
+          "num_layers": 3})");
+  ASSERT_TRUE(lstm.ok()) << lstm.status();
+  EXPECT_EQ(lstm->module, RnnModule::kLstm);
+  EXPECT_EQ(lstm->proj_size, 128);
+  EXPECT_EQ(ConfigToString(*lstm), "LSTM(80, 512, proj_size=128, num_layers=3)");
+}
+
+TEST(ConfigJsonTest, GruAndLstmRoundTripWithTheirOwnKeys) {
+  RnnConfig lstm = SmallConfig();
+  lstm.module = RnnModule::kLstm;
+  lstm.hidden_size = 5;
+  lstm.proj_size = 2;
+  lstm.bidirectional = true;
+  const std::string json = ConfigToJson(lstm);
+  EXPECT_THAT(json, HasSubstr("\"module\": \"LSTM\""));
+  EXPECT_THAT(json, HasSubstr("\"proj_size\": 2"));
+  EXPECT_THAT(json, ::testing::Not(HasSubstr("nonlinearity")));
+  absl::StatusOr<RnnConfig> parsed = ParseConfigJson(json);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(*parsed, lstm);
+
+  RnnConfig gru = SmallConfig();
+  gru.module = RnnModule::kGru;
+  const std::string gru_json = ConfigToJson(gru);
+  EXPECT_THAT(gru_json, ::testing::Not(HasSubstr("nonlinearity")));
+  EXPECT_THAT(gru_json, ::testing::Not(HasSubstr("proj_size")));
+  parsed = ParseConfigJson(gru_json);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(*parsed, gru);
+}
+
+TEST(ConfigJsonTest, RejectsModuleArgumentsTorchRejects) {
+  EXPECT_THAT(ConfigError(R"({"module": "Transformer", "input_size": 3, "hidden_size": 2})"),
+              HasSubstr("Unknown module 'Transformer'. Select from 'RNN', 'GRU' or 'LSTM'."));
+  EXPECT_THAT(ConfigError(R"({"module": "lstm", "input_size": 3, "hidden_size": 2})"),
+              HasSubstr("Unknown module 'lstm'"));
+  EXPECT_THAT(ConfigError(R"({"module": 1, "input_size": 3, "hidden_size": 2})"),
+              HasSubstr("config key 'module' must be a string, got number"));
+  // torch.nn.GRU/LSTM take no nonlinearity argument, whatever its value; the key's position
+  // does not matter.
+  EXPECT_THAT(ConfigError(R"({"nonlinearity": "tanh", "module": "GRU", "input_size": 3,
+                              "hidden_size": 2})"),
+              HasSubstr("config key 'nonlinearity' applies only to module RNN; this config's "
+                        "module is GRU"));
+  EXPECT_THAT(
+      ConfigError(R"({"module": "LSTM", "input_size": 3, "hidden_size": 4, "proj_size": 4})"),
+      HasSubstr("proj_size has to be smaller than hidden_size"));
+  EXPECT_THAT(
+      ConfigError(R"({"module": "LSTM", "input_size": 3, "hidden_size": 4, "proj_size": -1})"),
+      HasSubstr("proj_size should be a positive integer or zero to disable projections"));
+  EXPECT_THAT(
+      ConfigError(R"({"module": "GRU", "input_size": 3, "hidden_size": 4, "proj_size": 2})"),
+      HasSubstr("proj_size argument is only supported for LSTM, not RNN or GRU"));
+  EXPECT_THAT(ConfigError(R"({"input_size": 3, "hidden_size": 4, "proj_size": 2})"),
+              HasSubstr("proj_size argument is only supported for LSTM"));
+  EXPECT_THAT(
+      ConfigError(R"({"module": "LSTM", "input_size": 3, "hidden_size": 4, "proj_size": 1.0})"),
+      HasSubstr("config key 'proj_size' must be an integer"));
 }
 
 TEST(ConfigJsonTest, RejectsWrongTypesNamingKeyAndType) {

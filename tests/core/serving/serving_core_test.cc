@@ -17,14 +17,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// Rows [begin, end) of the leading dimension.
-Tensor Slice(const Tensor& t, int64_t begin, int64_t end) {
-  const int64_t row = t.num_elements() / t.shape[0];
-  Shape shape = t.shape;
-  shape[0] = end - begin;
-  return Tensor(shape, std::vector<float>(t.values.begin() + begin * row, t.values.begin() + end * row));
-}
-
 
 class CountingObserver : public ServingObserver {
  public:
@@ -102,7 +94,7 @@ TEST_F(ServingCoreTest, ChunkedSessionEqualsWholeSequence) {
   std::vector<float> out;
   ChunkResult last;
   for (auto [b, e] : {std::pair{0, 5}, {5, 6}, {6, 12}}) {
-    last = Send(id, Slice(x, b, e));
+    last = Send(id, LeadingRows(x, b, e));
     ASSERT_TRUE(last.status.ok()) << last.status;
     out.insert(out.end(), last.output->values().begin(), last.output->values().end());
   }
@@ -161,13 +153,13 @@ TEST_F(ServingCoreTest, BidirectionalBuffersUntilEnd) {
   start.start = true;
   start.h0 = h0;
   const std::string id = Submit(start).session_id;
-  ChunkResult a = Send(id, Slice(x, 0, 3));
+  ChunkResult a = Send(id, LeadingRows(x, 0, 3));
   ASSERT_TRUE(a.status.ok()) << a.status;
   EXPECT_FALSE(a.output.has_value());
   auto info = core_->GetSession(id, true);
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->buffered_steps, 3);
-  ChunkResult b = Send(id, Slice(x, 3, 7), std::nullopt, /*end=*/true);
+  ChunkResult b = Send(id, LeadingRows(x, 3, 7), std::nullopt, /*end=*/true);
   ASSERT_TRUE(b.status.ok()) << b.status;
   ASSERT_TRUE(b.output.has_value());
   EXPECT_TRUE(b.ended);
@@ -201,7 +193,7 @@ TEST_F(ServingCoreTest, ConcurrentSessionsStayExactAndOrdered) {
     for (int s = 0; s < kSessions; ++s) {
       ChunkRequest r;
       r.session_id = ids[s];
-      r.input = TensorBytes::FromTensor(Slice(inputs[s], c * kSteps, (c + 1) * kSteps));
+      r.input = TensorBytes::FromTensor(LeadingRows(inputs[s], c * kSteps, (c + 1) * kSteps));
       r.chunk_index = c;
       core_->SubmitChunk(std::move(r), [&, s](ChunkResult result) {
         {
@@ -232,18 +224,18 @@ TEST_F(ServingCoreTest, ChunkIndexDuplicateAndGap) {
   MakeCore();
   const std::string id = Start("dup").session_id;
   Tensor x = Random({6, 1, 4}, 7);
-  ChunkResult first = Send(id, Slice(x, 0, 2), 0);
+  ChunkResult first = Send(id, LeadingRows(x, 0, 2), 0);
   ASSERT_TRUE(first.status.ok());
-  ChunkResult replay = Send(id, Slice(x, 0, 2), 0);
+  ChunkResult replay = Send(id, LeadingRows(x, 0, 2), 0);
   ASSERT_TRUE(replay.status.ok());
   EXPECT_TRUE(replay.duplicate);
   ASSERT_NE(replay.replayed_output, nullptr);
   EXPECT_EQ(replay.replayed_output->bytes, first.output->bytes);
   EXPECT_EQ(replay.steps_seen, 2);
-  ChunkResult gap = Send(id, Slice(x, 2, 4), 2);
+  ChunkResult gap = Send(id, LeadingRows(x, 2, 4), 2);
   EXPECT_EQ(gap.status.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(gap.status.message(), HasSubstr("expects chunk_index 1 next"));
-  ChunkResult second = Send(id, Slice(x, 2, 6), 1);
+  ChunkResult second = Send(id, LeadingRows(x, 2, 6), 1);
   ASSERT_TRUE(second.status.ok());
   auto whole = reference_->Forward(x);
   EXPECT_LT(MaxAbsDiff(second.h_n->values(), whole->h_n.values), 1e-6);
@@ -255,14 +247,15 @@ TEST_F(ServingCoreTest, ErrorsAreDistinctAndLeaveSessionsIntact) {
   MakeCore(options);
   const std::string id = Start("a").session_id;
   Tensor x = Random({4, 2, 4}, 8);
-  ASSERT_TRUE(Send(id, Slice(x, 0, 2)).status.ok());
+  ASSERT_TRUE(Send(id, LeadingRows(x, 0, 2)).status.ok());
 
   ChunkRequest unknown_model;
   unknown_model.start = true;
   unknown_model.model = "nope";
   EXPECT_EQ(Submit(unknown_model).status.code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(Submit(unknown_model).status.message(), HasSubstr("unknown model 'nope'"));
-  EXPECT_THAT(Send("ghost", Slice(x, 0, 1)).status.message(), HasSubstr("unknown session 'ghost'"));
+  EXPECT_THAT(Send("ghost", LeadingRows(x, 0, 1)).status.message(),
+              HasSubstr("unknown session 'ghost'"));
   // A start of a live id with other content (a retried start is acknowledged instead).
   EXPECT_EQ(Start("a", Random({1, 2, 4}, 9)).status.code(), absl::StatusCode::kAlreadyExists);
   ChunkResult wrong_batch = Send(id, Random({1, 3, 4}, 1));
@@ -289,7 +282,7 @@ TEST_F(ServingCoreTest, ErrorsAreDistinctAndLeaveSessionsIntact) {
   EXPECT_EQ(too_many.status.code(), absl::StatusCode::kResourceExhausted);
 
   // After all of that, the session goes on exactly.
-  ChunkResult rest = Send(id, Slice(x, 2, 4));
+  ChunkResult rest = Send(id, LeadingRows(x, 2, 4));
   ASSERT_TRUE(rest.status.ok());
   auto whole = reference_->Forward(x);
   EXPECT_LT(MaxAbsDiff(rest.h_n->values(), whole->h_n.values), 1e-6);
@@ -365,7 +358,7 @@ TEST_F(ServingCoreTest, StateExportAndImportContinuesIdentically) {
   MakeCore();
   Tensor x = Random({8, 2, 4}, 9);
   const std::string id = Start("src").session_id;
-  ASSERT_TRUE(Send(id, Slice(x, 0, 5)).status.ok());
+  ASSERT_TRUE(Send(id, LeadingRows(x, 0, 5)).status.ok());
   auto exported = core_->GetSession(id, true);
   ASSERT_TRUE(exported.ok() && exported->h_n.has_value());
   ChunkRequest import;
@@ -374,7 +367,7 @@ TEST_F(ServingCoreTest, StateExportAndImportContinuesIdentically) {
   import.session_id = "dst";
   import.h0 = exported->h_n;
   ASSERT_TRUE(Submit(import).status.ok());
-  ChunkResult continued = Send("dst", Slice(x, 5, 8));
+  ChunkResult continued = Send("dst", LeadingRows(x, 5, 8));
   auto whole = reference_->Forward(x);
   EXPECT_LT(MaxAbsDiff(continued.h_n->values(), whole->h_n.values), 1e-6);
   ChunkRequest bad_import = import;
@@ -460,7 +453,7 @@ TEST_F(ServingCoreTest, ChunkOverTheMessageLimitIsRefusedAndNotApplied) {
   options.max_response_bytes = kSmallResponseBytes;
   MakeCore(options);
   Tensor x = Random({4, 2, 4}, 2);
-  ChunkResult started = Start("", Slice(x, 0, 2));
+  ChunkResult started = Start("", LeadingRows(x, 0, 2));
   ASSERT_TRUE(started.status.ok()) << started.status;
   const std::string id = started.session_id;
   auto before = core_->GetSession(id, true);
@@ -472,7 +465,7 @@ TEST_F(ServingCoreTest, ChunkOverTheMessageLimitIsRefusedAndNotApplied) {
   EXPECT_EQ(after->steps_seen, 2);
   EXPECT_EQ(after->h_n->values, before->h_n->values);
   // The session goes on exactly as if the refused chunk had never been sent.
-  ChunkResult next = Send(id, Slice(x, 2, 4));
+  ChunkResult next = Send(id, LeadingRows(x, 2, 4));
   ASSERT_TRUE(next.status.ok()) << next.status;
   auto whole = reference_->Forward(x);
   ASSERT_TRUE(whole.ok());
@@ -506,7 +499,7 @@ TEST_F(ServingCoreTest, BidirectionalBufferingIsRefusedAtTheChunkThatWouldOverfl
   MakeCore(options, /*bidirectional=*/true);
   // Output 10 floats per step for N = 1, h_n 20: at most 98 steps in all.
   Tensor x = Random({60, 1, 4}, 6);
-  ChunkResult started = Start("", Slice(x, 0, 50));
+  ChunkResult started = Start("", LeadingRows(x, 0, 50));
   ASSERT_TRUE(started.status.ok()) << started.status;
   const std::string id = started.session_id;
   ChunkResult overflow = Send(id, Random({50, 1, 4}, 7));
@@ -514,7 +507,7 @@ TEST_F(ServingCoreTest, BidirectionalBufferingIsRefusedAtTheChunkThatWouldOverfl
   auto info = core_->GetSession(id, false);
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->buffered_steps, 50);
-  ChunkResult last = Send(id, Slice(x, 50, 60), std::nullopt, /*end=*/true);
+  ChunkResult last = Send(id, LeadingRows(x, 50, 60), std::nullopt, /*end=*/true);
   ASSERT_TRUE(last.status.ok()) << last.status;
   auto whole = reference_->Forward(x);
   ASSERT_TRUE(whole.ok());

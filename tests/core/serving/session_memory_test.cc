@@ -14,15 +14,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// Rows [begin, end) of the leading dimension.
-Tensor Rows(const Tensor& t, int64_t begin, int64_t end) {
-  const int64_t row = t.num_elements() / t.shape[0];
-  Shape shape = t.shape;
-  shape[0] = end - begin;
-  return Tensor(shape, std::vector<float>(t.values.begin() + begin * row,
-                                          t.values.begin() + end * row));
-}
-
 class MemoryObserver : public ServingObserver {
  public:
   void MemoryChanged(const MemoryUsage& usage) override {
@@ -109,10 +100,10 @@ TEST_F(SessionMemoryTest, EveryPartIsCountedAndReleased) {
   EXPECT_EQ(Memory("s").total(), IdBytes("s"));
   Tensor x = Random({3, 1, 4}, 1);
   // Without chunk_index no replay copy is kept.
-  ASSERT_TRUE(Submit(Request("s", false, Rows(x, 0, 1))).status.ok());
+  ASSERT_TRUE(Submit(Request("s", false, LeadingRows(x, 0, 1))).status.ok());
   EXPECT_EQ(Memory("s")[MemoryPart::kState], kStateBytes);
   EXPECT_EQ(Memory("s")[MemoryPart::kReplay], 0);
-  ChunkResult indexed = Submit(Request("s", false, Rows(x, 1, 3), 1));
+  ChunkResult indexed = Submit(Request("s", false, LeadingRows(x, 1, 3), 1));
   ASSERT_TRUE(indexed.status.ok()) << indexed.status;
   const int64_t replay = ReplayBytes(*indexed.output);
   EXPECT_GT(replay, 2 * 5 * 4);
@@ -199,7 +190,7 @@ TEST_F(SessionMemoryTest, BufferedStepsCapRefusesWithoutApplying) {
   options.max_buffered_steps = 10;
   MakeCore(options, /*bidirectional=*/true);
   Tensor x = Random({10, 1, 4}, 4);
-  ASSERT_TRUE(Submit(Request("b", true, Rows(x, 0, 6), 0)).status.ok());
+  ASSERT_TRUE(Submit(Request("b", true, LeadingRows(x, 0, 6), 0)).status.ok());
   ChunkResult over = Submit(Request("b", false, Random({5, 1, 4}, 9), 1));
   EXPECT_EQ(over.status.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(over.status.message(), HasSubstr("6 timesteps buffered"));
@@ -211,7 +202,7 @@ TEST_F(SessionMemoryTest, BufferedStepsCapRefusesWithoutApplying) {
   EXPECT_EQ(s->buffered_steps, 6);
   EXPECT_EQ(s->next_chunk_index, 1u);
   // Still usable: the rest of the sequence, then the whole output equals torch's.
-  ChunkResult end = Submit(Request("b", false, Rows(x, 6, 10), 1, /*end=*/true));
+  ChunkResult end = Submit(Request("b", false, LeadingRows(x, 6, 10), 1, /*end=*/true));
   ASSERT_TRUE(end.status.ok()) << end.status;
   auto whole = reference_->Forward(x);
   EXPECT_LT(MaxAbsDiff(end.output->values(), whole->output.values), 1e-5);
@@ -225,14 +216,14 @@ TEST_F(SessionMemoryTest, BufferedInputCountsAgainstTheBudget) {
   options.max_state_bytes = IdBytes("b") + 2 * kStateBytes + 100 * 4 * 4;
   MakeCore(options, /*bidirectional=*/true);
   Tensor x = Random({100, 1, 4}, 5);
-  ASSERT_TRUE(Submit(Request("b", true, Rows(x, 0, 60))).status.ok());
+  ASSERT_TRUE(Submit(Request("b", true, LeadingRows(x, 0, 60))).status.ok());
   EXPECT_EQ(Memory("b")[MemoryPart::kBufferedInput], 60 * 4 * 4);
   ChunkResult over = Submit(Request("b", false, Random({41, 1, 4}, 6)));
   EXPECT_EQ(over.status.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(over.status.message(), HasSubstr("session memory is full"));
   EXPECT_THAT(over.status.message(), HasSubstr("buffered input"));
   EXPECT_EQ(core_->GetSession("b", false)->buffered_steps, 60);
-  ChunkResult end = Submit(Request("b", false, Rows(x, 60, 100), std::nullopt, true));
+  ChunkResult end = Submit(Request("b", false, LeadingRows(x, 60, 100), std::nullopt, true));
   ASSERT_TRUE(end.status.ok()) << end.status;
   auto whole = reference_->Forward(x);
   EXPECT_LT(MaxAbsDiff(end.output->values(), whole->output.values), 1e-5);
@@ -273,9 +264,9 @@ TEST_F(SessionMemoryTest, TombstonesAreBoundedInBytes) {
 TEST_F(SessionMemoryTest, RetriedStartIsAcknowledged) {
   MakeCore();
   Tensor x = Random({5, 1, 4}, 7);
-  ChunkResult first = Submit(Request("i", true, Rows(x, 0, 2), 0));
+  ChunkResult first = Submit(Request("i", true, LeadingRows(x, 0, 2), 0));
   ASSERT_TRUE(first.status.ok()) << first.status;
-  ChunkResult retry = Submit(Request("i", true, Rows(x, 0, 2), 0));
+  ChunkResult retry = Submit(Request("i", true, LeadingRows(x, 0, 2), 0));
   ASSERT_TRUE(retry.status.ok()) << retry.status;
   EXPECT_TRUE(retry.duplicate);
   EXPECT_EQ(retry.steps_seen, 2);
@@ -283,12 +274,12 @@ TEST_F(SessionMemoryTest, RetriedStartIsAcknowledged) {
   EXPECT_EQ(retry.replayed_output->bytes, first.output->bytes);
   EXPECT_EQ(retry.h_n->bytes, first.h_n->bytes);
   // Different content is another start: ALREADY_EXISTS, saying so.
-  ChunkResult other = Submit(Request("i", true, Rows(x, 0, 1), 0));
+  ChunkResult other = Submit(Request("i", true, LeadingRows(x, 0, 1), 0));
   EXPECT_EQ(other.status.code(), absl::StatusCode::kAlreadyExists);
   EXPECT_THAT(other.status.message(), HasSubstr("different content"));
-  ASSERT_TRUE(Submit(Request("i", false, Rows(x, 2, 5), 1)).status.ok());
+  ASSERT_TRUE(Submit(Request("i", false, LeadingRows(x, 2, 5), 1)).status.ok());
   // Still a duplicate later, now without output (it is no longer the last chunk).
-  retry = Submit(Request("i", true, Rows(x, 0, 2), 0));
+  retry = Submit(Request("i", true, LeadingRows(x, 0, 2), 0));
   EXPECT_TRUE(retry.status.ok() && retry.duplicate);
   EXPECT_EQ(retry.replayed_output, nullptr);
   EXPECT_EQ(retry.steps_seen, 5);
@@ -333,10 +324,10 @@ TEST_F(SessionMemoryTest, StartWithChunkIndexBeginsTheNumbering) {
   Tensor x = Random({4, 1, 4}, 10);
   ASSERT_TRUE(Submit(Request("k", true, std::nullopt, 7)).status.ok());
   EXPECT_EQ(core_->GetSession("k", false)->next_chunk_index, 7u);
-  ASSERT_TRUE(Submit(Request("k", false, Rows(x, 0, 2), 7)).status.ok());
-  ChunkResult gap = Submit(Request("k", false, Rows(x, 2, 4), 9));
+  ASSERT_TRUE(Submit(Request("k", false, LeadingRows(x, 0, 2), 7)).status.ok());
+  ChunkResult gap = Submit(Request("k", false, LeadingRows(x, 2, 4), 9));
   EXPECT_EQ(gap.status.code(), absl::StatusCode::kFailedPrecondition);
-  ASSERT_TRUE(Submit(Request("with-input", true, Rows(x, 0, 2), 40)).status.ok());
+  ASSERT_TRUE(Submit(Request("with-input", true, LeadingRows(x, 0, 2), 40)).status.ok());
   EXPECT_EQ(core_->GetSession("with-input", false)->next_chunk_index, 41u);
 }
 
@@ -344,17 +335,17 @@ TEST_F(SessionMemoryTest, DuplicateWithDifferentInputIsRefused) {
   MakeCore();
   Tensor x = Random({6, 1, 4}, 11);
   ASSERT_TRUE(Submit(Request("d", true, std::nullopt)).status.ok());
-  ASSERT_TRUE(Submit(Request("d", false, Rows(x, 0, 2), 0)).status.ok());
-  ASSERT_TRUE(Submit(Request("d", false, Rows(x, 2, 4), 1)).status.ok());
+  ASSERT_TRUE(Submit(Request("d", false, LeadingRows(x, 0, 2), 0)).status.ok());
+  ASSERT_TRUE(Submit(Request("d", false, LeadingRows(x, 2, 4), 1)).status.ok());
   // Index 0 is no longer the last chunk, but its checksum is still kept.
   for (uint64_t index : {0, 1}) {
     ChunkResult changed = Submit(Request("d", false, Random({2, 1, 4}, 50 + index), index));
     EXPECT_EQ(changed.status.code(), absl::StatusCode::kFailedPrecondition) << index;
     EXPECT_THAT(changed.status.message(), HasSubstr("already applied with different input"));
-    ChunkResult same = Submit(Request("d", false, Rows(x, 2 * index, 2 * index + 2), index));
+    ChunkResult same = Submit(Request("d", false, LeadingRows(x, 2 * index, 2 * index + 2), index));
     EXPECT_TRUE(same.status.ok() && same.duplicate) << index;
   }
-  ChunkResult last = Submit(Request("d", false, Rows(x, 4, 6), 2));
+  ChunkResult last = Submit(Request("d", false, LeadingRows(x, 4, 6), 2));
   auto whole = reference_->Forward(x);
   EXPECT_LT(MaxAbsDiff(last.h_n->values(), whole->h_n.values), 1e-5);
 }

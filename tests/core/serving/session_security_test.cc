@@ -20,15 +20,6 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-// Rows [begin, end) of the leading (time) dimension.
-Tensor Rows(const Tensor& t, int64_t begin, int64_t end) {
-  const int64_t per_row = t.num_elements() / t.shape[0];
-  Tensor rows = Tensor::Zeros(t.shape);
-  rows.shape[0] = end - begin;
-  rows.values.assign(t.values.data() + begin * per_row, t.values.data() + end * per_row);
-  return rows;
-}
-
 // True when a and b have the same size and differ by at most 1e-6 everywhere.
 bool Near(absl::Span<const float> a, absl::Span<const float> b) {
   if (a.size() != b.size()) return false;
@@ -128,7 +119,7 @@ TEST_F(SessionSecurityTest, AnotherPrincipalGetsExactlyTheUnknownIdAnswer) {
   ASSERT_THAT(unknown, HasSubstr("unknown session 'owned-by-alice'"));
 
   Tensor x = Random({6, 1, 4}, 3);
-  ChunkRequest first = Request(kAlice, id, true, Rows(x, 0, 2));
+  ChunkRequest first = Request(kAlice, id, true, LeadingRows(x, 0, 2));
   first.chunk_index = 0;
   ASSERT_TRUE(Submit(std::move(first)).status.ok());
 
@@ -139,8 +130,8 @@ TEST_F(SessionSecurityTest, AnotherPrincipalGetsExactlyTheUnknownIdAnswer) {
   for (const std::string& intruder : {std::string(kBob), std::string("")}) {
     expect_unknown(core_->GetSession(id, true, intruder).status(), "GetSession");
     expect_unknown(core_->CloseSession(id, intruder).status(), "CloseSession");
-    expect_unknown(Submit(Request(intruder, id, false, Rows(x, 2, 4))).status, "chunk");
-    ChunkRequest duplicate = Request(intruder, id, false, Rows(x, 0, 2));
+    expect_unknown(Submit(Request(intruder, id, false, LeadingRows(x, 2, 4))).status, "chunk");
+    ChunkRequest duplicate = Request(intruder, id, false, LeadingRows(x, 0, 2));
     duplicate.chunk_index = 0;
     ChunkResult dup = Submit(std::move(duplicate));
     expect_unknown(dup.status, "duplicate chunk");
@@ -158,7 +149,7 @@ TEST_F(SessionSecurityTest, AnotherPrincipalGetsExactlyTheUnknownIdAnswer) {
   ASSERT_TRUE(snapshot.ok()) << snapshot.status();
   EXPECT_EQ(snapshot->steps_seen, 2);
   EXPECT_EQ(snapshot->next_chunk_index, 1u);
-  ChunkRequest rest = Request(kAlice, id, false, Rows(x, 2, 6));
+  ChunkRequest rest = Request(kAlice, id, false, LeadingRows(x, 2, 6));
   rest.chunk_index = 1;
   rest.end = true;
   ChunkResult last = Submit(std::move(rest));
@@ -196,15 +187,15 @@ TEST_F(SessionSecurityTest, AnotherPrincipalsTombstonesLookUnknown) {
 TEST_F(SessionSecurityTest, SessionIdsArePerPrincipal) {
   MakeCore();
   Tensor xa = Random({3, 1, 4}, 4), xb = Random({3, 1, 4}, 5);
-  ASSERT_TRUE(Submit(Request(kAlice, "same", true, Rows(xa, 0, 1))).status.ok());
-  ChunkResult bob = Submit(Request(kBob, "same", true, Rows(xb, 0, 1)));
+  ASSERT_TRUE(Submit(Request(kAlice, "same", true, LeadingRows(xa, 0, 1))).status.ok());
+  ChunkResult bob = Submit(Request(kBob, "same", true, LeadingRows(xb, 0, 1)));
   ASSERT_TRUE(bob.status.ok()) << bob.status;
   EXPECT_EQ(bob.session_id, "same");
   ChunkResult again = Submit(Request(kAlice, "same", true));
   EXPECT_EQ(again.status.code(), absl::StatusCode::kAlreadyExists);
   EXPECT_THAT(again.status.message(), HasSubstr("'same' is already live"));
-  ASSERT_TRUE(Submit(Request(kBob, "same", false, Rows(xb, 1, 3))).status.ok());
-  ASSERT_TRUE(Submit(Request(kAlice, "same", false, Rows(xa, 1, 3))).status.ok());
+  ASSERT_TRUE(Submit(Request(kBob, "same", false, LeadingRows(xb, 1, 3))).status.ok());
+  ASSERT_TRUE(Submit(Request(kAlice, "same", false, LeadingRows(xa, 1, 3))).status.ok());
   for (auto [principal, x] : {std::pair{kAlice, &xa}, {kBob, &xb}}) {
     absl::StatusOr<SessionSnapshot> s = core_->GetSession("same", true, principal);
     ASSERT_TRUE(s.ok()) << s.status();

@@ -11,7 +11,7 @@
            makes TLS / mTLS / bearer-token channels (ServerProcess(tls_ca=..., token=...)).
 - health:  grpc.health.v1 Check and wait_serving().
 - metrics: Prometheus text scraped and parsed strictly.
-- models:  seeded torch.nn.RNNs exported into model repositories; torch is the oracle.
+- models:  seeded torch.nn.RNN/GRU/LSTMs exported into model repositories; torch is the oracle.
 
 Runs with the interpreter CMake's RNNSERVE_PYTHON names (Debian's /usr/bin/python3: torch,
 numpy, grpcio, protobuf). Importing it puts tools/ and client/python/ on sys.path.
@@ -25,5 +25,5 @@ from .process import (ListeningProcess, ServerProcess, START_TIMEOUT, STOP_TIMEO
 from .health import health_status, wait_serving  # noqa: F401
 from .metrics import scrape, parse_samples, parse_metrics, metric, metric_sum  # noqa: F401
 from .models import (make_rnn, export_repository, write_model, load_torch,  # noqa: F401
-                     torch_forward)
+                     torch_forward, torch_forward_state, has_cell_state, state_shapes)
 

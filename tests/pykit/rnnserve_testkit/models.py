@@ -1,5 +1,5 @@
-"""Seeded torch.nn.RNNs, model repositories (tools/export_pytorch.py) and torch's outputs:
-torch is the oracle every number from the server is checked against."""
+"""Seeded torch.nn.RNN, GRU and LSTM modules, model repositories (tools/export_pytorch.py) and
+torch's outputs: torch is the oracle every number from the server is checked against."""
 
 import json
 import os
@@ -7,15 +7,16 @@ import os
 import numpy as np
 
 
-def make_rnn(seed, **config):
-    """A freshly initialised torch.nn.RNN(**config) from torch.manual_seed(seed), in eval()."""
+def make_rnn(seed, module="RNN", **config):
+    """A freshly initialised torch.nn.<module>(**config) ("RNN", "GRU" or "LSTM") from
+    torch.manual_seed(seed), in eval()."""
     import torch
     torch.manual_seed(seed)
-    return torch.nn.RNN(**config).eval()
+    return getattr(torch.nn, module)(**config).eval()
 
 
 def export_repository(folder, models):
-    """Writes {name: torch.nn.RNN} as a model repository (one subfolder per model)."""
+    """Writes {name: torch module} as a model repository (one subfolder per model)."""
     import export_pytorch  # tools/
     for name, rnn in models.items():
         export_pytorch.export_module(rnn, os.path.join(folder, name))
@@ -23,7 +24,7 @@ def export_repository(folder, models):
 
 
 def write_model(out_dir, seed, **config):
-    """Exports make_rnn(seed, **config) into the model folder `out_dir`; returns the RNN."""
+    """Exports make_rnn(seed, **config) into the model folder `out_dir`; returns the module."""
     import export_pytorch
     rnn = make_rnn(seed, **config)
     export_pytorch.export_module(rnn, out_dir)
@@ -31,22 +32,55 @@ def write_model(out_dir, seed, **config):
 
 
 def load_torch(model_dir):
-    """The torch.nn.RNN of an rnnserve model folder (config.json + model.safetensors)."""
+    """The torch module of an rnnserve model folder (config.json + model.safetensors)."""
     import torch
     import export_pytorch
     with open(os.path.join(model_dir, export_pytorch.CONFIG_FILE)) as f:
         config = json.load(f)
-    rnn = torch.nn.RNN(**export_pytorch.normalize_config(config))
+    rnn = export_pytorch.build_module(config)
     state = export_pytorch.read_safetensors(os.path.join(model_dir, export_pytorch.WEIGHTS_FILE))
     rnn.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
     return rnn.eval()
 
 
-def torch_forward(rnn, x, h0=None):
-    """torch's (output, h_n) of rnn(x, h0) as float32 numpy arrays."""
+def has_cell_state(rnn):
+    """True for an LSTM: its state is the pair (h, c)."""
     import torch
+    return isinstance(rnn, torch.nn.LSTM)
+
+
+def state_shapes(rnn, batch=None):
+    """The shapes of h and (LSTM; else None) c: (L*D, N, H_out) and (L*D, N, H), or without N
+    when batch is None (unbatched)."""
+    rows = rnn.num_layers * (2 if rnn.bidirectional else 1)
+    h_out = getattr(rnn, "proj_size", 0) or rnn.hidden_size
+    lead = (rows,) if batch is None else (rows, batch)
+    return lead + (h_out,), (lead + (rnn.hidden_size,) if has_cell_state(rnn) else None)
+
+
+def torch_forward_state(rnn, x, h0=None, c0=None):
+    """torch's (output, h_n, c_n) of the module on x as float32 numpy arrays; c_n is None for
+    RNN and GRU. For an LSTM an absent h0 or c0 is zeros (torch takes both or neither)."""
+    import torch
+
+    def tensor(a):
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
     with torch.no_grad():
-        out, h_n = rnn(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
-                       None if h0 is None else
-                       torch.from_numpy(np.ascontiguousarray(h0, dtype=np.float32)))
-    return out.numpy().copy(), h_n.numpy().copy()
+        if has_cell_state(rnn):
+            state = None
+            if h0 is not None or c0 is not None:
+                batch = x.shape[0 if rnn.batch_first else 1] if x.ndim == 3 else None
+                h_shape, c_shape = state_shapes(rnn, batch)
+                state = (tensor(h0 if h0 is not None else np.zeros(h_shape, np.float32)),
+                         tensor(c0 if c0 is not None else np.zeros(c_shape, np.float32)))
+            out, (h_n, c_n) = rnn(tensor(x), state)
+            return out.numpy().copy(), h_n.numpy().copy(), c_n.numpy().copy()
+        out, h_n = rnn(tensor(x), None if h0 is None else tensor(h0))
+        return out.numpy().copy(), h_n.numpy().copy(), None
+
+
+def torch_forward(rnn, x, h0=None):
+    """torch's (output, h_n) of rnn(x, h0) as float32 numpy arrays (c_0 zeros for an LSTM)."""
+    out, h_n, _ = torch_forward_state(rnn, x, h0)
+    return out, h_n
