@@ -79,6 +79,9 @@ void RnnModel::ForwardTimeMajor(const float* input, int64_t steps, int64_t batch
     std::fill_n(state_out, StateSize(batch), 0.0f);
     state_in = state_out;  // each state row is read before it is overwritten
   }
+  float* cell = config_.has_cell_state()
+                    ? ws.Matrix(Workspace::kCell, config_.hidden_size, batch).data()
+                    : nullptr;
   const float* layer_in = input;
   for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
     // The last layer writes straight into `output`; others ping-pong between two slots, which
@@ -87,15 +90,62 @@ void RnnModel::ForwardTimeMajor(const float* input, int64_t steps, int64_t batch
                      ? output
                      : ws.Matrix(layer % 2, d * h_out, steps * batch).data();
     for (int64_t dir = 0; dir < d; ++dir) {
-      RunDirection(layer, dir, layer_in, steps, batch, state_in, out, state_out, ws);
+      RunDirection(layer, dir, layer_in, steps, batch, state_in, out, state_out, 0, steps, cell,
+                   ws);
     }
     layer_in = out;
   }
 }
 
+bool RnnModel::ForwardPiece(const float* input, int64_t steps, int64_t batch,
+                            const float* state_in, float* output, float* state_out,
+                            int64_t max_steps, ForwardCursor& cursor, Workspace& ws) const {
+  if (cursor.done) return true;
+  const bool first = cursor.layer == 0 && cursor.direction == 0 && cursor.step == 0;
+  if (steps == 0 || batch == 0) {
+    ForwardTimeMajor(input, steps, batch, state_in, output, state_out, ws);
+    cursor.done = true;
+    return true;
+  }
+  if (state_in == nullptr) {
+    // As in ForwardTimeMajor: each state row is read (at its pass's first piece) before its
+    // pass overwrites it (at its last).
+    if (first) std::fill_n(state_out, StateSize(batch), 0.0f);
+    state_in = state_out;
+  }
+  const int64_t layer = cursor.layer, dir = cursor.direction;
+  const float* layer_in = layer == 0 ? input : cursor.layer_output[(layer - 1) % 2].data();
+  float* out = output;
+  if (layer < config_.num_layers - 1) {
+    std::vector<float>& buffer = cursor.layer_output[layer % 2];
+    if (cursor.step == 0 && dir == 0) buffer.resize(OutputSize(steps, batch));
+    out = buffer.data();
+  }
+  if (config_.has_cell_state() && cursor.step == 0) cursor.cell.resize(config_.hidden_size * batch);
+  const int64_t end =
+      max_steps <= 0 ? steps : std::min(steps, cursor.step + std::max<int64_t>(1, max_steps));
+  RunDirection(layer, dir, layer_in, steps, batch, state_in, out, state_out, cursor.step, end,
+               cursor.cell.empty() ? nullptr : cursor.cell.data(), ws);
+  cursor.step = end;
+  if (end == steps) {
+    cursor.step = 0;
+    if (++cursor.direction == config_.num_directions()) {
+      cursor.direction = 0;
+      if (++cursor.layer == config_.num_layers) {
+        cursor.done = true;
+        cursor.layer_output[0] = {};
+        cursor.layer_output[1] = {};
+        cursor.cell = {};
+      }
+    }
+  }
+  return cursor.done;
+}
+
 void RnnModel::RunDirection(int64_t layer, int64_t dir, const float* layer_in, int64_t steps,
                             int64_t batch, const float* state_in, float* output,
-                            float* state_out, Workspace& ws) const {
+                            float* state_out, int64_t begin, int64_t end, float* cell,
+                            Workspace& ws) const {
   const int64_t d = config_.num_directions(), h_out = config_.real_hidden_size();
   const int64_t hidden = config_.hidden_size, cols = steps * batch;
   const CellWeights& w = weights(layer, dir);
@@ -104,13 +154,18 @@ void RnnModel::RunDirection(int64_t layer, int64_t dir, const float* layer_in, i
   const int64_t state_row = layer * d + dir;
   const float* h0 = state_in + state_row * batch * h_out;
   auto step_column = [&](int64_t s) { return dir == 0 ? s : steps - 1 - s; };
+  // The timesteps [begin, end) of this direction are one block of columns: the reverse
+  // direction walks it from its right end.
+  const int64_t first_column = (dir == 0 ? begin : steps - end) * batch;
+  const int64_t block_cols = (end - begin) * batch;
 
   if (config_.module == RnnModule::kRnn) {
     // The input projection lands in the output rows; each step adds the recurrent product and
     // the nonlinearity there in place.
-    ProjectInputs(w, in, rows);
+    ProjectInputs(w, in.middleCols(first_column, block_cols),
+                  rows.middleCols(first_column, block_cols));
     const ConstMatrixMap initial(h0, h_out, batch);
-    for (int64_t s = 0; s < steps; ++s) {
+    for (int64_t s = begin; s < end; ++s) {
       auto block = rows.middleCols(step_column(s) * batch, batch);
       if (s == 0) {
         RnnStep(w, initial, config_.nonlinearity, block);
@@ -120,8 +175,8 @@ void RnnModel::RunDirection(int64_t layer, int64_t dir, const float* layer_in, i
       }
     }
   } else {
-    MatrixMap gates = ws.Matrix(Workspace::kGates, config_.gate_rows(), cols);
-    ProjectInputs(w, in, gates);
+    MatrixMap gates = ws.Matrix(Workspace::kGates, config_.gate_rows(), block_cols);
+    ProjectInputs(w, in.middleCols(first_column, block_cols), gates);
     const int64_t cell_offset = HiddenStateSize(batch) + state_row * batch * hidden;
     GatedStepIo io;
     io.cols = batch;
@@ -129,22 +184,26 @@ void RnnModel::RunDirection(int64_t layer, int64_t dir, const float* layer_in, i
     io.scratch = ws.Matrix(Workspace::kStepScratch, GatedScratchRows(config_), batch).data();
     io.ld_out = d * h_out;
     if (config_.has_cell_state()) {
-      MatrixMap cell = ws.Matrix(Workspace::kCell, hidden, batch);
-      cell = ConstMatrixMap(state_in + cell_offset, hidden, batch);
-      io.cell = cell.data();
+      // The running c lives in `cell` from the first timestep to the last.
+      if (begin == 0) std::copy_n(state_in + cell_offset, batch * hidden, cell);
+      io.cell = cell;
     }
-    for (int64_t s = 0; s < steps; ++s) {
+    for (int64_t s = begin; s < end; ++s) {
       const int64_t t = step_column(s);
       io.h_prev = s == 0 ? h0 : rows.col(step_column(s - 1) * batch).data();
       io.ld_prev = s == 0 ? h_out : d * h_out;
-      io.gates = gates.col(t * batch).data();
+      io.gates = gates.col(t * batch - first_column).data();
       io.h_out = rows.col(t * batch).data();
       GatedStep(config_, w, io);
     }
-    if (io.cell != nullptr) std::copy_n(io.cell, batch * hidden, state_out + cell_offset);
+    if (io.cell != nullptr && end == steps) {
+      std::copy_n(io.cell, batch * hidden, state_out + cell_offset);
+    }
   }
-  MatrixMap(state_out + state_row * batch * h_out, h_out, batch) =
-      rows.middleCols(step_column(steps - 1) * batch, batch);
+  if (end == steps) {
+    MatrixMap(state_out + state_row * batch * h_out, h_out, batch) =
+        rows.middleCols(step_column(steps - 1) * batch, batch);
+  }
 }
 
 absl::Status RnnModel::StepBatch(absl::Span<const StreamChunk> chunks,

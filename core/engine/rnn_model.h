@@ -78,6 +78,18 @@ struct ForwardResult {
   std::optional<Tensor> c_n;  // LSTM only: (L*D, N, H), or (L*D, H) unbatched
 };
 
+// Where a ForwardPiece computation is: the layer and direction under way and the timesteps
+// done in it, with the buffers that must outlive a piece (the outputs of the layers below the
+// last, LSTM's running c). Owned by the caller between pieces; thread-compatible.
+struct ForwardCursor {
+  int64_t layer = 0;
+  int64_t direction = 0;
+  int64_t step = 0;
+  bool done = false;
+  std::vector<float> layer_output[2];  // (T, N, D*H_out) each, ping-pong between layers
+  std::vector<float> cell;             // (N, H)
+};
+
 // One session's chunk for StepBatch(). All pointers are borrowed for the call.
 struct StreamChunk {
   const float* input = nullptr;  // (steps, batch, input_size), time-major, row-major
@@ -119,6 +131,15 @@ class RnnModel {
   void ForwardTimeMajor(const float* input, int64_t steps, int64_t batch, const float* state_in,
                         float* output, float* state_out, Workspace& workspace) const;
 
+  // ForwardTimeMajor in pieces of at most `max_steps` timesteps of one layer and direction (at
+  // least one; <= 0: each pass whole), so that a call that cannot be cut in time (a
+  // bidirectional model's reverse direction needs the whole sequence) can give its thread back
+  // between pieces. Pass the same arguments and cursor on every call, on any thread; true once
+  // done, and output and state_out then equal ForwardTimeMajor's.
+  bool ForwardPiece(const float* input, int64_t steps, int64_t batch, const float* state_in,
+                    float* output, float* state_out, int64_t max_steps, ForwardCursor& cursor,
+                    Workspace& workspace) const;
+
   // Advances every chunk by its own number of steps in one batched pass: per layer one GEMM
   // for the input projection of all chunks (all gates), then per timestep one GEMM over the
   // sessions still active at that step (sessions leave the batch when their chunk ends;
@@ -150,10 +171,13 @@ class RnnModel {
     return weights_[layer * config_.num_directions() + direction];
   }
 
-  // One layer of ForwardTimeMajor in one direction; RnnStep or GatedStep per timestep.
+  // Timesteps [begin, end) of one layer of ForwardTimeMajor in one direction (the reverse
+  // direction's step s is column steps-1-s); RnnStep or GatedStep per timestep. h_0 and c_0 are
+  // read at step 0, h_n and c_n written at the last step; `cell` (LSTM: hidden x batch) holds
+  // the running c in between.
   void RunDirection(int64_t layer, int64_t dir, const float* layer_in, int64_t steps,
                     int64_t batch, const float* state_in, float* output, float* state_out,
-                    Workspace& ws) const;
+                    int64_t begin, int64_t end, float* cell, Workspace& ws) const;
 
   RnnConfig config_;
   std::vector<CellWeights> weights_;  // layer-major, forward then reverse

@@ -219,10 +219,13 @@ void ChunkBatch::Compute(std::vector<ChunkTask*>& tasks, Workspace& workspace) {
     float* output = task->output_time_major.empty() ? task->result.output->data()
                                                     : task->output_time_major.data();
     if (config.bidirectional) {
-      // Whole: the reverse direction needs the whole sequence (see slicing.h).
-      model.ForwardTimeMajor(task->input_time_major, task->steps, task->batch, state_in, output,
-                             state_out, workspace);
-      task->steps_done = task->steps;
+      // The reverse direction needs the whole sequence: pieces of one layer and direction
+      // instead of slices in time (see slicing.h); the inputs stay the same on every turn.
+      const int64_t piece = SliceSteps(task->steps, task->batch, options_);
+      if (model.ForwardPiece(task->input_time_major, task->steps, task->batch, state_in, output,
+                             state_out, piece, task->cursor, workspace)) {
+        task->steps_done = task->steps;
+      }
       observer_.BatchRun(served->name, 1);
     } else {
       const int64_t offset = task->steps_done;

@@ -29,6 +29,7 @@ struct ServingCore::ForwardTask : BatchScheduler::Task {
   ForwardResult result;                  // output; h_n and c_n are split from `state` at the end
   std::vector<float> state;  // StateSize(batch): h_0 [+ c_0], then the state after each slice
   int64_t steps_done = 0;
+  ForwardCursor cursor;  // bidirectional: ForwardPiece's progress
 
   // The first turn: checks the request as RnnModel::Forward does and prepares the buffers.
   absl::Status Start(const ServingOptions& options) {
@@ -160,13 +161,19 @@ void ServingCore::RunForward(ForwardTask* task, Workspace& workspace) {
     const float* input = packed ? task->input_time_major.data() : task->input.data();
     float* output = packed ? task->output_time_major.data() : task->result.output.data();
     const int64_t offset = task->steps_done;
-    // A bidirectional call runs whole: its reverse direction needs the whole sequence.
-    const int64_t slice =
-        config.bidirectional ? steps - offset : SliceSteps(steps - offset, batch, options_);
     float* state = task->state.data();  // h_0 [+ c_0] in, h_n [+ c_n] out: aliasing is allowed
-    model.ForwardTimeMajor(input + offset * batch * config.input_size, slice, batch, state,
-                           output + model.OutputSize(offset, batch), state, workspace);
-    task->steps_done += slice;
+    if (config.bidirectional) {
+      // The reverse direction needs the whole sequence: pieces of one layer and direction.
+      if (model.ForwardPiece(input, steps, batch, state, output, state,
+                             SliceSteps(steps, batch, options_), task->cursor, workspace)) {
+        task->steps_done = steps;
+      }
+    } else {
+      const int64_t slice = SliceSteps(steps - offset, batch, options_);
+      model.ForwardTimeMajor(input + offset * batch * config.input_size, slice, batch, state,
+                             output + model.OutputSize(offset, batch), state, workspace);
+      task->steps_done += slice;
+    }
     if (task->steps_done < steps) {
       BatchScheduler::Task* next = owned.release();
       scheduler_->Requeue({&next, 1});

@@ -158,6 +158,7 @@ struct ChunkTask : BatchScheduler::Task {
   // and its session in phase kScheduled, and is answered once all `steps` are done.
   int turns = 0;
   int64_t steps_done = 0;
+  ForwardCursor cursor;  // bidirectional: ForwardPiece's progress (done when steps_done == steps)
   // Set when the batch completes: h_n goes into the result, from this buffer (work.state).
   const float* report_state = nullptr;
 };

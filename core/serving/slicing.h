@@ -2,8 +2,9 @@
 // timestep cap. A unidirectional chunk or Forward is computed in slices of at most
 // ServingOptions::slice_steps timestep-rows; between slices the task waits at the back of its
 // model's queue, so one client's huge request cannot hold a worker while others wait.
-// Bidirectional computations run whole (their reverse direction needs the whole sequence; see
-// docs/design.md) and are bounded by the step cap instead.
+// Bidirectional computations cannot be cut in time (their reverse direction needs the whole
+// sequence): they run in pieces of as many timesteps of one layer and direction
+// (RnnModel::ForwardPiece; docs/design.md).
 //
 // Pure functions; thread-safe.
 #ifndef RNNSERVE_CORE_SERVING_SLICING_H_

@@ -5,6 +5,7 @@
 // server against live torch). No timing assertions: fairness is shown by the order of answers.
 #include <future>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,14 +53,16 @@ class ChunkSlicingTest : public ::testing::Test {
   }
 
   // Submits without waiting; the answer lands in `answers` (and its id in `order`).
-  std::future<ChunkResult> SubmitAsync(const std::string& id, const Tensor& input, bool start,
-                                       const std::string& label) {
+  // `input` may be absent (an end-only request).
+  std::future<ChunkResult> SubmitAsync(const std::string& id, std::optional<Tensor> input,
+                                       bool start, const std::string& label, bool end = false) {
     auto promise = std::make_shared<std::promise<ChunkResult>>();
     ChunkRequest r;
     r.session_id = id;
     r.model = "m";
     r.start = start;
-    r.input = TensorBytes::FromTensor(input);
+    r.end = end;
+    if (input.has_value()) r.input = TensorBytes::FromTensor(*input);
     core_->SubmitChunk(std::move(r), [this, promise, label](ChunkResult result) {
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -220,6 +223,61 @@ TEST_F(ChunkSlicingTest, ShortChunkIsAnsweredBetweenTheSlicesOfAHugeForward) {
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_THAT(order(), ElementsAre("C", "B", "forward"));
   EXPECT_LT(MaxAbsDiff(got->output, reference_->Forward(huge)->output), kTolerance);
+}
+
+// A bidirectional model cannot be cut in time: a huge bidirectional Forward runs in pieces of
+// one layer and direction, and a short request queued behind it is answered between them.
+TEST_F(ChunkSlicingTest, ShortRequestIsAnsweredBetweenThePiecesOfAHugeBidirectionalForward) {
+  ServingOptions options;
+  options.threads = 1;
+  options.slice_steps = 8;
+  MakeCore(options, /*bidirectional=*/true, /*batch_first=*/false, /*gated=*/true);
+  const Tensor huge = Random({4000, 1, 4}, 3);
+  const Tensor b = Random({2, 1, 4}, 4);
+  const Tensor h0 = Random({4, 1, 5}, 5);
+  // Session C's whole sequence (start and end at once) holds the only worker meanwhile.
+  auto c = SubmitAsync("C", b, true, "C", /*end=*/true);
+  gate_.first_batch_.WaitForNotification();
+  auto forward = ForwardAsync(huge, h0, "forward");
+  auto short_forward = ForwardAsync(b, std::nullopt, "short");
+  gate_.release_.Notify();
+  ASSERT_TRUE(c.get().status.ok());
+  ASSERT_TRUE(short_forward.get().ok());
+  const auto got = forward.get();
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_THAT(order(), ElementsAre("C", "short", "forward"));
+  const auto whole = reference_->Forward(huge, &h0);
+  ASSERT_TRUE(whole.ok());
+  EXPECT_LT(MaxAbsDiff(got->output, whole->output), kTolerance);
+  EXPECT_LT(MaxAbsDiff(got->h_n, whole->h_n), kTolerance);
+}
+
+// The same for a bidirectional session's `end`, which computes its whole buffered sequence:
+// session B's short request is answered between the pieces, and A's output equals one call.
+TEST_F(ChunkSlicingTest, ShortChunkIsAnsweredBetweenThePiecesOfABidirectionalEnd) {
+  ServingOptions options;
+  options.threads = 1;
+  options.slice_steps = 8;
+  MakeCore(options, /*bidirectional=*/true, /*batch_first=*/false, /*gated=*/true);
+  const Tensor a = Random({3000, 1, 4}, 6);
+  const Tensor b = Random({2, 1, 4}, 7);
+  ASSERT_TRUE(SubmitAsync("A", a, true, "A-buffered").get().status.ok());
+  // Session C's whole sequence (start and end at once) holds the only worker meanwhile.
+  auto c = SubmitAsync("C", b, true, "C", /*end=*/true);
+  gate_.first_batch_.WaitForNotification();
+  // A's end: its whole buffered sequence computes now.
+  auto a_end = SubmitAsync("A", std::nullopt, false, "A-end", /*end=*/true);
+  auto short_chunk = SubmitAsync("B", b, true, "B", /*end=*/true);
+  gate_.release_.Notify();
+  ASSERT_TRUE(c.get().status.ok());
+  ASSERT_TRUE(short_chunk.get().status.ok());
+  const ChunkResult ended = a_end.get();
+  ASSERT_TRUE(ended.status.ok()) << ended.status;
+  EXPECT_THAT(order(), ElementsAre("A-buffered", "C", "B", "A-end"));
+  const auto whole = reference_->Forward(a);
+  ASSERT_TRUE(whole.ok());
+  EXPECT_LT(MaxAbsDiff(ended.output->ToTensor(), whole->output), kTolerance);
+  EXPECT_LT(MaxAbsDiff(ended.h_n->ToTensor(), whole->h_n), kTolerance);
 }
 
 // A session closed between two slices of its chunk: the chunk stops and is refused as not
