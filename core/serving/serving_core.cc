@@ -211,7 +211,8 @@ int64_t ServingCore::SubmitChunk(ChunkRequest request, ChunkCallback done) {
   task->result.chunk_index = request.chunk_index;
   task->request = std::move(request);
   SessionEvents events;
-  absl::StatusOr<bool> admitted = table_.Admit(task.get(), events);
+  int64_t bound = 0;
+  absl::StatusOr<bool> admitted = table_.Admit(task.get(), events, &bound);
   table_.Publish(events);
   if (!admitted.ok()) {
     if (LogEnabled(LogLevel::kDebug)) {
@@ -222,11 +223,11 @@ int64_t ServingCore::SubmitChunk(ChunkRequest request, ChunkCallback done) {
     }
     task->result.status = admitted.status();
     task->result.response_bound = ResponseBytesBound(0);  // an error: no tensors
-    const int64_t bound = task->result.response_bound;
+    bound = task->result.response_bound;
     task->done(std::move(task->result));
     return bound;
   }
-  const int64_t bound = task->result.response_bound;  // set by Admit
+  // Not task->result: a task queued behind its session's chunk in flight may already be gone.
   ChunkTask* admitted_task = task.release();  // owned by the scheduler or the session now
   if (*admitted) scheduler_->Enqueue(admitted_task);
   return bound;

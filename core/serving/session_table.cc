@@ -110,7 +110,8 @@ std::string SessionTable::Key(const std::string& principal, const std::string& i
   return absl::StrCat(principal.size(), ":", principal, id);
 }
 
-absl::StatusOr<bool> SessionTable::Admit(ChunkTask* task, SessionEvents& events) {
+absl::StatusOr<bool> SessionTable::Admit(ChunkTask* task, SessionEvents& events,
+                                         int64_t* response_bound) {
   const ChunkRequest& req = task->request;
   ComputeChecksums(task);  // outside the lock: a pass over the input
   absl::MutexLock lock(&mu_);
@@ -129,6 +130,7 @@ absl::StatusOr<bool> SessionTable::Admit(ChunkTask* task, SessionEvents& events)
   // earlier chunk's output.
   task->result.response_bound =
       req.chunk_index.has_value() || req.start ? session.largest_response_bound : fresh;
+  if (response_bound != nullptr) *response_bound = task->result.response_bound;
   if (session.phase != Session::Phase::kIdle) {
     session.pending.push_back(task);
     return false;

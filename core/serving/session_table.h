@@ -60,7 +60,11 @@ class SessionTable {
   // the task should go to the scheduler now; false when it was queued behind the session's
   // in-flight chunk (the table owns it then). An error refuses the request; the caller keeps
   // the task and answers it.
-  absl::StatusOr<bool> Admit(ChunkTask* task, SessionEvents& events) ABSL_LOCKS_EXCLUDED(mu_);
+  // `response_bound`, when set, receives task->result.response_bound (the most bytes its
+  // response may take; see ServingCore::SubmitChunk), written under the lock: once the task is
+  // queued another worker may run and free it, so the caller must not read the task itself.
+  absl::StatusOr<bool> Admit(ChunkTask* task, SessionEvents& events,
+                             int64_t* response_bound = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
 
   // The worker's side. BeginBatch copies what each task needs of its session (task->seen),
   // under one lock for the whole batch.
