@@ -1,7 +1,6 @@
 #include "core/serving/session_table.h"
 
 #include <algorithm>
-#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "base/checksum.h"
@@ -137,35 +136,6 @@ absl::StatusOr<bool> SessionTable::Admit(ChunkTask* task, SessionEvents& events,
   }
   session.phase = Session::Phase::kScheduled;
   return true;
-}
-
-int64_t SessionTable::ResponseBoundLocked(const Session& session,
-                                          const ChunkRequest& req) const {
-  session.mu.AssertReaderHeld();
-  const RnnModel& model = *session.model->model;
-  int64_t batch = session.batch;
-  int64_t steps = 0;
-  if (req.input.has_value()) {
-    absl::StatusOr<InputDims> dims = model.CheckShapes(req.input->shape, nullptr);
-    if (dims.ok()) {
-      steps = dims->steps;
-      batch = dims->batch;
-    }
-  } else if (req.h0.has_value() && req.h0->shape.size() == 3) {
-    batch = req.h0->shape[1];
-  }
-  const int64_t limit = options_.max_response_bytes > 0 ? options_.max_response_bytes
-                                                        : std::numeric_limits<int64_t>::max();
-  // A bidirectional session answers its whole buffered sequence at `end`: as large as a
-  // message may be.
-  if (model.config().bidirectional && req.end) return limit;
-  if (model.config().bidirectional) steps = 0;  // buffered, answered at `end`
-  // Dimensions come from the client: compare in double so a forged shape cannot overflow.
-  const double floats = static_cast<double>(model.OutputSize(1, 1)) * steps * batch +
-                        (req.omit_state ? 0.0 : static_cast<double>(model.StateSize(1)) * batch);
-  const double per_float = static_cast<double>(ResponseBytesBound(1) - ResponseBytesBound(0));
-  const double bytes = static_cast<double>(ResponseBytesBound(0)) + per_float * floats;
-  return bytes >= static_cast<double>(limit) ? limit : static_cast<int64_t>(bytes);
 }
 
 absl::StatusOr<std::shared_ptr<Session>> SessionTable::RetriedStartLocked(
