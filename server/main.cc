@@ -14,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "base/log.h"
+#include "core/engine/kernels/kernel_isa.h"
 #include "server/server.h"
 
 ABSL_FLAG(std::string, model_repository, "",
@@ -69,6 +70,9 @@ ABSL_FLAG(int, max_message_bytes, 64 << 20,
 ABSL_FLAG(bool, allow_non_finite, false, "Accept NaN and Inf in inputs.");
 ABSL_FLAG(bool, allow_non_finite_weights, false,
           "Load models whose weights hold NaN or Inf (refused by default).");
+ABSL_FLAG(std::string, kernel_isa, "auto",
+          "Kernels the models run: auto (the best this CPU has), avx512, avx2, or baseline "
+          "(the build's own -march); a set this CPU lacks is refused at startup.");
 ABSL_FLAG(int, max_in_flight_per_stream, 4096,
           "Requests of one stream in progress before the server stops reading from it.");
 ABSL_FLAG(int64_t, max_stream_buffered_bytes, 0,
@@ -185,6 +189,10 @@ int main(int argc, char** argv) {
       "Serves torch.nn.RNN models over gRPC.\n"
       "  rnnserve --model_repository=/models --port=50051 --metrics_port=9090");
   absl::ParseCommandLine(argc, argv);
+  if (absl::Status cpu = rnnserve::CheckCpuRunsThisBuild(); !cpu.ok()) {
+    std::fprintf(stderr, "rnnserve: %s\n", std::string(cpu.message()).c_str());
+    return 1;
+  }
   // Debian's Abseil checks lock order on every Mutex acquisition: measurable on hot paths.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
@@ -218,6 +226,7 @@ int main(int argc, char** argv) {
   options.model_repository = absl::GetFlag(FLAGS_model_repository);
   options.model_loading.model_dir.allow_non_finite_weights =
       absl::GetFlag(FLAGS_allow_non_finite_weights);
+  options.model_loading.kernel_isa = absl::GetFlag(FLAGS_kernel_isa);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);

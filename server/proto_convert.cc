@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/text.h"
+#include "core/engine/kernels/kernel_isa.h"
 #include "core/engine/rnn_config.h"
 #include "core/engine/rnn_parameters.h"
 #include "proto/status_codec.h"
@@ -45,6 +46,7 @@ void ModelInfoToProto(const ServedModel& model, v1::ModelInfo* info) {
   info->set_parameter_count(model.parameter_count);
   info->set_streaming_buffers_until_end(c.bidirectional);
   info->set_module(ConfigToString(c));
+  info->set_kernel_isa(std::string(KernelIsaName(model.model->kernel_isa())));
 }
 
 void SessionInfoToProto(const SessionSnapshot& session, TensorEncoding encoding,

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "base/log.h"
+#include "core/engine/kernels/kernel_isa.h"
 #include "grpc/health/v1/health.pb.h"
 #include "server/auth/auth_processor.h"
 #include "server/auth/tls.h"
@@ -210,6 +211,13 @@ absl::StatusOr<std::unique_ptr<RnnServer>> RnnServer::Start(const ServerOptions&
         std::make_shared<BearerTokenProcessor>(std::move(table), call_options));
   }
 
+  absl::StatusOr<KernelIsa> kernel_isa = ChooseKernelIsa(options.model_loading.kernel_isa);
+  if (!kernel_isa.ok()) {
+    return absl::Status(kernel_isa.status().code(),
+                        absl::StrCat("--kernel_isa: ", kernel_isa.status().message()));
+  }
+  LogInfo("kernels: ", KernelIsaName(*kernel_isa), " (this CPU runs: auto, ",
+          SupportedKernelIsaList(), ")");
   std::unique_ptr<ModelRegistry> models;
   if (!options.model_repository.empty()) {
     absl::StatusOr<std::unique_ptr<ModelRegistry>> loaded =
@@ -221,7 +229,7 @@ absl::StatusOr<std::unique_ptr<RnnServer>> RnnServer::Start(const ServerOptions&
     LogInfo(options.model_repository.empty() ? "no --model_repository"
                                              : "model repository is empty",
             ": serving the built-in demo model '", kDemoModelName, "'");
-    models = ModelRegistry::WithDemoModel();
+    models = ModelRegistry::WithDemoModel(*kernel_isa);
   }
   std::vector<std::string> names;
   for (const ServedModel* model : models->All()) {

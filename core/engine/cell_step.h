@@ -46,9 +46,10 @@ struct CellWeights {
   PackedMatrix packed_hr;  // LSTM with proj_size: (proj_size, H); empty otherwise
 };
 
-// Lays out `parameters` (already checked against `config`) for layer `layer`, direction `dir`.
+// Lays out `parameters` (already checked against `config`) for layer `layer`, direction `dir`,
+// packed for `isa`'s kernels (one of SupportedKernelIsas()).
 CellWeights LayOutCellWeights(const RnnConfig& config, const ParameterMap& parameters,
-                              int64_t layer, int64_t dir);
+                              int64_t layer, int64_t dir, KernelIsa isa);
 
 Epilogue EpilogueFor(Nonlinearity act);
 
@@ -106,25 +107,12 @@ void RnnStep(const CellWeights& w, const Prev& h_prev, Nonlinearity act, Block&&
 #pragma GCC diagnostic pop
 #endif
 
-// Where one GatedStep reads and writes; every matrix is column-major with its leading
-// dimension, `cols` columns each.
-struct GatedStepIo {
-  int64_t cols = 0;
-  const float* h_prev = nullptr;  // (H_out, cols): h_{t-1}
-  int64_t ld_prev = 0;
-  float* gates = nullptr;  // (G*H, cols): x_t W_ih^T + bias on entry; clobbered
-  int64_t ld_gates = 0;
-  float* cell = nullptr;  // LSTM: (H, cols), leading dimension H: c_{t-1} in, c_t out
-  float* scratch = nullptr;  // GRU: (3H, cols); LSTM with proj_size: (H, cols); dense
-  float* h_out = nullptr;    // (H_out, cols): h_t; must not overlap h_prev
-  int64_t ld_out = 0;
-};
-
 // Scratch rows GatedStep needs: 3H for GRU, H for LSTM with proj_size, else 0.
 int64_t GatedScratchRows(const RnnConfig& config);
 
-// One timestep of a GRU or LSTM cell over io.cols columns: one product for all gates, then one
-// fused pass over the gates (see the equations in cell_step.cc).
+// One timestep of a GRU or LSTM cell over io.cols columns (GatedStepIo: kernels/kernel_abi.h):
+// one product for all gates, then one fused pass over the gates (the equations are in
+// kernels/kernels_impl.inc), both from the weights' kernel table.
 void GatedStep(const RnnConfig& config, const CellWeights& w, const GatedStepIo& io);
 
 }  // namespace rnnserve

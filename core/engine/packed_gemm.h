@@ -8,43 +8,65 @@
 // at load, in panels of one SIMD register's worth of rows, and each product streams them once
 // per block of output columns.
 //
+// A PackedMatrix is packed for one kernel table (kernels/kernel_isa.h: AVX-512, AVX2 or the
+// build's baseline, chosen at model load), whose register width sets the panel height, and
+// every PackedGemm on it runs that table's kernel.
+//
 // PackedMatrix is immutable after construction and safe to share between threads. PackedGemm
 // is a pure function of its arguments; it allocates nothing.
 #ifndef RNNSERVE_CORE_ENGINE_PACKED_GEMM_H_
 #define RNNSERVE_CORE_ENGINE_PACKED_GEMM_H_
 
+#include <cstddef>
 #include <cstdint>
+#include <new>
 #include <vector>
 
-#include <Eigen/Core>
+#include "core/engine/kernels/kernel_abi.h"
+#include "core/engine/kernels/kernel_isa.h"
 
 namespace rnnserve {
 
-enum class Epilogue { kNone, kTanh, kRelu };
+// 64-byte aligned storage: the panels are read with aligned loads as wide as the widest kernel
+// table's (AVX-512), whatever alignment the build's own -march gives Eigen's allocator.
+template <typename T>
+struct CacheLineAllocator {
+  using value_type = T;
+  static constexpr std::align_val_t kAlignment{64};
+  CacheLineAllocator() = default;
+  template <typename U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlignment)); }
+  void deallocate(T* p, size_t) { ::operator delete(p, kAlignment); }
+  bool operator==(const CacheLineAllocator&) const { return true; }
+  bool operator!=(const CacheLineAllocator&) const { return false; }
+};
 
 class PackedMatrix {
  public:
-  // Rows per panel: the float lanes of the widest SIMD register Eigen uses in this build.
-  static int64_t PanelRows();
-
   PackedMatrix() = default;
-  // From torch's row-major (rows, depth) storage.
-  static PackedMatrix FromRowMajor(const float* data, int64_t rows, int64_t depth);
+  // From torch's row-major (rows, depth) storage, packed for `isa`'s kernels (which must be in
+  // SupportedKernelIsas()).
+  static PackedMatrix FromRowMajor(const float* data, int64_t rows, int64_t depth,
+                                   KernelIsa isa = BestKernelIsa());
 
   int64_t rows() const { return rows_; }
   int64_t depth() const { return depth_; }
+  // Rows per panel: the float lanes of the kernel table's SIMD register.
+  int64_t panel_rows() const { return kernels_->panel_rows; }
   // rows() rounded up to whole panels: the length a bias vector passed to PackedGemm needs.
-  int64_t padded_rows() const { return panels_ * PanelRows(); }
-  // Panel p's element (r, k) is row p * PanelRows() + r, column k: panel-major, depth-major
-  // within a panel, rows past rows() zero.
-  const float* panel(int64_t p) const { return data_.data() + p * depth_ * PanelRows(); }
+  int64_t padded_rows() const { return panels_ * panel_rows(); }
   int64_t panels() const { return panels_; }
+  const KernelTable& kernels() const { return *kernels_; }
+  // The panels as the kernels read them (kernel_abi.h's PackedPanels).
+  PackedPanels panels_view() const { return {data_.data(), rows_, depth_, panels_}; }
 
  private:
   int64_t rows_ = 0;
   int64_t depth_ = 0;
   int64_t panels_ = 0;
-  std::vector<float, Eigen::aligned_allocator<float>> data_;
+  const KernelTable* kernels_ = &KernelTableFor(KernelIsa::kBaseline);
+  std::vector<float, CacheLineAllocator<float>> data_;
 };
 
 // C = epilogue(start + W · X) over `cols` columns, where
@@ -53,8 +75,11 @@ class PackedMatrix {
 //   start is C's current contents when `accumulate`, else `bias` broadcast over the columns
 //   (bias: padded_rows() floats, padding ignored), else zero.
 // X and C must not overlap.
-void PackedGemm(const PackedMatrix& w, const float* x, int64_t ldx, int64_t cols,
-                const float* bias, bool accumulate, Epilogue epilogue, float* c, int64_t ldc);
+inline void PackedGemm(const PackedMatrix& w, const float* x, int64_t ldx, int64_t cols,
+                       const float* bias, bool accumulate, Epilogue epilogue, float* c,
+                       int64_t ldc) {
+  w.kernels().gemm(w.panels_view(), x, ldx, cols, bias, accumulate, epilogue, c, ldc);
+}
 
 }  // namespace rnnserve
 

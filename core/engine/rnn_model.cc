@@ -40,7 +40,7 @@ int64_t Workspace::bytes() const {
 void Workspace::ShrinkTo(int64_t max_bytes) {
   if (bytes() <= max_bytes) return;
   for (auto& buffer : buffers_) {
-    std::vector<float, Eigen::aligned_allocator<float>>().swap(buffer);
+    std::vector<float, CacheLineAllocator<float>>().swap(buffer);
   }
   for (auto* index : {&step_width_, &step_offset_, &order_, &column_}) {
     std::vector<int64_t>().swap(*index);
@@ -48,13 +48,16 @@ void Workspace::ShrinkTo(int64_t max_bytes) {
 }
 
 absl::StatusOr<std::unique_ptr<RnnModel>> RnnModel::Create(const RnnConfig& config,
-                                                           const ParameterMap& parameters) {
+                                                           const ParameterMap& parameters,
+                                                           KernelIsa isa) {
   RETURN_IF_ERROR(config.Validate());
   RETURN_IF_ERROR(CheckParameters(config, parameters));
-  std::unique_ptr<RnnModel> model(new RnnModel(config));
+  // Through ChooseKernelIsa, so a table this build or CPU lacks is refused with its message.
+  ASSIGN_OR_RETURN(const KernelIsa checked, ChooseKernelIsa(KernelIsaName(isa)));
+  std::unique_ptr<RnnModel> model(new RnnModel(config, checked));
   for (int64_t layer = 0; layer < config.num_layers; ++layer) {
     for (int64_t dir = 0; dir < config.num_directions(); ++dir) {
-      model->weights_.push_back(LayOutCellWeights(config, parameters, layer, dir));
+      model->weights_.push_back(LayOutCellWeights(config, parameters, layer, dir, checked));
     }
   }
   return model;

@@ -26,6 +26,7 @@
 #include "absl/types/span.h"
 #include "base/tensor.h"
 #include "core/engine/cell_step.h"
+#include "core/engine/kernels/kernel_isa.h"
 #include "core/engine/rnn_config.h"
 #include "core/engine/rnn_parameters.h"
 
@@ -58,7 +59,7 @@ class Workspace {
   static constexpr int kState = 7;        // LSTM Forward(): the h + c state buffer
   static constexpr int kSlots = 8;
   // 64-byte aligned, so full-width kernels start on a vector boundary.
-  std::vector<float, Eigen::aligned_allocator<float>> buffers_[kSlots];
+  std::vector<float, CacheLineAllocator<float>> buffers_[kSlots];
   std::vector<int64_t> step_width_;   // active columns at each step (StepBatch)
   std::vector<int64_t> step_offset_;  // first column of each step (StepBatch)
   std::vector<int64_t> order_;        // chunk indices sorted by length (StepBatch)
@@ -103,11 +104,15 @@ struct StreamChunk {
 class RnnModel {
  public:
   // Checks the config and the parameters (names, shapes) and lays the weights out for the
-  // kernels once (LayOutCellWeights): packed, biases folded (b_ih + b_hh; GRU keeps b_hn apart).
+  // kernels once (LayOutCellWeights): packed for `isa`'s kernel table (FAILED_PRECONDITION if
+  // this build or CPU lacks it), biases folded (b_ih + b_hh; GRU keeps b_hn apart).
   static absl::StatusOr<std::unique_ptr<RnnModel>> Create(const RnnConfig& config,
-                                                          const ParameterMap& parameters);
+                                                          const ParameterMap& parameters,
+                                                          KernelIsa isa = BestKernelIsa());
 
   const RnnConfig& config() const { return config_; }
+  // The instruction set of the kernels this model runs (chosen at Create).
+  KernelIsa kernel_isa() const { return kernel_isa_; }
 
   // Checks an input shape (and h_0's and c_0's, when given) exactly as torch does; messages
   // follow torch's ("input.size(-1) must be equal to input_size. Expected 100, got 50",
@@ -166,7 +171,7 @@ class RnnModel {
   int64_t MacsPerStep() const;
 
  private:
-  explicit RnnModel(const RnnConfig& config) : config_(config) {}
+  RnnModel(const RnnConfig& config, KernelIsa isa) : config_(config), kernel_isa_(isa) {}
   const CellWeights& weights(int64_t layer, int64_t direction) const {
     return weights_[layer * config_.num_directions() + direction];
   }
@@ -180,6 +185,7 @@ class RnnModel {
                     int64_t begin, int64_t end, float* cell, Workspace& ws) const;
 
   RnnConfig config_;
+  KernelIsa kernel_isa_;
   std::vector<CellWeights> weights_;  // layer-major, forward then reverse
 };
 

@@ -20,8 +20,8 @@ RnnConfig DemoModelConfig() {
   return config;
 }
 
-std::unique_ptr<ModelRegistry> ModelRegistry::WithDemoModel() {
-  auto registry = std::make_unique<ModelRegistry>();
+std::unique_ptr<ModelRegistry> ModelRegistry::WithDemoModel(KernelIsa isa) {
+  auto registry = std::make_unique<ModelRegistry>(isa);
   const RnnConfig config = DemoModelConfig();
   absl::Status status =
       registry->Add(kDemoModelName, config, RandomParameters(config, kDemoModelSeed));
@@ -41,7 +41,8 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::LoadRepository(
                                             "' is not a readable directory",
                                             ec ? absl::StrCat(": ", ec.message()) : ""));
   }
-  auto registry = std::make_unique<ModelRegistry>();
+  ASSIGN_OR_RETURN(const KernelIsa isa, ChooseKernelIsa(options.kernel_isa));
+  auto registry = std::make_unique<ModelRegistry>(isa);
   std::vector<fs::path> folders;
   fs::directory_iterator it(dir, ec);
   for (; !ec && it != fs::directory_iterator(); it.increment(ec)) {
@@ -80,7 +81,7 @@ absl::Status ModelRegistry::Add(std::string name, const RnnConfig& config,
   if (models_.count(name)) {
     return absl::AlreadyExistsError(absl::StrCat("model '", name, "' is already loaded"));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<RnnModel> model, RnnModel::Create(config, parameters));
+  ASSIGN_OR_RETURN(std::unique_ptr<RnnModel> model, RnnModel::Create(config, parameters, kernel_isa_));
   auto served = std::make_unique<ServedModel>();
   served->name = name;
   served->model = std::move(model);

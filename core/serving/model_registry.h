@@ -31,17 +31,23 @@ RnnConfig DemoModelConfig();
 // How a model repository is loaded.
 struct ModelLoadOptions {
   ModelDirOptions model_dir;  // per-model checks (non-finite weights refused by default)
+  // The kernels every model runs: "auto" (the best this CPU has: avx512, else avx2, else the
+  // build's baseline) or one of them by name (kernels/kernel_isa.h), e.g. to test a path.
+  std::string kernel_isa = "auto";
 };
 
 class ModelRegistry {
  public:
+  // Models added later run `isa`'s kernels (one of SupportedKernelIsas()).
+  explicit ModelRegistry(KernelIsa isa = BestKernelIsa()) : kernel_isa_(isa) {}
+
   // Loads every subfolder of `dir` as a model named after the folder. An empty folder gives an
   // empty registry. Errors name the folder/file and the problem; a symlink loop, a dangling
   // link or an unreadable entry is an error too (never an exception).
   static absl::StatusOr<std::unique_ptr<ModelRegistry>> LoadRepository(
       const std::string& dir, const ModelLoadOptions& options = {});
   // A registry with only the built-in demo model.
-  static std::unique_ptr<ModelRegistry> WithDemoModel();
+  static std::unique_ptr<ModelRegistry> WithDemoModel(KernelIsa isa = BestKernelIsa());
 
   absl::Status Add(std::string name, const RnnConfig& config, const ParameterMap& parameters);
 
@@ -51,8 +57,10 @@ class ModelRegistry {
   absl::Status UnknownModelError(const std::string& name) const;
   std::vector<const ServedModel*> All() const;  // sorted by name
   bool empty() const { return models_.empty(); }
+  KernelIsa kernel_isa() const { return kernel_isa_; }
 
  private:
+  KernelIsa kernel_isa_;
   std::map<std::string, std::unique_ptr<ServedModel>> models_;
 };
 

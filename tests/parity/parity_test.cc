@@ -264,9 +264,9 @@ struct Case {
   }
 };
 
-// Loads the model through LoadModelDir + RnnModel::Create and the tensors from case.safetensors.
-// Records failures and returns false when something is missing.
-bool LoadCase(const std::string& name, Case* c) {
+// Loads the model through LoadModelDir + RnnModel::Create (with `isa`'s kernels) and the tensors
+// from case.safetensors. Records failures and returns false when something is missing.
+bool LoadCase(const std::string& name, KernelIsa isa, Case* c) {
   c->entry = FindCase(name, /*error_case=*/false);
   if (c->entry == nullptr) return false;
   const json& e = *c->entry;
@@ -304,7 +304,7 @@ bool LoadCase(const std::string& name, Case* c) {
   }
 
   absl::StatusOr<std::unique_ptr<RnnModel>> model =
-      RnnModel::Create(files->config, files->parameters);
+      RnnModel::Create(files->config, files->parameters, isa);
   if (!model.ok()) {
     ADD_FAILURE() << "RnnModel::Create: " << model.status();
     return false;
@@ -655,19 +655,27 @@ void CheckStepBatch(const Case& c) {
 
 class ParityTest : public ::testing::TestWithParam<std::string> {};
 
+// Every case runs on every kernel table this build has and this CPU runs (AVX-512, AVX2, the
+// build's baseline): each must match torch on its own.
 TEST_P(ParityTest, Forward) {
-  Case c;
-  if (LoadCase(GetParam(), &c)) CheckForward(c);
+  for (KernelIsa isa : SupportedKernelIsas()) {
+    SCOPED_TRACE(absl::StrCat("kernels ", KernelIsaName(isa)));
+    Case c;
+    if (LoadCase(GetParam(), isa, &c)) CheckForward(c);
+  }
 }
 
 // Unidirectional: chunked Forward() and StepBatch() sessions. Bidirectional: chunks buffered
 // and run at the end through ForwardTimeMajor (a streamed session's path), and StepBatch()
 // refuses.
 TEST_P(ParityTest, Streaming) {
-  Case c;
-  if (!LoadCase(GetParam(), &c)) return;
-  CheckStreaming(c);
-  CheckStepBatch(c);
+  for (KernelIsa isa : SupportedKernelIsas()) {
+    SCOPED_TRACE(absl::StrCat("kernels ", KernelIsaName(isa)));
+    Case c;
+    if (!LoadCase(GetParam(), isa, &c)) continue;
+    CheckStreaming(c);
+    CheckStepBatch(c);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Torch, ParityTest, ::testing::ValuesIn(CaseNames()),
@@ -678,7 +686,7 @@ INSTANTIATE_TEST_SUITE_P(Torch, ParityTest, ::testing::ValuesIn(CaseNames()),
 // seed notebook (a): one step of one layer, so torch's output equals h_n.
 TEST(ParitySeedNotebook, SingleStepOutputEqualsHn) {
   Case c;
-  if (!LoadCase("seed_a", &c)) return;
+  if (!LoadCase("seed_a", BestKernelIsa(), &c)) return;
   absl::StatusOr<ForwardResult> r = c.model->Forward(c.input);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->output.shape, c.h_n.shape);
@@ -777,7 +785,7 @@ TEST(ParityManifest, CompleteAndConsistent) {
   for (const std::string& name : extra) {
     SCOPED_TRACE(name);
     Case c;
-    if (!LoadCase(name, &c)) continue;
+    if (!LoadCase(name, BestKernelIsa(), &c)) continue;
     CheckForward(c);
     CheckStreaming(c);
     CheckStepBatch(c);

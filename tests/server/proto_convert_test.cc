@@ -266,7 +266,7 @@ TEST(ProtoConvertTest, ForwardRequestAndResultInBothEncodings) {
     ASSERT_TRUE(args->h0.has_value());
     EXPECT_EQ(args->h0->values, h0.values);
 
-    ForwardResult result{Random({5, 2, 4}, 8), Random({2, 2, 4}, 9)};
+    ForwardResult result{Random({5, 2, 4}, 8), Random({2, 2, 4}, 9), std::nullopt};
     v1::ForwardResponse response;
     ForwardResultToResponse(result, encoding, &response);
     EXPECT_EQ(EncodingOf(response.output()), encoding);

@@ -128,6 +128,49 @@ class StartupTest(unittest.TestCase):
             models = server.stub().ListModels(h.pb2().ListModelsRequest(), timeout=10)
             self.assertEqual([m.name for m in models.models], ["nan"])
 
+    def test_kernel_isa_is_chosen_and_reported(self):
+        """--kernel_isa picks the kernels (GetModel reports them) and any choice gives torch's
+        numbers; a name that is not one, or a set this CPU lacks, stops the start-up."""
+        code, err = run_server(self.repo, ["--kernel_isa=sse9"])
+        self.assertEqual(code, 1)
+        self.assertIn("--kernel_isa: unknown kernel instruction set 'sse9'", err)
+        self.assertIn("expected auto, baseline, avx2 or avx512", err)
+        with open("/proc/cpuinfo") as f:
+            flags = set(next(line for line in f if line.startswith("flags")).split())
+        has_avx512 = {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= flags
+        has_avx2 = {"avx2", "fma"} <= flags
+        if not has_avx512:
+            code, err = run_server(self.repo, ["--kernel_isa=avx512"])
+            self.assertEqual(code, 1)
+            self.assertIn("kernel instruction set 'avx512' is not available", err)
+        expected_auto = "avx512" if has_avx512 else ("avx2" if has_avx2 else "baseline")
+        rnn = torch.nn.LSTM(5, 24, num_layers=2, proj_size=7)
+        repo = tempfile.mkdtemp(prefix="rnnserve-isa-")
+        self.addCleanup(shutil.rmtree, repo, ignore_errors=True)
+        h.export_repository(repo, {"lstm": rnn})
+        x = torch.randn(6, 3, 5)
+        with torch.inference_mode():
+            want, (want_h, want_c) = rnn(x)
+        choices = {"auto": expected_auto, "baseline": "baseline"}
+        if has_avx2:
+            choices["avx2"] = "avx2"
+        if has_avx512:
+            choices["avx512"] = "avx512"
+        for flag, reported in choices.items():
+            with self.subTest(kernel_isa=flag), h.ServerProcess(
+                    model_repository=repo, metrics=False,
+                    flags=[f"--kernel_isa={flag}"]) as server:
+                stub = server.stub()
+                info = stub.GetModel(h.pb2().GetModelRequest(model="lstm"), timeout=10)
+                self.assertEqual(info.kernel_isa, reported)
+                self.assertIn(f"kernels: {reported}", server.stderr_text())
+                got = stub.Forward(h.pb2().ForwardRequest(model="lstm",
+                                                          input=h.to_tensor(x.numpy())),
+                                   timeout=10)
+                h.assert_close(h.from_tensor(got.output), want.numpy(), f"{flag} output")
+                h.assert_close(h.from_tensor(got.h_n), want_h.numpy(), f"{flag} h_n")
+                h.assert_close(h.from_tensor(got.c_n), want_c.numpy(), f"{flag} c_n")
+
     def test_sigterm_while_loading_ends_the_process(self):
         # Loading is made long (32 links to one 16 MB model: about 512 MB to read, parse and
         # pack) so that the signal, sent as soon as the server blocks it, lands during loading.

@@ -67,7 +67,7 @@ ForwardResult Reference(const RnnConfig& c, const ParameterMap& p, const Tensor&
     in = out;
     in_size = D * H;
   }
-  return {Tensor({T, N, D * H}, std::vector<float>(in.begin(), in.end())), hn};
+  return {Tensor({T, N, D * H}, std::vector<float>(in.begin(), in.end())), hn, std::nullopt};
 }
 
 
