@@ -296,6 +296,15 @@ def check_session(checker, session):
             checker.fail(case, call, f"chunk {k} failed with "
                          f"{h.grpc_code_name(response.error_code)}: {response.error_message}")
             return
+        if response.chunk_index != k or response.duplicate or response.session_id != session.id:
+            checker.fail(case, call, f"chunk {k} answered as chunk_index "
+                         f"{response.chunk_index} of session {response.session_id!r}, "
+                         f"duplicate={response.duplicate}")
+        if not case.bidirectional:
+            if response.steps_seen != session.bounds[k][1]:
+                checker.fail(case, call, f"chunk {k}: steps_seen {response.steps_seen}, "
+                             f"expected {session.bounds[k][1]}")
+            checker.encoding(case, f"{call} chunk {k}", response.output, session.encoding)
     last = session.responses[-1]
     rows = session.rows or (0, case.time_major(case.input).shape[1])
     expected_out = case.from_time_major(case.time_major(case.output)[:, rows[0]:rows[1]])
