@@ -18,9 +18,16 @@ the case folders' model/ (the same files the engine's parity_test loads). For ev
   "sessions", the plan the engine's StepBatch test follows), all sent interleaved on one stream
   with the whole-batch session above, so the server's batches mix sessions of one model with
   different chunk lengths; the rows reassembled must equal torch's output, h_n and c_n.
-- Error cases (manifest "error_cases", inputs torch rejects): Forward in both encodings and a
-  Stream start with the same tensors are refused with INVALID_ARGUMENT, and the message holds
-  the manifest's key facts (the expected and the actual numbers torch names).
+- ModelInfo (ListModels): one model per folder name, and each describes the case's torch
+  module: ModelConfig, named_parameters() (names, shapes, order), parameter_count, input and
+  state shapes, streaming_buffers_until_end. The `module` string only by its "GRU(6," prefix:
+  it is not torch's repr (it adds nonlinearity='relu', which torch omits, and prints a
+  whole-number dropout as 1 where torch prints 1.0).
+- Error cases (manifest "error_cases", inputs torch rejects), in both encodings: Forward is
+  refused with INVALID_ARGUMENT and a message holding the manifest's key facts (the expected
+  and the actual numbers torch names); a Stream start with the same tensors is refused with
+  INVALID_ARGUMENT and leaves no session, and holds the key facts when the chunk alone is wrong
+  (a start's h_0/c_0 is a state import, checked on its own: see stream_start_refusal).
 
 Tolerance: the manifest's, as the engine's test applies it: every element
 |server - torch| <= tolerance * max(1, |torch|). A failure names the case, the call, the worst
@@ -40,6 +47,7 @@ import sys
 import tempfile
 import time
 import unittest
+import warnings
 
 import grpc
 import numpy as np
@@ -455,6 +463,92 @@ class ServerParityTest(unittest.TestCase):
         self.assertGreater(shared, 0, "no engine call advanced more than one session: the "
                            "row sessions were never batched together")
 
+    def test_model_info_matches_torch_module(self):
+        # ListModels names every model after its folder, and each ModelInfo describes the
+        # torch module the case was built with: its constructor arguments, named_parameters()
+        # (names, shapes, order, count), the input and state shapes, bidirectional buffering.
+        listed = self.stub.ListModels(h.pb2().ListModelsRequest(), timeout=h.CALL_TIMEOUT)
+        infos = {info.name: info for info in listed.models}
+        entries = self.manifest["cases"] + self.manifest["error_cases"]
+        self.assertEqual(sorted(infos), sorted(e["name"] for e in entries))
+        failures = []
+        for entry in entries:
+            info, config = infos[entry["name"]], entry["config"]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # dropout > 0 with num_layers == 1
+                rnn = export_pytorch.build_module(config)
+            got = {field: getattr(info.config, field) for field in
+                   ("module", "input_size", "hidden_size", "num_layers", "bias", "batch_first",
+                    "dropout", "bidirectional", "proj_size", "nonlinearity")}
+            expected = dict(config, proj_size=config.get("proj_size", 0),
+                            nonlinearity=config.get("nonlinearity", ""))
+            rows = config["num_layers"] * (2 if config["bidirectional"] else 1)
+            h_out = config.get("proj_size") or config["hidden_size"]
+            parameters = [(n, list(p.shape)) for n, p in rnn.named_parameters()]
+            got.update(
+                parameters=[(p.name, list(p.shape)) for p in info.parameters],
+                parameter_count=info.parameter_count, input_shape=list(info.input_shape),
+                input_layout=info.input_layout, state_shape=list(info.state_shape),
+                cell_state_shape=list(info.cell_state_shape),
+                buffers_until_end=info.streaming_buffers_until_end,
+                module_prefix=info.module.split(",")[0] + ",")
+            expected.update(
+                parameters=parameters,
+                parameter_count=sum(p.numel() for p in rnn.parameters()),
+                input_shape=[-1, -1, config["input_size"]],
+                input_layout="(N, T, C)" if config["batch_first"] else "(T, N, C)",
+                state_shape=[rows, -1, h_out],
+                cell_state_shape=[rows, -1, config["hidden_size"]] if config["module"] == "LSTM"
+                else [], buffers_until_end=config["bidirectional"],
+                module_prefix=repr(rnn).split(",")[0] + ",")
+            wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
+            if wrong:
+                failures.append(f"{entry['name']} ({info.module}): " + "; ".join(
+                    f"{k} {g!r}, torch {e!r}" for k, (g, e) in sorted(wrong.items())))
+        if failures:
+            self.fail(f"{len(failures)} ModelInfo(s) differ from the torch module:\n" +
+                      "\n".join(failures[:MAX_LISTED_FAILURES]))
+
+    def forward_refusal(self, entry, tensors, encoding):
+        """What is wrong with Forward's answer to an error case (None: refused as torch)."""
+        request = h.pb2().ForwardRequest(model=entry["name"], **{
+            k: h.to_tensor(v, encoding) for k, v in tensors.items()})
+        try:
+            self.stub.Forward(request, timeout=h.CALL_TIMEOUT)
+            return "accepted"
+        except grpc.RpcError as e:
+            code, message = e.code(), e.details()
+        if code != INVALID_ARGUMENT:
+            return f"{code.name}: {message}"
+        missing = missing_key_facts(entry, message, [entry["name"]])
+        return f"message \"{message}\" lacks {missing}" if missing else None
+
+    def stream_start_refusal(self, stream, entry, tensors, session_id, encoding):
+        """What is wrong with the answer to a Stream start with an error case's tensors
+        (None: refused, nothing left behind)."""
+        name = entry["name"]
+        response = stream.call(encoding, session_id=session_id, start=True, model=name,
+                               **tensors)
+        if response.error_code != h.code_number(INVALID_ARGUMENT):
+            return (f"error_code {h.grpc_code_name(response.error_code)}: "
+                    f"{response.error_message}")
+        # A chunk alone is checked as Forward checks it: torch's key facts. A start's h_0/c_0
+        # is a state import, checked before the chunk (with N free; it then fixes the
+        # session's N), so its message speaks of the session, not of torch's (input, hx)
+        # pair: refused and not applied is what holds there.
+        if entry["h0_shape"] is None and entry["c0_shape"] is None:
+            missing = missing_key_facts(entry, response.error_message, [session_id, name])
+            if missing:
+                return f"message \"{response.error_message}\" lacks {missing}"
+        try:
+            left = self.stub.GetSession(h.pb2().GetSessionRequest(
+                session_id=session_id, omit_state=True), timeout=h.CALL_TIMEOUT)
+            return f"refused, but left session {left.session_id} behind ({left.steps_seen} steps)"
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:
+                return f"GetSession after the refusal: {e.code().name}: {e.details()}"
+        return None
+
     def test_error_cases_refused_like_torch(self):
         failures = []
         with h.Stream(self.stub, timeout=h.scaled(120.0)) as stream:
@@ -467,48 +561,15 @@ class ServerParityTest(unittest.TestCase):
                 what = (f"{name} (input {entry['input_shape']} h0 {entry['h0_shape']} "
                         f"c0 {entry['c0_shape']}; torch: \"{entry['torch_error']}\")")
                 for encoding in ENCODINGS:
-                    request = h.pb2().ForwardRequest(model=name, **{
-                        k: h.to_tensor(v, encoding) for k, v in tensors.items()})
-                    try:
-                        self.stub.Forward(request, timeout=h.CALL_TIMEOUT)
-                        failures.append(f"{what} Forward[{encoding}]: accepted")
-                        continue
-                    except grpc.RpcError as e:
-                        code, message = e.code(), e.details()
-                    if code != INVALID_ARGUMENT:
-                        failures.append(f"{what} Forward[{encoding}]: {code.name}: {message}")
-                    missing = missing_key_facts(entry, message, [name])
-                    if missing:
-                        failures.append(f"{what} Forward[{encoding}]: message \"{message}\" "
-                                        f"lacks {missing}")
-                session_id = f"error:{name}"
-                response = stream.call(session_id=session_id, start=True, model=name,
-                                       **tensors)
-                call = f"Stream start [session {session_id}]"
-                if response.error_code != h.code_number(INVALID_ARGUMENT):
-                    failures.append(f"{what} {call}: error_code "
-                                    f"{h.grpc_code_name(response.error_code)}: "
-                                    f"{response.error_message}")
-                    continue
-                # A chunk alone is checked as Forward checks it: torch's key facts. A start's
-                # h_0/c_0 is a state import, checked before the chunk (with N free; it then
-                # fixes the session's N), so its message speaks of the session, not of torch's
-                # (input, hx) pair: refused and not applied is what holds there.
-                if entry["h0_shape"] is None and entry["c0_shape"] is None:
-                    missing = missing_key_facts(entry, response.error_message,
-                                                [session_id, name])
-                    if missing:
-                        failures.append(f"{what} {call}: message \"{response.error_message}\" "
-                                        f"lacks {missing}")
-                try:
-                    left = self.stub.GetSession(h.pb2().GetSessionRequest(
-                        session_id=session_id, omit_state=True), timeout=h.CALL_TIMEOUT)
-                    failures.append(f"{what} {call}: refused, but left session {left.session_id}"
-                                    f" behind ({left.steps_seen} steps)")
-                except grpc.RpcError as e:
-                    if e.code() != grpc.StatusCode.NOT_FOUND:
-                        failures.append(f"{what} GetSession after the refused start: "
-                                        f"{e.code().name}: {e.details()}")
+                    problem = self.forward_refusal(entry, tensors, encoding)
+                    if problem:
+                        failures.append(f"{what} Forward[{encoding}]: {problem}")
+                    session_id = f"error:{encoding}:{name}"
+                    problem = self.stream_start_refusal(stream, entry, tensors, session_id,
+                                                        encoding)
+                    if problem:
+                        failures.append(f"{what} Stream start[{encoding}, session "
+                                        f"{session_id}]: {problem}")
             self.assertEqual(stream.close(), grpc.StatusCode.OK)
         if failures:
             self.fail(f"{len(failures)} error case check(s) failed:\n" + "\n".join(failures))
