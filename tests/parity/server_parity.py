@@ -9,10 +9,12 @@ the case folders' model/ (the same files the engine's parity_test loads). For ev
   c_0 when the case has them: output, h_n and (LSTM) c_n against torch's; a model without cell
   state answers without c_n; the response uses the request's encoding.
 - Stream: a session started with h_0/c_0 (when the case has them) and fed the case's chunk split
-  with chunk_index, `end` on the last chunk. Unidirectional: the chunk outputs concatenated
-  along time equal torch's output and the last response's h_n/c_n torch's. Bidirectional: every
-  chunk before `end` is answered with no output (buffered) and the `end` response carries the
-  output over the whole sequence and the final state. The encoding alternates between cases.
+  with chunk_index. Unidirectional: the chunk outputs concatenated along time equal torch's
+  output and the last response's h_n/c_n torch's; the last chunk does not end the session, which
+  is exported: GetSession (in its encoding) and CloseSession give torch's h_n and c_n.
+  Bidirectional: `end` on the last chunk; every chunk before it is answered with no output
+  (buffered) and the `end` response carries the output over the whole sequence and the final
+  state. The encoding alternates between cases.
 - Sessions batched by the scheduler (unidirectional cases): the case's batch split into
   sessions of contiguous rows, each with its own chunk lengths per round (the manifest's
   "sessions", the plan the engine's StepBatch test follows), all sent interleaved on one stream
@@ -226,10 +228,12 @@ class Checker:
 class Session:
     """One streamed session of a case: its rows (None: the whole batch), its chunks
     [(begin, end)] in order and the round each is sent in; responses are filled in by chunk
-    index."""
+    index. `exported`: the last chunk does not end it; its state is read with GetSession and
+    CloseSession instead."""
 
-    def __init__(self, case, key, rows, lengths, encoding):
+    def __init__(self, case, key, rows, lengths, encoding, exported=False):
         self.case = case
+        self.exported = exported
         self.id = f"{case.name}:{key}"
         self.rows = rows
         # A round with length 0 leaves the session idle (nothing is sent for it).
@@ -246,7 +250,7 @@ class Session:
     def request(self, k):
         begin, end = self.bounds[k]
         fields = dict(session_id=self.id, input=self.case.chunk(begin, end, self.rows),
-                      chunk_index=k, end=k == len(self.bounds) - 1)
+                      chunk_index=k, end=k == len(self.bounds) - 1 and not self.exported)
         if k == 0:
             fields.update(start=True, model=self.case.name,
                           h_0=self.case.state_slice(self.case.h0, self.rows),
@@ -261,7 +265,10 @@ class Session:
 def sessions_of(case, index):
     """The whole-batch session and (unidirectional) the row sessions of a case."""
     encoding = ENCODINGS[index % 2]
-    sessions = [Session(case, "batch", None, case.entry["chunks"], encoding)]
+    # A bidirectional session answers at `end` only; a unidirectional one stays open for the
+    # state export.
+    sessions = [Session(case, "batch", None, case.entry["chunks"], encoding,
+                        exported=not case.bidirectional)]
     if not case.bidirectional:
         n = case.time_major(case.input).shape[1]
         for j, plan in enumerate(case.entry["sessions"]):
@@ -330,9 +337,34 @@ def check_session(checker, session):
     checker.close(case, call, "output", output, expected_out)
     checker.state(case, call, last, expected_h, expected_c)
     checker.encoding(case, call, last.output, session.encoding)
-    if not last.ended or last.steps_seen != case.steps:
+    if last.ended == session.exported or last.steps_seen != case.steps:
         checker.fail(case, call, f"last response: ended={last.ended}, steps_seen="
-                     f"{last.steps_seen}, expected ended after {case.steps} steps")
+                     f"{last.steps_seen}, expected ended={not session.exported} after "
+                     f"{case.steps} steps")
+
+
+def check_export(checker, session, got, closed):
+    """GetSession (in the session's encoding) and CloseSession (values) of an open session:
+    the state export equals torch's h_n and c_n."""
+    case = session.case
+    for call, future in ((f"GetSession[{session.encoding}, session {session.id}]", got),
+                         (f"CloseSession[session {session.id}]", closed)):
+        try:
+            info = future.result()
+        except grpc.RpcError as e:
+            checker.fail(case, call, f"failed with {e.code().name}: {e.details()}")
+            continue
+        if call.startswith("CloseSession"):
+            info = info.session
+        else:
+            checker.encoding(case, call, info.h_n, session.encoding)
+        checker.state(case, call, info, case.h_n, case.c_n)
+        n = case.time_major(case.input).shape[1]
+        if (info.steps_seen, info.batch_size, info.unbatched) != (case.steps, n,
+                                                                   not case.batched):
+            checker.fail(case, call, f"steps_seen {info.steps_seen}, batch_size "
+                         f"{info.batch_size}, unbatched {info.unbatched}; expected "
+                         f"{case.steps}, {n}, {not case.batched}")
 
 
 def run_window(stub, tolerance, window):
@@ -364,6 +396,14 @@ def run_window(stub, tolerance, window):
         check_forward(checker, case, encoding, future)
     for session in sessions:
         check_session(checker, session)
+    exported = [s for s in sessions if s.exported]
+    reads = [stub.GetSession.future(h.pb2().GetSessionRequest(
+        session_id=s.id, raw=s.encoding == "raw"), timeout=h.CALL_TIMEOUT) for s in exported]
+    for session, got in zip(exported, reads):
+        got.exception()  # read before the close
+        closed = stub.CloseSession.future(h.pb2().CloseSessionRequest(session_id=session.id),
+                                          timeout=h.CALL_TIMEOUT)
+        check_export(checker, session, got, closed)
     return checker, len(sessions), len(pending)
 
 
