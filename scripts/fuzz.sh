@@ -3,7 +3,7 @@
 # bounded time: the model-file parsers (safetensors, config.json), starting from a seed corpus
 # generated from real exported models, and sequences of session operations on the serving core
 # (session_ops), starting from its checked-in corpus (tools/fuzz/corpus/session_ops/, which
-# ctest also replays). The corpus grows across runs (build/fuzz/corpus/); crashes land in
+# ctest also replays, as it replays the parsers' checked-in seeds in tools/fuzz/corpus/). The corpus grows across runs (build/fuzz/corpus/); crashes land in
 # build/fuzz/artifacts/ and make the script fail. build/fuzz/ is its own configure
 # (RNNSERVE_FUZZ=ON; tests, server and benchmarks off) that compiles everything with libFuzzer
 # coverage, ASan and UBSan, so the fuzzers link rnnserve_engine itself.
@@ -71,7 +71,7 @@ for target in $targets; do
   if [ "$target" = session_ops ]; then
     inputs=("$fuzz_src/corpus/session_ops")
   else
-    inputs=("$seeds/$target" -dict="$fuzz_src/$target.dict")
+    inputs=("$seeds/$target" "$fuzz_src/corpus/$target" -dict="$fuzz_src/$target.dict")
   fi
   # Not `set -e` for the fuzzer: report every target, then fail.
   "$build/tools/fuzz/${target}_fuzz" "$build/corpus/$target" "${inputs[@]}" \
