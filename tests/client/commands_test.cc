@@ -52,27 +52,37 @@ void ExpectFailure(const CliRun& run, const std::string& code, const std::string
   EXPECT_THAT(run.err, HasSubstr(text));
 }
 
+// A server on a free loopback port serving `model_repository` (empty: the demo model), or
+// null after a failed assertion.
+RnnServer* StartServer(const std::string& model_repository) {
+  ServerOptions options;
+  options.host = "127.0.0.1";
+  options.port = 0;
+  options.metrics_port = -1;
+  options.serving.threads = 2;
+  options.model_repository = model_repository;
+  auto server = RnnServer::Start(options);
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? std::move(server).value().release() : nullptr;
+}
+
+void StopServer(RnnServer*& server) {
+  if (server != nullptr) server->DrainAndShutdown();
+  delete server;
+  server = nullptr;
+}
+
 class CommandsTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    ServerOptions options;
-    options.host = "127.0.0.1";
-    options.port = 0;
-    options.metrics_port = -1;
-    options.serving.threads = 2;
-    auto server = RnnServer::Start(options);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(server).value().release();
-  }
-  static void TearDownTestSuite() {
-    server_->DrainAndShutdown();
-    delete server_;
-    server_ = nullptr;
-  }
+  static void SetUpTestSuite() { server_ = StartServer(""); }
+  static void TearDownTestSuite() { StopServer(server_); }
 
-  void SetUp() override {
-    ASSERT_NE(server_, nullptr);
-    options_.server = absl::StrCat("127.0.0.1:", server_->port());
+  void SetUp() override { UseServer(server_); }
+
+  // Points the CLI at `server` and makes this test's scratch folder.
+  void UseServer(RnnServer* server) {
+    ASSERT_NE(server, nullptr);
+    options_.server = absl::StrCat("127.0.0.1:", server->port());
     dir_ = std::filesystem::temp_directory_path() /
            absl::StrCat("commands_test_", getpid(), "_",
                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
@@ -344,31 +354,14 @@ class CellCommandsTest : public CommandsTest {
     gru.hidden_size = 5;
     ASSERT_TRUE(SaveModelDir((*repository_ / "lstm").string(), lstm, RandomParameters(lstm, 1)).ok());
     ASSERT_TRUE(SaveModelDir((*repository_ / "gru").string(), gru, RandomParameters(gru, 2)).ok());
-    ServerOptions options;
-    options.host = "127.0.0.1";
-    options.port = 0;
-    options.metrics_port = -1;
-    options.serving.threads = 2;
-    options.model_repository = repository_->string();
-    auto server = RnnServer::Start(options);
-    ASSERT_TRUE(server.ok()) << server.status();
-    cell_server_ = std::move(server).value().release();
+    cell_server_ = StartServer(repository_->string());
   }
   static void TearDownTestSuite() {
-    cell_server_->DrainAndShutdown();
-    delete cell_server_;
-    cell_server_ = nullptr;
+    StopServer(cell_server_);
     std::filesystem::remove_all(*repository_);
     delete repository_;
   }
-  void SetUp() override {
-    ASSERT_NE(cell_server_, nullptr);
-    options_.server = absl::StrCat("127.0.0.1:", cell_server_->port());
-    dir_ = std::filesystem::temp_directory_path() /
-           absl::StrCat("commands_test_", getpid(), "_",
-                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::create_directories(dir_);
-  }
+  void SetUp() override { UseServer(cell_server_); }
   client::RnnServeClient Client() const {
     return client::RnnServeClient(
         grpc::CreateChannel(options_.server, grpc::InsecureChannelCredentials()));
