@@ -3,7 +3,7 @@
 # bounded time: the model-file parsers (safetensors, config.json), starting from a seed corpus
 # generated from real exported models, and sequences of session operations on the serving core
 # (session_ops), starting from its checked-in corpus (tools/fuzz/corpus/session_ops/, which
-# ctest also replays). The corpus grows across runs (build/fuzz/corpus/); crashes land in
+# ctest also replays, as it replays the parsers' checked-in seeds in tools/fuzz/corpus/). The corpus grows across runs (build/fuzz/corpus/); crashes land in
 # build/fuzz/artifacts/ and make the script fail. build/fuzz/ is its own configure
 # (RNNSERVE_FUZZ=ON; tests, server and benchmarks off) that compiles everything with libFuzzer
 # coverage, ASan and UBSan, so the fuzzers link rnnserve_engine itself.
@@ -12,6 +12,7 @@
 #   scripts/fuzz.sh 600            # 10 minutes per target
 #   JOBS=4 scripts/fuzz.sh         # build parallelism (default 2)
 #   TARGETS=session_ops scripts/fuzz.sh 36000   # one target for 10 hours (docs/testing.md)
+#   (session_ops_lstm: the same operations on an LSTM with proj_size, from the same corpus)
 #
 # Reproduce a finding: build/fuzz/tools/fuzz/safetensors_fuzz build/fuzz/artifacts/crash-...
 set -euo pipefail
@@ -25,7 +26,7 @@ python=/usr/bin/python3  # Debian's, with torch and numpy
 CXX=clang++-14 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DRNNSERVE_FUZZ=ON -DRNNSERVE_BUILD_TESTS=OFF -DRNNSERVE_BUILD_SERVER=OFF \
   -DRNNSERVE_BUILD_BENCH=OFF >/dev/null
-targets="${TARGETS:-safetensors config_json session_ops}"
+targets="${TARGETS:-safetensors config_json session_ops session_ops_lstm}"
 cmake --build "$build" --target $(for t in $targets; do echo "${t}_fuzz"; done) -j "${JOBS:-2}"
 
 # Seeds: real exports (a demo model, small variants) plus F16/BF16 files written by the same
@@ -33,7 +34,8 @@ cmake --build "$build" --target $(for t in $targets; do echo "${t}_fuzz"; done) 
 seeds="$build/seeds"
 rm -rf "$seeds"
 mkdir -p "$seeds/safetensors" "$seeds/config_json" "$build/corpus/safetensors" \
-  "$build/corpus/config_json" "$build/corpus/session_ops" "$build/artifacts"
+  "$build/corpus/config_json" "$build/corpus/session_ops" "$build/corpus/session_ops_lstm" \
+  "$build/artifacts"
 "$python" - "$root/tools" "$seeds" <<'PY'
 import os, shutil, sys
 sys.path.insert(0, sys.argv[1])
@@ -68,10 +70,10 @@ status=0
 for target in $targets; do
   echo "== ${target}_fuzz for ${seconds}s"
   # New inputs go to the first folder (build/fuzz/corpus/); the seeds are only read.
-  if [ "$target" = session_ops ]; then
+  if [ "$target" = session_ops ] || [ "$target" = session_ops_lstm ]; then
     inputs=("$fuzz_src/corpus/session_ops")
   else
-    inputs=("$seeds/$target" -dict="$fuzz_src/$target.dict")
+    inputs=("$seeds/$target" "$fuzz_src/corpus/$target" -dict="$fuzz_src/$target.dict")
   fi
   # Not `set -e` for the fuzzer: report every target, then fail.
   "$build/tools/fuzz/${target}_fuzz" "$build/corpus/$target" "${inputs[@]}" \

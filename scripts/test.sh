@@ -67,7 +67,8 @@ CXX=clang++-14 cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebIn
 tsan_tests=(core/serving/serving_core_test core/serving/batch_scheduler_test
             core/serving/session_table_test core/serving/session_security_test
             rnn_service_test)
-cmake --build build/tsan -j"$jobs" --target session_ops_replay "${tsan_tests[@]##*/}"
+cmake --build build/tsan -j"$jobs" --target session_ops_replay session_ops_lstm_replay \
+  "${tsan_tests[@]##*/}"
 # tests/tsan.supp names third-party internals only (abseil's Mutex, gRPC's hand-overs): see its
 # comments; never our code.
 export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan.supp"
@@ -76,6 +77,7 @@ for test in "${tsan_tests[@]}"; do
   "build/tsan/tests/$test" --gtest_brief=1
 done
 build/tsan/tests/tools/session_ops_replay tools/fuzz/corpus/session_ops
+build/tsan/tests/tools/session_ops_lstm_replay tools/fuzz/corpus/session_ops
 unset TSAN_OPTIONS
 
 echo "== Fuzzing (bounded: FUZZ_SECONDS per target, 60 by default)"

@@ -139,9 +139,13 @@ absl::StatusOr<Shape> RandomStreamShape(const CliOptions& options, int64_t input
 
 absl::Status ValidateStreamOptions(const CliOptions& options) {
   if (options.chunk_steps < 1) return absl::InvalidArgumentError("--chunk_steps must be >= 1");
-  if (!options.h0.empty() && !options.session_id.empty()) {
-    return absl::InvalidArgumentError(
-        "--h0 starts a new session with that state; it cannot be combined with --session_id");
+  for (const auto& [flag, value] : {std::pair<const char*, const std::string*>{"--h0", &options.h0},
+                                     {"--c0", &options.c0}}) {
+    if (!value->empty() && !options.session_id.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          flag,
+          " starts a new session with that state; it cannot be combined with --session_id"));
+    }
   }
   return absl::OkStatus();
 }

@@ -34,15 +34,17 @@ struct CliOptions {
   std::string shape;        // forward: shape of a random input, e.g. "5,2,100"
   uint64_t seed = 0;        // seed of the random input
   std::string h0;           // initial state .npy file
+  std::string c0;           // initial cell state .npy file (LSTM models only)
   std::string save_output;  // write the output (stream: all chunks joined) here
   std::string save_h_n;     // write the final h_n here (session too)
+  std::string save_c_n;     // write the final c_n here (session too; LSTM models only)
   // stream
   int64_t chunk_steps = 10;  // timesteps per chunk (bench too)
   int64_t steps = 20;        // timesteps of the random input
   int64_t batch = 1;         // batch of the random input; 0 for unbatched
   std::string session_id;    // continue this session instead of starting one
   bool end = false;          // close the session with the last chunk
-  bool omit_state = false;   // leave h_n out of responses (bench too)
+  bool omit_state = false;   // leave h_n and c_n out of responses (bench too)
   // bench
   int64_t sessions = 64;   // concurrent sessions
   int64_t streams = 0;     // gRPC streams they share; 0: min(sessions, 64)
@@ -78,8 +80,8 @@ Tensor RandomTensor(Shape shape, uint64_t seed);
 absl::StatusOr<Shape> RandomStreamShape(const CliOptions& options, int64_t input_size,
                                         bool batch_first);
 
-// Checks the options `stream` needs whatever its input: --chunk_steps >= 1, and --h0 (a new
-// session's state) not combined with --session_id.
+// Checks the options `stream` needs whatever its input: --chunk_steps >= 1, and --h0 or --c0
+// (a new session's state) not combined with --session_id.
 absl::Status ValidateStreamOptions(const CliOptions& options);
 
 // The load generator's options for `bench MODEL`; INVALID_ARGUMENT for --channels < 1.

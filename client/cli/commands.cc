@@ -30,6 +30,22 @@ absl::Status SaveIfAsked(const std::string& path, const Tensor& t) {
   return WriteNpy(path, t);
 }
 
+// --save_c_n with a result: c_n exists only for LSTM models, so asking for it elsewhere is an
+// error rather than a silently missing file.
+absl::Status SaveCellStateIfAsked(const std::string& path, const std::optional<Tensor>& c_n,
+                                  const std::string& model) {
+  if (path.empty()) return absl::OkStatus();
+  if (!c_n) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--save_c_n: model ", model, " returned no c_n (only an LSTM has a cell state)"));
+  }
+  return WriteNpy(path, *c_n);
+}
+
+Json OptionalTensorJson(const std::optional<Tensor>& t) {
+  return t ? TensorJson(*t) : Json(nullptr);
+}
+
 std::string DimsText(const google::protobuf::RepeatedField<int64_t>& dims) {
   return absl::StrCat("[", absl::StrJoin(dims, ", "), "]");
 }
@@ -65,7 +81,17 @@ absl::Status Commands::Info(const std::string& model) {
   *out_ << "model       " << m.name() << "\n"
         << "module      " << m.module() << "\n"
         << "input       " << m.input_layout() << " " << DimsText(m.input_shape()) << "\n"
-        << "state       (L*D, N, H) " << DimsText(m.state_shape()) << "\n"
+        << "cell        " << m.config().module()
+        << (m.config().proj_size() > 0 ? absl::StrCat(" (proj_size ", m.config().proj_size(), ")")
+                                       : "")
+        << "\n"
+        << "state       " << (m.config().proj_size() > 0 ? "(L*D, N, H_out) " : "(L*D, N, H) ")
+        << DimsText(m.state_shape()) << "\n"
+        << "cell state  "
+        << (m.cell_state_shape().empty() ? "none (only an LSTM has c)"
+                                         : absl::StrCat("(L*D, N, H) ",
+                                                        DimsText(m.cell_state_shape())))
+        << "\n"
         << "streaming   "
         << (m.streaming_buffers_until_end() ? "buffers chunks, answers at `end` (bidirectional)"
                                             : "output per chunk")
@@ -82,13 +108,19 @@ absl::Status Commands::Forward(const std::string& model) {
   ASSIGN_OR_RETURN(Tensor input, options_.input.empty() ? RandomInputFromShape(options_)
                                                         : ReadNpy(options_.input));
   ASSIGN_OR_RETURN(std::optional<Tensor> h0, OptionalNpy(options_.h0));
-  ASSIGN_OR_RETURN(client::ForwardResult r, client_->Forward(model, input, h0 ? &*h0 : nullptr));
+  ASSIGN_OR_RETURN(std::optional<Tensor> c0, OptionalNpy(options_.c0));
+  ASSIGN_OR_RETURN(client::ForwardResult r, client_->Forward(model, input, h0 ? &*h0 : nullptr,
+                                                             c0 ? &*c0 : nullptr));
   RETURN_IF_ERROR(SaveIfAsked(options_.save_output, r.output));
   RETURN_IF_ERROR(SaveIfAsked(options_.save_h_n, r.h_n));
+  RETURN_IF_ERROR(SaveCellStateIfAsked(options_.save_c_n, r.c_n, model));
   if (options_.json) {
-    *out_ << Json{{"output", TensorJson(r.output)}, {"h_n", TensorJson(r.h_n)}}.dump() << "\n";
+    Json j{{"output", TensorJson(r.output)}, {"h_n", TensorJson(r.h_n)}};
+    if (r.c_n) j["c_n"] = TensorJson(*r.c_n);
+    *out_ << j.dump() << "\n";
   } else {
     *out_ << NamedTensorText("output", r.output) << NamedTensorText("h_n", r.h_n);
+    if (r.c_n) *out_ << NamedTensorText("c_n", *r.c_n);
   }
   return absl::OkStatus();
 }
@@ -112,6 +144,13 @@ absl::Status Commands::Stream(const std::string& model) {
   RETURN_IF_ERROR(ValidateStreamOptions(options_));
   const int64_t chunk_steps = options_.chunk_steps;
   ASSIGN_OR_RETURN(std::optional<Tensor> h0, OptionalNpy(options_.h0));
+  ASSIGN_OR_RETURN(std::optional<Tensor> c0, OptionalNpy(options_.c0));
+  const bool has_cell_state = !info.cell_state_shape().empty();
+  if (!options_.save_c_n.empty() && !has_cell_state) {
+    // Checked before any chunk is sent: nothing is applied for a flag that cannot be honoured.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--save_c_n: model ", model, " has no cell state (only an LSTM returns c_n)"));
+  }
   std::string session_id = options_.session_id;
 
   // Time is dimension 1 only for batched input of a batch_first model.
@@ -123,6 +162,7 @@ absl::Status Commands::Stream(const std::string& model) {
 
   std::vector<Tensor> outputs;
   std::optional<Tensor> last_h_n;
+  std::optional<Tensor> last_c_n;
   client::ChunkResult last;
   int64_t index = 0;
   for (int64_t at = 0; at < total_steps; at += chunk_steps, ++index) {
@@ -130,17 +170,20 @@ absl::Status Commands::Stream(const std::string& model) {
     ASSIGN_OR_RETURN(const Tensor chunk, Slice(input, time_axis, at, len));
     const bool end = options_.end && at + chunk_steps >= total_steps;
     absl::StatusOr<client::ChunkResult> r =
-        session_id.empty() ? stream->Start(model, "", h0 ? &*h0 : nullptr, &chunk, end)
+        session_id.empty() ? stream->Start(model, "", h0 ? &*h0 : nullptr, &chunk, end,
+                                                       c0 ? &*c0 : nullptr)
                            : stream->SendChunk(session_id, chunk, end);
     if (!r.ok()) return PrefixStatus(absl::StrCat("chunk ", index), r.status());
     session_id = r->session_id;
     if (r->output.num_elements() > 0) outputs.push_back(r->output);
     if (r->h_n) last_h_n = r->h_n;
+    if (r->c_n) last_c_n = r->c_n;
     if (options_.json) {
       Json j{{"chunk", index}, {"session_id", r->session_id}, {"first_step", at},
              {"steps", len},   {"steps_seen", r->steps_seen}, {"ended", r->ended}};
       j["output"] = r->output.shape.empty() ? Json(nullptr) : TensorJson(r->output);
-      j["h_n"] = r->h_n ? TensorJson(*r->h_n) : Json(nullptr);
+      j["h_n"] = OptionalTensorJson(r->h_n);
+      if (has_cell_state) j["c_n"] = OptionalTensorJson(r->c_n);
       *out_ << j.dump() << "\n";
     } else {
       *out_ << absl::StrFormat("chunk %d  session %s  steps %d..%d  steps_seen %d%s\n", index,
@@ -152,6 +195,7 @@ absl::Status Commands::Stream(const std::string& model) {
         *out_ << NamedTensorText("output", r->output);
       }
       if (r->h_n) *out_ << NamedTensorText("h_n", *r->h_n);
+      if (r->c_n) *out_ << NamedTensorText("c_n", *r->c_n);
       *out_ << "\n";
     }
     last = *std::move(r);
@@ -162,6 +206,7 @@ absl::Status Commands::Stream(const std::string& model) {
     RETURN_IF_ERROR(SaveIfAsked(options_.save_output, output));
   }
   if (last_h_n) RETURN_IF_ERROR(SaveIfAsked(options_.save_h_n, *last_h_n));
+  if (last_c_n) RETURN_IF_ERROR(SaveIfAsked(options_.save_c_n, *last_c_n));
   if (!options_.json) {
     *out_ << "session " << session_id << ": " << last.steps_seen << " steps seen, "
           << (last.ended ? "closed"
@@ -184,9 +229,11 @@ absl::Status Commands::Session(const std::string& verb, const std::string& id) {
   }
   RETURN_IF_ERROR(s.status());
   if (s->h_n) RETURN_IF_ERROR(SaveIfAsked(options_.save_h_n, *s->h_n));
+  if (s->h_n) RETURN_IF_ERROR(SaveCellStateIfAsked(options_.save_c_n, s->c_n, s->info.model()));
   if (options_.json) {
     Json j = ProtoJson(s->info);
-    j["h_n"] = s->h_n ? TensorJson(*s->h_n) : Json(nullptr);
+    j["h_n"] = OptionalTensorJson(s->h_n);
+    if (s->c_n) j["c_n"] = TensorJson(*s->c_n);
     *out_ << j.dump() << "\n";
     return absl::OkStatus();
   }
@@ -202,6 +249,7 @@ absl::Status Commands::Session(const std::string& verb, const std::string& id) {
         << "state_bytes  " << i.state_bytes() << "\n";
   if (i.buffered_steps() > 0) *out_ << "buffered     " << i.buffered_steps() << " steps\n";
   if (s->h_n) *out_ << NamedTensorText("h_n", *s->h_n);
+  if (s->c_n) *out_ << NamedTensorText("c_n", *s->c_n);
   return absl::OkStatus();
 }
 

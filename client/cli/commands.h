@@ -26,15 +26,17 @@ class Commands {
 
   // The served models, one per line (or {"models": [ModelInfo...]}).
   absl::Status Models();
-  // A model's config, shapes and parameters (or its ModelInfo).
+  // A model's config, cell (RNN/GRU/LSTM and proj_size), state and cell-state shapes and
+  // parameters (or its ModelInfo).
   absl::Status Info(const std::string& model);
-  // A stateless run of --input (or a random --shape) with optional --h0; prints output and h_n
-  // and saves them to --save_output / --save_h_n when given.
+  // A stateless run of --input (or a random --shape) with optional --h0 and (LSTM) --c0; prints
+  // output, h_n and c_n and saves them to --save_output / --save_h_n / --save_c_n when given.
   absl::Status Forward(const std::string& model);
   // A streamed session: --input (or random --steps/--batch) in chunks of --chunk_steps, one
   // line of JSON (or a text block) per chunk; --save_output gets all chunks' output joined.
   absl::Status Stream(const std::string& model);
-  // `session get ID` or `session close ID`: the session's metadata and state.
+  // `session get ID` or `session close ID`: the session's metadata and state (h_n, and c_n for
+  // an LSTM), saved to --save_h_n / --save_c_n when given.
   absl::Status Session(const std::string& verb, const std::string& id);
   // The load generator (client::RunStreamBench); *failed is set when any chunk failed.
   absl::Status Bench(const std::string& model, bool* failed);

@@ -35,17 +35,25 @@ ABSL_FLAG(std::string, shape, "",
           "forward: shape of a random input, e.g. 5,2,100 for (T, N, C) (or (N, T, C) for "
           "batch_first models, or T,C unbatched).");
 ABSL_FLAG(uint64_t, seed, 0, "forward/stream: seed of the random input.");
-ABSL_FLAG(std::string, h0, "", "forward/stream: initial state .npy file, (L*D, N, H).");
+ABSL_FLAG(std::string, h0, "",
+          "forward/stream: initial state .npy file, (L*D, N, H) (H_out = proj_size for an LSTM "
+          "with projections).");
+ABSL_FLAG(std::string, c0, "",
+          "forward/stream: initial cell state .npy file of an LSTM, (L*D, N, H); zeros when "
+          "absent. Models without cell state (RNN, GRU) refuse it.");
 ABSL_FLAG(std::string, save_output, "",
           "forward/stream: write the output to this .npy file (stream: all chunks, joined).");
 ABSL_FLAG(std::string, save_h_n, "", "forward/stream/session: write the final h_n to this .npy.");
+ABSL_FLAG(std::string, save_c_n, "",
+          "forward/stream/session: write an LSTM's final cell state c_n to this .npy (an error "
+          "for models without cell state).");
 ABSL_FLAG(int64_t, chunk_steps, 10, "stream/bench: timesteps per chunk.");
 ABSL_FLAG(int64_t, steps, 20, "stream: timesteps of the random input.");
 ABSL_FLAG(int64_t, batch, 1, "stream: batch size N of the random input; 0 for unbatched (T, C).");
 ABSL_FLAG(std::string, session_id, "",
           "stream: continue this existing session instead of starting a new one.");
 ABSL_FLAG(bool, end, false, "stream: close the session with the last chunk.");
-ABSL_FLAG(bool, omit_state, false, "stream/bench: ask the server to leave h_n out of responses.");
+ABSL_FLAG(bool, omit_state, false, "stream/bench: ask the server to leave h_n (and c_n) out of responses.");
 ABSL_FLAG(int64_t, sessions, 64, "bench: concurrent sessions.");
 ABSL_FLAG(int64_t, streams, 0, "bench: gRPC streams the sessions share; 0 for min(sessions, 64).");
 ABSL_FLAG(int64_t, channels, 1, "bench: gRPC channels (TCP connections) the streams share.");
@@ -61,14 +69,18 @@ Usage: rnnserve-client [--server HOST:PORT] [--json] [--noraw]
                        [--token_file FILE | --token TOKEN] SUBCOMMAND ...
 
   models                       list the served models
-  info MODEL                   a model's config, input/state shapes and parameters
+  info MODEL                   a model's config, cell (RNN/GRU/LSTM, proj_size), input, state
+                               and cell-state shapes and parameters
   forward MODEL                stateless run: --input x.npy or --shape T,N,C [--seed S]
-                               [--h0 h.npy] [--save_output y.npy] [--save_h_n h.npy]
+                               [--h0 h.npy] [--c0 c.npy] [--save_output y.npy]
+                               [--save_h_n h.npy] [--save_c_n c.npy]  (c: LSTM only)
   stream MODEL                 a streamed session, chunk by chunk: --input x.npy or random
-                               --steps T --batch N; --chunk_steps K; --session_id ID to go on
-                               with an existing session; --end to close it at the end
-  session get ID               a session's metadata and state (h_n)
-  session close ID             close a session, printing its final state
+                               --steps T --batch N; --chunk_steps K; [--h0 h.npy] [--c0 c.npy]
+                               for a new session's state; --session_id ID to go on with an
+                               existing session; --end to close it at the end
+  session get ID               a session's metadata and state (h_n; c_n for an LSTM)
+                               [--save_h_n h.npy] [--save_c_n c.npy]
+  session close ID             close a session, printing (and saving) its final state
   bench [MODEL]                load test: --sessions N concurrent sessions over --streams S,
                                chunks of --chunk_steps steps, for --duration seconds
                                [--max_chunks M]; exits 1 if any chunk failed
@@ -77,6 +89,7 @@ Examples:
   rnnserve-client models
   rnnserve-client forward demo --shape 5,2,100 --json
   rnnserve-client stream demo --steps 20 --chunk_steps 5 --end
+  rnnserve-client forward lstm --input x.npy --h0 h0.npy --c0 c0.npy --save_c_n c_n.npy
   rnnserve-client bench --sessions 4096 --duration 10
   rnnserve-client --server rnn.example:50051 --tls_ca ca.crt --token_file token models
 )";
@@ -97,8 +110,10 @@ rnnserve::cli::CliOptions OptionsFromFlags() {
   o.shape = absl::GetFlag(FLAGS_shape);
   o.seed = absl::GetFlag(FLAGS_seed);
   o.h0 = absl::GetFlag(FLAGS_h0);
+  o.c0 = absl::GetFlag(FLAGS_c0);
   o.save_output = absl::GetFlag(FLAGS_save_output);
   o.save_h_n = absl::GetFlag(FLAGS_save_h_n);
+  o.save_c_n = absl::GetFlag(FLAGS_save_c_n);
   o.chunk_steps = absl::GetFlag(FLAGS_chunk_steps);
   o.steps = absl::GetFlag(FLAGS_steps);
   o.batch = absl::GetFlag(FLAGS_batch);

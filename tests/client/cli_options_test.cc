@@ -83,7 +83,15 @@ TEST(CliOptionsTest, ValidateStreamOptions) {
   EXPECT_TRUE(ValidateStreamOptions(options).ok());
   options.session_id = "s";
   EXPECT_THAT(std::string(ValidateStreamOptions(options).message()),
-              HasSubstr("cannot be combined with --session_id"));
+              HasSubstr("--h0 starts a new session with that state; it cannot be combined with "
+                        "--session_id"));
+  // --c0 (an LSTM's cell state) is a new session's state too.
+  options.h0 = "";
+  options.c0 = "c.npy";
+  EXPECT_THAT(std::string(ValidateStreamOptions(options).message()),
+              HasSubstr("--c0 starts a new session with that state"));
+  options.session_id = "";
+  EXPECT_TRUE(ValidateStreamOptions(options).ok());
 }
 
 TEST(CliOptionsTest, ClientOptionsFromRawAndTimeout) {

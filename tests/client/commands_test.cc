@@ -19,6 +19,7 @@
 #include "client/cli/proto_json.h"
 #include "client/npy.h"
 #include "client/rnnserve_client.h"
+#include "core/engine/model_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/server.h"
@@ -51,27 +52,37 @@ void ExpectFailure(const CliRun& run, const std::string& code, const std::string
   EXPECT_THAT(run.err, HasSubstr(text));
 }
 
+// A server on a free loopback port serving `model_repository` (empty: the demo model), or
+// null after a failed assertion.
+RnnServer* StartServer(const std::string& model_repository) {
+  ServerOptions options;
+  options.host = "127.0.0.1";
+  options.port = 0;
+  options.metrics_port = -1;
+  options.serving.threads = 2;
+  options.model_repository = model_repository;
+  auto server = RnnServer::Start(options);
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? std::move(server).value().release() : nullptr;
+}
+
+void StopServer(RnnServer*& server) {
+  if (server != nullptr) server->DrainAndShutdown();
+  delete server;
+  server = nullptr;
+}
+
 class CommandsTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    ServerOptions options;
-    options.host = "127.0.0.1";
-    options.port = 0;
-    options.metrics_port = -1;
-    options.serving.threads = 2;
-    auto server = RnnServer::Start(options);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(server).value().release();
-  }
-  static void TearDownTestSuite() {
-    server_->DrainAndShutdown();
-    delete server_;
-    server_ = nullptr;
-  }
+  static void SetUpTestSuite() { server_ = StartServer(""); }
+  static void TearDownTestSuite() { StopServer(server_); }
 
-  void SetUp() override {
-    ASSERT_NE(server_, nullptr);
-    options_.server = absl::StrCat("127.0.0.1:", server_->port());
+  void SetUp() override { UseServer(server_); }
+
+  // Points the CLI at `server` and makes this test's scratch folder.
+  void UseServer(RnnServer* server) {
+    ASSERT_NE(server, nullptr);
+    options_.server = absl::StrCat("127.0.0.1:", server->port());
     dir_ = std::filesystem::temp_directory_path() /
            absl::StrCat("commands_test_", getpid(), "_",
                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
@@ -322,6 +333,174 @@ TEST_F(CommandsTest, BenchCountsChunksAndEndsItsSessions) {
 
   options_.channels = 0;
   ExpectFailure(Run({"bench", "demo"}), "INVALID_ARGUMENT", "--channels must be >= 1");
+}
+
+// The commands with GRU and LSTM models: a second in-process server whose repository holds
+// "lstm" = LSTM(4, 6, num_layers=2, proj_size=3) and "gru" = GRU(4, 5).
+class CellCommandsTest : public CommandsTest {
+ protected:
+  static void SetUpTestSuite() {
+    repository_ = new std::filesystem::path(std::filesystem::temp_directory_path() /
+                                            absl::StrCat("commands_test_cells_", getpid()));
+    RnnConfig lstm;
+    lstm.module = RnnModule::kLstm;
+    lstm.input_size = 4;
+    lstm.hidden_size = 6;
+    lstm.num_layers = 2;
+    lstm.proj_size = 3;
+    RnnConfig gru;
+    gru.module = RnnModule::kGru;
+    gru.input_size = 4;
+    gru.hidden_size = 5;
+    ASSERT_TRUE(SaveModelDir((*repository_ / "lstm").string(), lstm, RandomParameters(lstm, 1)).ok());
+    ASSERT_TRUE(SaveModelDir((*repository_ / "gru").string(), gru, RandomParameters(gru, 2)).ok());
+    cell_server_ = StartServer(repository_->string());
+  }
+  static void TearDownTestSuite() {
+    StopServer(cell_server_);
+    std::filesystem::remove_all(*repository_);
+    delete repository_;
+  }
+  void SetUp() override { UseServer(cell_server_); }
+  client::RnnServeClient Client() const {
+    return client::RnnServeClient(
+        grpc::CreateChannel(options_.server, grpc::InsecureChannelCredentials()));
+  }
+
+  static RnnServer* cell_server_;
+  static std::filesystem::path* repository_;
+};
+
+RnnServer* CellCommandsTest::cell_server_ = nullptr;
+std::filesystem::path* CellCommandsTest::repository_ = nullptr;
+
+TEST_F(CellCommandsTest, InfoShowsTheCellAndBothStateShapes) {
+  CliRun run = Run({"info", "lstm"});
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  EXPECT_THAT(run.out, HasSubstr("cell        LSTM (proj_size 3)\n"));
+  EXPECT_THAT(run.out, HasSubstr("state       (L*D, N, H_out) [2, -1, 3]\n"));
+  EXPECT_THAT(run.out, HasSubstr("cell state  (L*D, N, H) [2, -1, 6]\n"));
+  EXPECT_THAT(run.out, HasSubstr("  weight_hr_l0             (3, 6)\n"));
+  run = Run({"info", "gru"});
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  EXPECT_THAT(run.out, HasSubstr("cell        GRU\n"));
+  EXPECT_THAT(run.out, HasSubstr("state       (L*D, N, H) [1, -1, 5]\n"));
+  EXPECT_THAT(run.out, HasSubstr("cell state  none (only an LSTM has c)\n"));
+
+  options_.json = true;
+  run = Run({"info", "lstm"});
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  const Json info = run.JsonLines().at(0);
+  EXPECT_EQ(info["config"]["module"], "LSTM");
+  EXPECT_EQ(info["config"]["proj_size"], 3);
+  EXPECT_EQ(info["cell_state_shape"], Json::parse("[2, -1, 6]"));
+}
+
+TEST_F(CellCommandsTest, ForwardTakesC0AndSavesCn) {
+  const Tensor x = Random({5, 2, 4}, 1);
+  const Tensor h0 = Random({2, 2, 3}, 2);
+  const Tensor c0 = Random({2, 2, 6}, 3);
+  ASSERT_TRUE(WriteNpy(Path("x.npy"), x).ok());
+  ASSERT_TRUE(WriteNpy(Path("h0.npy"), h0).ok());
+  ASSERT_TRUE(WriteNpy(Path("c0.npy"), c0).ok());
+  const client::ForwardResult want = Client().Forward("lstm", x, &h0, &c0).value();
+  ASSERT_TRUE(want.c_n.has_value());
+  // c_0 matters: without it the cell state starts at zeros.
+  EXPECT_GT(MaxAbsDiff(Client().Forward("lstm", x, &h0).value().h_n, want.h_n), 1e-4);
+
+  for (bool raw : {true, false}) {
+    options_.raw = raw;
+    options_.json = true;
+    options_.input = Path("x.npy");
+    options_.h0 = Path("h0.npy");
+    options_.c0 = Path("c0.npy");
+    options_.save_h_n = Path("h_n.npy");
+    options_.save_c_n = Path("c_n.npy");
+    CliRun run = Run({"forward", "lstm"});
+    ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+    const Json j = run.JsonLines().at(0);
+    EXPECT_EQ(j["output"], TensorJson(want.output));
+    EXPECT_EQ(j["h_n"], TensorJson(want.h_n));
+    EXPECT_EQ(j["c_n"], TensorJson(*want.c_n));
+    EXPECT_EQ(MaxAbsDiff(ReadNpy(Path("h_n.npy")).value(), want.h_n), 0) << raw;
+    EXPECT_EQ(MaxAbsDiff(ReadNpy(Path("c_n.npy")).value(), *want.c_n), 0) << raw;
+  }
+  options_.json = false;
+  CliRun run = Run({"forward", "lstm"});
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  EXPECT_THAT(run.out, HasSubstr("\nh_n (2, 2, 3):\n"));
+  EXPECT_THAT(run.out, HasSubstr("\nc_n (2, 2, 6):\n"));
+}
+
+TEST_F(CellCommandsTest, CellStateFlagsOnAModelWithoutCellState) {
+  ASSERT_TRUE(WriteNpy(Path("x.npy"), Random({3, 1, 4}, 1)).ok());
+  ASSERT_TRUE(WriteNpy(Path("c0.npy"), Random({1, 1, 5}, 2)).ok());
+  options_.input = Path("x.npy");
+  options_.json = true;
+  // A GRU's JSON has no c_n key.
+  CliRun run = Run({"forward", "gru"});
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  EXPECT_FALSE(run.JsonLines().at(0).contains("c_n"));
+  // The server refuses --c0, naming the model; the CLI exits 1.
+  options_.c0 = Path("c0.npy");
+  ExpectFailure(Run({"forward", "gru"}), "INVALID_ARGUMENT", "only an LSTM takes c_0");
+  ExpectFailure(Run({"stream", "gru"}), "INVALID_ARGUMENT", "only an LSTM takes c_0");
+  options_.c0 = "";
+  options_.save_c_n = Path("c_n.npy");
+  ExpectFailure(Run({"forward", "gru"}), "INVALID_ARGUMENT",
+                "--save_c_n: model gru returned no c_n (only an LSTM has a cell state)");
+  ExpectFailure(Run({"stream", "gru"}), "INVALID_ARGUMENT",
+                "--save_c_n: model gru has no cell state");
+  EXPECT_FALSE(std::filesystem::exists(Path("c_n.npy")));
+}
+
+TEST_F(CellCommandsTest, StreamWithC0AndSessionStateSaveCn) {
+  const Tensor x = Random({7, 2, 4}, 4);
+  const Tensor h0 = Random({2, 2, 3}, 5);
+  const Tensor c0 = Random({2, 2, 6}, 6);
+  ASSERT_TRUE(WriteNpy(Path("x.npy"), x).ok());
+  ASSERT_TRUE(WriteNpy(Path("h0.npy"), h0).ok());
+  ASSERT_TRUE(WriteNpy(Path("c0.npy"), c0).ok());
+  const client::ForwardResult want = Client().Forward("lstm", x, &h0, &c0).value();
+  options_.json = true;
+  options_.input = Path("x.npy");
+  options_.h0 = Path("h0.npy");
+  options_.c0 = Path("c0.npy");
+  options_.chunk_steps = 3;
+  options_.save_output = Path("y.npy");
+  options_.save_c_n = Path("c_n.npy");
+  CliRun run = Run({"stream", "lstm"});
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  const std::vector<Json> lines = run.JsonLines();
+  ASSERT_EQ(lines.size(), 3u) << run.out;
+  EXPECT_EQ(lines[2]["c_n"]["shape"], Json::parse("[2, 2, 6]"));
+  EXPECT_LE(MaxAbsDiff(ReadNpy(Path("y.npy")).value(), want.output), 1e-5);
+  EXPECT_LE(MaxAbsDiff(ReadNpy(Path("c_n.npy")).value(), *want.c_n), 1e-5);
+
+  // The session's state, saved by `session get` and `session close`, is the stream's last.
+  const std::string id = lines[0]["session_id"];
+  options_ = CliOptions();
+  options_.server = absl::StrCat("127.0.0.1:", cell_server_->port());
+  options_.save_h_n = Path("got_h_n.npy");
+  options_.save_c_n = Path("got_c_n.npy");
+  run = Run({"session", "get", id});
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  EXPECT_THAT(run.out, HasSubstr("c_n (2, 2, 6):\n"));
+  EXPECT_EQ(ReadNpy(Path("got_c_n.npy")).value().values, ReadNpy(Path("c_n.npy")).value().values);
+  EXPECT_LE(MaxAbsDiff(ReadNpy(Path("got_h_n.npy")).value(), want.h_n), 1e-5);
+  ASSERT_TRUE(std::filesystem::remove(Path("got_c_n.npy")));
+  options_.json = true;
+  run = Run({"session", "close", id});
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  EXPECT_EQ(run.JsonLines().at(0)["c_n"], TensorJson(ReadNpy(Path("c_n.npy")).value()));
+  EXPECT_EQ(ReadNpy(Path("got_c_n.npy")).value().values, ReadNpy(Path("c_n.npy")).value().values);
+
+  // --c0 is a new session's state: not with --session_id.
+  options_.c0 = Path("c0.npy");
+  options_.session_id = id;
+  ExpectFailure(Run({"stream", "lstm"}), "INVALID_ARGUMENT",
+                "--c0 starts a new session with that state; it cannot be combined with "
+                "--session_id");
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // libFuzzer target over sequences of session operations on the serving core.
 //
 // The input's bytes decode into up to kMaxOps operations on a ServingCore with tiny limits
-// (3 sessions, 2 per principal, state for about two sessions, 3 tombstones, an injected clock),
+// (3 sessions, 2 per principal, memory for about two sessions, 3 tombstones, an injected clock),
 // so refusals, evictions, expiry and tombstone turnover all happen within a few operations:
 // start (client or server-assigned id, with or without h_0 or a first chunk), chunk (right and
 // wrong shapes, auto, next, duplicate or gapped chunk_index), a burst of chunks sent without
@@ -13,13 +13,16 @@
 //     advanced a session, a duplicate never advanced it, and a session disappears only when it
 //     ended, was closed, expired past the idle timeout, or was evicted while idle long enough;
 //   - session_count() and state_bytes() match the snapshots, and stay within the limits;
-//   - every applied chunk's output and h_n equal the engine run on the session's whole
-//     sequence (h_0 included), and a replayed duplicate's output equals the first answer;
+//   - every applied chunk's output and h_n (and an LSTM's c_n) equal the engine run on the
+//     session's whole sequence (h_0 included), and a replayed duplicate's output equals the
+//     first answer;
 //   - a gapped chunk_index and a wrong input size are refused.
 // A failed check prints what differed and aborts (a crash for libFuzzer, a failure in ctest).
 //
 // Built two ways: with libFuzzer (scripts/fuzz.sh, build/fuzz) and as a plain replay of the
-// checked-in corpus (session_ops_replay, ctest label unit; also under TSan). Thread-safety:
+// checked-in corpus (session_ops_replay, ctest label unit; also under TSan). The served model is
+// an RNN unless RNNSERVE_SESSION_OPS_MODULE names another RnnModule: session_ops_lstm_replay
+// replays the same corpus on an LSTM with proj_size, whose state is h and c. Thread-safety:
 // one fuzz input at a time; the core answers on its one worker thread, and RunRequests waits
 // for the answers under a mutex.
 #include <cmath>
@@ -41,9 +44,14 @@
 #include "base/log.h"
 #include "core/serving/serving_core.h"
 
+#ifndef RNNSERVE_SESSION_OPS_MODULE
+#define RNNSERVE_SESSION_OPS_MODULE kRnn
+#endif
+
 namespace rnnserve {
 namespace {
 
+constexpr RnnModule kModule = RnnModule::RNNSERVE_SESSION_OPS_MODULE;
 constexpr int kMaxOps = 64;
 constexpr int64_t kInputSize = 2;
 constexpr int64_t kHidden = 3;
@@ -131,6 +139,8 @@ class Harness {
     config_.input_size = kInputSize;
     config_.hidden_size = kHidden;
     config_.num_layers = kLayers;
+    config_.module = kModule;
+    if (kModule == RnnModule::kLstm) config_.proj_size = kHidden - 1;  // h narrower than c
     const ParameterMap params = RandomParameters(config_, 7);
     reference_ = std::move(RnnModel::Create(config_, params)).value();
     auto registry = std::make_unique<ModelRegistry>();
@@ -139,8 +149,12 @@ class Harness {
     options.threads = 1;
     options.max_sessions = 3;
     options.max_sessions_per_principal = 2;
-    // Two states of N=2 (2 buffers * L*N*H floats each = 96 bytes) or four of N=1.
-    options.max_state_bytes = 200;
+    // Two sessions of N=2: each counts 2 buffers of StateSize(2) floats (96 bytes for the RNN)
+    // plus its id and kSessionOverheadBytes; a few bytes to spare. (The budget counts the ids
+    // and overhead since the memory accounting grew them; a budget of state bytes alone
+    // refused every session.)
+    options.max_state_bytes =
+        2 * (2 * reference_->StateSize(2) * 4 + kSessionOverheadBytes + 2) + 8;
     options.max_tombstones = 3;
     options.session_idle_timeout = kIdleTimeout;
     options.evict_idle_after = kEvictAfter;
@@ -335,7 +349,8 @@ class Harness {
     const ShadowSession& s = it->second;
     if (s.has_state) {
       FUZZ_CHECK(got->h_n.has_value(), "no h_n for ", id);
-      CheckState(s, got->h_n->values);
+      FUZZ_CHECK(got->c_n.has_value() == (kModule == RnnModule::kLstm), "c_n of ", id);
+      CheckState(s, got->h_n->values, got->c_n);
     }
   }
 
@@ -455,11 +470,14 @@ class Harness {
     if (steps == 0) return;
     ForwardResult whole = Reference(s);
     FUZZ_CHECK(result.output.has_value(), "applied chunk without output");
-    const int64_t row = s.batch * kHidden;
+    const int64_t row = s.batch * config_.output_size();
     const std::vector<float>& all = whole.output.values;
     CheckClose(absl::MakeConstSpan(all).subspan(all.size() - steps * row),
                result.output->values(), "output of " + s.id);
     if (result.h_n.has_value()) CheckClose(whole.h_n.values, result.h_n->values(), "h_n of " + s.id);
+    FUZZ_CHECK(result.c_n.has_value() == (result.h_n.has_value() && whole.c_n.has_value()),
+               "c_n of ", s.id, " present exactly with h_n for an LSTM");
+    if (result.c_n.has_value()) CheckClose(whole.c_n->values, result.c_n->values(), "c_n of " + s.id);
   }
 
   ForwardResult Reference(const ShadowSession& s) const {
@@ -472,12 +490,19 @@ class Harness {
     return *std::move(run);
   }
 
-  void CheckState(const ShadowSession& s, absl::Span<const float> h_n) const {
+  // c_n: an LSTM's cell state (zeros until a chunk ran: the sessions start without c_0).
+  void CheckState(const ShadowSession& s, absl::Span<const float> h_n,
+                  const std::optional<Tensor>& c_n) const {
     if (s.steps == 0) {
       if (s.h0.has_value()) CheckClose(s.h0->values, h_n, "h_0 of " + s.id);
+      if (c_n.has_value()) {
+        CheckClose(std::vector<float>(c_n->values.size(), 0.0f), c_n->values, "c_0 of " + s.id);
+      }
       return;
     }
-    CheckClose(Reference(s).h_n.values, h_n, "state of " + s.id);
+    const ForwardResult whole = Reference(s);
+    CheckClose(whole.h_n.values, h_n, "state of " + s.id);
+    if (c_n.has_value()) CheckClose(whole.c_n->values, c_n->values, "cell state of " + s.id);
   }
 
   static void CheckClose(absl::Span<const float> want, absl::Span<const float> got,

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <limits>
+#include <set>
 
 #include <filesystem>
 #include <fstream>
@@ -212,6 +213,109 @@ TEST_F(ModelDirTest, NonFiniteWeightsLoadWhenAllowed) {
   absl::StatusOr<ModelFiles> loaded = LoadModelDir(dir_.string(), options);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_TRUE(std::isnan(loaded->parameters.at("weight_hh_l0").values[3]));
+}
+
+// GRU and LSTM folders: configs torch would refuse, and weight files that are corrupt or
+// belong to another module or another proj_size, each refused at load naming the file.
+RnnConfig Cell(RnnModule module, int64_t hidden, int64_t proj = 0) {
+  RnnConfig config = SmallConfig();
+  config.module = module;
+  config.hidden_size = hidden;
+  config.proj_size = proj;
+  return config;
+}
+
+TEST_F(ModelDirTest, ProjSizeTorchWouldRefuseIsRefusedAtLoad) {
+  const RnnConfig gru = Cell(RnnModule::kGru, 4);
+  Write("model.safetensors", SerializeSafetensors(RandomParameters(gru, 1)));
+  for (const auto& [config, message] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"module": "GRU", "input_size": 3, "hidden_size": 4, "proj_size": 2})",
+            "proj_size argument is only supported for LSTM, not RNN or GRU"},
+           {R"({"input_size": 3, "hidden_size": 4, "proj_size": 2})",
+            "proj_size argument is only supported for LSTM, not RNN or GRU"},
+           {R"({"module": "LSTM", "input_size": 3, "hidden_size": 4, "proj_size": 4})",
+            "proj_size has to be smaller than hidden_size, got proj_size 4 and hidden_size 4"},
+           {R"({"module": "LSTM", "input_size": 3, "hidden_size": 4, "proj_size": -1})",
+            "proj_size should be a positive integer or zero to disable projections, got -1"}}) {
+    Write("config.json", config);
+    const absl::Status status = LoadError();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << config;
+    EXPECT_THAT(status.message(), HasSubstr(Path("config.json") + ": ")) << config;
+    EXPECT_THAT(status.message(), HasSubstr(message)) << config;
+  }
+}
+
+TEST_F(ModelDirTest, GruStateDictUnderAnLstmConfigIsNamedAsAGru) {
+  // GRU(3, 8)'s file is larger than LSTM(3, 4) needs, so it is parsed and its shapes read.
+  Write("config.json", ConfigToJson(Cell(RnnModule::kLstm, 4)));
+  Write("model.safetensors", SerializeSafetensors(RandomParameters(Cell(RnnModule::kGru, 8), 1)));
+  const absl::Status status = LoadError();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr(Path("model.safetensors") + ": "));
+  EXPECT_THAT(status.message(), HasSubstr("the weights look like a GRU"));
+  EXPECT_THAT(status.message(), HasSubstr("but the config says LSTM(3, 4)"));
+}
+
+TEST_F(ModelDirTest, LstmWeightsWithoutProjectionUnderAProjConfigAreNamed) {
+  // weight_hh_l0 is (4H, H) = (20, 5) where proj_size=2 needs (20, 2), and weight_hr_l0 is
+  // missing.
+  Write("config.json", ConfigToJson(Cell(RnnModule::kLstm, 5, 2)));
+  Write("model.safetensors", SerializeSafetensors(RandomParameters(Cell(RnnModule::kLstm, 5), 1)));
+  const absl::Status status = LoadError();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("the weights look like an LSTM (weight_hh_l0"));
+  EXPECT_THAT(status.message(),
+              HasSubstr("parameter 'weight_hh_l0' has shape (20, 5), expected (20, 2)"));
+  EXPECT_THAT(status.message(), HasSubstr("weight_hr_l0"));
+}
+
+TEST_F(ModelDirTest, ShortWeightHrIsRefusedNamingItsShape) {
+  const RnnConfig lstm = Cell(RnnModule::kLstm, 5, 2);
+  ParameterMap params = RandomParameters(lstm, 1);
+  params["weight_hr_l0"] = Tensor::Zeros({2, 4});  // one column short of (proj_size, H)
+  Write("config.json", ConfigToJson(lstm));
+  Write("model.safetensors", SerializeSafetensors(params));
+  const absl::Status status = LoadError();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr(Path("model.safetensors") + ": parameters do not match"));
+  EXPECT_THAT(status.message(),
+              HasSubstr("parameter 'weight_hr_l0' has shape (2, 4), expected (2, 5)"));
+}
+
+TEST_F(ModelDirTest, TruncatedLstmProjFileIsRefusedNamingTheFile) {
+  const RnnConfig lstm = Cell(RnnModule::kLstm, 5, 2);
+  const std::string weights = SerializeSafetensors(RandomParameters(lstm, 1));
+  Write("config.json", ConfigToJson(lstm));
+  // Cut inside the last tensor's data: the header's offsets now pass the end of the file.
+  Write("model.safetensors", weights.substr(0, weights.size() - 6));
+  const absl::Status status = LoadError();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr(Path("model.safetensors")));
+  EXPECT_THAT(status.message(),
+              HasSubstr(Path("model.safetensors") + ": tensor 'weight_ih_l0' has data_offsets"));
+  EXPECT_THAT(status.message(), HasSubstr(absl::StrCat("beyond the data section of ")));
+}
+
+// The loader fuzzers' seeds (tools/fuzz/corpus/{config_json,safetensors}/NAME, replayed through
+// the parsers by ctest) are real exports: each pair loads as a model folder, RNN, GRU and LSTM
+// with proj_size among them, so the fuzzers start from files that pass every check.
+TEST_F(ModelDirTest, FuzzSeedsAreLoadableModelsOfEveryModule) {
+  const std::filesystem::path corpus(RNNSERVE_FUZZ_CORPUS);
+  std::set<std::string> modules;
+  bool projection = false;
+  for (const auto& entry : std::filesystem::directory_iterator(corpus / "config_json")) {
+    const std::string name = entry.path().filename().string();
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    std::filesystem::copy_file(entry.path(), Path("config.json"));
+    std::filesystem::copy_file(corpus / "safetensors" / name, Path("model.safetensors"));
+    absl::StatusOr<ModelFiles> loaded = LoadModelDir(dir_.string());
+    ASSERT_TRUE(loaded.ok()) << name << ": " << loaded.status();
+    modules.insert(std::string(ModuleName(loaded->config.module)));
+    projection = projection || loaded->config.proj_size > 0;
+  }
+  EXPECT_EQ(modules, (std::set<std::string>{"RNN", "GRU", "LSTM"}));
+  EXPECT_TRUE(projection);
 }
 
 }  // namespace

@@ -374,8 +374,9 @@ TEST(SafetensorsRejectTest, MalformedMetadata) {
 
 // Truncation at every offset and overwriting every byte with several values must give an error
 // or a well-formed map, never a crash or out-of-bounds read (this runs under ASan/UBSan).
-TEST(SafetensorsRobustnessTest, EveryTruncationAndByteCorruption) {
-  const ParameterMap params = RandomParameters(SmallConfig(), 3);
+// Every proper prefix of `params`' file is refused, and every single-byte corruption yields an
+// error or a well-formed map (any value is accepted in the data bytes).
+void ExpectEveryTruncationAndByteCorruptionHandled(const ParameterMap& params) {
   const std::string blob = SerializeSafetensors(params);
   uint64_t header_size = 0;
   for (int i = 0; i < 8; ++i) header_size |= static_cast<uint64_t>(uint8_t(blob[i])) << (8 * i);
@@ -412,6 +413,25 @@ TEST(SafetensorsRobustnessTest, EveryTruncationAndByteCorruption) {
       }
     }
   }
+}
+
+TEST(SafetensorsRobustnessTest, EveryTruncationAndByteCorruption) {
+  ExpectEveryTruncationAndByteCorruptionHandled(RandomParameters(SmallConfig(), 3));
+}
+
+// The gated cells' state_dicts: GRU's 3H-row and LSTM's 4H-row weights, and the projection
+// weight_hr of an LSTM with proj_size.
+TEST(SafetensorsRobustnessTest, GruAndLstmProjFilesSurviveEveryTruncationAndCorruption) {
+  RnnConfig gru = SmallConfig();
+  gru.module = RnnModule::kGru;
+  ExpectEveryTruncationAndByteCorruptionHandled(RandomParameters(gru, 4));
+  RnnConfig lstm = SmallConfig();
+  lstm.module = RnnModule::kLstm;
+  lstm.hidden_size = 3;
+  lstm.proj_size = 2;
+  const ParameterMap params = RandomParameters(lstm, 5);
+  ASSERT_EQ(params.count("weight_hr_l0"), 1u);
+  ExpectEveryTruncationAndByteCorruptionHandled(params);
 }
 
 }  // namespace
