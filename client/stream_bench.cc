@@ -14,21 +14,20 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "client/stream_pacer.h"
 #include "rnnserve/v1/rnn_service.grpc.pb.h"
 
 namespace rnnserve {
 namespace client {
 namespace {
 
-int64_t NowNanos() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 // State shared by all streams of one run.
 struct Shared {
   const StreamBenchOptions* options = nullptr;
+  // Paced runs: the schedule's origin and period (0: closed loop), and the pacer.
+  int64_t start_ns = 0;
+  int64_t period_ns = 0;
+  Pacer* pacer = nullptr;
   // Every chunk request is a copy of this (input already encoded), with its ids filled in.
   v1::StreamRequest chunk_template;
   std::atomic<bool> stop{false};
@@ -57,22 +56,46 @@ struct Shared {
 // between OnReadDone and OnWriteDone and guarded by mu_. StartWrite/StartWritesDone are called
 // outside mu_, because gRPC may run a reaction inline on the calling thread.
 class BenchStream final
-    : public grpc::ClientBidiReactor<v1::StreamRequest, v1::StreamResponse> {
+    : public grpc::ClientBidiReactor<v1::StreamRequest, v1::StreamResponse>,
+      public PacedSender {
  public:
-  BenchStream(Shared* shared, int64_t num_sessions)
-      : shared_(shared), options_(*shared->options), sessions_(num_sessions) {}
+  // Sessions first_session .. first_session + num_sessions - 1 of the run's `total_sessions`
+  // (their place in the schedule of a paced run).
+  BenchStream(Shared* shared, int64_t num_sessions, int64_t first_session,
+              int64_t total_sessions)
+      : shared_(shared), options_(*shared->options), sessions_(num_sessions) {
+    for (int64_t i = 0; i < num_sessions; ++i) {
+      sessions_[i].next_due_ns =
+          shared->start_ns + shared->period_ns * (first_session + i) / total_sessions;
+    }
+  }
 
   void Begin(v1::RnnService::Stub* stub) {
     stub->async()->Stream(&context_, this);
     shared_->live_sessions += static_cast<int64_t>(sessions_.size());
-    for (size_t i = 0; i < sessions_.size(); ++i) Enqueue(MakeChunk(i, /*start=*/true));
+    if (shared_->period_ns > 0) AddMultipleHolds(static_cast<int>(sessions_.size()));
+    for (size_t i = 0; i < sessions_.size(); ++i) {
+      if (shared_->period_ns > 0) {
+        v1::StreamRequest chunk = MakeChunk(i, /*start=*/true);
+        shared_->pacer->Park(sessions_[i].sent_ns, this, std::move(chunk));
+      } else {
+        Enqueue(MakeChunk(i, /*start=*/true));
+      }
+    }
     StartRead(&response_);
     StartCall();
+  }
+
+  // The pacer's send of a chunk parked with a hold (see Pacer).
+  void SendParked(v1::StreamRequest request) override {
+    Enqueue(std::move(request));
+    RemoveHold();
   }
 
   void Cancel() { context_.TryCancel(); }
   bool WaitDone(absl::Duration timeout) { return done_.WaitForNotificationWithTimeout(timeout); }
   const std::vector<int64_t>& latencies() const { return latencies_; }
+  const std::vector<int64_t>& send_lags() const { return send_lags_; }
 
   void OnWriteDone(bool ok) override {
     const v1::StreamRequest* next = nullptr;
@@ -126,7 +149,8 @@ class BenchStream final
     std::string id;
     int64_t chunks = 0;
     uint32_t seq = 0;  // sequence number of the request in flight
-    int64_t sent_ns = 0;
+    int64_t sent_ns = 0;      // when it was sent; paced: its slot
+    int64_t next_due_ns = 0;  // paced: the slot of the session's next chunk
     Phase phase = Phase::kActive;
   };
 
@@ -139,9 +163,15 @@ class BenchStream final
     return (static_cast<uint64_t>(index) << 32) | s.seq;
   }
 
+  // A chunk request; paced, its latency counts from its slot, and the next slot is set.
   v1::StreamRequest MakeChunk(size_t index, bool start) {
     v1::StreamRequest request = shared_->chunk_template;
     Session& s = sessions_[index];
+    request.set_request_id(NextRequestId(index));
+    if (shared_->period_ns > 0) {
+      s.sent_ns = s.next_due_ns;
+      s.next_due_ns += shared_->period_ns;
+    }
     if (start) {
       request.set_start(true);
       request.set_model(options_.model);
@@ -150,8 +180,25 @@ class BenchStream final
     }
     // The last chunk closes the session itself, saving a round trip.
     if (options_.max_chunks > 0 && s.chunks + 1 >= options_.max_chunks) request.set_end(true);
-    request.set_request_id(NextRequestId(index));
     return request;
+  }
+
+  // Sends the session's next chunk now (closed loop, or paced and its slot has passed) or parks
+  // it with the pacer until its slot. Runs in OnReadDone.
+  void SendNextChunk(size_t index) {
+    v1::StreamRequest chunk = MakeChunk(index, /*start=*/false);
+    if (shared_->period_ns <= 0) {
+      Enqueue(std::move(chunk));
+      return;
+    }
+    const int64_t due = sessions_[index].sent_ns, now = NowNanos();
+    if (due <= now) {
+      send_lags_.push_back(now - due);
+      Enqueue(std::move(chunk));
+      return;
+    }
+    AddHold();  // within a reaction: allowed, and the pacer removes it
+    shared_->pacer->Park(due, this, std::move(chunk));
   }
 
   v1::StreamRequest MakeEnd(size_t index) {
@@ -215,7 +262,7 @@ class BenchStream final
       s.phase = Phase::kEnding;
       Enqueue(MakeEnd(index));
     } else {
-      Enqueue(MakeChunk(index, /*start=*/false));
+      SendNextChunk(index);
     }
   }
 
@@ -247,6 +294,7 @@ class BenchStream final
   v1::StreamResponse response_;
   std::vector<Session> sessions_;
   std::vector<int64_t> latencies_;
+  std::vector<int64_t> send_lags_;  // paced chunks sent late from OnReadDone
   absl::Notification done_;
 
   absl::Mutex mu_;
@@ -279,12 +327,21 @@ absl::StatusOr<StreamBenchReport> RunStreamBench(
   if (options.chunk_steps < 1) return absl::InvalidArgumentError("--chunk_steps must be >= 1");
   if (!(options.duration_s > 0)) return absl::InvalidArgumentError("--duration must be > 0");
   if (options.max_chunks < 0) return absl::InvalidArgumentError("--max_chunks must be >= 0");
+  if (!(options.chunks_per_second >= 0) || options.chunks_per_second > 1e6) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--chunks_per_second must be in [0, 1e6] (0: unpaced), got ", options.chunks_per_second));
+  }
   const int64_t num_streams = std::min(
       options.streams > 0 ? options.streams : std::min<int64_t>(64, options.sessions),
       options.sessions);
 
   Shared shared;
   shared.options = &options;
+  Pacer pacer;
+  if (options.chunks_per_second > 0) {
+    shared.period_ns = static_cast<int64_t>(std::llround(1e9 / options.chunks_per_second));
+    shared.pacer = &pacer;
+  }
   {
     // The values do not matter to the server's cost; make them plausible anyway.
     const int64_t count = NumElements(input_shape);
@@ -301,13 +358,18 @@ absl::StatusOr<StreamBenchReport> RunStreamBench(
   std::vector<std::unique_ptr<v1::RnnService::Stub>> stubs;
   for (const auto& channel : channels) stubs.push_back(v1::RnnService::NewStub(channel));
   std::vector<std::unique_ptr<BenchStream>> streams;
-  for (int64_t j = 0; j < num_streams; ++j) {
+  shared.start_ns = NowNanos();
+  for (int64_t j = 0, first = 0; j < num_streams; ++j) {
     const int64_t n = options.sessions / num_streams + (j < options.sessions % num_streams);
-    streams.push_back(std::make_unique<BenchStream>(&shared, n));
+    streams.push_back(std::make_unique<BenchStream>(&shared, n, first, options.sessions));
+    first += n;
   }
 
   const absl::Time start = absl::Now();
   for (size_t j = 0; j < streams.size(); ++j) streams[j]->Begin(stubs[j % stubs.size()].get());
+  // Started once every stream has begun: a parked start chunk is written only after StartCall.
+  std::thread pacer_thread;
+  if (shared.pacer != nullptr) pacer_thread = std::thread([&pacer] { pacer.Run(); });
 
   auto report_progress = [&] {
     if (!progress) return;
@@ -349,8 +411,13 @@ absl::StatusOr<StreamBenchReport> RunStreamBench(
       cancelled = true;
     }
   }
-  // After a cancel gRPC still calls OnDone; the reactors must outlive it.
+  // After a cancel gRPC still calls OnDone; the reactors must outlive it. A call with a chunk
+  // parked holds its OnDone until the pacer sends it (within one period).
   for (auto& stream : streams) stream->WaitDone(absl::InfiniteDuration());
+  if (pacer_thread.joinable()) {
+    pacer.Finish();
+    pacer_thread.join();
+  }
   if (cancelled) {
     absl::MutexLock lock(&shared.mu);
     shared.error_samples.push_back(
@@ -381,6 +448,16 @@ absl::StatusOr<StreamBenchReport> RunStreamBench(
     report.mean_ms = sum / static_cast<double>(latencies.size()) / 1e6;
     report.max_ms = static_cast<double>(latencies.back()) / 1e6;
   }
+  std::vector<int64_t> lags = pacer.lags();
+  for (const auto& stream : streams) {
+    lags.insert(lags.end(), stream->send_lags().begin(), stream->send_lags().end());
+  }
+  std::sort(lags.begin(), lags.end());
+  report.send_lag_p99_ms = Percentile(lags, 0.99);
+  report.send_lag_max_ms = lags.empty() ? 0 : static_cast<double>(lags.back()) / 1e6;
+  report.sends_late_by_a_period = static_cast<int64_t>(
+      lags.end() - std::lower_bound(lags.begin(), lags.end(), shared.period_ns));
+  if (shared.period_ns <= 0) report.sends_late_by_a_period = 0;
   report.errors = shared.errors.load();
   absl::MutexLock lock(&shared.mu);
   report.error_samples = shared.error_samples;
