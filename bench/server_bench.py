@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Served throughput and latency: rnnserve vs a Python reference server vs the in-process engine.
 
-For each model (exported with seeded torch init into a temporary model repository) and each
+For each model (exported with seeded torch init into a temporary model repository; RNNs, and
+issue 12's LSTM(256, 256, 2) as --models lstm256x2) and each
 count of concurrent sessions (batch N=1, chunks of --chunk_steps steps), runs
 `rnnserve-client bench --json` against:
   * rnnserve (server/rnnserve, default flags: max_batch 256, one compute thread per core),
@@ -39,12 +40,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "pykit"))
 import rnnserve_testkit as kit  # noqa: E402  (server processes, metrics; puts tools/ on the path)
 
-# name -> (input_size, hidden_size, num_layers); all tanh, unidirectional, time-major.
+# name -> (input_size, hidden_size, num_layers[, module]); RNNs tanh; all unidirectional,
+# time-major. The LSTMs are issue 12's: LSTM(256, 256, 2) beside RNN(256, 256, 2), and the
+# speech-sized LSTM(80, 512, 3) of bench/streams_per_core.py's headline.
 MODELS = {
     "demo": (100, 10, 2),
     "rnn256x2": (256, 256, 2),
     "rnn512x3": (512, 512, 3),
+    "lstm256x2": (256, 256, 2, "LSTM"),
+    "lstm80x512x3": (80, 512, 3, "LSTM"),
 }
+
+
+def model_module(name):
+    """"RNN" or "LSTM": the torch.nn module of a MODELS entry."""
+    return MODELS[name][3] if len(MODELS[name]) > 3 else "RNN"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -60,15 +70,16 @@ def export_repository(folder, names, seed):
     import torch
     import export_pytorch
     for name in names:
-        input_size, hidden, layers = MODELS[name]
+        input_size, hidden, layers = MODELS[name][:3]
         torch.manual_seed(seed)
-        export_pytorch.export_module(torch.nn.RNN(input_size, hidden, num_layers=layers),
+        module = getattr(torch.nn, model_module(name))
+        export_pytorch.export_module(module(input_size, hidden, num_layers=layers),
                                      os.path.join(folder, name))
 
 
 def model_label(name):
-    i, h, l = MODELS[name]
-    return f"RNN({i}, {h}, num_layers={l})"
+    i, h, l = MODELS[name][:3]
+    return f"{model_module(name)}({i}, {h}, num_layers={l})"
 
 
 def cpu_model():
