@@ -558,8 +558,7 @@ def main(argv=None):
         if not args.no_reference:
             bench_server("reference",
                          [sys.executable, args.reference, "--model_repository", repo,
-                          "--port", "0", "--threads", str(args.threads),
-                          "--stubs_dir", os.path.join(work, "stubs")],
+                          "--port", "0", "--threads", str(args.threads)],
                          {m: [n for n in ref_counts[m] if n in counts[m]] for m in models},
                          args.ref_duration, "reference")
         # 3. In-process.

@@ -29,7 +29,6 @@ namespace rnnserve {
 namespace client {
 namespace bench_internal {
 
-
 // State shared by all streams of one run.
 struct Shared {
   const StreamBenchOptions* options = nullptr;
