@@ -46,6 +46,7 @@ def run_point(args, server, streams):
                str(args.chunk_steps), "--chunks_per_second", str(args.chunks_per_second),
                "--duration", str(args.duration), "--streams", str(min(streams, 64))]
     cpu0, t0 = sb.proc_cpu_seconds(server.pid), time.monotonic()
+    metrics0 = sb.scrape_metrics(server.metrics_port)
     try:
         done = subprocess.run(command, capture_output=True, text=True,
                               timeout=args.duration + 60)
@@ -59,6 +60,9 @@ def run_point(args, server, streams):
     r = json.loads(lines[-1])
     r["streams"] = streams
     r["server_cores"] = round((sb.proc_cpu_seconds(server.pid) - cpu0) / wall, 2)
+    delta = {k: v - metrics0.get(k, 0.0) for k, v in sb.scrape_metrics(server.metrics_port).items()}
+    count = delta.get("rnnserve_batch_size_count", 0)
+    r["mean_batch"] = round(delta["rnnserve_batch_size_sum"] / count, 1) if count else None
     expected = streams * args.chunks_per_second
     why = []
     if r["errors"]:
@@ -74,7 +78,8 @@ def run_point(args, server, streams):
     log(f"{streams:5d} streams: {r['chunks_per_s']:8.1f} chunks/s (of {expected:.0f})  p50 "
         f"{r['latency_ms']['p50']:7.2f}  p99 {r['latency_ms']['p99']:7.2f}  max "
         f"{r['latency_ms']['max']:7.2f} ms  send lag max {r['send_lag_ms']['max']:6.1f} ms  "
-        f"server {r['server_cores']:.2f} cores  {'PASS' if r['passed'] else 'FAIL: ' + r['why']}")
+        f"server {r['server_cores']:.2f} cores  mean batch {r['mean_batch']}  "
+        f"{'PASS' if r['passed'] else 'FAIL: ' + r['why']}")
     return r
 
 
@@ -115,18 +120,18 @@ def render(result):
              f"{a['chunks_per_second']:g} chunks/s per stream, {a['duration']:g} s per point.",
              "",
              "| streams | chunks/s answered (of) | p50 ms | p99 ms | max ms | send lag p99 / max ms "
-             "| server cores | errors | verdict |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| server cores | mean batch | errors | verdict |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for p in sorted(result["points"], key=lambda p: p["streams"]):
         if "latency_ms" not in p:
-            lines.append(f"| {p['streams']} | — | — | — | — | — | — | — | fail: {p['why']} |")
+            lines.append(f"| {p['streams']} | — | — | — | — | — | — | — | — | fail: {p['why']} |")
             continue
         lines.append(
             f"| {p['streams']} | {p['chunks_per_s']:.0f} "
             f"({p['streams'] * a['chunks_per_second']:.0f}) | {p['latency_ms']['p50']:.2f} "
             f"| {p['latency_ms']['p99']:.2f} | {p['latency_ms']['max']:.1f} "
             f"| {p['send_lag_ms']['p99']:.1f} / {p['send_lag_ms']['max']:.1f} "
-            f"| {p['server_cores']:.2f} | {p['errors']} "
+            f"| {p['server_cores']:.2f} | {p.get('mean_batch') or '—'} | {p['errors']} "
             f"| {'pass' if p['passed'] else 'fail: ' + p['why']} |")
     lines += ["", f"**{result['streams_per_core']} live streams per core** (p99 chunk latency "
               f"< {a['budget_ms']:g} ms, none late by a slot; search resolution "
@@ -183,7 +188,7 @@ def main(argv=None):
         sb.export_repository(repo, [MODEL], args.seed)
         server = sb.Server("rnnserve",
                            ["taskset", "-c", str(args.server_core), args.rnnserve, "--host",
-                            "127.0.0.1", "--port", "0", "--metrics_port", "-1",
+                            "127.0.0.1", "--port", "0", "--metrics_port", "0",
                             "--model_repository", repo, "--threads", "1", "--max_batch",
                             str(args.max_batch)], os.path.join(work, "rnnserve.log"))
         try:
