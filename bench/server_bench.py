@@ -429,6 +429,36 @@ def render(results):
     return header + "\n" + tables(results)
 
 
+def add_output_flags(parser):
+    """--out, --json-out and --report, as write_report and a rerender use them."""
+    parser.add_argument("--out", default=None, help="write the markdown here too")
+    parser.add_argument("--json-out", default=None)
+    parser.add_argument("--report", metavar="JSON", default=None,
+                        help="measure nothing: print the markdown of an earlier --json-out")
+
+
+def print_earlier_report(args, render_fn):
+    """With --report: prints render_fn of that earlier --json-out and returns True."""
+    if not args.report:
+        return False
+    with open(args.report) as f:
+        print(render_fn(json.load(f)))
+    return True
+
+
+def write_report(text, results, out_path, json_path):
+    """Prints the markdown and writes it to out_path, and the raw results to json_path (each
+    when given)."""
+    print(text)
+    if out_path:
+        with open(out_path, "w") as f:
+            f.write(text + "\n")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(results, f, indent=1)
+            f.write("\n")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rnnserve", default=os.path.join(ROOT, "build-sbench/server/rnnserve"))
@@ -480,15 +510,10 @@ def main(argv=None):
     parser.add_argument("--run-timeout-slack", type=float, default=120,
                         help="seconds a client run may take beyond --duration before it is "
                              "killed")
-    parser.add_argument("--out", default=None, help="write the markdown here too")
-    parser.add_argument("--json-out", default=None)
+    add_output_flags(parser)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    parser.add_argument("--report", metavar="JSON", default=None,
-                        help="measure nothing: print the markdown of an earlier --json-out")
     args = parser.parse_args(argv)
-    if args.report:
-        with open(args.report) as f:
-            print(render(json.load(f)))
+    if print_earlier_report(args, render):
         return 0
     if args.quick:
         args.sessions = [1, 64, 1024]
@@ -578,15 +603,7 @@ def main(argv=None):
     results["machine"]["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["elapsed_s"] = round(time.time() - started, 1)
     results["quiet_spent_s"] = round(QUIET.spent, 1)
-    report = render(results)
-    print(report)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(report + "\n")
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(results, f, indent=1)
-            f.write("\n")
+    write_report(render(results), results, args.out, args.json_out)
     return 0
 
 

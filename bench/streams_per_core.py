@@ -160,14 +160,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="4 s points, bisection to 10%% (~1 min)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="write the markdown here too")
-    parser.add_argument("--json-out", default=None)
-    parser.add_argument("--report", metavar="JSON", default=None,
-                        help="measure nothing: print the markdown of an earlier --json-out")
+    sb.add_output_flags(parser)
     args = parser.parse_args(argv)
-    if args.report:
-        with open(args.report) as f:
-            print(render(json.load(f)))
+    if sb.print_earlier_report(args, render):
         return 0
     if args.quick:
         args.duration, args.resolution = 4, 0.1
@@ -204,15 +199,7 @@ def main(argv=None):
     result.update(points=points, streams_per_core=best,
                   elapsed_s=round(time.time() - started, 1))
     result["machine"]["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    text = render(result)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(result, f, indent=1)
-            f.write("\n")
+    sb.write_report(render(result), result, args.out, args.json_out)
     return 0
 
 
