@@ -24,9 +24,11 @@ and without OPENBLAS_CORETYPE (bench/run_engine_bench.sh does both).
   /usr/bin/python3 bench/compare_torch.py --H 256 --L 2 --N 1 64 --T 10 --no-ort   # a subset
   /usr/bin/python3 bench/compare_torch.py --module gru lstm     # the GRU and LSTM grid
 
-Durations on 2 cores: --module rnn (the default) ~5 min; --module gru lstm ~15 min (shapes of
-more than --long-flops per call get one timing window instead of --repetitions; the LSTM
-proj_size rows, --proj 256, add ~2 min).
+Durations on 2 cores (run_engine_bench.sh, --repetitions 3): --module rnn (the default) ~5 min
+on the Xeon of BENCHMARKS.md "## Engine"; --module gru lstm --proj 256 took 6 min 45 s on the
+2-core EPYC of "## GRU and LSTM" (sgemm peak 274 GFLOP/s) and should take ~15 min on that Xeon
+(125 GFLOP/s), within the 20 minutes budgeted: shapes of more than --long-flops per call get
+one timing window instead of --repetitions; the proj_size rows are ~1.5 min of it.
 """
 import argparse
 import json

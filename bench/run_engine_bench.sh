@@ -6,7 +6,8 @@
 # build-bench/engine_results.json. About 6 minutes on 2 cores for RNN.
 # --module gru lstm (issue 12, BENCHMARKS.md "## GRU and LSTM"): the GRU and LSTM grid instead
 # (H 256 512 1024, L 1 2, N 1 8 64 256, T 1 10 100, StepBatch at N 1 8 64 256), against torch's
-# nn.GRU/nn.LSTM and ORT's native GRU/LSTM ops; about 15 minutes on 2 cores (+~2 with --proj 256).
+# nn.GRU/nn.LSTM and ORT's native GRU/LSTM ops; with --proj 256, 6 min 45 s on the 2-core EPYC
+# of BENCHMARKS.md "## GRU and LSTM", ~15 min expected on the slower Xeon of "## Engine".
 #
 #   bash bench/run_engine_bench.sh                          # the table in BENCHMARKS.md
 #   bash bench/run_engine_bench.sh --module gru lstm --proj 256   # "## GRU and LSTM"
