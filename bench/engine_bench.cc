@@ -3,7 +3,10 @@
 //
 // Forward: RNN(H, H, num_layers=L, tanh), input (T, N, H), h0 = zeros, one reused Workspace.
 // StepBatch: N sessions of batch 1, chunks of 10 steps each, one StepBatch call per iteration.
-// Counters: us_per_step (call time / T), gflops (2 * MacsPerStep * N * T per call), peak_frac
+// BM_GruForward/BM_GruStepBatch and BM_LstmForward/BM_LstmStepBatch: the same for GRU(H, H, L)
+// and LSTM(H, H, L); BM_LstmProjForward: LSTM(H, H, L, proj_size=P) (issue 12).
+// Counters: us_per_step (call time / T), gflops (2 * MacsPerStep * N * T per call: per layer
+// G * H_gates * (in + H_out) MACs, G = 1 RNN, 3 GRU, 4 LSTM, plus P * H for the projection), peak_frac
 // (gflops / the 1-thread OpenBLAS sgemm peak measured at start-up: best square product from
 // 256^3 to 2048^3). Single-threaded.
 //
@@ -17,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -35,16 +39,20 @@ namespace {
 constexpr int64_t kChunkSteps = 10;  // StepBatch: steps per session chunk
 double g_peak_gflops = 0;            // 1-thread sgemm peak, measured in main()
 
-// RNN(H, H, num_layers=L), tanh, unidirectional, with torch-style random weights; built once
-// per (H, L) and kept for the whole run.
-const RnnModel& Model(int64_t hidden, int64_t layers) {
-  static std::map<std::pair<int64_t, int64_t>, std::unique_ptr<RnnModel>> models;
-  std::unique_ptr<RnnModel>& model = models[{hidden, layers}];
+// RNN(H, H, num_layers=L) (tanh), GRU or LSTM (proj_size P), unidirectional, with
+// torch-style random weights; built once per (module, H, L, P) and kept for the whole run.
+const RnnModel& Model(int64_t hidden, int64_t layers, RnnModule module = RnnModule::kRnn,
+                      int64_t proj_size = 0) {
+  static std::map<std::tuple<RnnModule, int64_t, int64_t, int64_t>, std::unique_ptr<RnnModel>>
+      models;
+  std::unique_ptr<RnnModel>& model = models[{module, hidden, layers, proj_size}];
   if (model == nullptr) {
     RnnConfig config;
+    config.module = module;
     config.input_size = hidden;
     config.hidden_size = hidden;
     config.num_layers = layers;
+    config.proj_size = proj_size;
     auto created = RnnModel::Create(config, RandomParameters(config, /*seed=*/42));
     if (!created.ok()) {
       fprintf(stderr, "engine_bench: %s\n", created.status().ToString().c_str());
@@ -67,11 +75,12 @@ void SetEngineCounters(benchmark::State& state, double total, const RnnModel& mo
   if (g_peak_gflops > 0) state.counters["peak_frac"] = gflops / g_peak_gflops;
 }
 
-// Args: H, L, N, T.
-void BM_Forward(benchmark::State& state) {
-  const int64_t h = state.range(0), layers = state.range(1);
-  const int64_t batch = state.range(2), steps = state.range(3);
-  const RnnModel& model = Model(h, layers);
+// Args: H, L, N, T (proj_size > 0: H, P, L, N, T).
+void RunForward(benchmark::State& state, RnnModule module, bool with_proj) {
+  const int64_t h = state.range(0), proj = with_proj ? state.range(1) : 0;
+  const int a = with_proj ? 2 : 1;
+  const int64_t layers = state.range(a), batch = state.range(a + 1), steps = state.range(a + 2);
+  const RnnModel& model = Model(h, layers, module, proj);
   const Tensor input({steps, batch, h}, RandomValues(steps * batch * h, 7));
   Workspace workspace;
   const double total = TimedLoop(state, [&] {
@@ -87,9 +96,9 @@ void BM_Forward(benchmark::State& state) {
 }
 
 // Args: H, L, N (sessions of batch 1, kChunkSteps steps each).
-void BM_StepBatch(benchmark::State& state) {
+void RunStepBatch(benchmark::State& state, RnnModule module) {
   const int64_t h = state.range(0), layers = state.range(1), sessions = state.range(2);
-  const RnnModel& model = Model(h, layers);
+  const RnnModel& model = Model(h, layers, module);
   const SessionChunks session_chunks(model, sessions, kChunkSteps,
                                      RandomValues(sessions * kChunkSteps * h, 7));
   Workspace workspace;
@@ -105,6 +114,14 @@ void BM_StepBatch(benchmark::State& state) {
   SetEngineCounters(state, total, model, sessions * kChunkSteps, kChunkSteps);
 }
 
+void BM_Forward(benchmark::State& state) { RunForward(state, RnnModule::kRnn, false); }
+void BM_StepBatch(benchmark::State& state) { RunStepBatch(state, RnnModule::kRnn); }
+void BM_GruForward(benchmark::State& state) { RunForward(state, RnnModule::kGru, false); }
+void BM_GruStepBatch(benchmark::State& state) { RunStepBatch(state, RnnModule::kGru); }
+void BM_LstmForward(benchmark::State& state) { RunForward(state, RnnModule::kLstm, false); }
+void BM_LstmStepBatch(benchmark::State& state) { RunStepBatch(state, RnnModule::kLstm); }
+void BM_LstmProjForward(benchmark::State& state) { RunForward(state, RnnModule::kLstm, true); }
+
 BENCHMARK(BM_Forward)
     ->ArgNames({"H", "L", "N", "T"})
     ->ArgsProduct({{64, 256, 512, 1024}, {1, 2}, {1, 8, 64, 256}, {1, 10, 100}})
@@ -113,6 +130,26 @@ BENCHMARK(BM_Forward)
 BENCHMARK(BM_StepBatch)
     ->ArgNames({"H", "L", "N"})
     ->ArgsProduct({{64, 256, 512, 1024}, {1, 2}, {1, 64, 256, 1024}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseManualTime();
+
+// GRU and LSTM (issue 12): the grid of BENCHMARKS.md "## GRU and LSTM".
+#define RNNSERVE_GATED_GRID(forward, step_batch)                                  \
+  BENCHMARK(forward)                                                              \
+      ->ArgNames({"H", "L", "N", "T"})                                            \
+      ->ArgsProduct({{256, 512, 1024}, {1, 2}, {1, 8, 64, 256}, {1, 10, 100}})    \
+      ->Unit(benchmark::kMicrosecond)                                             \
+      ->UseManualTime();                                                          \
+  BENCHMARK(step_batch)                                                           \
+      ->ArgNames({"H", "L", "N"})                                                 \
+      ->ArgsProduct({{256, 512, 1024}, {1, 2}, {1, 8, 64, 256, 1024}})            \
+      ->Unit(benchmark::kMicrosecond)                                             \
+      ->UseManualTime()
+RNNSERVE_GATED_GRID(BM_GruForward, BM_GruStepBatch);
+RNNSERVE_GATED_GRID(BM_LstmForward, BM_LstmStepBatch);
+BENCHMARK(BM_LstmProjForward)
+    ->ArgNames({"H", "P", "L", "N", "T"})
+    ->ArgsProduct({{1024}, {256}, {1, 2}, {1, 8, 64, 256}, {1, 10, 100}})
     ->Unit(benchmark::kMicrosecond)
     ->UseManualTime();
 

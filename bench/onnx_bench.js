@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-// Times torch.nn.RNN's ONNX export (bench/export_onnx.py) in ONNX Runtime's CPU build through
+// Times the ONNX export of torch.nn.RNN, GRU or LSTM (bench/export_onnx.py) in ONNX Runtime's CPU build through
 // onnxruntime-node, single-threaded, for compare_torch.py.
 //
 //   node bench/onnx_bench.js SPEC.json     (or the spec on stdin)
 //   spec: {"min_time": 0.1, "repetitions": 1, "clock": "wall" (or "cpu": process CPU time),
-//          "shapes": [{"model": "build-bench/onnx/rnn_h256_l2.onnx", "H": 256, "L": 2, "N": 1, "T": 10}]}
+//          "shapes": [{"model": "build-bench/onnx/rnn_h256_l2.onnx", "H": 256, "L": 2, "N": 1, "T": 10,
+//                      "repetitions": 1 (optional: this shape's windows)}]}
 //          "floor_model": "build-bench/onnx/floor.onnx" (optional: a one-element model)}
 // Prints one JSON object: {"ort_version", "floor_us" (the floor model's time per call),
 // "results": [{...shape, "us_per_call", "iterations"}]}.
@@ -70,7 +71,8 @@ async function main() {
     const feeds = {input: randomInput(ort, shape.H, shape.N, shape.T)};
     await session.run(feeds);  // warm-up
     let best = null;
-    for (let r = 0; r < repetitions; ++r) {
+    // A shape may ask for fewer windows (compare_torch.py: one for long calls).
+    for (let r = 0; r < (shape.repetitions ?? repetitions); ++r) {
       const run = await meanSecondsPerCall(session, feeds, minTime, clock);
       if (best === null || run.seconds < best.seconds) best = run;
     }

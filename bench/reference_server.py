@@ -4,7 +4,8 @@
 Python grpcio (grpc.server over a ThreadPoolExecutor) + torch, serving the same rnnserve.v1 API
 for the calls `rnnserve-client bench` makes: Stream (start / chunk / end, omit_state, raw or
 values tensors), Forward, ListModels and GetModel. Hidden state lives in a dict keyed by session
-id; each chunk is one torch call, `rnn(input, h)`, under torch.inference_mode(), with
+id (for an LSTM the pair (h, c)); each chunk is one torch call, `rnn(input, h)`, of the
+model's torch.nn.RNN, GRU or LSTM, under torch.inference_mode(), with
 torch.set_num_threads(cores). No batching across sessions: that is what rnnserve adds.
 
 Models come from a model repository written by tools/export_pytorch.py (one folder per model:
@@ -56,16 +57,20 @@ def load_stubs():
 class Model:
     def __init__(self, name, folder):
         with open(os.path.join(folder, export_pytorch.CONFIG_FILE)) as f:
-            self.config = export_pytorch.normalize_config(json.load(f))
+            raw_config = json.load(f)
+            self.config = export_pytorch.normalize_config(raw_config)
         tensors = export_pytorch.read_safetensors(
             os.path.join(folder, export_pytorch.WEIGHTS_FILE))
         self.name = name
-        self.rnn = torch.nn.RNN(**self.config)
+        # torch.nn.RNN, GRU or LSTM; an LSTM's state is the pair (h, c), as torch takes it.
+        self.module = export_pytorch.config_module(raw_config)
+        self.rnn = getattr(torch.nn, self.module)(**self.config)
         self.rnn.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()})
         self.rnn.eval()
         c = self.config
         self.state_rows = c["num_layers"] * (2 if c["bidirectional"] else 1)
-        self.output_size = c["hidden_size"] * (2 if c["bidirectional"] else 1)
+        self.h_out = c.get("proj_size") or c["hidden_size"]
+        self.output_size = self.h_out * (2 if c["bidirectional"] else 1)
 
 
 def load_repository(folder):
@@ -97,13 +102,36 @@ def encode(tensor, out, raw):
         out.values.extend(array.ravel().tolist())
 
 
+def encode_state(state, response, raw):
+    """h_n, or LSTM's (h_n, c_n), into the response."""
+    if isinstance(state, tuple):
+        encode(state[0], response.h_n, raw)
+        encode(state[1], response.c_n, raw)
+    else:
+        encode(state, response.h_n, raw)
+
+
+def state_pair(model, x, h0, c0):
+    """LSTM's (h_0, c_0) for torch, zeros for the one not given (torch wants both)."""
+    c = model.config
+    rows = model.state_rows
+    batch = () if x.dim() == 2 else (x.shape[0 if c["batch_first"] else 1],)
+    if h0 is None:
+        h0 = torch.zeros((rows,) + batch + (model.h_out,))
+    if c0 is None:
+        c0 = torch.zeros((rows,) + batch + (c["hidden_size"],))
+    return (h0, c0)
+
+
 def make_servicer(pb2, pb2_grpc, models):
     class Session:
         __slots__ = ("model", "h", "steps_seen")
 
         def __init__(self, model):
             self.model = model
-            self.h = None  # torch tensor (L*D, N, H) or (L*D, H); None until the first chunk
+            # torch tensor (L*D, N, H) or (L*D, H), for LSTM the pair (h, c); None until the
+            # first chunk
+            self.h = None
             self.steps_seen = 0
 
     class Servicer(pb2_grpc.RnnServiceServicer):
@@ -117,7 +145,11 @@ def make_servicer(pb2, pb2_grpc, models):
             info.config.input_size = c["input_size"]
             info.config.hidden_size = c["hidden_size"]
             info.config.num_layers = c["num_layers"]
-            info.config.nonlinearity = c["nonlinearity"]
+            info.config.module = model.module
+            if "nonlinearity" in c:
+                info.config.nonlinearity = c["nonlinearity"]
+            if c.get("proj_size"):
+                info.config.proj_size = c["proj_size"]
             info.config.bias = c["bias"]
             info.config.batch_first = c["batch_first"]
             info.config.dropout = c["dropout"]
@@ -129,7 +161,9 @@ def make_servicer(pb2, pb2_grpc, models):
             info.parameter_count = count
             info.input_shape.extend([-1, -1, c["input_size"]])
             info.input_layout = "(N, T, C)" if c["batch_first"] else "(T, N, C)"
-            info.state_shape.extend([model.state_rows, -1, c["hidden_size"]])
+            info.state_shape.extend([model.state_rows, -1, model.h_out])
+            if model.module == "LSTM":
+                info.cell_state_shape.extend([model.state_rows, -1, c["hidden_size"]])
             info.streaming_buffers_until_end = c["bidirectional"]
             return info
 
@@ -151,13 +185,16 @@ def make_servicer(pb2, pb2_grpc, models):
             try:
                 x = decode(request.input)
                 h0 = decode(request.h_0) if request.HasField("h_0") else None
+                if model.module == "LSTM" and (h0 is not None or request.HasField("c_0")):
+                    h0 = state_pair(model, x, h0, decode(request.c_0)
+                                    if request.HasField("c_0") else None)
                 with torch.inference_mode():
                     output, h_n = model.rnn(x, h0)
             except (ValueError, RuntimeError) as e:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             response = pb2.ForwardResponse()
             encode(output, response.output, raw)
-            encode(h_n, response.h_n, raw)
+            encode_state(h_n, response, raw)
             return response
 
         def _chunk(self, request):
@@ -180,6 +217,11 @@ def make_servicer(pb2, pb2_grpc, models):
                     self.sessions[session_id] = session
                 if request.HasField("h_0"):
                     session.h = decode(request.h_0).clone()
+                if model.module == "LSTM" and (request.HasField("h_0") or
+                                               request.HasField("c_0")):
+                    session.h = state_pair(model, decode(request.input), session.h,
+                                           decode(request.c_0).clone()
+                                           if request.HasField("c_0") else None)
             else:
                 session_id = request.session_id
                 with self.lock:
@@ -209,7 +251,7 @@ def make_servicer(pb2, pb2_grpc, models):
                 encode(output, response.output, raw)
             response.steps_seen = session.steps_seen
             if session.h is not None and not request.omit_state:
-                encode(session.h, response.h_n, raw)
+                encode_state(session.h, response, raw)
             if request.end:
                 with self.lock:
                     self.sessions.pop(session_id, None)

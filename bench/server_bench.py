@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Served throughput and latency: rnnserve vs a Python reference server vs the in-process engine.
 
-For each model (exported with seeded torch init into a temporary model repository) and each
+For each model (exported with seeded torch init into a temporary model repository; RNNs, and
+issue 12's LSTM(256, 256, 2) as --models lstm256x2) and each
 count of concurrent sessions (batch N=1, chunks of --chunk_steps steps), runs
 `rnnserve-client bench --json` against:
   * rnnserve (server/rnnserve, default flags: max_batch 256, one compute thread per core),
@@ -39,12 +40,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "pykit"))
 import rnnserve_testkit as kit  # noqa: E402  (server processes, metrics; puts tools/ on the path)
 
-# name -> (input_size, hidden_size, num_layers); all tanh, unidirectional, time-major.
+# name -> (input_size, hidden_size, num_layers[, module]); RNNs tanh; all unidirectional,
+# time-major. The LSTMs are issue 12's: LSTM(256, 256, 2) beside RNN(256, 256, 2), and the
+# speech-sized LSTM(80, 512, 3) of bench/streams_per_core.py's headline.
 MODELS = {
     "demo": (100, 10, 2),
     "rnn256x2": (256, 256, 2),
     "rnn512x3": (512, 512, 3),
+    "lstm256x2": (256, 256, 2, "LSTM"),
+    "lstm80x512x3": (80, 512, 3, "LSTM"),
 }
+
+
+def model_module(name):
+    """"RNN" or "LSTM": the torch.nn module of a MODELS entry."""
+    return MODELS[name][3] if len(MODELS[name]) > 3 else "RNN"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -60,15 +70,16 @@ def export_repository(folder, names, seed):
     import torch
     import export_pytorch
     for name in names:
-        input_size, hidden, layers = MODELS[name]
+        input_size, hidden, layers = MODELS[name][:3]
         torch.manual_seed(seed)
-        export_pytorch.export_module(torch.nn.RNN(input_size, hidden, num_layers=layers),
+        module = getattr(torch.nn, model_module(name))
+        export_pytorch.export_module(module(input_size, hidden, num_layers=layers),
                                      os.path.join(folder, name))
 
 
 def model_label(name):
-    i, h, l = MODELS[name]
-    return f"RNN({i}, {h}, num_layers={l})"
+    i, h, l = MODELS[name][:3]
+    return f"{model_module(name)}({i}, {h}, num_layers={l})"
 
 
 def cpu_model():
@@ -418,6 +429,36 @@ def render(results):
     return header + "\n" + tables(results)
 
 
+def add_output_flags(parser):
+    """--out, --json-out and --report, as write_report and a rerender use them."""
+    parser.add_argument("--out", default=None, help="write the markdown here too")
+    parser.add_argument("--json-out", default=None)
+    parser.add_argument("--report", metavar="JSON", default=None,
+                        help="measure nothing: print the markdown of an earlier --json-out")
+
+
+def print_earlier_report(args, render_fn):
+    """With --report: prints render_fn of that earlier --json-out and returns True."""
+    if not args.report:
+        return False
+    with open(args.report) as f:
+        print(render_fn(json.load(f)))
+    return True
+
+
+def write_report(text, results, out_path, json_path):
+    """Prints the markdown and writes it to out_path, and the raw results to json_path (each
+    when given)."""
+    print(text)
+    if out_path:
+        with open(out_path, "w") as f:
+            f.write(text + "\n")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(results, f, indent=1)
+            f.write("\n")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rnnserve", default=os.path.join(ROOT, "build-sbench/server/rnnserve"))
@@ -469,15 +510,10 @@ def main(argv=None):
     parser.add_argument("--run-timeout-slack", type=float, default=120,
                         help="seconds a client run may take beyond --duration before it is "
                              "killed")
-    parser.add_argument("--out", default=None, help="write the markdown here too")
-    parser.add_argument("--json-out", default=None)
+    add_output_flags(parser)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    parser.add_argument("--report", metavar="JSON", default=None,
-                        help="measure nothing: print the markdown of an earlier --json-out")
     args = parser.parse_args(argv)
-    if args.report:
-        with open(args.report) as f:
-            print(render(json.load(f)))
+    if print_earlier_report(args, render):
         return 0
     if args.quick:
         args.sessions = [1, 64, 1024]
@@ -547,8 +583,7 @@ def main(argv=None):
         if not args.no_reference:
             bench_server("reference",
                          [sys.executable, args.reference, "--model_repository", repo,
-                          "--port", "0", "--threads", str(args.threads),
-                          "--stubs_dir", os.path.join(work, "stubs")],
+                          "--port", "0", "--threads", str(args.threads)],
                          {m: [n for n in ref_counts[m] if n in counts[m]] for m in models},
                          args.ref_duration, "reference")
         # 3. In-process.
@@ -568,15 +603,7 @@ def main(argv=None):
     results["machine"]["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["elapsed_s"] = round(time.time() - started, 1)
     results["quiet_spent_s"] = round(QUIET.spent, 1)
-    report = render(results)
-    print(report)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(report + "\n")
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(results, f, indent=1)
-            f.write("\n")
+    write_report(render(results), results, args.out, args.json_out)
     return 0
 
 

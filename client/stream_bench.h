@@ -3,7 +3,11 @@
 // `rnnserve-client bench`.
 //
 // Each session starts on the server (its first chunk rides on the `start` request), then keeps
-// exactly one chunk in flight: the next chunk is sent when the previous one is answered. When
+// exactly one chunk in flight: the next chunk is sent when the previous one is answered (closed
+// loop), or, with chunks_per_second > 0, at its slot in a fixed schedule (open loop: chunk k of
+// session i is due at start + (i / sessions + k) / chunks_per_second, like a live audio stream;
+// a chunk whose predecessor is answered after its slot goes out at once, late, and its latency
+// still counts from the slot, so a stalled server cannot hide the queueing it causes). When
 // the duration is up (or a session reached max_chunks) each session is ended on the server, so a
 // run leaves no sessions behind.
 #ifndef RNNSERVE_CLIENT_STREAM_BENCH_H_
@@ -33,6 +37,8 @@ struct StreamBenchOptions {
   double duration_s = 10;
   // Chunks per session before it ends on its own; 0 for no limit.
   int64_t max_chunks = 0;
+  // Chunks per second per session, paced (see above); 0: as fast as answers come.
+  double chunks_per_second = 0;
   // Ask the server to leave h_n out of responses.
   bool omit_state = false;
   TensorEncoding encoding = TensorEncoding::kRaw;
@@ -62,8 +68,14 @@ struct StreamBenchReport {
   // All chunks answered, the drain included.
   int64_t chunks = 0;
   int64_t timesteps = 0;
-  // Chunk latency from send to response, over all answered chunks, in milliseconds.
+  // Chunk latency from send (paced: from the chunk's slot) to response, over all answered
+  // chunks, in milliseconds.
   double p50_ms = 0, p99_ms = 0, p999_ms = 0, mean_ms = 0, max_ms = 0;
+  // Paced runs: how late chunks went out after their slots (the previous chunk of the session
+  // was still unanswered, or the client was slow), in milliseconds, and how many went out a
+  // whole period or more late (the session fell behind its stream by a chunk).
+  double send_lag_p99_ms = 0, send_lag_max_ms = 0;
+  int64_t sends_late_by_a_period = 0;
   // Failed requests (in-stream errors) plus sessions lost to a failed stream.
   int64_t errors = 0;
   // A few distinct error messages, for the report.

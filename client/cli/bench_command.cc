@@ -39,10 +39,13 @@ absl::Status Commands::Bench(const std::string& model, bool* failed) {
   const char* encoding = bench.encoding == TensorEncoding::kRaw ? "raw" : "values";
   *err_ << absl::StrFormat(
       "bench: model %s, %d sessions over %d streams and %d channel(s), chunks of %d steps "
-      "(shape %s), %s encoding, %.1f s%s\n",
+      "(shape %s), %s encoding, %.1f s%s%s\n",
       model, bench.sessions, streams, num_channels, bench.chunk_steps, ShapeToString(chunk_shape),
       encoding, bench.duration_s,
-      bench.max_chunks > 0 ? absl::StrCat(", at most ", bench.max_chunks, " chunks each") : "");
+      bench.max_chunks > 0 ? absl::StrCat(", at most ", bench.max_chunks, " chunks each") : "",
+      bench.chunks_per_second > 0
+          ? absl::StrCat(", paced at ", bench.chunks_per_second, " chunks/s per session")
+          : "");
   int64_t last_chunks = 0;
   double last_elapsed = 0;
   auto progress = [&](const client::StreamBenchProgress& p) {
@@ -76,6 +79,9 @@ absl::Status Commands::Bench(const std::string& model, bool* failed) {
                     {"p99.9", r.p999_ms},
                     {"mean", r.mean_ms},
                     {"max", r.max_ms}}},
+                  {"chunks_per_second", bench.chunks_per_second},
+                  {"send_lag_ms", {{"p99", r.send_lag_p99_ms}, {"max", r.send_lag_max_ms}}},
+                  {"sends_late_by_a_period", r.sends_late_by_a_period},
                   {"errors", r.errors},
                   {"error_samples", r.error_samples}}
                  .dump()
@@ -91,6 +97,12 @@ absl::Status Commands::Bench(const std::string& model, bool* failed) {
       r.sessions, r.streams, r.chunk_steps, r.timesteps_per_s, r.chunks_per_s, r.window_chunks,
       r.elapsed_s, r.p50_ms, r.p99_ms, r.p999_ms, r.mean_ms, r.max_ms, r.chunks, r.timesteps,
       r.errors);
+  if (bench.chunks_per_second > 0) {
+    *out_ << absl::StrFormat(
+        "paced       %g chunks/s per session; latency from each chunk's slot; sends late by "
+        "p99 %.3f ms, max %.3f ms; %d a whole period late\n",
+        bench.chunks_per_second, r.send_lag_p99_ms, r.send_lag_max_ms, r.sends_late_by_a_period);
+  }
   for (const std::string& e : r.error_samples) *out_ << "  error: " << e << "\n";
   return absl::OkStatus();
 }

@@ -153,6 +153,11 @@ absl::Status ValidateStreamOptions(const CliOptions& options) {
 absl::StatusOr<client::StreamBenchOptions> ToStreamBenchOptions(const CliOptions& options,
                                                                 const std::string& model) {
   if (options.channels < 1) return absl::InvalidArgumentError("--channels must be >= 1");
+  if (!(options.chunks_per_second >= 0) || options.chunks_per_second > 1e6) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--chunks_per_second must be in [0, 1e6] (0: unpaced), got ",
+                     options.chunks_per_second));
+  }
   client::StreamBenchOptions out;
   out.model = model;
   out.sessions = options.sessions;
@@ -160,6 +165,7 @@ absl::StatusOr<client::StreamBenchOptions> ToStreamBenchOptions(const CliOptions
   out.chunk_steps = options.chunk_steps;
   out.duration_s = options.duration_s;
   out.max_chunks = options.max_chunks;
+  out.chunks_per_second = options.chunks_per_second;
   out.omit_state = options.omit_state;
   out.encoding = EncodingOf(options);
   return out;

@@ -51,6 +51,7 @@ struct CliOptions {
   int64_t channels = 1;    // gRPC channels (TCP connections)
   double duration_s = 10;  // seconds of sending
   int64_t max_chunks = 0;  // chunks per session before it ends; 0: no limit
+  double chunks_per_second = 0;  // per session, paced (open loop); 0: as fast as answered
 };
 
 // The C++ client's options: tensor encoding from `raw`, deadline from `timeout_s`, TLS files
@@ -84,7 +85,8 @@ absl::StatusOr<Shape> RandomStreamShape(const CliOptions& options, int64_t input
 // (a new session's state) not combined with --session_id.
 absl::Status ValidateStreamOptions(const CliOptions& options);
 
-// The load generator's options for `bench MODEL`; INVALID_ARGUMENT for --channels < 1.
+// The load generator's options for `bench MODEL`; INVALID_ARGUMENT for --channels < 1 or a
+// --chunks_per_second that is negative, not a number or above 1e6.
 absl::StatusOr<client::StreamBenchOptions> ToStreamBenchOptions(const CliOptions& options,
                                                                 const std::string& model);
 

@@ -59,6 +59,9 @@ ABSL_FLAG(int64_t, streams, 0, "bench: gRPC streams the sessions share; 0 for mi
 ABSL_FLAG(int64_t, channels, 1, "bench: gRPC channels (TCP connections) the streams share.");
 ABSL_FLAG(double, duration, 10, "bench: seconds of sending.");
 ABSL_FLAG(int64_t, max_chunks, 0, "bench: chunks per session, after which it ends; 0 for none.");
+ABSL_FLAG(double, chunks_per_second, 0,
+          "bench: chunks per second per session, paced on a fixed schedule (open loop; latency "
+          "counts from each chunk's slot); 0 for as fast as answers come.");
 
 namespace {
 
@@ -83,7 +86,8 @@ Usage: rnnserve-client [--server HOST:PORT] [--json] [--noraw]
   session close ID             close a session, printing (and saving) its final state
   bench [MODEL]                load test: --sessions N concurrent sessions over --streams S,
                                chunks of --chunk_steps steps, for --duration seconds
-                               [--max_chunks M]; exits 1 if any chunk failed
+                               [--max_chunks M] [--chunks_per_second R: paced, R chunks
+                               per second per session]; exits 1 if any chunk failed
 
 Examples:
   rnnserve-client models
@@ -125,6 +129,7 @@ rnnserve::cli::CliOptions OptionsFromFlags() {
   o.channels = absl::GetFlag(FLAGS_channels);
   o.duration_s = absl::GetFlag(FLAGS_duration);
   o.max_chunks = absl::GetFlag(FLAGS_max_chunks);
+  o.chunks_per_second = absl::GetFlag(FLAGS_chunks_per_second);
   return o;
 }
 

@@ -2,6 +2,9 @@
 // client/cli/main.cc only).
 #include "client/cli/cli_options.h"
 
+#include <cmath>
+#include <limits>
+
 #include "base/file_io.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -184,9 +187,26 @@ TEST(CliOptionsTest, StreamBenchOptions) {
   EXPECT_EQ(b.max_chunks, 6);
   EXPECT_TRUE(b.omit_state);
   EXPECT_EQ(b.encoding, TensorEncoding::kValues);
+  EXPECT_EQ(b.chunks_per_second, 0);  // unpaced unless asked
   options.channels = 0;
   EXPECT_THAT(std::string(ToStreamBenchOptions(options, "m").status().message()),
               HasSubstr("--channels must be >= 1"));
+}
+
+TEST(CliOptionsTest, StreamBenchPacing) {
+  CliOptions options;
+  options.chunks_per_second = 10;
+  EXPECT_EQ(ToStreamBenchOptions(options, "m").value().chunks_per_second, 10);
+  options.chunks_per_second = 0.5;  // one chunk every 2 s
+  EXPECT_EQ(ToStreamBenchOptions(options, "m").value().chunks_per_second, 0.5);
+  for (double bad : {-1.0, std::nan(""), 2e6, std::numeric_limits<double>::infinity()}) {
+    options.chunks_per_second = bad;
+    const absl::Status status = ToStreamBenchOptions(options, "m").status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(std::string(status.message()),
+                HasSubstr("--chunks_per_second must be in [0, 1e6] (0: unpaced), got "))
+        << bad;
+  }
 }
 
 }  // namespace

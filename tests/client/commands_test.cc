@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <memory>
@@ -501,6 +502,33 @@ TEST_F(CellCommandsTest, StreamWithC0AndSessionStateSaveCn) {
   ExpectFailure(Run({"stream", "lstm"}), "INVALID_ARGUMENT",
                 "--c0 starts a new session with that state; it cannot be combined with "
                 "--session_id");
+}
+
+TEST_F(CommandsTest, PacedBenchKeepsToItsSchedule) {
+  // 4 sessions at 20 chunks/s: the last session's slots are at 37.5, 87.5, 137.5 ms, so three
+  // chunks each cannot all be answered in under 137 ms however fast the server is.
+  options_.json = true;
+  options_.sessions = 4;
+  options_.chunk_steps = 2;
+  options_.max_chunks = 3;
+  options_.chunks_per_second = 20;
+  options_.duration_s = 20;  // ends sooner: every session stops after max_chunks
+  const auto start = std::chrono::steady_clock::now();
+  CliRun run = Run({"bench", "demo"});
+  const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+  ASSERT_EQ(run.exit_status, kExitOk) << run.err;
+  const Json report = run.JsonLines().at(0);
+  EXPECT_EQ(report["chunks"], 12);
+  EXPECT_EQ(report["errors"], 0);
+  EXPECT_EQ(report["chunks_per_second"], 20.0);
+  EXPECT_GE(took.count(), 0.1375);
+  EXPECT_GE(report["elapsed_s"].get<double>(), 0.1375);
+  EXPECT_GE(report["sends_late_by_a_period"].get<int64_t>(), 0);
+  EXPECT_GE(report["send_lag_ms"]["max"].get<double>(), 0.0);
+  EXPECT_THAT(run.err, HasSubstr("paced at 20 chunks/s per session"));
+
+  options_.chunks_per_second = -1;
+  ExpectFailure(Run({"bench", "demo"}), "INVALID_ARGUMENT", "--chunks_per_second must be in");
 }
 
 }  // namespace
