@@ -118,8 +118,11 @@ TEST_P(PackedGemmTest, PacksPanelsOfRegisterRows) {
   const std::vector<float> w = RandomVector(19 * 5, 1);
   const PackedMatrix packed = PackedMatrix::FromRowMajor(w.data(), 19, 5, GetParam());
   const int64_t lanes = packed.panel_rows();
-  if (GetParam() == KernelIsa::kAvx512) EXPECT_EQ(lanes, 16);
-  if (GetParam() == KernelIsa::kAvx2) EXPECT_EQ(lanes, 8);
+  if (GetParam() == KernelIsa::kAvx512) {
+    EXPECT_EQ(lanes, 16);
+  } else if (GetParam() == KernelIsa::kAvx2) {
+    EXPECT_EQ(lanes, 8);
+  }
   EXPECT_EQ(packed.panels(), (19 + lanes - 1) / lanes);
   EXPECT_EQ(packed.padded_rows(), packed.panels() * lanes);
   for (int64_t r = 0; r < packed.padded_rows(); ++r) {
