@@ -186,6 +186,7 @@ def run_engine(binary, filters, args, peak=None, interleave=False, repetitions=N
                f"--benchmark_repetitions={repetitions or args.repetitions}",
                "--benchmark_format=console", "--benchmark_out_format=json",
                f"--benchmark_out={out_path}"]
+        cmd.append(f"--kernel_isa={args.kernel_isa}")
         if peak is not None:
             cmd.append("--peak_gflops=0")  # no calibration; peak_frac is computed here
         if interleave:
@@ -554,6 +555,8 @@ def main():
                         "time the process waits for a core but not the slowdown from work on the "
                         "other core (shared caches, memory, clocks)")
     parser.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
+    parser.add_argument("--kernel-isa", default="auto",
+                        help="the engine's kernels: auto (the CPU's best), avx512, avx2, baseline")
     parser.add_argument("--investigate", action="store_true",
                         help="also run engine_bench's per-shape products (Eigen vs OpenBLAS vs "
                         "PackedGemm), read bandwidth and Forward stand-in, and print where the "

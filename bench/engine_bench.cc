@@ -38,6 +38,7 @@ namespace {
 
 constexpr int64_t kChunkSteps = 10;  // StepBatch: steps per session chunk
 double g_peak_gflops = 0;            // 1-thread sgemm peak, measured in main()
+KernelIsa g_kernel_isa = BestKernelIsa();  // --kernel_isa: the kernels every model runs
 
 // RNN(H, H, num_layers=L) (tanh), GRU or LSTM (proj_size P), unidirectional, with
 // torch-style random weights; built once per (module, H, L, P) and kept for the whole run.
@@ -53,7 +54,7 @@ const RnnModel& Model(int64_t hidden, int64_t layers, RnnModule module = RnnModu
     config.hidden_size = hidden;
     config.num_layers = layers;
     config.proj_size = proj_size;
-    auto created = RnnModel::Create(config, RandomParameters(config, /*seed=*/42));
+    auto created = RnnModel::Create(config, RandomParameters(config, /*seed=*/42), g_kernel_isa);
     if (!created.ok()) {
       fprintf(stderr, "engine_bench: %s\n", created.status().ToString().c_str());
       std::abort();
@@ -161,16 +162,28 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   // --peak_gflops=X: take X as the sgemm peak instead of measuring it (0: no peak_frac), e.g.
   // to keep the calibration out of a profile.
+  // --kernel_isa=auto|avx512|avx2|baseline: the kernels the models run (auto: the CPU's best).
   double given_peak = -1;
-  for (int i = 1; i < argc; ++i) {
+  for (int i = 1; i < argc;) {
     const std::string arg = argv[i];
     if (arg.rfind("--peak_gflops=", 0) == 0) {
       given_peak = std::atof(arg.c_str() + std::strlen("--peak_gflops="));
-      std::copy(argv + i + 1, argv + argc, argv + i);
-      --argc;
-      break;
+    } else if (arg.rfind("--kernel_isa=", 0) == 0) {
+      auto isa = rnnserve::ChooseKernelIsa(arg.substr(std::strlen("--kernel_isa=")));
+      if (!isa.ok()) {
+        fprintf(stderr, "engine_bench: %s\n", isa.status().ToString().c_str());
+        return 1;
+      }
+      rb::g_kernel_isa = *isa;
+    } else {
+      ++i;
+      continue;
     }
+    std::copy(argv + i + 1, argv + argc, argv + i);
+    --argc;
   }
+  fprintf(stderr, "engine_bench: kernels %s\n",
+          std::string(rnnserve::KernelIsaName(rb::g_kernel_isa)).c_str());
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   rb::UseOneBlasThread();
   // The yardstick: best single-threaded square sgemm from 256^3 (in L2) to 2048^3, by
@@ -190,6 +203,7 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("sgemm_peak_1t_gflops", std::to_string(rb::g_peak_gflops));
   benchmark::AddCustomContext("sgemm_peak_1t_gflops_cpu", std::to_string(peak_cpu_gflops));
   benchmark::AddCustomContext("gemm_library", rb::GemmLibraryInfo());
+  benchmark::AddCustomContext("kernel_isa", std::string(rnnserve::KernelIsaName(rb::g_kernel_isa)));
   benchmark::AddCustomContext("OPENBLAS_CORETYPE", coretype != nullptr ? coretype : "(unset)");
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
