@@ -21,15 +21,21 @@ CellWeights LayOutCellWeights(const RnnConfig& config, const ParameterMap& param
   const int64_t h = config.hidden_size, rows = config.gate_rows();
   const int64_t in = config.layer_input_size(layer), h_out = config.real_hidden_size();
   CellWeights w;
-  // torch stores W as row-major (rows, in); copy into column-major for Eigen's kernels.
   const float* weight_ih = parameters.at("weight_ih" + suffix).data();
   const float* weight_hh = parameters.at("weight_hh" + suffix).data();
-  if (rows <= kEigenMaxRows) w.w_ih = Eigen::Map<const RowMajorMatrix>(weight_ih, rows, in);
-  if (config.module == RnnModule::kRnn && h <= kEigenMaxRows) {
-    w.w_hh = Eigen::Map<const RowMajorMatrix>(weight_hh, h, h);
-  }
   w.packed_ih = PackedMatrix::FromRowMajor(weight_ih, rows, in, isa);
   w.packed_hh = PackedMatrix::FromRowMajor(weight_hh, rows, h_out, isa);
+  // Eigen's GEMM (this file's -march, the build's baseline) only measured faster than the packed
+  // kernel at equal register width; against wider kernels (AVX-512 on an x86-64-v3 build) the
+  // packed path runs every shape. torch stores W as row-major (rows, in); Eigen gets a
+  // column-major copy.
+  const bool eigen_as_wide = w.packed_ih.panel_rows() == Eigen::internal::packet_traits<float>::size;
+  if (eigen_as_wide && rows <= kEigenMaxRows) {
+    w.w_ih = Eigen::Map<const RowMajorMatrix>(weight_ih, rows, in);
+  }
+  if (eigen_as_wide && config.module == RnnModule::kRnn && h <= kEigenMaxRows) {
+    w.w_hh = Eigen::Map<const RowMajorMatrix>(weight_hh, h, h);
+  }
   if (config.proj_size > 0) {
     w.packed_hr =
         PackedMatrix::FromRowMajor(parameters.at("weight_hr" + suffix).data(), h_out, h, isa);

@@ -1,5 +1,9 @@
 #include "core/engine/rnn_config.h"
 
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
 #include "absl/strings/str_cat.h"
 
 namespace rnnserve {
@@ -131,6 +135,23 @@ bool RnnConfig::operator==(const RnnConfig& o) const {
          batch_first == o.batch_first && dropout == o.dropout && bidirectional == o.bidirectional;
 }
 
+namespace {
+
+// A float as Python's repr() writes it (torch's repr formats dropout so): the shortest digits
+// that read back as the same double, with ".0" on whole numbers ("0.5", "1.0", "1e-05").
+std::string PythonFloatRepr(double value) {
+  char buffer[32];
+  for (int precision = 1; precision <= 17; ++precision) {
+    std::snprintf(buffer, sizeof(buffer), "%.*g", precision, value);
+    if (std::strtod(buffer, nullptr) == value) break;
+  }
+  std::string text = buffer;
+  if (text.find_first_of(".eni") == std::string::npos) text += ".0";  // not 1e-05, inf, nan
+  return text;
+}
+
+}  // namespace
+
 std::string ConfigToString(const RnnConfig& c) {
   std::string s = absl::StrCat(ModuleName(c.module), "(", c.input_size, ", ", c.hidden_size);
   if (c.proj_size != 0) absl::StrAppend(&s, ", proj_size=", c.proj_size);
@@ -138,7 +159,7 @@ std::string ConfigToString(const RnnConfig& c) {
   if (c.nonlinearity != Nonlinearity::kTanh) absl::StrAppend(&s, ", nonlinearity='relu'");
   if (!c.bias) absl::StrAppend(&s, ", bias=False");
   if (c.batch_first) absl::StrAppend(&s, ", batch_first=True");
-  if (c.dropout != 0.0) absl::StrAppend(&s, ", dropout=", c.dropout);
+  if (c.dropout != 0.0) absl::StrAppend(&s, ", dropout=", PythonFloatRepr(c.dropout));
   if (c.bidirectional) absl::StrAppend(&s, ", bidirectional=True");
   return s + ")";
 }

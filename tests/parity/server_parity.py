@@ -22,9 +22,9 @@ the case folders' model/ (the same files the engine's parity_test loads). For ev
   different chunk lengths; the rows reassembled must equal torch's output, h_n and c_n.
 - ModelInfo (ListModels): one model per folder name, and each describes the case's torch
   module: ModelConfig, named_parameters() (names, shapes, order), parameter_count, input and
-  state shapes, streaming_buffers_until_end. The `module` string only by its "GRU(6," prefix:
-  it is not torch's repr (it adds nonlinearity='relu', which torch omits, and prints a
-  whole-number dropout as 1 where torch prints 1.0).
+  state shapes, streaming_buffers_until_end, and the `module` string equal to torch's repr()
+  (once the nonlinearity='relu' it adds for relu RNNs, which torch's repr leaves out, is
+  taken away).
 - Error cases (manifest "error_cases", inputs torch rejects), in both encodings: Forward is
   refused with INVALID_ARGUMENT and a message holding the manifest's key facts (the expected
   and the actual numbers torch names); a Stream start with the same tensors is refused with
@@ -531,7 +531,7 @@ class ServerParityTest(unittest.TestCase):
                 input_layout=info.input_layout, state_shape=list(info.state_shape),
                 cell_state_shape=list(info.cell_state_shape),
                 buffers_until_end=info.streaming_buffers_until_end,
-                module_prefix=info.module.split(",")[0] + ",")
+                module=info.module.replace(", nonlinearity='relu'", ""))
             expected.update(
                 parameters=parameters,
                 parameter_count=sum(p.numel() for p in rnn.parameters()),
@@ -540,7 +540,7 @@ class ServerParityTest(unittest.TestCase):
                 state_shape=[rows, -1, h_out],
                 cell_state_shape=[rows, -1, config["hidden_size"]] if config["module"] == "LSTM"
                 else [], buffers_until_end=config["bidirectional"],
-                module_prefix=repr(rnn).split(",")[0] + ",")
+                module=repr(rnn))
             wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
             if wrong:
                 failures.append(f"{entry['name']} ({info.module}): " + "; ".join(
