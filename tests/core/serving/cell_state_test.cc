@@ -11,6 +11,8 @@
 #include <memory>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "core/serving/serving_core.h"
@@ -380,6 +382,8 @@ TEST_F(CellStateTest, ManySessionsRunInOneStepBatchPerModel) {
   options_.slice_steps = 0;
   BatchObserver observer;
   core_ = MakeCore(&observer);
+  // The core reports to `observer` until it is destroyed, so it goes first, on every exit.
+  absl::Cleanup destroy_core_first = [this] { core_.reset(); };
   constexpr int kSessions = 8;
   constexpr int kRounds = 3;
   struct Stream {
