@@ -287,10 +287,11 @@ void ChunkBatch::Finish(std::vector<ChunkTask*>& tasks) {
       }
     }
   }
-  // Answer first, and only then let the sessions' next chunks run: otherwise a fast next
-  // chunk on another worker could be answered before this one.
-  for (ChunkTask* task : tasks) AnswerChunk(task, observer_);
+  // Metrics and events first, so a client that reads /metrics after its answer sees its chunk
+  // counted; then answer, and only then let the sessions' next chunks run: otherwise a fast
+  // next chunk on another worker could be answered before this one.
   table_.Publish(events_);
+  for (ChunkTask* task : tasks) AnswerChunk(task, observer_);
   if (handoff.empty()) return;
   scheduler_.EnqueueAll(table_.Handoff(handoff));
 }
