@@ -53,7 +53,8 @@ ABSL_FLAG(int64_t, batch, 1, "stream: batch size N of the random input; 0 for un
 ABSL_FLAG(std::string, session_id, "",
           "stream: continue this existing session instead of starting a new one.");
 ABSL_FLAG(bool, end, false, "stream: close the session with the last chunk.");
-ABSL_FLAG(bool, omit_state, false, "stream/bench: ask the server to leave h_n (and c_n) out of responses.");
+ABSL_FLAG(bool, omit_state, false,
+          "stream/bench: ask the server to leave h_n (and c_n) out of responses.");
 ABSL_FLAG(int64_t, sessions, 64, "bench: concurrent sessions.");
 ABSL_FLAG(int64_t, streams, 0, "bench: gRPC streams the sessions share; 0 for min(sessions, 64).");
 ABSL_FLAG(int64_t, channels, 1, "bench: gRPC channels (TCP connections) the streams share.");

@@ -29,7 +29,8 @@ CellWeights LayOutCellWeights(const RnnConfig& config, const ParameterMap& param
   // kernel at equal register width; against wider kernels (AVX-512 on an x86-64-v3 build) the
   // packed path runs every shape. torch stores W as row-major (rows, in); Eigen gets a
   // column-major copy.
-  const bool eigen_as_wide = w.packed_ih.panel_rows() == Eigen::internal::packet_traits<float>::size;
+  const bool eigen_as_wide =
+      w.packed_ih.panel_rows() == Eigen::internal::packet_traits<float>::size;
   if (eigen_as_wide && rows <= kEigenMaxRows) {
     w.w_ih = Eigen::Map<const RowMajorMatrix>(weight_ih, rows, in);
   }

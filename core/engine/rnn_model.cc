@@ -52,12 +52,11 @@ absl::StatusOr<std::unique_ptr<RnnModel>> RnnModel::Create(const RnnConfig& conf
                                                            KernelIsa isa) {
   RETURN_IF_ERROR(config.Validate());
   RETURN_IF_ERROR(CheckParameters(config, parameters));
-  // Through ChooseKernelIsa, so a table this build or CPU lacks is refused with its message.
-  ASSIGN_OR_RETURN(const KernelIsa checked, ChooseKernelIsa(KernelIsaName(isa)));
-  std::unique_ptr<RnnModel> model(new RnnModel(config, checked));
+  RETURN_IF_ERROR(CheckKernelIsaAvailable(isa));
+  std::unique_ptr<RnnModel> model(new RnnModel(config, isa));
   for (int64_t layer = 0; layer < config.num_layers; ++layer) {
     for (int64_t dir = 0; dir < config.num_directions(); ++dir) {
-      model->weights_.push_back(LayOutCellWeights(config, parameters, layer, dir, checked));
+      model->weights_.push_back(LayOutCellWeights(config, parameters, layer, dir, isa));
     }
   }
   return model;

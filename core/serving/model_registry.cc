@@ -81,7 +81,8 @@ absl::Status ModelRegistry::Add(std::string name, const RnnConfig& config,
   if (models_.count(name)) {
     return absl::AlreadyExistsError(absl::StrCat("model '", name, "' is already loaded"));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<RnnModel> model, RnnModel::Create(config, parameters, kernel_isa_));
+  ASSIGN_OR_RETURN(std::unique_ptr<RnnModel> model,
+                   RnnModel::Create(config, parameters, kernel_isa_));
   auto served = std::make_unique<ServedModel>();
   served->name = name;
   served->model = std::move(model);

@@ -353,8 +353,10 @@ class CellCommandsTest : public CommandsTest {
     gru.module = RnnModule::kGru;
     gru.input_size = 4;
     gru.hidden_size = 5;
-    ASSERT_TRUE(SaveModelDir((*repository_ / "lstm").string(), lstm, RandomParameters(lstm, 1)).ok());
-    ASSERT_TRUE(SaveModelDir((*repository_ / "gru").string(), gru, RandomParameters(gru, 2)).ok());
+    ASSERT_TRUE(
+        SaveModelDir((*repository_ / "lstm").string(), lstm, RandomParameters(lstm, 1)).ok());
+    ASSERT_TRUE(
+        SaveModelDir((*repository_ / "gru").string(), gru, RandomParameters(gru, 2)).ok());
     cell_server_ = StartServer(repository_->string());
   }
   static void TearDownTestSuite() {

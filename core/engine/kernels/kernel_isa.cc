@@ -1,7 +1,10 @@
 #include "core/engine/kernels/kernel_isa.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/status_macros.h"
 
 namespace rnnserve {
 
@@ -67,21 +70,27 @@ std::string SupportedKernelIsaList() {
 
 KernelIsa BestKernelIsa() { return SupportedKernelIsas().back(); }
 
+absl::Status CheckKernelIsaAvailable(KernelIsa isa) {
+  const std::vector<KernelIsa>& supported = SupportedKernelIsas();
+  if (std::find(supported.begin(), supported.end(), isa) != supported.end()) {
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("kernel instruction set '", KernelIsaName(isa), "' is not available: ",
+#if defined(RNNSERVE_X86_KERNELS)
+                   "this CPU lacks it",
+#else
+                   "this build is not for x86-64",
+#endif
+                   "; available here: auto, ", SupportedKernelIsaList()));
+}
+
 absl::StatusOr<KernelIsa> ChooseKernelIsa(absl::string_view request) {
   if (request == "auto") return BestKernelIsa();
   for (KernelIsa isa : {KernelIsa::kBaseline, KernelIsa::kAvx2, KernelIsa::kAvx512}) {
     if (request != KernelIsaName(isa)) continue;
-    for (KernelIsa supported : SupportedKernelIsas()) {
-      if (supported == isa) return isa;
-    }
-    return absl::FailedPreconditionError(
-        absl::StrCat("kernel instruction set '", request, "' is not available: ",
-#if defined(RNNSERVE_X86_KERNELS)
-                     "this CPU lacks it",
-#else
-                     "this build is not for x86-64",
-#endif
-                     "; available here: auto, ", SupportedKernelIsaList()));
+    RETURN_IF_ERROR(CheckKernelIsaAvailable(isa));
+    return isa;
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown kernel instruction set '", request.substr(0, 32),

@@ -30,6 +30,9 @@ KernelIsa BestKernelIsa();
 // FAILED_PRECONDITION for a table this build or this CPU lacks; both list what is supported.
 absl::StatusOr<KernelIsa> ChooseKernelIsa(absl::string_view request);
 
+// OK when `isa` is in SupportedKernelIsas(); else FAILED_PRECONDITION naming what is.
+absl::Status CheckKernelIsaAvailable(KernelIsa isa);
+
 // The table for `isa`, which must be in SupportedKernelIsas().
 const KernelTable& KernelTableFor(KernelIsa isa);
 
