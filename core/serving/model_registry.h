@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "core/engine/model_dir.h"
 #include "core/engine/rnn_model.h"
+#include "core/serving/model_settings.h"
 
 namespace rnnserve {
 
@@ -20,6 +21,8 @@ struct ServedModel {
   std::string name;
   std::unique_ptr<RnnModel> model;
   int64_t parameter_count = 0;
+  // Its own serving limits (serving.json); defaults: the server's.
+  ModelServingSettings settings;
 };
 
 // The seed notebook's RNN(100, 10, num_layers=2), seeded init: served as "demo" when no model
