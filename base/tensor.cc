@@ -143,7 +143,9 @@ TensorBytes TensorBytes::Copy(Shape shape, const float* data) {
 
 Tensor TensorBytes::ToTensor() const {
   const absl::Span<const float> v = values();
-  return Tensor(shape, std::vector<float>(v.begin(), v.end()));
+  Tensor tensor(shape, std::vector<float>(v.begin(), v.end()));
+  tensor.ids = ids;
+  return tensor;
 }
 
 bool TensorBytes::consistent() const {

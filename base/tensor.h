@@ -31,6 +31,9 @@ void SwapLeadingDims(const float* src, int64_t a, int64_t b, int64_t c, float* d
 struct Tensor {
   Shape shape;
   std::vector<float> values;  // row-major, values.size() == NumElements(shape)
+  // The values are integer token ids (the wire's Tensor.ids), each exactly representable:
+  // the input of a model whose input layer is an Embedding (ids are < 2^24 there).
+  bool ids = false;
 
   Tensor() = default;
   Tensor(Shape s, std::vector<float> v) : shape(std::move(s)), values(std::move(v)) {}
@@ -61,6 +64,7 @@ struct TensorBytes {
   // NumElements(shape) * sizeof(float) bytes when consistent(). A std::string's buffer comes
   // from operator new (or sits inside the string for short ones), so it is aligned for floats.
   std::string bytes;
+  bool ids = false;  // as Tensor::ids
 
   TensorBytes() = default;
   TensorBytes(Shape s, std::string b) : shape(std::move(s)), bytes(std::move(b)) {}
@@ -69,7 +73,9 @@ struct TensorBytes {
   // Copies NumElements(shape) floats from `data`.
   static TensorBytes Copy(Shape shape, const float* data);
   static TensorBytes FromTensor(const Tensor& tensor) {
-    return Copy(tensor.shape, tensor.data());
+    TensorBytes bytes = Copy(tensor.shape, tensor.data());
+    bytes.ids = tensor.ids;
+    return bytes;
   }
   Tensor ToTensor() const;
 
