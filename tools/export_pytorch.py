@@ -646,7 +646,8 @@ def pipeline_parameter_shapes(config):
     for layer in full["input_layer"]:
         shapes.update(layer_parameter_shapes(layer))
     prefix = full["rnn"]["path"] + "."
-    shapes.update({prefix + name: shape for name, shape in parameter_shapes(_core_of(full)).items()})
+    for name, shape in parameter_shapes(_core_of(full)).items():
+        shapes[prefix + name] = shape
     for layer in full["head"]:
         shapes.update(layer_parameter_shapes(layer))
     return shapes
@@ -898,7 +899,9 @@ class NoCoreChosenError(ExportError):
             return (f"{name} holds no torch.nn.RNN, GRU or LSTM (its submodules: "
                     f"{_submodules_list(model)}); rnnserve serves an optional input layer, "
                     "one recurrent core and an optional per-step head")
-        found = lambda pairs: "; ".join(f"{p} = {_one_line(m)}" for p, m in pairs) or "none"  # noqa: E731
+
+        def found(pairs):
+            return "; ".join(f"{p} = {_one_line(m)}" for p, m in pairs) or "none"
         command = suggest_command(model, source)
         python = ", ".join([f"rnn={cores[0][0]!r}"] + (
             [f"input_layer={[p for p, _ in inputs]!r}"] if inputs else []) + (
