@@ -990,10 +990,17 @@ def verify_folder(model, folder, out_dir=None):
             reference = model(model_x)
             expected = pipeline(x)[0]
     except Exception as e:  # the user's forward: anything may go wrong
+        source = sys.modules.get(type(model).__module__)
+        script = ""
+        if type(model).__module__.startswith(_SCRIPT_MODULE_PREFIX) and source is not None:
+            script = (f" ({type(model).__name__} was loaded from {source.__file__} running only "
+                      "its imports, classes, functions and constant assignments: a name "
+                      "forward needs from the rest of the script is missing; define the class "
+                      "in a module your script imports)")
         raise ExportError(f"verification could not run {type(model).__name__}(x) on a random "
                           f"input of shape {tuple(x.shape)} ({x.dtype}): "
-                          f"{type(e).__name__}: {e}. Nothing was written to {out_dir} {skip}"
-                          ) from e
+                          f"{type(e).__name__}: {e}{script}. Nothing was written to {out_dir} "
+                          f"{skip}") from e
     finally:
         model.train(was_training)
     if isinstance(reference, (tuple, list)) and reference:
@@ -1064,6 +1071,7 @@ def export_module(model, out_dir, rnn=None, head=None, input_layer=None, verify=
 # Loading a torch.save()d module: the caller's folder and --import-path on sys.path, and
 # classes pickled as __main__.X (defined in the script that saved them) found in its file.
 
+_SCRIPT_MODULE_PREFIX = "rnnserve_user_script_"
 _SAFE_STATEMENTS = (ast.Import, ast.ImportFrom, ast.ClassDef, ast.FunctionDef,
                     ast.AsyncFunctionDef)
 
@@ -1089,7 +1097,7 @@ def _definitions_module(script):
     body = [node for node in tree.body if isinstance(node, _SAFE_STATEMENTS) or (
         isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
         and _safe_value(node.value))]
-    name = "rnnserve_user_script_" + re.sub(r"\W", "_", os.path.splitext(
+    name = _SCRIPT_MODULE_PREFIX + re.sub(r"\W", "_", os.path.splitext(
         os.path.basename(script))[0])
     module = types.ModuleType(name)
     module.__file__ = script
@@ -1113,8 +1121,12 @@ def _make_pickle_module(search_dirs):
     scripts = {}
 
     def main_attribute(name):
+        # Called from the user's own script, __main__ is where the class lives; run as a
+        # command, __main__ is this file, whose names must not stand in for the user's.
         main = sys.modules.get("__main__")
-        if main is not None and isinstance(getattr(main, name, None), type):
+        main_file = getattr(main, "__file__", None)
+        if (main is not None and hasattr(main, name) and not (
+                main_file and os.path.realpath(main_file) == os.path.realpath(__file__))):
             return getattr(main, name)
         pattern = re.compile(rf"^(class|def)\s+{re.escape(name)}\b", re.M)
         for folder in search_dirs:

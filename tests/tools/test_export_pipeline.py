@@ -474,6 +474,38 @@ class CommandLineTest(PipelineTestCase):
             f"tools/export_pytorch.py --module-file {model_file} --rnn rnn --head head "
             "--out models/x")
 
+    def test_a_name_forward_needs_from_the_scripts_other_code(self):
+        project = self.path("project")
+        self.write(os.path.join(project, "scaled.py"), """
+            import torch
+            from torch import nn
+            SCALE = torch.tensor(2.0)  # a call: the exporter does not run it
+
+
+            class PipelineModule(nn.Module):  # the exporter's own class name, on purpose
+                def __init__(self):
+                    super().__init__()
+                    self.rnn = nn.GRU(3, 4)
+                    self.head = nn.Linear(4, 2)
+
+                def forward(self, x):
+                    return self.head(self.rnn(x * SCALE)[0])
+
+
+            torch.save(PipelineModule(), "scaled.pt")
+            """)
+        subprocess.run([sys.executable, "scaled.py"], cwd=project, check=True, timeout=120)
+        # In this process: the class is found in scaled.py (not taken from __main__ or from
+        # export_pytorch), and forward misses SCALE.
+        model = export_pytorch.load_module_file(os.path.join(project, "scaled.pt"))
+        self.assertIsNot(type(model), export_pytorch.PipelineModule)
+        self.assertEqual(type(model).__name__, "PipelineModule")
+        with self.assertRaisesRegex(export_pytorch.ExportError,
+                                    "NameError: name 'SCALE' is not defined \\(PipelineModule "
+                                    "was loaded from .*scaled.py running only its imports"):
+            export_pytorch.export_module(model, self.path("out"), rnn="rnn", head="head")
+        self.assertFalse(os.path.exists(self.path("out")))
+
     def test_class_in_a_module_that_is_not_importable(self):
         lib = self.path("lib")
         self.write(os.path.join(lib, "speech_models.py"), USER_SCRIPT.split("with open")[0])
