@@ -609,10 +609,17 @@ def full_pipeline_config(config):
         raise ValueError(f"the input layer puts out {features} features but rnn "
                          f"'{core['path']}' has input_size {core['input_size']}")
     _chain(full["head"], core_output_features(core), "head")
-    paths = [layer["path"] for layer in full["input_layer"] + full["head"]] + [core["path"]]
-    for path in paths:
-        if paths.count(path) > 1:
+    # One module used twice (a shared nn.ReLU) is fine; a path naming parameters twice, or two
+    # different pieces, is not.
+    pieces = {}
+    for piece in full["input_layer"] + full["head"] + [dict(core, type=core["module"])]:
+        path = piece["path"]
+        if path in pieces and (pieces[path] != piece or piece["type"] in MODULES
+                               or layer_parameter_shapes(piece)):
             raise ValueError(f"path '{path}' names more than one piece")
+        pieces[path] = piece
+    paths = list(pieces)
+    for path in paths:
         nested = [p for p in paths if p.startswith(path + ".")]
         if nested:
             raise ValueError(f"path '{path}' holds another piece's path '{nested[0]}'")
@@ -696,6 +703,8 @@ class PipelineModule(torch.nn.Module):
             self._attach(layer["path"], build_layer(layer))
 
     def _attach(self, path, module):
+        if path in dict(self.named_modules()):
+            return  # a parameterless piece used twice (full_pipeline_config checked it)
         parent = self
         *parents, name = path.split(".")
         for part in parents:

@@ -45,6 +45,12 @@ class FunctionalActivation(pipelines.UserModel):
         return torch.relu(self.head(y))
 
 
+class SharedActivation(pipelines.UserModel):
+    def forward(self, x, hx=None):
+        y, _ = self.rnn(self.act(self.proj(x)), hx)
+        return self.act(self.head(y))
+
+
 class TupleOutput(pipelines.UserModel):
     def forward(self, x, hx=None):
         y, state = self.rnn(x, hx)
@@ -185,6 +191,14 @@ class RoundTripTest(PipelineTestCase):
                                         head="head")
         self.assertEqual(config["input_layer"][0]["padding_idx"], 29)
 
+    def test_one_activation_module_in_both_stages(self):
+        model = SharedActivation(nn.GRU(4, 5), proj=nn.Linear(3, 4), head=nn.Linear(5, 2))
+        model.act = nn.Tanh()
+        config = self.assert_round_trip(model, torch.randn(5, 2, 3), rnn="rnn",
+                                        input_layer=["proj", "act"], head=["head", "act"])
+        self.assertEqual(config["input_layer"][1], {"type": "Tanh", "path": "act"})
+        self.assertEqual(config["head"][1], {"type": "Tanh", "path": "act"})
+
     def test_a_tuple_output_counts_by_its_first_element(self):
         model = TupleOutput(nn.GRU(3, 4), head=nn.Linear(4, 2))
         self.export(model, rnn="rnn", head="head")
@@ -236,7 +250,13 @@ class PipelineConfigTest(PipelineTestCase):
             (self.config(head=[{"type": "Softmax", "path": "s", "dim": 1}]), "must be -1"),
             (self.config(head=[{"type": "Embedding", "path": "e", "num_embeddings": 3,
                                 "embedding_dim": 4}]), "only be the input layer's first"),
-            (self.config(head=[{"type": "ReLU", "path": "proj"}]), "more than one piece"),
+            (self.config(head=[{"type": "Linear", "path": "proj", "in_features": 4,
+                                "out_features": 2}]), "more than one piece"),
+            (self.config(input_layer=[{"type": "Linear", "path": "proj", "in_features": 2,
+                                       "out_features": 3}, {"type": "ReLU", "path": "act"}],
+                         head=[{"type": "Tanh", "path": "act"}]), "more than one piece"),
+            (self.config(head=[{"type": "ReLU", "path": "rnn"}]), "more than one piece"),
+            (self.config(head=[{"type": "ReLU", "path": "rnn.x"}]), "holds another piece"),
             (self.config(input_layer=[{"type": "Linear", "path": "p", "in_features": 2,
                                        "out_features": 5}]), "puts out 5 features"),
             (self.config(rnn={"module": "GRU", "input_size": 3, "hidden_size": 4}), "path"),
