@@ -171,6 +171,13 @@ class RoundTripTest(PipelineTestCase):
         self.assertIn("encoder.rnn.weight_ih_l0", export_pytorch.read_safetensors(
             self.path("m", "model.safetensors")))
 
+    def test_nested_sequentials_flatten_with_their_paths(self):
+        head = nn.Sequential(nn.Sequential(nn.Linear(5, 3), nn.ReLU()), nn.Linear(3, 2))
+        model = Model(nn.RNN(4, 5, batch_first=True), head=head)
+        config = self.assert_round_trip(model, torch.randn(2, 6, 4), rnn="rnn", head="head")
+        self.assertEqual([layer["path"] for layer in config["head"]],
+                         ["head.0.0", "head.0.1", "head.1"])
+
     def test_embedding_inputs_take_ids(self):
         ids = torch.randint(0, 30, (4, 6, ))
         # an Embedding alone, then a separate projection, then one Sequential
