@@ -114,17 +114,22 @@ absl::Status CheckFiniteParameters(const ParameterMap& params) {
   return absl::OkStatus();
 }
 
-ParameterMap RandomParameters(const RnnConfig& config, uint64_t seed) {
+ParameterMap UniformParameters(const std::vector<ParameterSpec>& specs, float bound,
+                               uint64_t seed) {
   std::mt19937_64 rng(seed);
-  const float bound = 1.0f / std::sqrt(static_cast<float>(config.hidden_size));
   std::uniform_real_distribution<float> uniform(-bound, bound);
   ParameterMap params;
-  for (const ParameterSpec& spec : ParameterSpecs(config)) {
+  for (const ParameterSpec& spec : specs) {
     Tensor t = Tensor::Zeros(spec.shape);
     for (float& v : t.values) v = uniform(rng);
     params.emplace(spec.name, std::move(t));
   }
   return params;
+}
+
+ParameterMap RandomParameters(const RnnConfig& config, uint64_t seed) {
+  return UniformParameters(ParameterSpecs(config),
+                           1.0f / std::sqrt(static_cast<float>(config.hidden_size)), seed);
 }
 
 }  // namespace rnnserve

@@ -43,6 +43,9 @@ absl::Status CheckFiniteParameters(const ParameterMap& params);
 // torch's default init: every parameter drawn from U(-1/sqrt(H), 1/sqrt(H)), deterministic for
 // a given seed (the same seed gives the same numbers; they are not torch's RNG stream).
 ParameterMap RandomParameters(const RnnConfig& config, uint64_t seed);
+// Every parameter of `specs` drawn from U(-bound, bound), deterministic for a given seed.
+ParameterMap UniformParameters(const std::vector<ParameterSpec>& specs, float bound,
+                               uint64_t seed);
 
 }  // namespace rnnserve
 

@@ -80,25 +80,13 @@ PipelineConfig TestPipeline(bool ids) {
   return config;
 }
 
-ParameterMap RandomPipelineParameters(const PipelineConfig& config, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> uniform(-0.3f, 0.3f);
-  ParameterMap params;
-  for (const ParameterSpec& spec : PipelineParameterSpecs(config)) {
-    Tensor t = Tensor::Zeros(spec.shape);
-    for (float& v : t.values) v = uniform(rng);
-    params.emplace(spec.name, std::move(t));
-  }
-  return params;
-}
-
 class SteadyStateTest : public ::testing::TestWithParam<bool> {};
 
 TEST_P(SteadyStateTest, StepBatchAndForwardAllocateNothingOnceWarm) {
   const bool ids = GetParam();
   const PipelineConfig config = TestPipeline(ids);
   ASSERT_TRUE(config.Validate().ok()) << config.Validate();
-  auto model = RnnModel::Create(config, RandomPipelineParameters(config, 7));
+  auto model = RnnModel::Create(config, UniformParameters(PipelineParameterSpecs(config), 0.3f, 7));
   ASSERT_TRUE(model.ok()) << model.status();
   const RnnModel& m = **model;
 
