@@ -70,6 +70,20 @@ void SessionInfoToProto(const SessionSnapshot& session, TensorEncoding encoding,
   info->set_memory_bytes(session.memory.total());
 }
 
+namespace {
+
+// h_0 / c_0: an initial state is float32, never token ids.
+absl::StatusOr<std::optional<Tensor>> DecodeState(const v1::Tensor& proto,
+                                                  absl::string_view what) {
+  if (proto.ids_size() > 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": a state is float32: set `values` or `raw`, not `ids` (ids are for the input)"));
+  }
+  return DecodeOptional(proto, what);
+}
+
+}  // namespace
+
 DecodedStreamRequest StreamRequestToChunk(v1::StreamRequest* request) {
   DecodedStreamRequest out;
   out.request_id = request->request_id();
@@ -86,8 +100,8 @@ DecodedStreamRequest StreamRequestToChunk(v1::StreamRequest* request) {
   if (!IsEmptyTensor(request->input())) {
     input = TakeTensorBytes(request->mutable_input(), "input");
   }
-  absl::StatusOr<std::optional<Tensor>> h0 = DecodeOptional(request->h_0(), "h_0");
-  absl::StatusOr<std::optional<Tensor>> c0 = DecodeOptional(request->c_0(), "c_0");
+  absl::StatusOr<std::optional<Tensor>> h0 = DecodeState(request->h_0(), "h_0");
+  absl::StatusOr<std::optional<Tensor>> c0 = DecodeState(request->c_0(), "c_0");
   if (!input.ok()) {
     chunk.decode_error = input.status();
   } else if (!h0.ok()) {
@@ -152,10 +166,10 @@ absl::StatusOr<ForwardArgs> ForwardRequestToArgs(const v1::ForwardRequest& reque
   absl::StatusOr<Tensor> input = DecodeTensor(request.input(), "input");
   if (!input.ok()) return input.status();
   args.input = std::move(input).value();
-  absl::StatusOr<std::optional<Tensor>> h0 = DecodeOptional(request.h_0(), "h_0");
+  absl::StatusOr<std::optional<Tensor>> h0 = DecodeState(request.h_0(), "h_0");
   if (!h0.ok()) return h0.status();
   args.h0 = std::move(h0).value();
-  absl::StatusOr<std::optional<Tensor>> c0 = DecodeOptional(request.c_0(), "c_0");
+  absl::StatusOr<std::optional<Tensor>> c0 = DecodeState(request.c_0(), "c_0");
   if (!c0.ok()) return c0.status();
   args.c0 = std::move(c0).value();
   return args;

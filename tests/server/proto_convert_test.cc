@@ -167,7 +167,7 @@ struct HostileCase {
 const HostileCase kHostile[] = {
     {"both values and raw",
      [](v1::Tensor* t) { t->add_values(1.0f); },
-     "set exactly one of `values` and `raw`, got both"},
+     "set exactly one of `values`, `raw` and `ids`, got `values` and `raw`"},
     {"raw one byte short",
      [](v1::Tensor* t) { t->mutable_raw()->pop_back(); },
      "`raw` holds 23 bytes, shape (1, 2, 3) needs 24"},
@@ -243,6 +243,46 @@ TEST(ProtoConvertTest, HostileForwardTensorsAreInvalidArgumentNamingTheField) {
   v1::ForwardRequest empty;
   empty.set_model("demo");
   EXPECT_EQ(ForwardRequestToArgs(empty).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ProtoConvertTest, IdsInputBecomesAnIdsTensorAndIdsStatesAreRefused) {
+  v1::StreamRequest chunk;
+  chunk.set_session_id("s");
+  EncodeIds({4, 2}, {0, 1, 2, 3, 4, 5, 6, -7}, chunk.mutable_input());
+  v1::ForwardRequest forward;
+  forward.set_model("m");
+  *forward.mutable_input() = chunk.input();
+  const std::vector<float> want = {0, 1, 2, 3, 4, 5, 6, -1};
+
+  v1::StreamRequest stream_copy = chunk;
+  DecodedStreamRequest decoded = StreamRequestToChunk(&stream_copy);
+  ASSERT_TRUE(decoded.chunk.decode_error.ok()) << decoded.chunk.decode_error;
+  ASSERT_TRUE(decoded.chunk.input.has_value());
+  EXPECT_TRUE(decoded.chunk.input->ids);
+  EXPECT_EQ(decoded.chunk.input->shape, (Shape{4, 2}));
+  EXPECT_EQ(decoded.chunk.input->ToTensor().values, want);
+  EXPECT_EQ(decoded.encoding, TensorEncoding::kValues) << "answered in values";
+  absl::StatusOr<ForwardArgs> args = ForwardRequestToArgs(forward);
+  ASSERT_TRUE(args.ok()) << args.status();
+  EXPECT_TRUE(args->input.ids);
+  EXPECT_EQ(args->input.values, want);
+
+  for (const char* field : {"h_0", "c_0"}) {
+    SCOPED_TRACE(field);
+    v1::StreamRequest bad_chunk = chunk;
+    v1::ForwardRequest bad_forward = forward;
+    const bool h = std::string(field) == "h_0";
+    EncodeIds({1, 2, 1}, {1, 2}, h ? bad_chunk.mutable_h_0() : bad_chunk.mutable_c_0());
+    EncodeIds({1, 2, 1}, {1, 2}, h ? bad_forward.mutable_h_0() : bad_forward.mutable_c_0());
+    const std::string message = absl::StrCat(field, ": a state is float32: set `values` or `raw`");
+    decoded = StreamRequestToChunk(&bad_chunk);
+    EXPECT_EQ(decoded.chunk.decode_error.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(decoded.chunk.decode_error.message(), HasSubstr(message));
+    EXPECT_FALSE(decoded.chunk.input.has_value());
+    EXPECT_EQ(ForwardRequestToArgs(bad_forward).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(ForwardRequestToArgs(bad_forward).status().message(), HasSubstr(message));
+  }
 }
 
 TEST(ProtoConvertTest, ForwardRequestAndResultInBothEncodings) {
