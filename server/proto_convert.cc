@@ -5,14 +5,51 @@
 #include "absl/strings/str_cat.h"
 #include "base/text.h"
 #include "core/engine/kernels/kernel_isa.h"
+#include "core/engine/pipeline_config.h"
 #include "core/engine/rnn_config.h"
 #include "core/engine/rnn_parameters.h"
 #include "proto/status_codec.h"
 
 namespace rnnserve {
 
+namespace {
+
+// The pieces of `pipeline` in order (input layer, core, head), each with the features it takes
+// and gives: the running count through activations, 1 (one id) into an Embedding.
+void PipelineLayersToProto(const PipelineConfig& pipeline, v1::ModelInfo* info) {
+  int64_t features = pipeline.input_features();
+  const auto add_layers = [&](const std::vector<LayerConfig>& layers, const char* stage) {
+    for (const LayerConfig& layer : layers) {
+      v1::PipelineLayer* out = info->add_layers();
+      out->set_path(layer.path);
+      out->set_type(std::string(LayerTypeName(layer.type)));
+      out->set_repr(LayerToString(layer));
+      out->set_stage(stage);
+      out->set_in_features(layer.type == LayerType::kEmbedding ? 1 : features);
+      if (layer.type == LayerType::kLinear || layer.type == LayerType::kEmbedding) {
+        features = layer.out_features;
+      }
+      out->set_out_features(features);
+    }
+  };
+  add_layers(pipeline.input_layer, "input_layer");
+  const RnnConfig& c = pipeline.rnn;
+  v1::PipelineLayer* core = info->add_layers();
+  core->set_path(pipeline.rnn_path);
+  core->set_type(std::string(ModuleName(c.module)));
+  core->set_repr(ConfigToString(c));
+  core->set_stage("core");
+  core->set_in_features(c.input_size);
+  core->set_out_features(c.output_size());
+  features = c.output_size();
+  add_layers(pipeline.head, "head");
+}
+
+}  // namespace
+
 void ModelInfoToProto(const ServedModel& model, v1::ModelInfo* info) {
-  const RnnConfig& c = model.model->config();
+  const PipelineConfig& pipeline = model.model->pipeline();
+  const RnnConfig& c = pipeline.rnn;
   info->set_name(model.name);
   v1::ModelConfig* config = info->mutable_config();
   config->set_input_size(c.input_size);
@@ -28,13 +65,25 @@ void ModelInfoToProto(const ServedModel& model, v1::ModelInfo* info) {
   config->set_batch_first(c.batch_first);
   config->set_dropout(c.dropout);
   config->set_bidirectional(c.bidirectional);
-  for (const ParameterSpec& spec : ParameterSpecs(c)) {
+  // Full names ("rnn.weight_ih_l0", "head.0.weight"); a core-only model's are torch's bare ones.
+  for (const ParameterSpec& spec : PipelineParameterSpecs(pipeline)) {
     v1::ParameterInfo* parameter = info->add_parameters();
     parameter->set_name(spec.name);
     for (int64_t d : spec.shape) parameter->add_shape(d);
   }
-  for (int64_t d : {int64_t{-1}, int64_t{-1}, c.input_size}) info->add_input_shape(d);
-  info->set_input_layout(c.batch_first ? "(N, T, C)" : "(T, N, C)");
+  // (T, N) / (N, T) of ids, or (T, N, C) / (N, T, C) of features.
+  info->add_input_shape(-1);
+  info->add_input_shape(-1);
+  if (pipeline.takes_ids()) {
+    info->set_input_layout(c.batch_first ? "(N, T)" : "(T, N)");
+  } else {
+    info->add_input_shape(pipeline.input_features());
+    info->set_input_layout(c.batch_first ? "(N, T, C)" : "(T, N, C)");
+  }
+  info->set_input_kind(pipeline.takes_ids() ? "ids" : "features");
+  for (int64_t d : {int64_t{-1}, int64_t{-1}, pipeline.output_features()}) {
+    info->add_output_shape(d);
+  }
   for (int64_t d : {c.num_state_rows(), int64_t{-1}, c.real_hidden_size()}) {
     info->add_state_shape(d);
   }
@@ -46,6 +95,8 @@ void ModelInfoToProto(const ServedModel& model, v1::ModelInfo* info) {
   info->set_parameter_count(model.parameter_count);
   info->set_streaming_buffers_until_end(c.bidirectional);
   info->set_module(ConfigToString(c));
+  info->set_pipeline(PipelineToString(pipeline));
+  PipelineLayersToProto(pipeline, info);
   info->set_kernel_isa(std::string(KernelIsaName(model.model->kernel_isa())));
 }
 

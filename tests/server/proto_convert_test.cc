@@ -59,6 +59,17 @@ TEST(ProtoConvertTest, ModelInfoDescribesTheModelAsTorchDoes) {
   EXPECT_EQ(info.parameter_count(), 1234);
   EXPECT_TRUE(info.streaming_buffers_until_end());
   EXPECT_EQ(info.module(), "RNN(3, 4, num_layers=2, batch_first=True, bidirectional=True)");
+  // A core-only model is a pipeline of one piece.
+  EXPECT_EQ(info.pipeline(), info.module());
+  EXPECT_EQ(info.input_kind(), "features");
+  EXPECT_THAT(info.output_shape(), ElementsAre(-1, -1, 8));
+  ASSERT_EQ(info.layers_size(), 1);
+  EXPECT_EQ(info.layers(0).path(), "");
+  EXPECT_EQ(info.layers(0).type(), "RNN");
+  EXPECT_EQ(info.layers(0).repr(), info.module());
+  EXPECT_EQ(info.layers(0).stage(), "core");
+  EXPECT_EQ(info.layers(0).in_features(), 3);
+  EXPECT_EQ(info.layers(0).out_features(), 8);
 }
 
 TEST(ProtoConvertTest, SessionInfoCarriesEveryFieldAndStateInTheAskedEncoding) {
