@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "core/engine/pipeline_config.h"
 #include "core/engine/rnn_config.h"
 
 namespace rnnserve {
@@ -26,6 +27,15 @@ absl::StatusOr<RnnConfig> ParseConfigJson(absl::string_view json);
 // "module", then every key the module takes in torch's constructor order, indented;
 // ParseConfigJson reads it back unchanged.
 std::string ConfigToJson(const RnnConfig& config);
+
+// Parses either form of config.json (docs/model-format.md): a bare core config as above gives
+// a core-only pipeline (CorePipeline); an object with "rnn" (the core's keys plus "path") and
+// optional "input_layer" and "head" arrays of layers gives the pipeline. Unknown keys, wrong
+// types and piece arguments torch rejects are INVALID_ARGUMENT naming the key or the piece;
+// the result is Validate()d.
+absl::StatusOr<PipelineConfig> ParsePipelineJson(absl::string_view json);
+// The form ParsePipelineJson reads back unchanged: ConfigToJson for a core-only pipeline.
+std::string PipelineToJson(const PipelineConfig& config);
 
 }  // namespace rnnserve
 

@@ -26,7 +26,7 @@ absl::StatusOr<ModelFiles> LoadModelDir(const std::string& dir, const ModelDirOp
 
   absl::StatusOr<std::string> config_text = ReadFile(config_path);
   if (!config_text.ok()) return config_text.status();  // already names the path
-  absl::StatusOr<RnnConfig> config = ParseConfigJson(*config_text);
+  absl::StatusOr<PipelineConfig> config = ParsePipelineJson(*config_text);
   if (!config.ok()) return PrefixStatus(config_path, config.status());
   files.config = *config;
 
@@ -34,11 +34,11 @@ absl::StatusOr<ModelFiles> LoadModelDir(const std::string& dir, const ModelDirOp
   if (!weights.ok()) return weights.status();
   // ParseConfigJson validated the config: its caps keep ParameterCount exact and cheap. A file
   // too small for the config's claims is refused before it is parsed or anything sized.
-  const int64_t values_needed = ParameterCount(files.config);
+  const int64_t values_needed = PipelineParameterCount(files.config);
   if (values_needed > static_cast<int64_t>(weights->size()) / kSmallestValueBytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         weights_path, " is ", weights->size(), " bytes, too small for ",
-        ConfigToString(files.config), " from ", config_path, ": it needs ", values_needed,
+        PipelineToString(files.config), " from ", config_path, ": it needs ", values_needed,
         " parameter values, at least ", kSmallestValueBytes, " bytes each"));
   }
   absl::StatusOr<ParameterMap> parameters = ParseSafetensors(*weights);
@@ -47,7 +47,7 @@ absl::StatusOr<ModelFiles> LoadModelDir(const std::string& dir, const ModelDirOp
 
   // The config's caps bound ParameterSpecs to a few thousand entries; nothing is allocated
   // from the config's sizes until the file's own tensors are shown to match them.
-  const absl::Status matches = CheckParameters(files.config, files.parameters);
+  const absl::Status matches = CheckPipelineParameters(files.config, files.parameters);
   if (!matches.ok()) {
     int64_t values_in_file = 0;
     for (const auto& [name, tensor] : files.parameters) values_in_file += tensor.num_elements();
@@ -64,16 +64,21 @@ absl::StatusOr<ModelFiles> LoadModelDir(const std::string& dir, const ModelDirOp
 
 absl::Status SaveModelDir(const std::string& dir, const RnnConfig& config,
                           const ParameterMap& parameters) {
+  return SaveModelDir(dir, CorePipeline(config), parameters);
+}
+
+absl::Status SaveModelDir(const std::string& dir, const PipelineConfig& config,
+                          const ParameterMap& parameters) {
   // Refuse to write a folder that LoadModelDir would reject.
   RETURN_IF_ERROR(config.Validate());
-  RETURN_IF_ERROR(CheckParameters(config, parameters));
+  RETURN_IF_ERROR(CheckPipelineParameters(config, parameters));
   std::error_code error;
   std::filesystem::create_directories(dir, error);
   if (error) {
     return absl::ErrnoToStatus(error.value(), absl::StrCat("cannot create directory ", dir));
   }
   RETURN_IF_ERROR(
-      WriteFile((std::filesystem::path(dir) / kConfigFileName).string(), ConfigToJson(config)));
+      WriteFile((std::filesystem::path(dir) / kConfigFileName).string(), PipelineToJson(config)));
   return WriteFile((std::filesystem::path(dir) / kWeightsFileName).string(),
                    SerializeSafetensors(parameters));
 }

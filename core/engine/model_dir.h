@@ -13,14 +13,15 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/engine/pipeline_config.h"
 #include "core/engine/rnn_config.h"
 #include "core/engine/rnn_parameters.h"
 
 namespace rnnserve {
 
 struct ModelFiles {
-  RnnConfig config;
-  ParameterMap parameters;  // checked against config with CheckParameters()
+  PipelineConfig config;    // core_only() for a bare RNN/GRU/LSTM config.json
+  ParameterMap parameters;  // checked against config with CheckPipelineParameters()
 };
 
 struct ModelDirOptions {
@@ -36,6 +37,8 @@ absl::StatusOr<ModelFiles> LoadModelDir(const std::string& dir,
 // Writes both files, creating `dir` if needed. Refuses (INVALID_ARGUMENT) a config or
 // parameters that LoadModelDir would reject, before writing anything.
 absl::Status SaveModelDir(const std::string& dir, const RnnConfig& config,
+                          const ParameterMap& parameters);
+absl::Status SaveModelDir(const std::string& dir, const PipelineConfig& config,
                           const ParameterMap& parameters);
 
 }  // namespace rnnserve

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "core/engine/rnn_config.h"
+#include "core/engine/rnn_parameters.h"
 
 namespace rnnserve {
 
@@ -95,6 +96,16 @@ std::string PipelineToString(const PipelineConfig& config);
 std::vector<ParameterSpec> PipelineParameterSpecs(const PipelineConfig& config);
 // The parameters of one piece under their full names.
 std::vector<ParameterSpec> LayerParameterSpecs(const LayerConfig& layer);
+
+// OK when `params` holds exactly PipelineParameterSpecs(config), shapes matching (as
+// CheckParameters, which a core-only config uses unchanged).
+absl::Status CheckPipelineParameters(const PipelineConfig& config, const ParameterMap& params);
+// The values PipelineParameterSpecs(config) holds, without listing them; `config` must have
+// passed Validate().
+int64_t PipelineParameterCount(const PipelineConfig& config);
+// The core's parameters under torch.nn.RNN's own names (the "<rnn_path>." prefix removed),
+// for RnnModel::Create's core. `params` must have passed CheckPipelineParameters.
+ParameterMap CoreParameters(const PipelineConfig& config, const ParameterMap& params);
 
 // Caps that keep a hostile config's sizes small enough to compute with before anything is
 // allocated (as RnnConfig's).

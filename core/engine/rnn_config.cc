@@ -135,10 +135,6 @@ bool RnnConfig::operator==(const RnnConfig& o) const {
          batch_first == o.batch_first && dropout == o.dropout && bidirectional == o.bidirectional;
 }
 
-namespace {
-
-// A float as Python's repr() writes it (torch's repr formats dropout so): the shortest digits
-// that read back as the same double, with ".0" on whole numbers ("0.5", "1.0", "1e-05").
 std::string PythonFloatRepr(double value) {
   char buffer[32];
   for (int precision = 1; precision <= 17; ++precision) {
@@ -149,8 +145,6 @@ std::string PythonFloatRepr(double value) {
   if (text.find_first_of(".eni") == std::string::npos) text += ".0";  // not 1e-05, inf, nan
   return text;
 }
-
-}  // namespace
 
 std::string ConfigToString(const RnnConfig& c) {
   std::string s = absl::StrCat(ModuleName(c.module), "(", c.input_size, ", ", c.hidden_size);

@@ -90,6 +90,10 @@ struct RnnConfig {
 // as torch prints the module.
 std::string ConfigToString(const RnnConfig& config);
 
+// A float as Python's repr() writes it (torch's reprs format dropout and eps so): the shortest
+// digits that read back as the same double, with ".0" on whole numbers ("0.5", "1.0", "1e-05").
+std::string PythonFloatRepr(double value);
+
 struct ParameterSpec {
   std::string name;  // e.g. "weight_ih_l0_reverse"
   Shape shape;

@@ -54,12 +54,89 @@ absl::StatusOr<std::unique_ptr<RnnModel>> RnnModel::Create(const RnnConfig& conf
   RETURN_IF_ERROR(CheckParameters(config, parameters));
   RETURN_IF_ERROR(CheckKernelIsaAvailable(isa));
   std::unique_ptr<RnnModel> model(new RnnModel(config, isa));
+  model->pipeline_ = CorePipeline(config);
+  model->input_features_ = config.input_size;
+  model->output_features_ = config.output_size();
   for (int64_t layer = 0; layer < config.num_layers; ++layer) {
     for (int64_t dir = 0; dir < config.num_directions(); ++dir) {
       model->weights_.push_back(LayOutCellWeights(config, parameters, layer, dir, isa));
     }
   }
   return model;
+}
+
+absl::StatusOr<std::unique_ptr<RnnModel>> RnnModel::Create(const PipelineConfig& pipeline,
+                                                           const ParameterMap& parameters,
+                                                           KernelIsa isa) {
+  RETURN_IF_ERROR(pipeline.Validate());
+  RETURN_IF_ERROR(CheckPipelineParameters(pipeline, parameters));
+  if (pipeline.core_only()) return Create(pipeline.rnn, parameters, isa);
+  ASSIGN_OR_RETURN(std::unique_ptr<RnnModel> model,
+                   Create(pipeline.rnn, CoreParameters(pipeline, parameters), isa));
+  model->pipeline_ = pipeline;
+  model->input_features_ = pipeline.input_features();
+  model->output_features_ = pipeline.output_features();
+  model->input_layer_ =
+      StepLayers::Create(pipeline.input_layer, parameters, model->input_features_, isa);
+  model->head_ = StepLayers::Create(pipeline.head, parameters, pipeline.rnn.output_size(), isa);
+  return model;
+}
+
+void RnnModel::ApplyStage(const StepLayers& stage, const float* in, int64_t cols, float* out,
+                          Workspace& ws) const {
+  float* a = ws.Matrix(Workspace::kStageA, stage.scratch_rows(), cols).data();
+  float* b = ws.Matrix(Workspace::kStageB, stage.scratch_rows(), cols).data();
+  stage.Apply(in, cols, out, a, b);
+}
+
+void RnnModel::ForwardTimeMajor(const float* input, int64_t steps, int64_t batch,
+                                const float* state_in, float* output, float* state_out,
+                                Workspace& ws) const {
+  const int64_t cols = steps * batch;
+  const float* core_in = input;
+  if (!input_layer_.empty()) {
+    float* staged = ws.Matrix(Workspace::kStageIn, config_.input_size, cols).data();
+    ApplyStage(input_layer_, input, cols, staged, ws);
+    core_in = staged;
+  }
+  float* core_out =
+      head_.empty() ? output : ws.Matrix(Workspace::kCoreOut, config_.output_size(), cols).data();
+  CoreForwardTimeMajor(core_in, steps, batch, state_in, core_out, state_out, ws);
+  if (!head_.empty()) ApplyStage(head_, core_out, cols, output, ws);
+}
+
+bool RnnModel::ForwardPiece(const float* input, int64_t steps, int64_t batch,
+                            const float* state_in, float* output, float* state_out,
+                            int64_t max_steps, ForwardCursor& cursor, Workspace& ws) const {
+  if (cursor.done) return true;
+  if (steps == 0 || batch == 0) {
+    ForwardTimeMajor(input, steps, batch, state_in, output, state_out, ws);
+    cursor.done = true;
+    return true;
+  }
+  // The stages' buffers live in the cursor: the pieces may run on different threads.
+  const bool first = cursor.layer == 0 && cursor.direction == 0 && cursor.step == 0;
+  const int64_t cols = steps * batch;
+  const float* core_in = input;
+  if (!input_layer_.empty()) {
+    if (first) {
+      cursor.stage_input.resize(config_.input_size * cols);
+      ApplyStage(input_layer_, input, cols, cursor.stage_input.data(), ws);
+    }
+    core_in = cursor.stage_input.data();
+  }
+  float* core_out = output;
+  if (!head_.empty()) {
+    if (first) cursor.core_output.resize(config_.output_size() * cols);
+    core_out = cursor.core_output.data();
+  }
+  if (!CorePiece(core_in, steps, batch, state_in, core_out, state_out, max_steps, cursor, ws)) {
+    return false;
+  }
+  if (!head_.empty()) ApplyStage(head_, core_out, cols, output, ws);
+  cursor.stage_input = {};
+  cursor.core_output = {};
+  return true;
 }
 
 int64_t RnnModel::MacsPerStep() const {
@@ -70,12 +147,12 @@ int64_t RnnModel::MacsPerStep() const {
     macs += config_.num_directions() *
             (rows * (config_.layer_input_size(layer) + h_out) + projection);
   }
-  return macs;
+  return macs + input_layer_.MacsPerColumn() + head_.MacsPerColumn();
 }
 
-void RnnModel::ForwardTimeMajor(const float* input, int64_t steps, int64_t batch,
-                                const float* state_in, float* output, float* state_out,
-                                Workspace& ws) const {
+void RnnModel::CoreForwardTimeMajor(const float* input, int64_t steps, int64_t batch,
+                                    const float* state_in, float* output, float* state_out,
+                                    Workspace& ws) const {
   const int64_t d = config_.num_directions(), h_out = config_.real_hidden_size();
   if (state_in == nullptr) {
     std::fill_n(state_out, StateSize(batch), 0.0f);
@@ -99,16 +176,10 @@ void RnnModel::ForwardTimeMajor(const float* input, int64_t steps, int64_t batch
   }
 }
 
-bool RnnModel::ForwardPiece(const float* input, int64_t steps, int64_t batch,
-                            const float* state_in, float* output, float* state_out,
-                            int64_t max_steps, ForwardCursor& cursor, Workspace& ws) const {
-  if (cursor.done) return true;
+bool RnnModel::CorePiece(const float* input, int64_t steps, int64_t batch,
+                         const float* state_in, float* output, float* state_out,
+                         int64_t max_steps, ForwardCursor& cursor, Workspace& ws) const {
   const bool first = cursor.layer == 0 && cursor.direction == 0 && cursor.step == 0;
-  if (steps == 0 || batch == 0) {
-    ForwardTimeMajor(input, steps, batch, state_in, output, state_out, ws);
-    cursor.done = true;
-    return true;
-  }
   if (state_in == nullptr) {
     // As in ForwardTimeMajor: each state row is read (at its pass's first piece) before its
     // pass overwrites it (at its last).
@@ -217,7 +288,7 @@ absl::Status RnnModel::StepBatch(absl::Span<const StreamChunk> chunks,
   }
   Workspace& ws = *workspace;
   const int64_t h_out = config_.real_hidden_size(), c = config_.input_size;
-  const int64_t hidden = config_.hidden_size;
+  const int64_t hidden = config_.hidden_size, c_raw = input_features_;
 
   // Longest chunks first: the sessions still active at step t are then a prefix of the
   // columns, so each step is one GEMM over a contiguous block and finished sessions simply
@@ -249,15 +320,18 @@ absl::Status RnnModel::StepBatch(absl::Span<const StreamChunk> chunks,
   const int64_t total_cols = ws.step_offset_[max_steps];
 
   // Pack every chunk's input into step-major order: step t holds its active sessions'
-  // columns in sorted order.
+  // columns in sorted order. An input layer then runs once over all of them.
   MatrixMap packed = ws.Matrix(2, c, total_cols);
+  float* raw = input_layer_.empty() ? packed.data()
+                                    : ws.Matrix(Workspace::kStageIn, c_raw, total_cols).data();
   for (int64_t i : ws.order_) {
     const StreamChunk& chunk = chunks[i];
     for (int64_t t = 0; t < chunk.steps; ++t) {
-      std::copy_n(chunk.input + t * chunk.batch * c, chunk.batch * c,
-                  packed.col(ws.step_offset_[t] + ws.column_[i]).data());
+      std::copy_n(chunk.input + t * chunk.batch * c_raw, chunk.batch * c_raw,
+                  raw + (ws.step_offset_[t] + ws.column_[i]) * c_raw);
     }
   }
+  if (!input_layer_.empty()) ApplyStage(input_layer_, raw, total_cols, packed.data(), ws);
   // The initial h (and c) of every session side by side, in the sorted column order. Sessions
   // still active at step t are a prefix, so the running c of each step is the first `active`
   // columns of `cell`, and a finished session's c stays in its columns.
@@ -324,12 +398,19 @@ absl::Status RnnModel::StepBatch(absl::Span<const StreamChunk> chunks,
     layer_in_rows = h_out;
   }
 
-  ConstMatrixMap last(layer_in, h_out, total_cols);
+  // The head runs once over every session's steps, then each chunk gets its columns.
+  const float* last = layer_in;
+  const int64_t out_rows = output_features_;
+  if (!head_.empty()) {
+    float* headed = ws.Matrix(Workspace::kCoreOut, out_rows, total_cols).data();
+    ApplyStage(head_, layer_in, total_cols, headed, ws);
+    last = headed;
+  }
   for (int64_t i : ws.order_) {
     const StreamChunk& chunk = chunks[i];
     for (int64_t t = 0; t < chunk.steps; ++t) {
-      std::copy_n(last.col(ws.step_offset_[t] + ws.column_[i]).data(), chunk.batch * h_out,
-                  chunk.output + t * chunk.batch * h_out);
+      std::copy_n(last + (ws.step_offset_[t] + ws.column_[i]) * out_rows, chunk.batch * out_rows,
+                  chunk.output + t * chunk.batch * out_rows);
     }
   }
   return absl::OkStatus();

@@ -1,5 +1,8 @@
-// RnnModel: a loaded torch.nn.RNN, GRU or LSTM (the cell is RnnConfig::module), ready for
-// inference with torch's exact semantics.
+// RnnModel: a loaded model, ready for inference with torch's exact semantics: the recurrent
+// core (torch.nn.RNN, GRU or LSTM; the cell is RnnConfig::module), with an optional input layer
+// before it and an optional head applied to every timestep of its output (PipelineConfig).
+// The input is the input layer's (features, or token ids for an Embedding), the output the
+// head's; h_n and c_n are always the core's state.
 //
 // State: a session's state is one contiguous buffer of StateSize(batch) floats: h
 // (L*D, N, H_out), then, for LSTM only, c (L*D, N, H). Every pointer named state_in/state_out
@@ -23,12 +26,15 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "base/tensor.h"
 #include "core/engine/cell_step.h"
 #include "core/engine/kernels/kernel_isa.h"
 #include "core/engine/rnn_config.h"
+#include "core/engine/pipeline_config.h"
 #include "core/engine/rnn_parameters.h"
+#include "core/engine/step_layers.h"
 
 namespace rnnserve {
 
@@ -57,7 +63,13 @@ class Workspace {
   static constexpr int kStepScratch = 5;  // GatedScratchRows x batch
   static constexpr int kCell = 6;         // LSTM: (H, batch): the running c of one direction
   static constexpr int kState = 7;        // LSTM Forward(): the h + c state buffer
-  static constexpr int kSlots = 8;
+  // Pipelines: the input layer's output (the core's input), or StepBatch's packed raw input;
+  // the core's output before the head, or StepBatch's head output; the stages' ping-pong.
+  static constexpr int kStageIn = 8;
+  static constexpr int kCoreOut = 9;
+  static constexpr int kStageA = 10;
+  static constexpr int kStageB = 11;
+  static constexpr int kSlots = 12;
   // 64-byte aligned, so full-width kernels start on a vector boundary.
   std::vector<float, CacheLineAllocator<float>> buffers_[kSlots];
   std::vector<int64_t> step_width_;   // active columns at each step (StepBatch)
@@ -89,16 +101,18 @@ struct ForwardCursor {
   bool done = false;
   std::vector<float> layer_output[2];  // (T, N, D*H_out) each, ping-pong between layers
   std::vector<float> cell;             // (N, H)
+  std::vector<float> stage_input;      // pipelines: the input layer's output, the core's input
+  std::vector<float> core_output;      // pipelines with a head: the core's output
 };
 
 // One session's chunk for StepBatch(). All pointers are borrowed for the call.
 struct StreamChunk {
-  const float* input = nullptr;  // (steps, batch, input_size), time-major, row-major
+  const float* input = nullptr;  // (steps, batch, input_features()), time-major, row-major
   int64_t steps = 0;             // T; 0 leaves state untouched and writes nothing
   int64_t batch = 0;             // N
   const float* state_in = nullptr;  // StateSize(batch) floats: h_0 (L, N, H_out) [+ c_0 (L, N, H)]
   float* state_out = nullptr;       // the same layout: h_n [+ c_n]; may equal state_in
-  float* output = nullptr;          // (steps, batch, H_out), written
+  float* output = nullptr;          // (steps, batch, output_features()), written
 };
 
 class RnnModel {
@@ -109,8 +123,26 @@ class RnnModel {
   static absl::StatusOr<std::unique_ptr<RnnModel>> Create(const RnnConfig& config,
                                                           const ParameterMap& parameters,
                                                           KernelIsa isa = BestKernelIsa());
+  // A whole pipeline: the parameters under their full names (CheckPipelineParameters); the
+  // input layer and head are laid out for the same kernels.
+  static absl::StatusOr<std::unique_ptr<RnnModel>> Create(const PipelineConfig& pipeline,
+                                                          const ParameterMap& parameters,
+                                                          KernelIsa isa = BestKernelIsa());
 
+  // The recurrent core's config (its state shapes are the model's).
   const RnnConfig& config() const { return config_; }
+  const PipelineConfig& pipeline() const { return pipeline_; }
+  // True when the input is token ids (an Embedding input layer): (T, N), (N, T) or (T,).
+  bool takes_ids() const { return pipeline_.takes_ids(); }
+  // Features per timestep of the input (1 for ids) and of the output.
+  int64_t input_features() const { return input_features_; }
+  int64_t output_features() const { return output_features_; }
+  // Checks input values that shapes cannot: each id of an ids model is an integer in
+  // [0, num_embeddings) (INVALID_ARGUMENT naming the first bad one and the range), and the
+  // input's kind matches the model's (`ids` from the wire's Tensor.ids). `what` names the
+  // tensor ("input").
+  absl::Status CheckInputValues(const float* data, int64_t count, bool ids,
+                                absl::string_view what = "input") const;
   // The instruction set of the kernels this model runs (chosen at Create).
   KernelIsa kernel_isa() const { return kernel_isa_; }
 
@@ -163,15 +195,42 @@ class RnnModel {
   int64_t CellStateSize(int64_t batch) const {
     return config_.has_cell_state() ? config_.num_state_rows() * batch * config_.hidden_size : 0;
   }
-  // Floats in the output of a (steps, batch) chunk.
+  // Floats in the output of a (steps, batch) chunk, and in its input.
   int64_t OutputSize(int64_t steps, int64_t batch) const {
-    return steps * batch * config_.output_size();
+    return steps * batch * output_features_;
+  }
+  int64_t InputSize(int64_t steps, int64_t batch) const {
+    return steps * batch * input_features_;
+  }
+  // The model's layouts: the input (T, N, C), (N, T, C) batch_first or (T, C) unbatched, C =
+  // input_features(); ids models drop C. The output likewise with output_features().
+  Shape InputShape(int64_t steps, int64_t batch, bool batched) const;
+  Shape OutputShape(int64_t steps, int64_t batch, bool batched) const;
+  // batch_first (N, T, C) input into the kernels' time-major (T, N, C), C = input_features();
+  // `out` holds InputSize(steps, batch) floats. And time-major output back to (N, T, F).
+  void InputToTimeMajor(const float* input, int64_t steps, int64_t batch, float* out) const {
+    SwapLeadingDims(input, batch, steps, input_features_, out);
+  }
+  void OutputFromTimeMajor(const float* time_major, int64_t steps, int64_t batch,
+                           float* out) const {
+    SwapLeadingDims(time_major, steps, batch, output_features_, out);
   }
   // Multiply-adds per timestep per batch row: the FLOP count benchmarks use (x2 for FLOPs).
   int64_t MacsPerStep() const;
 
  private:
   RnnModel(const RnnConfig& config, KernelIsa isa) : config_(config), kernel_isa_(isa) {}
+  // The core alone (no input layer or head): the former public entry points.
+  void CoreForwardTimeMajor(const float* input, int64_t steps, int64_t batch,
+                            const float* state_in, float* output, float* state_out,
+                            Workspace& workspace) const;
+  bool CorePiece(const float* input, int64_t steps, int64_t batch, const float* state_in,
+                 float* output, float* state_out, int64_t max_steps, ForwardCursor& cursor,
+                 Workspace& workspace) const;
+  // Runs a stage over `cols` columns with the workspace's stage scratch.
+  void ApplyStage(const StepLayers& stage, const float* in, int64_t cols, float* out,
+                  Workspace& ws) const;
+
   const CellWeights& weights(int64_t layer, int64_t direction) const {
     return weights_[layer * config_.num_directions() + direction];
   }
@@ -185,7 +244,12 @@ class RnnModel {
                     int64_t begin, int64_t end, float* cell, Workspace& ws) const;
 
   RnnConfig config_;
+  PipelineConfig pipeline_;
   KernelIsa kernel_isa_;
+  StepLayers input_layer_;  // empty: the input goes to the core as it is
+  StepLayers head_;         // empty: the core's output is the model's
+  int64_t input_features_ = 0;
+  int64_t output_features_ = 0;
   std::vector<CellWeights> weights_;  // layer-major, forward then reverse
 };
 

@@ -53,7 +53,14 @@ absl::StatusOr<InputDims> RnnModel::CheckShapes(absl::Span<const int64_t> input_
                                                 const Shape* h0_shape,
                                                 const Shape* c0_shape) const {
   const int64_t dims = static_cast<int64_t>(input_shape.size());
-  if (dims != 2 && dims != 3) {
+  // Token ids have no feature dimension: (T,) unbatched, (T, N) or (N, T) batched.
+  const int64_t unbatched_rank = takes_ids() ? 1 : 2;
+  if (takes_ids() && dims != 1 && dims != 2) {
+    return InvalidShape(absl::StrCat(
+        "token ids: expected input to be 1D (T,) or 2D (", config_.batch_first ? "N, T" : "T, N",
+        "), got ", dims, "D tensor instead (shape ", ShapeToString(input_shape), ")"));
+  }
+  if (!takes_ids() && dims != 2 && dims != 3) {
     return InvalidShape(absl::StrCat(ModuleName(config_.module),
                                      ": Expected input to be 2D or 3D, got ", dims,
                                      "D tensor instead (shape ", ShapeToString(input_shape),
@@ -70,11 +77,13 @@ absl::StatusOr<InputDims> RnnModel::CheckShapes(absl::Span<const int64_t> input_
                                      " has no cell state: only an LSTM takes c_0"));
   }
   InputDims result;
-  result.batched = dims == 3;
+  result.batched = dims == unbatched_rank + 1;
   RETURN_IF_ERROR(CheckStateRanks(config_, result.batched, h0_shape, c0_shape));
-  if (input_shape.back() != config_.input_size) {
-    return InvalidShape(absl::StrCat("input.size(-1) must be equal to input_size. Expected ",
-                                     config_.input_size, ", got ", input_shape.back()));
+  if (!takes_ids() && input_shape.back() != input_features_) {
+    return InvalidShape(absl::StrCat("input.size(-1) must be equal to ",
+                                     pipeline_.input_layer.empty() ? "input_size" : "in_features",
+                                     ". Expected ", input_features_, ", got ",
+                                     input_shape.back()));
   }
   if (result.batched) {
     result.steps = config_.batch_first ? input_shape[1] : input_shape[0];
@@ -94,6 +103,52 @@ absl::StatusOr<InputDims> RnnModel::CheckShapes(absl::Span<const int64_t> input_
   return result;
 }
 
+Shape RnnModel::InputShape(int64_t steps, int64_t batch, bool batched) const {
+  Shape shape = !batched ? Shape{steps}
+                : config_.batch_first ? Shape{batch, steps}
+                                      : Shape{steps, batch};
+  if (!takes_ids()) shape.push_back(input_features_);
+  return shape;
+}
+
+Shape RnnModel::OutputShape(int64_t steps, int64_t batch, bool batched) const {
+  Shape shape = config_.OutputShape(steps, batch, batched);
+  shape.back() = output_features_;
+  return shape;
+}
+
+absl::Status RnnModel::CheckInputValues(const float* data, int64_t count, bool ids,
+                                        absl::string_view what) const {
+  if (ids != takes_ids()) {
+    if (takes_ids()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": this model takes token ids (", LayerToString(pipeline_.input_layer.front()),
+          " first): send them in `", what, ".ids` (int64), not as float values"));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": this model takes float features (", input_features_,
+        " per step): send them in `", what, ".values` or `", what, ".raw`, not `", what,
+        ".ids`"));
+  }
+  if (!ids) return absl::OkStatus();
+  const int64_t vocabulary = pipeline_.num_embeddings();
+  for (int64_t i = 0; i < count; ++i) {
+    const float id = data[i];
+    if (id >= 0.0f && id < static_cast<float>(vocabulary) && id == static_cast<int64_t>(id)) {
+      continue;
+    }
+    // The wire clamps ids outside [-1, 2^24] to those ends (tensor_codec.h).
+    const std::string shown = id >= static_cast<float>(kMaxEmbeddings)
+                                  ? absl::StrCat(">= ", kMaxEmbeddings)
+                              : id < 0.0f ? std::string("negative")
+                                          : absl::StrCat(static_cast<int64_t>(id));
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ".ids[", i, "] is ", shown, ": ids must be in [0, ", vocabulary, ") for ",
+        LayerToString(pipeline_.input_layer.front())));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ForwardResult> RnnModel::Forward(const Tensor& input, const Tensor* h0,
                                                 Workspace* workspace) const {
   return Forward(input, h0, nullptr, workspace);
@@ -104,6 +159,9 @@ absl::StatusOr<ForwardResult> RnnModel::Forward(const Tensor& input, const Tenso
   ASSIGN_OR_RETURN(const InputDims dims,
                    CheckShapes(input.shape, h0 == nullptr ? nullptr : &h0->shape,
                                c0 == nullptr ? nullptr : &c0->shape));
+  if (CountMatches(&input)) {
+    RETURN_IF_ERROR(CheckInputValues(input.data(), input.num_elements(), input.ids));
+  }
   if (!CountMatches(&input) || !CountMatches(h0) || !CountMatches(c0)) {
     return absl::InvalidArgumentError("tensor value count does not match its shape");
   }
@@ -118,7 +176,7 @@ absl::StatusOr<ForwardResult> RnnModel::Forward(const Tensor& input, const Tenso
   if (config_.has_cell_state()) {
     result.c_n = Tensor::Zeros(config_.CellStateShape(batch, dims.batched));
   }
-  result.output = Tensor::Zeros(config_.OutputShape(steps, batch, dims.batched));
+  result.output = Tensor::Zeros(OutputShape(steps, batch, dims.batched));
   if (cols == 0) return result;  // N == 0: torch returns empty tensors.
 
   // The kernel takes one state buffer (h, then c for LSTM). Without cell state that is h_0 and
@@ -146,11 +204,11 @@ absl::StatusOr<ForwardResult> RnnModel::Forward(const Tensor& input, const Tenso
   } else {
     // batch_first: the input is packed time-major once, and the output is written time-major
     // into a scratch slot, then converted to (N, T, D*H_out).
-    float* packed = ws.Matrix(2, config_.input_size, cols).data();
-    config_.InputToTimeMajor(input.data(), steps, batch, packed);
-    float* time_major = ws.Matrix(3, config_.output_size(), cols).data();
+    float* packed = ws.Matrix(2, input_features_, cols).data();
+    SwapLeadingDims(input.data(), batch, steps, input_features_, packed);
+    float* time_major = ws.Matrix(3, output_features_, cols).data();
     ForwardTimeMajor(packed, steps, batch, state_in, time_major, state_out, ws);
-    config_.OutputFromTimeMajor(time_major, steps, batch, result.output.data());
+    SwapLeadingDims(time_major, steps, batch, output_features_, result.output.data());
   }
   if (config_.has_cell_state()) {
     std::copy_n(state_out, HiddenStateSize(batch), result.h_n.data());

@@ -46,10 +46,12 @@ std::string LooksLike(const RnnConfig& config, const ParameterMap& params) {
 
 }  // namespace
 
-absl::Status CheckParameters(const RnnConfig& config, const ParameterMap& params) {
+absl::Status CheckParameterSpecs(const std::vector<ParameterSpec>& specs,
+                                 const ParameterMap& params, absl::string_view model,
+                                 absl::string_view prefix) {
   std::vector<std::string> problems;
   std::set<std::string> expected_names;
-  for (const ParameterSpec& spec : ParameterSpecs(config)) {
+  for (const ParameterSpec& spec : specs) {
     expected_names.insert(spec.name);
     auto it = params.find(spec.name);
     if (it == params.end()) {
@@ -70,8 +72,8 @@ absl::Status CheckParameters(const RnnConfig& config, const ParameterMap& params
   }
   for (const auto& [name, tensor] : params) {
     if (!expected_names.count(name)) {
-      problems.push_back(absl::StrCat("unexpected parameter '", name, "' for ",
-                                      ConfigToString(config)));
+      problems.push_back(absl::StrCat("unexpected parameter '", name.substr(0, 256), "' for ",
+                                      model));
     }
   }
   if (problems.empty()) return absl::OkStatus();
@@ -79,9 +81,13 @@ absl::Status CheckParameters(const RnnConfig& config, const ParameterMap& params
   if (total > kMaxListedProblems) problems.resize(kMaxListedProblems);
   std::string listed = absl::StrJoin(problems, "; ");
   if (total > problems.size()) absl::StrAppend(&listed, "; and ", total - problems.size(), " more");
-  return absl::InvalidArgumentError(absl::StrCat(LooksLike(config, params),
-                                                 "parameters do not match ",
-                                                 ConfigToString(config), ": ", listed));
+  return absl::InvalidArgumentError(
+      absl::StrCat(prefix, "parameters do not match ", model, ": ", listed));
+}
+
+absl::Status CheckParameters(const RnnConfig& config, const ParameterMap& params) {
+  return CheckParameterSpecs(ParameterSpecs(config), params, ConfigToString(config),
+                             LooksLike(config, params));
 }
 
 int64_t ParameterCount(const RnnConfig& config) {

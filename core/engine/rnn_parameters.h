@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -25,6 +26,11 @@ using ParameterMap = std::map<std::string, Tensor>;
 // At most kMaxListedProblems problems are listed, then "and N more".
 absl::Status CheckParameters(const RnnConfig& config, const ParameterMap& params);
 inline constexpr size_t kMaxListedProblems = 20;
+// The same check against any list of specs; `model` names what they describe in messages and
+// `prefix` starts the message.
+absl::Status CheckParameterSpecs(const std::vector<ParameterSpec>& specs,
+                                 const ParameterMap& params, absl::string_view model,
+                                 absl::string_view prefix = "");
 
 // The number of values ParameterSpecs(config) holds, computed without listing them; `config`
 // must have passed Validate() (its caps keep the count far from overflow).

@@ -96,6 +96,10 @@ bool ChunkBatch::Prepare(ChunkTask* task) {
   if (absl::Status finite = CheckFinite(input.values(), "input", options_); !finite.ok()) {
     return fail(finite);
   }
+  if (absl::Status kind = model.CheckInputValues(input.data(), input.num_elements(), input.ids);
+      !kind.ok()) {
+    return fail(kind);
+  }
   if (dims->batch < 1) {
     return fail(absl::InvalidArgumentError(absl::StrCat(
         "a session needs a batch of at least one sequence; input has shape ",
@@ -166,8 +170,8 @@ bool ChunkBatch::Prepare(ChunkTask* task) {
   task->input_time_major = input.data();
   if (config.NeedsTimeMajorConversion(dims->batched)) {
     task->transposed_input.resize(input.num_elements());
-    config.InputToTimeMajor(input.data(), dims->steps, dims->batch,
-                            task->transposed_input.data());
+    model.InputToTimeMajor(input.data(), dims->steps, dims->batch,
+                           task->transposed_input.data());
     task->input_time_major = task->transposed_input.data();
   }
   if (config.bidirectional) {
@@ -211,7 +215,7 @@ void ChunkBatch::Compute(std::vector<ChunkTask*>& tasks, Workspace& workspace) {
       // The engine writes the output where the response takes it from, except batch_first
       // output, which is converted there once the last slice is done.
       task->result.output =
-          TensorBytes::Zeros(config.OutputShape(task->steps, task->batch, task->batched));
+          TensorBytes::Zeros(model.OutputShape(task->steps, task->batch, task->batched));
       if (config.NeedsTimeMajorConversion(task->batched)) {
         task->output_time_major.resize(model.OutputSize(task->steps, task->batch));
       }
@@ -230,7 +234,7 @@ void ChunkBatch::Compute(std::vector<ChunkTask*>& tasks, Workspace& workspace) {
     } else {
       const int64_t offset = task->steps_done;
       const int64_t steps = SliceSteps(task->steps - offset, task->batch, options_);
-      batch.push_back(StreamChunk{task->input_time_major + offset * task->batch * config.input_size,
+      batch.push_back(StreamChunk{task->input_time_major + model.InputSize(offset, task->batch),
                                   steps, task->batch, state_in, state_out,
                                   output + model.OutputSize(offset, task->batch)});
       task->steps_done += steps;
@@ -246,8 +250,8 @@ void ChunkBatch::Compute(std::vector<ChunkTask*>& tasks, Workspace& workspace) {
     if (!task->compute || task->output_time_major.empty() || task->steps_done < task->steps) {
       continue;
     }
-    config.OutputFromTimeMajor(task->output_time_major.data(), task->steps, task->batch,
-                               task->result.output->data());
+    model.OutputFromTimeMajor(task->output_time_major.data(), task->steps, task->batch,
+                              task->result.output->data());
   }
 }
 

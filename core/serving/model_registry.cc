@@ -78,6 +78,11 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::LoadRepository(
 
 absl::Status ModelRegistry::Add(std::string name, const RnnConfig& config,
                                 const ParameterMap& parameters) {
+  return Add(std::move(name), CorePipeline(config), parameters);
+}
+
+absl::Status ModelRegistry::Add(std::string name, const PipelineConfig& config,
+                                const ParameterMap& parameters) {
   if (models_.count(name)) {
     return absl::AlreadyExistsError(absl::StrCat("model '", name, "' is already loaded"));
   }

@@ -53,6 +53,9 @@ class ModelRegistry {
   static std::unique_ptr<ModelRegistry> WithDemoModel(KernelIsa isa = BestKernelIsa());
 
   absl::Status Add(std::string name, const RnnConfig& config, const ParameterMap& parameters);
+  // A whole pipeline (input layer, core, head), parameters under their full names.
+  absl::Status Add(std::string name, const PipelineConfig& config,
+                   const ParameterMap& parameters);
 
   // nullptr when unknown.
   const ServedModel* Find(const std::string& name) const;

@@ -45,6 +45,7 @@ struct ServingCore::ForwardTask : BatchScheduler::Task {
         (c0.has_value() && c0->num_elements() != NumElements(c0->shape))) {
       return absl::InvalidArgumentError("tensor value count does not match its shape");
     }
+    RETURN_IF_ERROR(rnn.CheckInputValues(input.data(), input.num_elements(), input.ids));
     // One buffer as the engine takes it: h_0 at the front, c_0 after it, zeros when absent.
     state.assign(rnn.StateSize(dims.batch), 0.0f);
     if (h0.has_value()) std::copy(h0->values.begin(), h0->values.end(), state.begin());
@@ -54,10 +55,10 @@ struct ServingCore::ForwardTask : BatchScheduler::Task {
     }
     h0.reset();
     c0.reset();
-    result.output = Tensor::Zeros(config.OutputShape(dims.steps, dims.batch, dims.batched));
+    result.output = Tensor::Zeros(rnn.OutputShape(dims.steps, dims.batch, dims.batched));
     if (config.NeedsTimeMajorConversion(dims.batched)) {
       input_time_major.resize(input.values.size());
-      config.InputToTimeMajor(input.data(), dims.steps, dims.batch, input_time_major.data());
+      rnn.InputToTimeMajor(input.data(), dims.steps, dims.batch, input_time_major.data());
       input = Tensor();  // only the packed copy is read from now on
       output_time_major.resize(model->model->OutputSize(dims.steps, dims.batch));
     }
@@ -170,7 +171,7 @@ void ServingCore::RunForward(ForwardTask* task, Workspace& workspace) {
       }
     } else {
       const int64_t slice = SliceSteps(steps - offset, batch, options_);
-      model.ForwardTimeMajor(input + offset * batch * config.input_size, slice, batch, state,
+      model.ForwardTimeMajor(input + model.InputSize(offset, batch), slice, batch, state,
                              output + model.OutputSize(offset, batch), state, workspace);
       task->steps_done += slice;
     }
@@ -180,8 +181,8 @@ void ServingCore::RunForward(ForwardTask* task, Workspace& workspace) {
       return;
     }
     if (packed) {
-      config.OutputFromTimeMajor(task->output_time_major.data(), steps, batch,
-                                 task->result.output.data());
+      model.OutputFromTimeMajor(task->output_time_major.data(), steps, batch,
+                                task->result.output.data());
     }
   }
   // Split the state buffer into torch's h_n and (LSTM) c_n.

@@ -21,6 +21,13 @@ Cases:
       only, both: torch gets zeros for the one not given) appears.
   seed_a, seed_b, seed_c: the seed notebook's three examples.
   edge_*: T=1, N=1, H=1, relu on large inputs, a larger model, and more.
+  pipe_000 ... pipe_<PIPELINE_COUNT-1> (kind "pipeline"): random user-style nn.Modules
+      (tests/parity/pipelines.py: an input layer, an RNN/GRU/LSTM core, a per-step head, every
+      supported piece, ids input included) exported with export_module(model, dir, rnn=...,
+      head=..., input_layer=...); the expected output is the user's own model(x), h_n / c_n
+      the core's final state. The entry's "config" is the whole config.json; it also holds
+      "pipeline": true, "input_kind" ("features" or "ids": ids are stored as float32 in the
+      case file), "repr" (the pieces' torch reprs joined with " -> ") and "rnn_path".
   error cases (manifest "error_cases"): inputs torch rejects; torch's message is stored with
       the numbers ("key facts") the engine's INVALID_ARGUMENT message must also contain.
 
@@ -54,6 +61,7 @@ import torch
 
 sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
 import export_pytorch  # noqa: E402  (tools/export_pytorch.py)
+import pipelines  # noqa: E402  (tests/parity/pipelines.py, next to this file)
 
 # Names the C++ test is compiled with (parity_test.cc lists the same): keep both in sync.
 MIN_RANDOM_CASES = 200
@@ -67,6 +75,12 @@ NAMED_CASES = [
 ]
 # Random cases per module, with their name prefixes (parity_test.cc lists the same).
 RANDOM_PREFIXES = {"RNN": "random", "GRU": "gru", "LSTM": "lstm", "LSTMP": "lstmp"}
+# Pipeline cases (parity_test.cc lists the same): pipe_000 ... pipe_199.
+PIPELINE_COUNT = 200
+PIPELINE_PREFIX = "pipe_"
+# A pipeline whose float32 torch result strays further than this from float64 (a Softmax or a
+# LayerNorm can amplify rounding) is redrawn, so the 1e-5 tolerance stays meaningful.
+PIPELINE_MAX_F32_ERROR = 2e-6
 ERROR_CASES = [
     "error_input_size", "error_input_size_unbatched", "error_h0_batch", "error_h0_hidden",
     "error_h0_layers_bidirectional", "error_h0_batch_first", "error_input_4d", "error_input_1d",
@@ -352,6 +366,20 @@ def call(rnn, x, h0, c0):
     return output, h_n, c_n
 
 
+def write_case_file(case_dir, x, h0, c0, results):
+    """<case_dir>/case.safetensors: input (ids as float32), h0 / c0 when given, and torch's
+    results (output, h_n[, c_n])."""
+    tensors = {"input": x.to(torch.float32).numpy(), "output": results[0].numpy(),
+               "h_n": results[1].numpy()}
+    if h0 is not None:
+        tensors["h0"] = h0.numpy()
+    if c0 is not None:
+        tensors["c0"] = c0.numpy()
+    if len(results) == 3:
+        tensors["c_n"] = results[2].numpy()
+    export_pytorch.write_safetensors(os.path.join(case_dir, "case.safetensors"), tensors)
+
+
 def run_case(spec, seed, out_dir, rng):
     cfg = spec["config"]
     rnn = make_module(cfg, seed)
@@ -371,20 +399,12 @@ def run_case(spec, seed, out_dir, rng):
         rnn64 = copy.deepcopy(rnn).double()
         results64 = call(rnn64, x.double(), None if h0 is None else h0.double(),
                          None if c0 is None else c0.double())
-        f32_error = max(float(((a.double() - b).abs() / b.abs().clamp(min=1.0)).max())
-                        for a, b in zip(results, results64))
+        f32_error = _f32_error(results, results64)
     output, h_n = results[0], results[1]
 
     case_dir = os.path.join(out_dir, spec["name"])
     export_pytorch.export_module(rnn, os.path.join(case_dir, "model"))
-    tensors = {"input": x.numpy(), "output": output.numpy(), "h_n": h_n.numpy()}
-    if h0 is not None:
-        tensors["h0"] = h0.numpy()
-    if c0 is not None:
-        tensors["c0"] = c0.numpy()
-    if len(results) == 3:
-        tensors["c_n"] = results[2].numpy()
-    export_pytorch.write_safetensors(os.path.join(case_dir, "case.safetensors"), tensors)
+    write_case_file(case_dir, x, h0, c0, results)
 
     entry = {"name": spec["name"], "kind": spec["kind"], "config": cfg,
              "batched": spec["batched"], "has_h0": spec["has_h0"],
@@ -397,6 +417,87 @@ def run_case(spec, seed, out_dir, rng):
     steps = spec["steps"]
     entry["chunks"] = split_positive(steps, rng.randint(1, min(steps, 5)), rng)
     if not cfg["bidirectional"]:
+        entry["sessions"] = sessions_plan(spec["batch"], steps, rng)
+    return entry
+
+
+def _f32_error(results, results64):
+    """torch's own float32 rounding error on the tolerance's scale."""
+    return max(float(((a.double() - b).abs() / b.abs().clamp(min=1.0)).max())
+               for a, b in zip(results, results64))
+
+
+def _state_arg(model, x, spec, gen, dtype=torch.float32):
+    """(h0, c0, hx): the initial state the spec gives (None when not) and what the model
+    takes: h_0, or (h_0, c_0) for an LSTM with zeros for the one not given."""
+    given = spec["state"]
+    if not given:
+        return None, None, None
+    cfg = export_pytorch.config_from_module(model.core())
+    h0 = torch.randn(h0_shape(cfg, spec["batch"], spec["batched"]), generator=gen) \
+        if "h" in given else None
+    if cfg["module"] != "LSTM":
+        return h0, None, h0
+    c0 = torch.randn(h0_shape(cfg, spec["batch"], spec["batched"], cell=True), generator=gen) \
+        if "c" in given else None
+    h = h0 if h0 is not None else torch.zeros(h0_shape(cfg, spec["batch"], spec["batched"]))
+    c = c0 if c0 is not None else torch.zeros(
+        h0_shape(cfg, spec["batch"], spec["batched"], cell=True))
+    return h0, c0, (h, c)
+
+
+def _as_double(hx):
+    if hx is None:
+        return None
+    return tuple(t.double() for t in hx) if isinstance(hx, tuple) else hx.double()
+
+
+def _pipeline_results(model, x, hx):
+    """(output, h_n[, c_n]): the user's model(x) and its core's final state."""
+    with torch.inference_mode():
+        output = model(x, hx)
+        state = model.core_state(x, hx)
+    return (output,) + (tuple(state) if isinstance(state, tuple) else (state,))
+
+
+def run_pipeline_case(name, spec, seed, out_dir, rng):
+    """Exports the spec's user model (redrawn with another seed while torch's own float32
+    error exceeds PIPELINE_MAX_F32_ERROR) and writes its case."""
+    for attempt in range(20):
+        model_seed = seed + 100003 * attempt
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # dropout > 0 with num_layers == 1
+            model = pipelines.build(spec, model_seed)
+        gen = torch.Generator().manual_seed(model_seed + 1)
+        x = pipelines.input_of(spec, gen)
+        h0, c0, hx = _state_arg(model, x, spec, gen)
+        results = _pipeline_results(model, x, hx)
+        model64 = copy.deepcopy(model).double()
+        x64 = x if not x.is_floating_point() else x.double()
+        f32_error = _f32_error(results, _pipeline_results(model64, x64, _as_double(hx)))
+        if f32_error <= PIPELINE_MAX_F32_ERROR:
+            break
+    else:
+        raise AssertionError(f"{name}: no draw with torch float32 error <= "
+                             f"{PIPELINE_MAX_F32_ERROR}")
+    case_dir = os.path.join(out_dir, name)
+    paths = model.export_paths()
+    config = export_pytorch.export_module(model, os.path.join(case_dir, "model"), **paths)
+    output, h_n = results[0], results[1]
+    write_case_file(case_dir, x, h0, c0, results)
+    entry = {"name": name, "kind": "pipeline", "pipeline": True, "config": config,
+             "input_kind": "ids" if pipelines.takes_ids(spec) else "features",
+             "repr": export_pytorch.pipeline_repr(model, config),
+             "rnn_path": config["rnn"]["path"],
+             "batched": spec["batched"], "has_h0": h0 is not None, "has_c0": c0 is not None,
+             "input_shape": list(x.shape), "output_shape": list(output.shape),
+             "h_n_shape": list(h_n.shape),
+             "c_n_shape": list(results[2].shape) if len(results) == 3 else None,
+             "seed": model_seed, "torch_f32_error": f32_error,
+             "model_dir": name + "/model", "case_file": name + "/case.safetensors"}
+    steps = spec["steps"]
+    entry["chunks"] = split_positive(steps, rng.randint(1, min(steps, 5)), rng)
+    if not config["rnn"]["bidirectional"]:
         entry["sessions"] = sessions_plan(spec["batch"], steps, rng)
     return entry
 
@@ -447,20 +548,26 @@ def main(argv=None):
              for i, spec in enumerate(specs)]
     errors = [run_error_case(spec, args.seed * 1000 + len(specs) + i, args.out)
               for i, spec in enumerate(error_specs())]
+    pipeline_seed = args.seed * 1000 + len(specs) + len(errors)
+    cases += [run_pipeline_case("%s%03d" % (PIPELINE_PREFIX, i), spec, pipeline_seed + i,
+                                args.out, rng)
+              for i, spec in enumerate(pipelines.specs(PIPELINE_COUNT, rng, deck))]
     assert [s["name"] for s in named_specs()] == NAMED_CASES
     assert [s["name"] for s in error_specs()] == ERROR_CASES
 
     manifest = {"format": 1, "seed": args.seed, "torch_version": torch.__version__,
                 "tolerance": 1e-5, "random_count": args.count,
-                "random_prefixes": sorted(RANDOM_PREFIXES.values()), "cases": cases,
+                "random_prefixes": sorted(RANDOM_PREFIXES.values()),
+                "pipeline_count": PIPELINE_COUNT, "pipeline_prefix": PIPELINE_PREFIX,
+                "cases": cases,
                 "error_cases": errors}
     tmp = manifest_path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(manifest, f, indent=1)
     os.replace(tmp, manifest_path)
-    print("gen_cases: %d cases (%d random per module, %d named), %d error cases in %s (%.1f s)" %
-          (len(cases), args.count, len(NAMED_CASES), len(errors), args.out,
-           time.time() - started))
+    print("gen_cases: %d cases (%d random per module, %d named, %d pipelines), %d error cases "
+          "in %s (%.1f s)" % (len(cases), args.count, len(NAMED_CASES), PIPELINE_COUNT,
+                              len(errors), args.out, time.time() - started))
 
 
 if __name__ == "__main__":

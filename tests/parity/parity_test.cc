@@ -277,7 +277,7 @@ bool LoadCase(const std::string& name, KernelIsa isa, Case* c) {
     ADD_FAILURE() << "LoadModelDir: " << files.status();
     return false;
   }
-  c->config = files->config;
+  c->config = files->config.rnn;
   // The exported config.json must say what the torch module was built with.
   const json& cfg = e.at("config");
   RnnConfig built;
@@ -731,7 +731,7 @@ TEST_P(ParityErrorTest, RejectedLikeTorch) {
   const bool has_c0 = !e->at("c0_shape").is_null();
   const Tensor c0 = has_c0 ? Tensor::Zeros(ShapeOf(e->at("c0_shape"))) : Tensor();
   const std::string torch_error = e->at("torch_error").get<std::string>();
-  SCOPED_TRACE(absl::StrCat(ConfigToString(files->config), " input ", ShapeToString(input.shape),
+  SCOPED_TRACE(absl::StrCat(PipelineToString(files->config), " input ", ShapeToString(input.shape),
                             has_h0 ? " h0 " + ShapeToString(h0.shape) : std::string(" no h0"),
                             has_c0 ? " c0 " + ShapeToString(c0.shape) : std::string(),
                             "; torch: \"", torch_error, "\""));

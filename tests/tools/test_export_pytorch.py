@@ -369,7 +369,7 @@ class CommandLineTest(ExportTestCase):
                                    torch.nn.LSTM(5, 4, proj_size=2, bidirectional=True))
         result = self.run_cli("--out", self.path("x"), "--module", "GRU", "--input-size", "5",
                               "--hidden-size", "4", "--nonlinearity", "relu")
-        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.returncode, 2)
         self.assertIn("'nonlinearity' applies only to module RNN", result.stderr)
 
     def test_lstm_module_file_and_state_dict(self):
@@ -393,7 +393,7 @@ class CommandLineTest(ExportTestCase):
         self.assertEqual(result.returncode, 2)
         self.assertIn("--state-dict needs --config", result.stderr)
         result = self.run_cli("--out", self.dir, "--input-size", "0", "--hidden-size", "2")
-        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.returncode, 2)
         self.assertIn("input_size must be greater than zero", result.stderr)
 
 

@@ -157,7 +157,7 @@ TEST_F(CellsModelDirTest, LstmRoundTripsAndAnotherModulesWeightsAreRefused) {
   ASSERT_TRUE(SaveModelDir(dir_.string(), lstm, RandomParameters(lstm, 3)).ok());
   absl::StatusOr<ModelFiles> loaded = LoadModelDir(dir_.string());
   ASSERT_TRUE(loaded.ok()) << loaded.status();
-  EXPECT_EQ(loaded->config, lstm);
+  EXPECT_EQ(loaded->config.rnn, lstm);
 
   std::ofstream((dir_ / "config.json").string())
       << R"({"module": "GRU", "input_size": 3, "hidden_size": 5, "num_layers": 2,

@@ -61,7 +61,7 @@ TEST_F(ModelDirTest, SaveThenLoadRoundTrips) {
   EXPECT_FALSE(std::filesystem::exists(nested + "/model.safetensors.tmp"));
   absl::StatusOr<ModelFiles> loaded = LoadModelDir(nested);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
-  EXPECT_EQ(loaded->config, config);
+  EXPECT_EQ(loaded->config.rnn, config);
   ExpectSameParameters(loaded->parameters, params);
   // Saving again overwrites in place.
   ASSERT_TRUE(SaveModelDir(nested, config, RandomParameters(config, 12)).ok());
@@ -311,8 +311,8 @@ TEST_F(ModelDirTest, FuzzSeedsAreLoadableModelsOfEveryModule) {
     std::filesystem::copy_file(corpus / "safetensors" / name, Path("model.safetensors"));
     absl::StatusOr<ModelFiles> loaded = LoadModelDir(dir_.string());
     ASSERT_TRUE(loaded.ok()) << name << ": " << loaded.status();
-    modules.insert(std::string(ModuleName(loaded->config.module)));
-    projection = projection || loaded->config.proj_size > 0;
+    modules.insert(std::string(ModuleName(loaded->config.rnn.module)));
+    projection = projection || loaded->config.rnn.proj_size > 0;
   }
   EXPECT_EQ(modules, (std::set<std::string>{"RNN", "GRU", "LSTM"}));
   EXPECT_TRUE(projection);
