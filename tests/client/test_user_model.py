@@ -1,9 +1,10 @@
-"""A user's own PyTorch model, served end to end as the README shows it: a script defines an
-nn.Module around an nn.LSTM with an nn.Linear head and torch.save()s it; the one export command
-(tools/export_pytorch.py --module-file model.pt --rnn rnn --head head), run from the user's
-folder, writes the model folder; the real rnnserve binary serves it; rnnserve-client streams an
-.npy through it and the Python client streams and forwards the same input. Every output must
-equal the user's model(x), computed live by torch, within 1e-5 * max(1, |torch|).
+"""A user's own PyTorch model, served end to end as the README's "Serving your model" shows it:
+its train.py (read from README.md: an nn.Module around an nn.LSTM with an nn.Linear head,
+torch.save()d) runs in the user's folder; the README's one export command (tools/export_pytorch.py
+--module-file model.pt --rnn rnn --head head), run from that folder, writes the model folder; the
+real rnnserve binary serves it; rnnserve-client streams an .npy through it and the Python client
+streams and forwards the same input. Every output must equal the user's model(x), computed live
+by torch, within 1e-5 * max(1, |torch|).
 
 A second model takes token ids (nn.Embedding -> nn.GRU -> a Sequential head): the CLI streams an
 int64 .npy (sent as Tensor.ids) and the Python client sends integer arrays; `info` shows the
@@ -16,6 +17,8 @@ Every wait is bounded; nothing sleeps in place of synchronisation.
 """
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -33,25 +36,23 @@ PYTHON = "/usr/bin/python3"  # Debian's, with torch, as the README says
 
 torch.set_num_threads(1)  # the CPUs are shared with the server under test
 
-# The README's example: the user's script, run in the user's folder.
-TAGGER_SCRIPT = '''
-import torch
-from torch import nn
 
-class Tagger(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.rnn = nn.LSTM(input_size=8, hidden_size=32, num_layers=2, batch_first=True)
-        self.head = nn.Linear(32, 5)
 
-    def forward(self, x):
-        out, _ = self.rnn(x)
-        return self.head(out)
+def readme_example():
+    """(train.py's text, the export command's arguments after the script, the model's name)
+    from README.md's "Serving your model": its first python block and the first
+    tools/export_pytorch.py command of its first sh block."""
+    with open(os.path.join(testkit.ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    section = readme[readme.index("## Serving your model"):]
+    script = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    commands = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    line = next(l for l in commands.splitlines() if "tools/export_pytorch.py" in l)
+    args = shlex.split(line)
+    args = args[args.index("tools/export_pytorch.py") + 1:]
+    out = args[args.index("--out") + 1]
+    return script, args, os.path.basename(out)
 
-torch.manual_seed(0)
-model = Tagger().eval()
-torch.save(model, "model.pt")
-'''
 
 # Token ids in: an Embedding first.
 TOKENS_SCRIPT = '''
@@ -97,13 +98,13 @@ class UserModelTest(unittest.TestCase):
         cls.home = tempfile.mkdtemp(prefix="rnnserve-user-model-")
         cls.server = None
         try:
-            for name, script in (("train.py", TAGGER_SCRIPT), ("tokens.py", TOKENS_SCRIPT)):
+            train, export_args, cls.name = readme_example()
+            for name, script in (("train.py", train), ("tokens.py", TOKENS_SCRIPT)):
                 with open(os.path.join(cls.home, name), "w") as f:
                     f.write(script)
                 run([PYTHON, name], cls.home, name)
             # The one command, from the user's folder (the classes live in its scripts).
-            run([PYTHON, EXPORT, "--module-file", "model.pt", "--rnn", "rnn", "--head", "head",
-                 "--out", "models/tagger"], cls.home, "export of model.pt")
+            run([PYTHON, EXPORT] + export_args, cls.home, "README's export command")
             run([PYTHON, EXPORT, "--module-file", "tokens.pt", "--input-layer", "embed",
                  "--rnn", "rnn", "--head", "head", "--out", "models/tokens"], cls.home,
                 "export of tokens.pt")
@@ -115,7 +116,7 @@ class UserModelTest(unittest.TestCase):
             cwd = os.getcwd()
             os.chdir(cls.home)
             try:
-                cls.tagger = export_pytorch.load_module_file("model.pt").eval()
+                cls.user = export_pytorch.load_module_file("model.pt").eval()
                 cls.tokens = export_pytorch.load_module_file("tokens.pt").eval()
             finally:
                 os.chdir(cwd)
@@ -143,40 +144,42 @@ class UserModelTest(unittest.TestCase):
         self.assertLessEqual(scaled, TOLERANCE,
                              f"{what}: max |served - model(x)| / max(1, |model(x)|) = {scaled}")
 
-    def test_lstm_with_linear_head_streams_from_the_cli_and_python(self):
-        x = np.random.default_rng(7).standard_normal((3, 11, 8)).astype(np.float32)  # (N, T, C)
+    def test_readme_model_streams_from_the_cli_and_python(self):
+        rnn, head = self.user.rnn, self.user.head
+        self.assertIsInstance(rnn, torch.nn.LSTM)
+        self.assertTrue(rnn.batch_first)
+        x = np.random.default_rng(7).standard_normal((3, 11, rnn.input_size)).astype(np.float32)
         with torch.inference_mode():
-            want = self.tagger(torch.from_numpy(x)).numpy()
-        self.assertEqual(want.shape, (3, 11, 5))
+            want = self.user(torch.from_numpy(x)).numpy()
+            _, (want_h, want_c) = rnn(torch.from_numpy(x))
+        self.assertEqual(want.shape, (3, 11, head.out_features))
         np.save(os.path.join(self.home, "x.npy"), x)
 
-        info = self.cli("info", "tagger")
-        self.assertIn("pipeline    LSTM(8, 32, num_layers=2, batch_first=True) -> "
-                      "Linear(in_features=32, out_features=5, bias=True)\n", info)
-        self.assertIn("input       features (N, T, C) [-1, -1, 8]\n", info)
-        self.assertIn("output      [-1, -1, 5]\n", info)
+        info = self.cli("info", self.name)
+        self.assertIn(f"pipeline    {rnn!r} -> {head!r}\n", info)
+        self.assertIn(f"input       features (N, T, C) [-1, -1, {rnn.input_size}]\n", info)
+        self.assertIn(f"output      [-1, -1, {head.out_features}]\n", info)
         self.assertIn("  head.weight ", info)
+        self.assertIn("  rnn.weight_ih_l0 ", info)
 
         for encoding in ("--raw", "--noraw"):
             with self.subTest(encoding=encoding):
                 out = os.path.join(self.home, f"y{encoding}.npy")
-                self.cli(encoding, "stream", "tagger", "--input", "x.npy", "--chunk_steps", "4",
+                self.cli(encoding, "stream", self.name, "--input", "x.npy", "--chunk_steps", "4",
                          "--end", "--save_output", out)
                 self.assertClose(np.load(out), want, f"rnnserve-client stream {encoding}")
 
         rc = testkit.client_module()
         with rc.RnnServeClient(self.server.target) as client:
-            info = client.get_model("tagger")
+            info = client.get_model(self.name)
             self.assertEqual(info.input_kind, "features")
-            self.assertEqual(list(info.output_shape), [-1, -1, 5])
+            self.assertEqual(list(info.output_shape), [-1, -1, head.out_features])
             with client.open_stream() as stream:
-                parts = [stream.start("tagger", chunk=x[:, :5]).output,
+                parts = [stream.start(self.name, chunk=x[:, :5]).output,
                          stream.send(x[:, 5:6]).output, stream.send(x[:, 6:], end=True).output]
             self.assertClose(np.concatenate(parts, axis=1), want, "Python stream")
-            out, (h_n, c_n) = client.forward("tagger", x)
+            out, (h_n, c_n) = client.forward(self.name, x)
             self.assertClose(out, want, "Python forward")
-            with torch.inference_mode():
-                _, (want_h, want_c) = self.tagger.rnn(torch.from_numpy(x))
             self.assertClose(h_n, want_h.numpy(), "Python forward h_n (the core's)")
             self.assertClose(c_n, want_c.numpy(), "Python forward c_n (the core's)")
 

@@ -773,14 +773,14 @@ class ServerParityTest(unittest.TestCase):
         for encoding in ENCODINGS:
             code, message = self.forward_error(ids_case.name, h.to_tensor(x, encoding))
             self.assert_invalid(f"Forward of {ids_case.name} with float `{encoding}`", code,
-                                message, "`ids`")
+                                message, ".ids`")
         features = self.pipe_cases(ids=False)[0]
         core_only = next(Case(e, self.dir) for e in self.manifest["cases"]
                          if not e.get("pipeline"))
         for case in (features, core_only):
             ids = np.zeros(case.input.shape[:-1], np.int64)
             code, message = self.forward_error(case.name, h.to_tensor(ids, "ids"))
-            self.assert_invalid(f"Forward of {case.name} with `ids`", code, message, "`values`")
+            self.assert_invalid(f"Forward of {case.name} with `ids`", code, message, ".values`")
 
     def streamed_with_refusals(self, stream, case, refused):
         """Streams `case` in two chunks with every (tensor, words) of `refused` sent (and
@@ -825,8 +825,8 @@ class ServerParityTest(unittest.TestCase):
         plan = {
             ids_case: [(h.to_tensor(too_large, "ids"), [str(vocab)]),
                        (h.to_tensor(negative, "ids"), [str(vocab)]),
-                       (h.to_tensor(rest, "values"), ["`ids`"])],
-            features: [(h.to_tensor(np.zeros(wide.shape[:-1], np.int64), "ids"), ["`values`"]),
+                       (h.to_tensor(rest, "values"), [".ids`"])],
+            features: [(h.to_tensor(np.zeros(wide.shape[:-1], np.int64), "ids"), [".values`"]),
                        (h.to_tensor(wide, "raw"), [str(c), str(c + 1)])],
         }
         checker = Checker(self.tolerance)

@@ -7,8 +7,10 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "core/engine/pipeline_config.h"
 #include "core/engine/rnn_parameters.h"
 #include "proto/status_codec.h"
 #include "tests/test_tensors.h"
@@ -70,6 +72,95 @@ TEST(ProtoConvertTest, ModelInfoDescribesTheModelAsTorchDoes) {
   EXPECT_EQ(info.layers(0).stage(), "core");
   EXPECT_EQ(info.layers(0).in_features(), 3);
   EXPECT_EQ(info.layers(0).out_features(), 8);
+}
+
+// Embedding(50, 8) -> LSTM(8, 6, batch_first=True) -> Linear(6, 6) -> ReLU() -> Linear(6, 4),
+// the pieces under a user's attribute paths.
+ServedModel TokenPipeline() {
+  PipelineConfig pipeline;
+  LayerConfig embed;
+  embed.type = LayerType::kEmbedding;
+  embed.path = "embed";
+  embed.in_features = 50;
+  embed.out_features = 8;
+  pipeline.input_layer.push_back(embed);
+  pipeline.rnn.module = RnnModule::kLstm;
+  pipeline.rnn.input_size = 8;
+  pipeline.rnn.hidden_size = 6;
+  pipeline.rnn.batch_first = true;
+  pipeline.rnn_path = "encoder.lstm";
+  LayerConfig linear;
+  linear.path = "head.0";
+  linear.in_features = 6;
+  linear.out_features = 6;
+  LayerConfig relu;
+  relu.type = LayerType::kRelu;
+  relu.path = "head.1";
+  LayerConfig out = linear;
+  out.path = "head.2";
+  out.out_features = 4;
+  out.bias = false;
+  pipeline.head = {linear, relu, out};
+  ParameterMap parameters;
+  uint64_t seed = 1;
+  for (const ParameterSpec& spec : PipelineParameterSpecs(pipeline)) {
+    parameters[spec.name] = Random(spec.shape, seed++, 0.3f);
+  }
+  ServedModel served;
+  served.name = "tokens";
+  auto model = RnnModel::Create(pipeline, parameters);
+  EXPECT_TRUE(model.ok()) << model.status();
+  if (model.ok()) served.model = std::move(model).value();
+  return served;
+}
+
+TEST(ProtoConvertTest, ModelInfoDescribesAPipelineAndItsIdsInput) {
+  const ServedModel served = TokenPipeline();
+  ASSERT_NE(served.model, nullptr);
+  v1::ModelInfo info;
+  ModelInfoToProto(served, &info);
+  EXPECT_EQ(info.pipeline(),
+            "Embedding(50, 8) -> LSTM(8, 6, batch_first=True) -> "
+            "Linear(in_features=6, out_features=6, bias=True) -> ReLU() -> "
+            "Linear(in_features=6, out_features=4, bias=False)");
+  EXPECT_EQ(info.module(), "LSTM(8, 6, batch_first=True)") << "the core";
+  EXPECT_EQ(info.config().input_size(), 8);
+  EXPECT_EQ(info.input_kind(), "ids");
+  EXPECT_THAT(info.input_shape(), ElementsAre(-1, -1));
+  EXPECT_EQ(info.input_layout(), "(N, T)");
+  EXPECT_THAT(info.output_shape(), ElementsAre(-1, -1, 4));
+  EXPECT_THAT(info.state_shape(), ElementsAre(1, -1, 6));
+  EXPECT_THAT(info.cell_state_shape(), ElementsAre(1, -1, 6));
+  std::vector<std::string> names;
+  for (const auto& p : info.parameters()) names.push_back(p.name());
+  EXPECT_THAT(names, ElementsAre("embed.weight", "encoder.lstm.weight_ih_l0",
+                                 "encoder.lstm.weight_hh_l0", "encoder.lstm.bias_ih_l0",
+                                 "encoder.lstm.bias_hh_l0", "head.0.weight", "head.0.bias",
+                                 "head.2.weight"));
+  EXPECT_THAT(info.parameters(0).shape(), ElementsAre(50, 8));
+  EXPECT_THAT(info.parameters(7).shape(), ElementsAre(4, 6));
+  struct Piece {
+    const char *path, *type, *stage;
+    int64_t in, out;
+  };
+  const Piece want[] = {{"embed", "Embedding", "input_layer", 1, 8},
+                        {"encoder.lstm", "LSTM", "core", 8, 6},
+                        {"head.0", "Linear", "head", 6, 6},
+                        {"head.1", "ReLU", "head", 6, 6},
+                        {"head.2", "Linear", "head", 6, 4}};
+  ASSERT_EQ(info.layers_size(), 5);
+  std::vector<std::string> reprs;
+  for (int i = 0; i < 5; ++i) {
+    SCOPED_TRACE(want[i].path);
+    const v1::PipelineLayer& layer = info.layers(i);
+    EXPECT_EQ(layer.path(), want[i].path);
+    EXPECT_EQ(layer.type(), want[i].type);
+    EXPECT_EQ(layer.stage(), want[i].stage);
+    EXPECT_EQ(layer.in_features(), want[i].in);
+    EXPECT_EQ(layer.out_features(), want[i].out);
+    reprs.push_back(layer.repr());
+  }
+  EXPECT_EQ(absl::StrJoin(reprs, " -> "), info.pipeline());
 }
 
 TEST(ProtoConvertTest, SessionInfoCarriesEveryFieldAndStateInTheAskedEncoding) {
