@@ -299,8 +299,11 @@ absl::Status RnnModel::StepBatch(absl::Span<const StreamChunk> chunks,
     if (chunks[i].steps > 0 && chunks[i].batch > 0) ws.order_.push_back(i);
   }
   if (ws.order_.empty()) return absl::OkStatus();
-  std::stable_sort(ws.order_.begin(), ws.order_.end(), [&](int64_t a, int64_t b) {
-    return chunks[a].steps > chunks[b].steps;
+  // Ties keep the callers' order. std::sort with the index as tie-breaker, not stable_sort,
+  // which takes a temporary buffer from the heap on every call.
+  std::sort(ws.order_.begin(), ws.order_.end(), [&](int64_t a, int64_t b) {
+    if (chunks[a].steps != chunks[b].steps) return chunks[a].steps > chunks[b].steps;
+    return a < b;
   });
   const int64_t max_steps = chunks[ws.order_.front()].steps;
 

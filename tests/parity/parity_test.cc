@@ -35,9 +35,11 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "base/file_io.h"
 #include "base/tensor.h"
 #include "core/engine/model_dir.h"
+#include "core/engine/pipeline_config.h"
 #include "core/engine/rnn_config.h"
 #include "core/engine/rnn_model.h"
 #include "core/engine/safetensors.h"
@@ -59,6 +61,11 @@ constexpr int kMinRandomCases = 200;
 // One set of random cases per prefix (gen_cases.py RANDOM_PREFIXES): RNN, GRU, LSTM, LSTM with
 // proj_size.
 const char* const kRandomPrefixes[] = {"random", "gru", "lstm", "lstmp"};
+// Whole models (issue 13): input layer + core + head built as a user writes them, exported with
+// export_module(model, dir, rnn=, head=, input_layer=); the expected output is the user's own
+// model(x). gen_cases.py PIPELINE_COUNT and PIPELINE_PREFIX.
+constexpr int kPipelineCases = 200;
+constexpr char kPipelinePrefix[] = "pipe";
 const char* const kNamedCases[] = {
     "seed_a",
     "seed_b",
@@ -117,6 +124,7 @@ std::vector<std::string> CaseNames() {
   for (const char* prefix : kRandomPrefixes) {
     for (int i = 0; i < kMinRandomCases; ++i) names.push_back(RandomCaseName(prefix, i));
   }
+  for (int i = 0; i < kPipelineCases; ++i) names.push_back(RandomCaseName(kPipelinePrefix, i));
   names.insert(names.end(), std::begin(kNamedCases), std::end(kNamedCases));
   return names;
 }
@@ -233,6 +241,9 @@ struct Case {
   Tensor h0, c0;
   Tensor c_n;  // LSTM only
   bool batched = true;
+  // Features per step of the input (1 for token ids) and of the output: the pipeline's, which
+  // for a bare core are input_size and D*H_out.
+  int64_t C = 0, K = 0;
 
   int64_t steps() const { return batched && config.batch_first ? input.size(1) : input.size(0); }
   int64_t batch() const {
@@ -241,14 +252,12 @@ struct Case {
   }
   // Element of the input (t, n, c) whatever the layout.
   float x(int64_t t, int64_t n, int64_t c) const {
-    const int64_t C = config.input_size;
     if (!batched) return input.values[t * C + c];
     if (config.batch_first) return input.values[(n * steps() + t) * C + c];
     return input.values[(t * batch() + n) * C + c];
   }
   // Element of torch's output (t, n, k), k < D*H.
   float y(int64_t t, int64_t n, int64_t k) const {
-    const int64_t K = config.output_size();
     if (!batched) return output.values[t * K + k];
     if (config.batch_first) return output.values[(n * steps() + t) * K + k];
     return output.values[(t * batch() + n) * K + k];
@@ -278,8 +287,14 @@ bool LoadCase(const std::string& name, KernelIsa isa, Case* c) {
     return false;
   }
   c->config = files->config.rnn;
-  // The exported config.json must say what the torch module was built with.
-  const json& cfg = e.at("config");
+  // The exported config.json must say what the torch module was built with (a pipeline's
+  // core: its "rnn" object).
+  const bool pipeline = e.value("pipeline", false);
+  const json& cfg = pipeline ? e.at("config").at("rnn") : e.at("config");
+  if (pipeline && files->config.core_only()) {
+    ADD_FAILURE() << "pipeline case loaded as a bare core";
+    return false;
+  }
   RnnConfig built;
   absl::StatusOr<RnnModule> module = ParseModule(cfg.at("module").get<std::string>());
   if (!module.ok()) {
@@ -310,6 +325,15 @@ bool LoadCase(const std::string& name, KernelIsa isa, Case* c) {
     return false;
   }
   c->model = std::move(*model);
+  c->C = c->model->input_features();
+  c->K = c->model->output_features();
+  // torch's repr of each piece, except the nonlinearity='relu' ConfigToString adds for relu
+  // RNNs (torch's repr leaves it out).
+  const std::string repr = absl::StrReplaceAll(PipelineToString(c->model->pipeline()),
+                                               {{", nonlinearity='relu'", ""}});
+  if (pipeline && repr != e.at("repr").get<std::string>()) {
+    ADD_FAILURE() << "pipeline repr " << repr << ", torch's " << e.at("repr").get<std::string>();
+  }
 
   const std::string case_path = dir + "/" + e.at("case_file").get<std::string>();
   absl::StatusOr<std::string> bytes = ReadFile(case_path);
@@ -336,6 +360,7 @@ bool LoadCase(const std::string& name, KernelIsa isa, Case* c) {
     }
   }
   c->input = tensors->at("input");
+  c->input.ids = e.value("input_kind", "features") == "ids";
   c->output = tensors->at("output");
   c->h_n = tensors->at("h_n");
   if (c->has_h0) c->h0 = tensors->at("h0");
@@ -352,7 +377,8 @@ bool LoadCase(const std::string& name, KernelIsa isa, Case* c) {
 }
 
 std::string Describe(const Case& c) {
-  return absl::StrCat(ConfigToString(c.config), " input ", ShapeToString(c.input.shape),
+  return absl::StrCat(PipelineToString(c.model->pipeline()), " input ",
+                      ShapeToString(c.input.shape),
                       c.has_h0 ? absl::StrCat(" h0 ", ShapeToString(c.h0.shape)) : " no h0",
                       c.has_c0 ? absl::StrCat(" c0 ", ShapeToString(c.c0.shape)) : "",
                       "; torch's own float32 error on the tolerance's scale ",
@@ -364,8 +390,9 @@ Tensor SliceSteps(const Case& c, int64_t begin, int64_t end) {
   Tensor out;
   out.shape = c.input.shape;
   out.shape[c.batched && c.config.batch_first ? 1 : 0] = end - begin;
+  out.ids = c.input.ids;
   out.values.reserve(NumElements(out.shape));
-  const int64_t C = c.config.input_size;
+  const int64_t C = c.C;
   const int64_t N = c.batch();
   if (c.batched && c.config.batch_first) {
     for (int64_t n = 0; n < N; ++n)
@@ -384,7 +411,7 @@ Tensor ConcatSteps(const Case& c, const std::vector<Tensor>& parts) {
   Tensor out;
   out.shape = c.output.shape;
   out.values.reserve(c.output.values.size());
-  const int64_t K = c.config.output_size();
+  const int64_t K = c.K;
   if (c.batched && c.config.batch_first) {
     for (int64_t n = 0; n < c.batch(); ++n) {
       for (const Tensor& p : parts) {
@@ -450,7 +477,7 @@ void CheckBufferedStreaming(const Case& c) {
   SCOPED_TRACE(Describe(c));
   const std::vector<int64_t> chunks = c.entry->at("chunks").get<std::vector<int64_t>>();
   SCOPED_TRACE("chunks " + absl::StrJoin(chunks, ","));
-  const int64_t N = c.batch(), C = c.config.input_size, K = c.config.output_size();
+  const int64_t N = c.batch(), C = c.C, K = c.K;
   const bool batch_first = c.batched && c.config.batch_first;
   std::vector<float> buffer;
   int64_t begin = 0;
@@ -523,11 +550,11 @@ void CheckStreaming(const Case& c) {
 // between two buffers, the one written poisoned with NaN first so a partial write shows.
 void CheckStepBatch(const Case& c) {
   SCOPED_TRACE(Describe(c));
-  const int64_t L = c.config.num_layers, C = c.config.input_size;
+  const int64_t L = c.config.num_layers, C = c.C, K = c.K;
   const int64_t H = c.config.real_hidden_size(), HC = c.config.hidden_size;
   if (c.config.bidirectional) {
     // StepBatch is unidirectional only: it must refuse, not compute something else.
-    std::vector<float> in(C), state(c.model->StateSize(1)), out(c.config.output_size());
+    std::vector<float> in(C), state(c.model->StateSize(1)), out(K);
     StreamChunk chunk;
     chunk.input = in.data();
     chunk.steps = 1;
@@ -601,7 +628,7 @@ void CheckStepBatch(const Case& c) {
         s.spare.assign(s.state.size(), std::nanf(""));
         chunk.state_out = s.spare.data();
       }
-      chunk.output = s.out.data() + s.done * s.size * H;
+      chunk.output = s.out.data() + s.done * s.size * K;
       chunks.push_back(chunk);
     }
     absl::Status status = c.model->StepBatch(chunks, &ws);
@@ -623,16 +650,16 @@ void CheckStepBatch(const Case& c) {
                               absl::StrJoin(s.chunks, ",")));
     for (int64_t t = 0; t < c.steps(); ++t)
       for (int64_t n = 0; n < s.size; ++n)
-        for (int64_t j = 0; j < H; ++j) {
+        for (int64_t j = 0; j < K; ++j) {
           const int64_t sample = s.begin + n;
           int64_t index;
           if (!c.batched)
-            index = t * H + j;
+            index = t * K + j;
           else if (c.config.batch_first)
-            index = (sample * c.steps() + t) * H + j;
+            index = (sample * c.steps() + t) * K + j;
           else
-            index = (t * c.batch() + sample) * H + j;
-          out.values[index] = s.out[(t * s.size + n) * H + j];
+            index = (t * c.batch() + sample) * K + j;
+          out.values[index] = s.out[(t * s.size + n) * K + j];
         }
     for (int64_t l = 0; l < L; ++l)
       for (int64_t n = 0; n < s.size; ++n)
@@ -769,7 +796,9 @@ TEST(ParityManifest, CompleteAndConsistent) {
   const std::vector<std::string> fixed = CaseNames();
   int random = 0;
   std::vector<std::string> extra;  // random cases beyond the fixed names (--count > 200)
+  int pipelines = 0;
   for (const auto& [name, entry] : m.cases) {
+    if (entry.at("kind") == "pipeline") ++pipelines;
     if (entry.at("kind") != "random") continue;
     ++random;
     if (std::find(fixed.begin(), fixed.end(), name) == fixed.end()) extra.push_back(name);
@@ -779,7 +808,9 @@ TEST(ParityManifest, CompleteAndConsistent) {
                                    << " random cases per module (gen_cases.py --count)";
   for (const std::string& name : fixed) EXPECT_EQ(m.cases.count(name), 1u) << name;
   for (const char* name : kErrorCases) EXPECT_EQ(m.error_cases.count(name), 1u) << name;
-  EXPECT_EQ(m.cases.size(), static_cast<size_t>(random) + std::size(kNamedCases));
+  EXPECT_EQ(pipelines, kPipelineCases);
+  EXPECT_EQ(m.doc.at("pipeline_count").get<int>(), kPipelineCases);
+  EXPECT_EQ(m.cases.size(), static_cast<size_t>(random + pipelines) + std::size(kNamedCases));
   EXPECT_EQ(m.error_cases.size(), std::size(kErrorCases));
   EXPECT_EQ(m.doc.at("tolerance").get<double>(), kTolerance) << "gen_cases.py states another";
   for (const std::string& name : extra) {

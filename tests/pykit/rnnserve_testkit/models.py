@@ -1,7 +1,6 @@
 """Seeded torch.nn.RNN, GRU and LSTM modules, model repositories (tools/export_pytorch.py) and
 torch's outputs: torch is the oracle every number from the server is checked against."""
 
-import json
 import os
 
 import numpy as np
@@ -32,15 +31,11 @@ def write_model(out_dir, seed, **config):
 
 
 def load_torch(model_dir):
-    """The torch module of an rnnserve model folder (config.json + model.safetensors)."""
-    import torch
+    """The torch module of an rnnserve model folder (config.json + model.safetensors): the bare
+    torch.nn.RNN/GRU/LSTM of a core-only folder, else the pipeline (export_pytorch's
+    load_model_folder), in eval()."""
     import export_pytorch
-    with open(os.path.join(model_dir, export_pytorch.CONFIG_FILE)) as f:
-        config = json.load(f)
-    rnn = export_pytorch.build_module(config)
-    state = export_pytorch.read_safetensors(os.path.join(model_dir, export_pytorch.WEIGHTS_FILE))
-    rnn.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
-    return rnn.eval()
+    return export_pytorch.load_model_folder(model_dir)
 
 
 def has_cell_state(rnn):
