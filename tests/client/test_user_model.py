@@ -16,6 +16,8 @@ pipeline and the input kind.
 Every wait is bounded; nothing sleeps in place of synchronisation.
 """
 
+import asyncio
+import importlib
 import os
 import re
 import shlex
@@ -219,6 +221,23 @@ class UserModelTest(unittest.TestCase):
             with self.assertRaises(rc.RnnServeError) as refused:
                 client.forward("tokens", tokens.astype(np.float32))
             self.assertIn("ids", refused.exception.message)
+            with self.assertRaises(TypeError):  # ids= must hold integers
+                client.forward("tokens", ids=tokens + 0.5)
+            with self.assertRaises(ValueError):  # one input, not two
+                client.forward("tokens", tokens, ids=tokens)
+
+        async def asyncio_client():
+            aio = importlib.import_module(rc.__name__ + ".aio")
+            async with aio.AsyncRnnServeClient(self.server.target) as client:
+                out, _ = await client.forward("tokens", ids=tokens)
+                async with client.open_stream() as stream:
+                    first = await stream.start("tokens", ids=tokens[:3])
+                    rest = await stream.send(tokens[3:], end=True)
+                return out, np.concatenate([first.output, rest.output], axis=0)
+
+        out, streamed = asyncio.run(asyncio_client())
+        self.assertClose(out, want, "asyncio forward(ids=)")
+        self.assertClose(streamed, want, "asyncio stream of ids")
 
 
 if __name__ == "__main__":
