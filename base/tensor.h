@@ -28,6 +28,14 @@ std::string ShapeToString(absl::Span<const int64_t> shape);
 // Copies a row-major (a, b, c) array into (b, a, c) order: (N, T, C) <-> (T, N, C).
 void SwapLeadingDims(const float* src, int64_t a, int64_t b, int64_t c, float* dst);
 
+// Token ids travel in a Tensor as floats. Ids in [0, kMaxTokenId) are exact; anything outside
+// is clamped to -1 or kMaxTokenId, both outside every vocabulary (an Embedding has at most
+// 2^24 rows), so a valid id stays exact and an invalid one stays invalid.
+inline constexpr int64_t kMaxTokenId = int64_t{1} << 24;
+inline float TokenIdAsFloat(int64_t id) {
+  return static_cast<float>(id < 0 ? -1 : (id > kMaxTokenId ? kMaxTokenId : id));
+}
+
 struct Tensor {
   Shape shape;
   std::vector<float> values;  // row-major, values.size() == NumElements(shape)

@@ -184,19 +184,19 @@ absl::StatusOr<Tensor> ParseNpy(absl::string_view bytes) {
   pos += header_len;
 
   const std::string& descr = *header->descr;
-  size_t item_size = 0;
-  bool big_endian = false;
-  if (descr == "<f4" || descr == "=f4" || descr == ">f4") {
-    item_size = 4;
-  } else if (descr == "<f8" || descr == "=f8" || descr == ">f8") {
-    item_size = 8;
-  } else {
+  // "<f4": byte order, kind (f float, i signed integer: token ids), bytes per item.
+  const bool known = descr.size() == 3 && absl::string_view("<=>").find(descr[0]) !=
+                                              absl::string_view::npos;
+  const absl::string_view kind_size = known ? absl::string_view(descr).substr(1) : "";
+  if (kind_size != "f4" && kind_size != "f8" && kind_size != "i4" && kind_size != "i8") {
     return absl::InvalidArgumentError(absl::StrCat(
         "unsupported .npy dtype '", descr,
-        "': only float32 ('<f4') and float64 ('<f8') arrays are read; convert with "
-        "x.astype(numpy.float32)"));
+        "': only float32 ('<f4') and float64 ('<f8') arrays (features), and int32 ('<i4') and "
+        "int64 ('<i8') arrays (token ids) are read; convert with x.astype(numpy.float32)"));
   }
-  big_endian = descr[0] == '>';
+  const bool ids = kind_size[0] == 'i';
+  const size_t item_size = kind_size[1] == '4' ? 4 : 8;
+  const bool big_endian = descr[0] == '>';
   if (*header->fortran_order) {
     return absl::InvalidArgumentError(
         "the .npy array is in Fortran order; save numpy.ascontiguousarray(x) instead");
@@ -213,12 +213,21 @@ absl::StatusOr<Tensor> ParseNpy(absl::string_view bytes) {
                             " values, the file holds ", data_len, " data bytes"));
   }
   Tensor tensor(shape, std::vector<float>(count));
+  tensor.ids = ids;
   const char* data = bytes.data() + pos;
   for (int64_t i = 0; i < count; ++i) {
     unsigned char b[8];
     std::memcpy(b, data + i * item_size, item_size);
     if (big_endian) std::reverse(b, b + item_size);
-    if (item_size == 4) {
+    if (ids && item_size == 4) {
+      int32_t v;
+      std::memcpy(&v, b, 4);
+      tensor.values[i] = TokenIdAsFloat(v);
+    } else if (ids) {
+      int64_t v;
+      std::memcpy(&v, b, 8);
+      tensor.values[i] = TokenIdAsFloat(v);
+    } else if (item_size == 4) {
       float f;
       std::memcpy(&f, b, 4);
       tensor.values[i] = f;

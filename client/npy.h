@@ -1,6 +1,7 @@
 // Minimal reader and writer for NumPy's .npy format (versions 1.0, 2.0 and 3.0), enough to move
 // float arrays between numpy and the rnnserve client. Reads C-order float32 and float64 arrays
-// (float64 converted to float32), either byte order; writes little-endian float32 in version
+// (float64 converted to float32) and int32 and int64 arrays (token ids: Tensor::ids, each id
+// as TokenIdAsFloat keeps it), either byte order; writes little-endian float32 in version
 // 1.0. Stateless free functions; thread-safe. The reader treats the file as hostile: a bad file
 // yields an INVALID_ARGUMENT status naming the problem, never a crash or a huge allocation.
 #ifndef RNNSERVE_CLIENT_NPY_H_
@@ -15,7 +16,7 @@
 
 namespace rnnserve {
 
-// Parses the bytes of a .npy file. Rejects other dtypes ("<i4", "<f2", structured, ...),
+// Parses the bytes of a .npy file. Rejects other dtypes ("<i2", "<f2", structured, ...),
 // Fortran order, a malformed header, negative or overflowing shapes, and data whose length
 // differs from the shape's (trailing bytes included).
 absl::StatusOr<Tensor> ParseNpy(absl::string_view bytes);

@@ -67,10 +67,14 @@ absl::StatusOr<StreamBenchReport> RunStreamBench(
     if (count <= 0) return absl::InvalidArgumentError("empty chunk shape");
     std::mt19937 rng(1);
     std::normal_distribution<float> normal;
-    std::vector<float> values(count);
-    for (float& v : values) v = normal(rng);
-    EncodeTensor(input_shape, values.data(), options.encoding,
-                 shared.chunk_template.mutable_input());
+    if (options.ids) {
+      EncodeIds(input_shape, std::vector<int64_t>(count, 0), shared.chunk_template.mutable_input());
+    } else {
+      std::vector<float> values(count);
+      for (float& v : values) v = normal(rng);
+      EncodeTensor(input_shape, values.data(), options.encoding,
+                   shared.chunk_template.mutable_input());
+    }
     shared.chunk_template.set_omit_state(options.omit_state);
   }
 

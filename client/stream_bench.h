@@ -42,6 +42,9 @@ struct StreamBenchOptions {
   // Ask the server to leave h_n out of responses.
   bool omit_state = false;
   TensorEncoding encoding = TensorEncoding::kRaw;
+  // The model takes token ids (ModelInfo.input_kind "ids"): chunks carry Tensor.ids (all id 0)
+  // of shape (chunk_steps, 1) / (1, chunk_steps), whatever `encoding`.
+  bool ids = false;
   // Seconds to wait, after the duration, for in-flight chunks and session ends before the
   // streams are cancelled.
   double drain_timeout_s = 30;

@@ -5,14 +5,51 @@
 #include "absl/strings/str_cat.h"
 #include "base/text.h"
 #include "core/engine/kernels/kernel_isa.h"
+#include "core/engine/pipeline_config.h"
 #include "core/engine/rnn_config.h"
 #include "core/engine/rnn_parameters.h"
 #include "proto/status_codec.h"
 
 namespace rnnserve {
 
+namespace {
+
+// The pieces of `pipeline` in order (input layer, core, head), each with the features it takes
+// and gives: the running count through activations, 1 (one id) into an Embedding.
+void PipelineLayersToProto(const PipelineConfig& pipeline, v1::ModelInfo* info) {
+  int64_t features = pipeline.input_features();
+  const auto add_layers = [&](const std::vector<LayerConfig>& layers, const char* stage) {
+    for (const LayerConfig& layer : layers) {
+      v1::PipelineLayer* out = info->add_layers();
+      out->set_path(layer.path);
+      out->set_type(std::string(LayerTypeName(layer.type)));
+      out->set_repr(LayerToString(layer));
+      out->set_stage(stage);
+      out->set_in_features(layer.type == LayerType::kEmbedding ? 1 : features);
+      if (layer.type == LayerType::kLinear || layer.type == LayerType::kEmbedding) {
+        features = layer.out_features;
+      }
+      out->set_out_features(features);
+    }
+  };
+  add_layers(pipeline.input_layer, "input_layer");
+  const RnnConfig& c = pipeline.rnn;
+  v1::PipelineLayer* core = info->add_layers();
+  core->set_path(pipeline.rnn_path);
+  core->set_type(std::string(ModuleName(c.module)));
+  core->set_repr(ConfigToString(c));
+  core->set_stage("core");
+  core->set_in_features(c.input_size);
+  core->set_out_features(c.output_size());
+  features = c.output_size();
+  add_layers(pipeline.head, "head");
+}
+
+}  // namespace
+
 void ModelInfoToProto(const ServedModel& model, v1::ModelInfo* info) {
-  const RnnConfig& c = model.model->config();
+  const PipelineConfig& pipeline = model.model->pipeline();
+  const RnnConfig& c = pipeline.rnn;
   info->set_name(model.name);
   v1::ModelConfig* config = info->mutable_config();
   config->set_input_size(c.input_size);
@@ -28,13 +65,25 @@ void ModelInfoToProto(const ServedModel& model, v1::ModelInfo* info) {
   config->set_batch_first(c.batch_first);
   config->set_dropout(c.dropout);
   config->set_bidirectional(c.bidirectional);
-  for (const ParameterSpec& spec : ParameterSpecs(c)) {
+  // Full names ("rnn.weight_ih_l0", "head.0.weight"); a core-only model's are torch's bare ones.
+  for (const ParameterSpec& spec : PipelineParameterSpecs(pipeline)) {
     v1::ParameterInfo* parameter = info->add_parameters();
     parameter->set_name(spec.name);
     for (int64_t d : spec.shape) parameter->add_shape(d);
   }
-  for (int64_t d : {int64_t{-1}, int64_t{-1}, c.input_size}) info->add_input_shape(d);
-  info->set_input_layout(c.batch_first ? "(N, T, C)" : "(T, N, C)");
+  // (T, N) / (N, T) of ids, or (T, N, C) / (N, T, C) of features.
+  info->add_input_shape(-1);
+  info->add_input_shape(-1);
+  if (pipeline.takes_ids()) {
+    info->set_input_layout(c.batch_first ? "(N, T)" : "(T, N)");
+  } else {
+    info->add_input_shape(pipeline.input_features());
+    info->set_input_layout(c.batch_first ? "(N, T, C)" : "(T, N, C)");
+  }
+  info->set_input_kind(pipeline.takes_ids() ? "ids" : "features");
+  for (int64_t d : {int64_t{-1}, int64_t{-1}, pipeline.output_features()}) {
+    info->add_output_shape(d);
+  }
   for (int64_t d : {c.num_state_rows(), int64_t{-1}, c.real_hidden_size()}) {
     info->add_state_shape(d);
   }
@@ -46,6 +95,8 @@ void ModelInfoToProto(const ServedModel& model, v1::ModelInfo* info) {
   info->set_parameter_count(model.parameter_count);
   info->set_streaming_buffers_until_end(c.bidirectional);
   info->set_module(ConfigToString(c));
+  info->set_pipeline(PipelineToString(pipeline));
+  PipelineLayersToProto(pipeline, info);
   info->set_kernel_isa(std::string(KernelIsaName(model.model->kernel_isa())));
 }
 
@@ -70,6 +121,20 @@ void SessionInfoToProto(const SessionSnapshot& session, TensorEncoding encoding,
   info->set_memory_bytes(session.memory.total());
 }
 
+namespace {
+
+// h_0 / c_0: an initial state is float32, never token ids.
+absl::StatusOr<std::optional<Tensor>> DecodeState(const v1::Tensor& proto,
+                                                  absl::string_view what) {
+  if (proto.ids_size() > 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": a state is float32: set `values` or `raw`, not `ids` (ids are for the input)"));
+  }
+  return DecodeOptional(proto, what);
+}
+
+}  // namespace
+
 DecodedStreamRequest StreamRequestToChunk(v1::StreamRequest* request) {
   DecodedStreamRequest out;
   out.request_id = request->request_id();
@@ -86,8 +151,8 @@ DecodedStreamRequest StreamRequestToChunk(v1::StreamRequest* request) {
   if (!IsEmptyTensor(request->input())) {
     input = TakeTensorBytes(request->mutable_input(), "input");
   }
-  absl::StatusOr<std::optional<Tensor>> h0 = DecodeOptional(request->h_0(), "h_0");
-  absl::StatusOr<std::optional<Tensor>> c0 = DecodeOptional(request->c_0(), "c_0");
+  absl::StatusOr<std::optional<Tensor>> h0 = DecodeState(request->h_0(), "h_0");
+  absl::StatusOr<std::optional<Tensor>> c0 = DecodeState(request->c_0(), "c_0");
   if (!input.ok()) {
     chunk.decode_error = input.status();
   } else if (!h0.ok()) {
@@ -152,10 +217,10 @@ absl::StatusOr<ForwardArgs> ForwardRequestToArgs(const v1::ForwardRequest& reque
   absl::StatusOr<Tensor> input = DecodeTensor(request.input(), "input");
   if (!input.ok()) return input.status();
   args.input = std::move(input).value();
-  absl::StatusOr<std::optional<Tensor>> h0 = DecodeOptional(request.h_0(), "h_0");
+  absl::StatusOr<std::optional<Tensor>> h0 = DecodeState(request.h_0(), "h_0");
   if (!h0.ok()) return h0.status();
   args.h0 = std::move(h0).value();
-  absl::StatusOr<std::optional<Tensor>> c0 = DecodeOptional(request.c_0(), "c_0");
+  absl::StatusOr<std::optional<Tensor>> c0 = DecodeState(request.c_0(), "c_0");
   if (!c0.ok()) return c0.status();
   args.c0 = std::move(c0).value();
   return args;

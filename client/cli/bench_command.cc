@@ -18,10 +18,13 @@ namespace cli {
 
 absl::Status Commands::Bench(const std::string& model, bool* failed) {
   ASSIGN_OR_RETURN(v1::ModelInfo info, client_->GetModel(model));
-  ASSIGN_OR_RETURN(const client::StreamBenchOptions bench, ToStreamBenchOptions(options_, model));
-  const int64_t c = info.config().input_size();
-  const Shape chunk_shape =
+  ASSIGN_OR_RETURN(client::StreamBenchOptions bench, ToStreamBenchOptions(options_, model));
+  bench.ids = info.input_kind() == "ids";
+  // Features per step: the pipeline's input (older servers send no input_shape[2]).
+  const int64_t c = info.input_shape_size() == 3 ? info.input_shape(2) : info.config().input_size();
+  Shape chunk_shape =
       info.config().batch_first() ? Shape{1, bench.chunk_steps, c} : Shape{bench.chunk_steps, 1, c};
+  if (bench.ids) chunk_shape.pop_back();  // (T, N) / (N, T) token ids
   const int64_t num_channels = options_.channels;
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   for (int64_t i = 0; i < num_channels; ++i) {

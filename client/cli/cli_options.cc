@@ -1,5 +1,6 @@
 #include "client/cli/cli_options.h"
 
+#include <algorithm>
 #include <random>
 #include <utility>
 
@@ -123,6 +124,15 @@ Tensor RandomTensor(Shape shape, uint64_t seed) {
   std::normal_distribution<float> normal;
   Tensor t = Tensor::Zeros(std::move(shape));
   for (float& v : t.values) v = normal(rng);
+  return t;
+}
+
+Tensor RandomIds(Shape shape, int64_t vocabulary, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int64_t> id(0, std::max<int64_t>(vocabulary, 1) - 1);
+  Tensor t = Tensor::Zeros(std::move(shape));
+  for (float& v : t.values) v = TokenIdAsFloat(id(rng));
+  t.ids = true;
   return t;
 }
 

@@ -76,6 +76,10 @@ absl::StatusOr<Tensor> RandomInputFromShape(const CliOptions& options);
 // Standard normal values, like torch.randn (from std::mt19937_64, so not torch's numbers).
 Tensor RandomTensor(Shape shape, uint64_t seed);
 
+// Uniform token ids in [0, vocabulary) (Tensor::ids), seeded; all 0 for an unknown (0)
+// vocabulary.
+Tensor RandomIds(Shape shape, int64_t vocabulary, uint64_t seed);
+
 // The shape of `stream`'s random input: (T, N, C), (N, T, C) for batch_first, or (T, C) for
 // --batch 0. INVALID_ARGUMENT unless --steps >= 1 and --batch >= 0.
 absl::StatusOr<Shape> RandomStreamShape(const CliOptions& options, int64_t input_size,

@@ -50,6 +50,29 @@ std::string DimsText(const google::protobuf::RepeatedField<int64_t>& dims) {
   return absl::StrCat("[", absl::StrJoin(dims, ", "), "]");
 }
 
+// The model as torch prints it: the whole pipeline (older servers send only `module`).
+const std::string& PipelineText(const v1::ModelInfo& m) {
+  return m.pipeline().empty() ? m.module() : m.pipeline();
+}
+
+bool TakesIds(const v1::ModelInfo& m) { return m.input_kind() == "ids"; }
+
+// "ids (T, N) [-1, -1]" / "features (T, N, C) [-1, -1, 100]".
+std::string InputText(const v1::ModelInfo& m) {
+  return absl::StrCat(TakesIds(m) ? "ids " : "features ", m.input_layout(), " ",
+                      DimsText(m.input_shape()));
+}
+
+// The vocabulary size of an ids model: rows of its Embedding's weight (the first layer's).
+int64_t VocabularySize(const v1::ModelInfo& m) {
+  if (m.layers().empty()) return 0;
+  const std::string weight = absl::StrCat(m.layers(0).path(), ".weight");
+  for (const auto& p : m.parameters()) {
+    if (p.name() == weight && !p.shape().empty()) return p.shape(0);
+  }
+  return 0;
+}
+
 }  // namespace
 
 Commands::Commands(const CliOptions& options, client::RnnServeClient* client, std::ostream* out,
@@ -66,8 +89,7 @@ absl::Status Commands::Models() {
   }
   if (models.empty()) *out_ << "(no models)\n";
   for (const auto& m : models) {
-    *out_ << absl::StrFormat("%-20s %-40s input %s %s\n", m.name(), m.module(), m.input_layout(),
-                             DimsText(m.input_shape()));
+    *out_ << absl::StrFormat("%-20s %-40s input %s\n", m.name(), PipelineText(m), InputText(m));
   }
   return absl::OkStatus();
 }
@@ -79,8 +101,10 @@ absl::Status Commands::Info(const std::string& model) {
     return absl::OkStatus();
   }
   *out_ << "model       " << m.name() << "\n"
+        << "pipeline    " << PipelineText(m) << "\n"
         << "module      " << m.module() << "\n"
-        << "input       " << m.input_layout() << " " << DimsText(m.input_shape()) << "\n"
+        << "input       " << InputText(m) << "\n"
+        << "output      " << DimsText(m.output_shape()) << "\n"
         << "cell        " << m.config().module()
         << (m.config().proj_size() > 0 ? absl::StrCat(" (proj_size ", m.config().proj_size(), ")")
                                        : "")
@@ -97,6 +121,14 @@ absl::Status Commands::Info(const std::string& model) {
                                             : "output per chunk")
         << "\n"
         << "parameters  " << m.parameter_count() << "\n";
+  if (m.layers_size() > 1) {
+    *out_ << "layers      " << m.layers_size() << "\n";
+    for (const auto& l : m.layers()) {
+      *out_ << absl::StrFormat("  %-11s %-16s %s  (%d -> %d features)\n", l.stage(),
+                               l.path().empty() ? "-" : l.path(), l.repr(), l.in_features(),
+                               l.out_features());
+    }
+  }
   for (const auto& p : m.parameters()) {
     *out_ << absl::StrFormat("  %-24s %s\n", p.name(),
                              ShapeToString(Shape(p.shape().begin(), p.shape().end())));
@@ -128,17 +160,25 @@ absl::Status Commands::Forward(const std::string& model) {
 absl::Status Commands::Stream(const std::string& model) {
   ASSIGN_OR_RETURN(v1::ModelInfo info, client_->GetModel(model));
   const bool batch_first = info.config().batch_first();
+  // A model taking token ids has no feature dimension: (T, N) / (N, T) / (T,).
+  const bool ids = TakesIds(info);
+  const int64_t batched_dims = ids ? 2 : 3;
   Tensor input;
   if (!options_.input.empty()) {
     ASSIGN_OR_RETURN(input, ReadNpy(options_.input));
-    if (input.dim() != 2 && input.dim() != 3) {
-      return absl::InvalidArgumentError(absl::StrCat("--input has shape ",
-                                                     ShapeToString(input.shape), "; model ", model,
-                                                     " takes ", info.input_layout(), " or (T, C)"));
+    if (input.dim() != batched_dims && input.dim() != batched_dims - 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--input has shape ", ShapeToString(input.shape), "; model ", model, " takes ",
+          info.input_layout(), ids ? " or (T,) token ids" : " or (T, C)"));
     }
+  } else if (ids) {
+    ASSIGN_OR_RETURN(Shape shape, RandomStreamShape(options_, 1, batch_first));
+    shape.pop_back();
+    input = RandomIds(std::move(shape), VocabularySize(info), options_.seed);
   } else {
-    ASSIGN_OR_RETURN(Shape shape,
-                     RandomStreamShape(options_, info.config().input_size(), batch_first));
+    const int64_t features = info.input_shape_size() == 3 ? info.input_shape(2)
+                                                          : info.config().input_size();
+    ASSIGN_OR_RETURN(Shape shape, RandomStreamShape(options_, features, batch_first));
     input = RandomTensor(std::move(shape), options_.seed);
   }
   RETURN_IF_ERROR(ValidateStreamOptions(options_));
@@ -154,7 +194,7 @@ absl::Status Commands::Stream(const std::string& model) {
   std::string session_id = options_.session_id;
 
   // Time is dimension 1 only for batched input of a batch_first model.
-  const int64_t time_axis = batch_first && input.dim() == 3 ? 1 : 0;
+  const int64_t time_axis = batch_first && input.dim() == batched_dims ? 1 : 0;
   const int64_t total_steps = input.shape[time_axis];
   if (total_steps < 1) return absl::InvalidArgumentError("the input has no timesteps");
   ASSIGN_OR_RETURN(std::unique_ptr<client::StreamChannel> stream, client_->OpenStream());
@@ -167,7 +207,8 @@ absl::Status Commands::Stream(const std::string& model) {
   int64_t index = 0;
   for (int64_t at = 0; at < total_steps; at += chunk_steps, ++index) {
     const int64_t len = std::min(chunk_steps, total_steps - at);
-    ASSIGN_OR_RETURN(const Tensor chunk, Slice(input, time_axis, at, len));
+    ASSIGN_OR_RETURN(Tensor chunk, Slice(input, time_axis, at, len));
+    chunk.ids = input.ids;  // an int .npy goes out as Tensor.ids
     const bool end = options_.end && at + chunk_steps >= total_steps;
     absl::StatusOr<client::ChunkResult> r =
         session_id.empty() ? stream->Start(model, "", h0 ? &*h0 : nullptr, &chunk, end,

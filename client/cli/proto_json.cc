@@ -65,6 +65,11 @@ double ShortestDouble(float v) {
 }
 
 Json TensorJson(const Tensor& t) {
+  if (t.ids) {
+    Json ids = Json::array();
+    for (float v : t.values) ids.push_back(static_cast<int64_t>(v));
+    return Json{{"shape", t.shape}, {"ids", std::move(ids)}};
+  }
   Json values = Json::array();
   for (float v : t.values) values.push_back(ShortestDouble(v));
   return Json{{"shape", t.shape}, {"values", std::move(values)}};

@@ -19,7 +19,8 @@ using Json = nlohmann::ordered_json;
 // shows 0.1 rather than 0.10000000149011612. Non-finite values pass through.
 double ShortestDouble(float v);
 
-// {"shape": [...], "values": [...]}, values flat in C order.
+// {"shape": [...], "values": [...]}, values flat in C order; token ids (Tensor::ids) as
+// {"shape": [...], "ids": [...]} of integers.
 Json TensorJson(const Tensor& t);
 
 // `message` as a JSON object: every field without presence (proto3 scalars, repeated fields)

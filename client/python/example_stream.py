@@ -4,10 +4,12 @@ the result against torch.
 
 It asks the server for the model's config (GetModel), makes a random input of the right
 layout, sends it in chunks on one Stream (the first chunk with `start`, the last with `end`),
-and prints each chunk's output shape and h_n. With --model-dir it also loads the same model
-into torch.nn.RNN from its folder (config.json + model.safetensors), runs torch over the whole
-sequence and prints the max abs difference to the streamed output and final h_n; it exits 1
-if either exceeds 1e-5.
+and prints each chunk's output shape and h_n. A model whose input is token ids (an Embedding
+first: ModelInfo.input_kind "ids") gets random ids below its vocabulary size. With --model-dir
+it also loads the same model into torch from its folder (config.json + model.safetensors:
+torch.nn.RNN/GRU/LSTM, or the whole pipeline with its input layer and head), runs torch over
+the whole sequence and prints the max abs difference to the streamed output and final h_n; it
+exits 1 if either exceeds 1e-5.
 
 Run it against a server serving an exported model (from the repository root):
 
@@ -43,26 +45,31 @@ TOLERANCE = 1e-5
 
 
 def load_torch_rnn(model_dir):
-    """(config dict, torch.nn.RNN) from an exported model folder."""
-    import torch
+    """(the recurrent core's config dict, the torch module) from an exported model folder:
+    torch.nn.RNN/GRU/LSTM, or the pipeline (input layer, core, head) for a pipeline folder."""
     sys.path.insert(0, os.path.join(_HERE, "..", "..", "tools"))
     import export_pytorch
 
     with open(os.path.join(model_dir, export_pytorch.CONFIG_FILE)) as f:
-        config = export_pytorch.normalize_config(json.load(f))
-    weights = export_pytorch.read_safetensors(
-        os.path.join(model_dir, export_pytorch.WEIGHTS_FILE))
-    rnn = torch.nn.RNN(**config)
-    rnn.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
-    rnn.eval()
-    return config, rnn
+        config = json.load(f)
+    core = config["rnn"] if "rnn" in config else config
+    core = export_pytorch.normalize_config({k: v for k, v in core.items() if k != "path"})
+    return core, export_pytorch.load_model_folder(model_dir)
 
 
 def torch_forward(rnn, x):
     import torch
     with torch.no_grad():
         out, h_n = rnn(torch.from_numpy(x))
+    if isinstance(h_n, tuple):  # an LSTM's (h_n, c_n)
+        h_n = h_n[0]
     return out.numpy(), h_n.numpy()
+
+
+def vocabulary_size(info):
+    """Rows of an ids model's Embedding weight (its first layer's)."""
+    weight = f"{info.layers[0].path}.weight"
+    return next(p.shape[0] for p in info.parameters if p.name == weight)
 
 
 def main(argv=None):
@@ -114,13 +121,21 @@ def main(argv=None):
                   + ", ".join(f"{k} is {s!r} on the server, {v!r} in the folder"
                               for k, (s, v) in differ.items()), file=sys.stderr)
             return 1
-    print(f"model {info.name}: input {info.input_layout} {list(info.input_shape)}, "
-          f"state {list(info.state_shape)}")
+    print(f"model {info.name}: {info.pipeline or info.module}")
+    print(f"input {info.input_kind or 'features'} {info.input_layout} {list(info.input_shape)}, "
+          f"output {list(info.output_shape)}, state {list(info.state_shape)}")
     time_axis = 1 if cfg.batch_first else 0
-    shape = [args.steps, args.batch, cfg.input_size]
+    ids = info.input_kind == "ids"
+    # Features per step: the pipeline's input (the core's input_size from an older server).
+    features = info.input_shape[2] if len(info.input_shape) == 3 else cfg.input_size
+    shape = [args.steps, args.batch] if ids else [args.steps, args.batch, features]
     if cfg.batch_first:
         shape[0], shape[1] = shape[1], shape[0]
-    x = np.random.default_rng(args.seed).standard_normal(shape).astype(np.float32)
+    rng = np.random.default_rng(args.seed)
+    if ids:  # int64 token ids: the client sends integer arrays as Tensor.ids
+        x = rng.integers(0, vocabulary_size(info), size=shape)
+    else:
+        x = rng.standard_normal(shape).astype(np.float32)
 
     outputs, h_n, session = [], None, None
     with client.open_stream() as stream:

@@ -85,6 +85,12 @@ bool ChunkBatch::Prepare(ChunkTask* task) {
     return task->compute;
   }
   const TensorBytes& input = *req.input;
+  // The input's kind (ids or features) before its shape: token ids sent to a features model
+  // (or floats to an ids model) are told which field to use, not that the rank is off.
+  if (absl::Status kind = model.CheckInputValues(input.data(), input.num_elements(), input.ids);
+      !kind.ok()) {
+    return fail(kind);
+  }
   absl::StatusOr<InputDims> dims = model.CheckShapes(input.shape, nullptr);
   if (!dims.ok()) return fail(dims.status());
   if (absl::Status capped = CheckStepCap(dims->steps, "this chunk", options_); !capped.ok()) {
@@ -95,10 +101,6 @@ bool ChunkBatch::Prepare(ChunkTask* task) {
   }
   if (absl::Status finite = CheckFinite(input.values(), "input", options_); !finite.ok()) {
     return fail(finite);
-  }
-  if (absl::Status kind = model.CheckInputValues(input.data(), input.num_elements(), input.ids);
-      !kind.ok()) {
-    return fail(kind);
   }
   if (dims->batch < 1) {
     return fail(absl::InvalidArgumentError(absl::StrCat(

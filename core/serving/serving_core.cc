@@ -38,6 +38,8 @@ struct ServingCore::ForwardTask : BatchScheduler::Task {
     if (c0.has_value()) RETURN_IF_ERROR(CheckFinite(c0->values, "c_0", options));
     const RnnModel& rnn = *model->model;
     const RnnConfig& config = rnn.config();
+    // The input's kind (ids or features) before its shape, as chunk_batch.cc checks it.
+    RETURN_IF_ERROR(rnn.CheckInputValues(input.data(), input.num_elements(), input.ids));
     ASSIGN_OR_RETURN(dims, rnn.CheckShapes(input.shape, h0 ? &h0->shape : nullptr,
                                            c0 ? &c0->shape : nullptr));
     if (input.num_elements() != NumElements(input.shape) ||
@@ -45,7 +47,6 @@ struct ServingCore::ForwardTask : BatchScheduler::Task {
         (c0.has_value() && c0->num_elements() != NumElements(c0->shape))) {
       return absl::InvalidArgumentError("tensor value count does not match its shape");
     }
-    RETURN_IF_ERROR(rnn.CheckInputValues(input.data(), input.num_elements(), input.ids));
     // One buffer as the engine takes it: h_0 at the front, c_0 after it, zeros when absent.
     state.assign(rnn.StateSize(dims.batch), 0.0f);
     if (h0.has_value()) std::copy(h0->values.begin(), h0->values.end(), state.begin());

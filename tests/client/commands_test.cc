@@ -113,7 +113,7 @@ TEST_F(CommandsTest, ModelsTextAndJson) {
   ASSERT_EQ(run.exit_status, kExitOk) << run.err;
   EXPECT_THAT(run.out, StartsWith("demo "));
   EXPECT_THAT(run.out, HasSubstr("RNN(100, 10, num_layers=2)"));
-  EXPECT_THAT(run.out, HasSubstr("input (T, N, C) [-1, -1, 100]"));
+  EXPECT_THAT(run.out, HasSubstr("input features (T, N, C) [-1, -1, 100]"));
 
   options_.json = true;
   run = Run({"models"});

@@ -96,6 +96,31 @@ TEST(NpyTest, ReadsFloat64AsFloat32) {
   EXPECT_THAT(t->values, ElementsAre(0.1f, 2.0f, -3.0f));
 }
 
+TEST(NpyTest, ReadsIntegerArraysAsTokenIds) {
+  const std::vector<int64_t> ids64 = {0, 7, (int64_t{1} << 24) - 1, -3, int64_t{1} << 40};
+  auto t = ParseNpy(Npy(Dict("<i8", "(5,)"),
+                        std::string(reinterpret_cast<const char*>(ids64.data()), 5 * 8)));
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_TRUE(t->ids);
+  EXPECT_THAT(t->shape, ElementsAre(5));
+  // Valid ids exact; the rest clamped to -1 / 2^24, still out of any vocabulary.
+  EXPECT_THAT(t->values, ElementsAre(0.0f, 7.0f, 16777215.0f, -1.0f, 16777216.0f));
+
+  const std::vector<int32_t> ids32 = {3, 1, 4, 1, 5, 9};
+  t = ParseNpy(Npy(Dict("<i4", "(3, 2)"),
+                   std::string(reinterpret_cast<const char*>(ids32.data()), 6 * 4)));
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_TRUE(t->ids);
+  EXPECT_THAT(t->shape, ElementsAre(3, 2));
+  EXPECT_THAT(t->values, ElementsAre(3, 1, 4, 1, 5, 9));
+
+  // np.array([258], dtype='>i8')
+  t = ParseNpy(Npy(Dict(">i8", "(1,)"), std::string("\0\0\0\0\0\0\x01\x02", 8)));
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_THAT(t->values, ElementsAre(258.0f));
+  EXPECT_FALSE(ParseNpy(Npy(Dict("<f4", "(1,)"), F32Bytes({1})))->ids) << "floats: features";
+}
+
 TEST(NpyTest, ReadsBigEndian) {
   // np.array([1.5, -2], dtype='>f4')
   auto t = ParseNpy(Npy(Dict(">f4", "(2,)"), std::string("\x3f\xc0\x00\x00\xc0\x00\x00\x00", 8)));
@@ -135,7 +160,8 @@ TEST(NpyTest, RejectsBadFiles) {
       {"truncated length", good.substr(0, 9), "header length"},
       {"header past end", long_header, "runs past the end"},
       {"version 4", version4, "unsupported format version 4.0"},
-      {"int32", Npy(Dict("<i4", "(2,)"), F32Bytes({1, 2})), "astype(numpy.float32)"},
+      {"int16", Npy(Dict("<i2", "(2,)"), "abcd"), "astype(numpy.float32)"},
+      {"uint64", Npy(Dict("<u8", "(1,)"), "abcdefgh"), "int64 ('<i8') arrays (token ids)"},
       {"float16", Npy(Dict("<f2", "(2,)"), "abcd"), "unsupported .npy dtype '<f2'"},
       {"fortran", Npy(Dict("<f4", "(2,)", true), F32Bytes({1, 2})), "Fortran order"},
       {"missing key", Npy("{'descr': '<f4', 'shape': (2,), }", F32Bytes({1, 2})), "lacks"},

@@ -2,7 +2,9 @@
 numbers compared with torch: the README's RNN Forward, an LSTM with proj_size Forward with h0 and
 c0 in JSON (hN and cN back), ListModels/GetModel showing module and cellStateShape, and a
 bidirectional Stream of several chunks through one `buf curl` call (--data @- with one JSON
-message per request, as docs/client.md shows).
+message per request, as docs/client.md shows). A user's model taking token ids (Embedding ->
+LSTM -> Linear head, exported with export_module) gets its input as JSON `ids`, in Forward and
+in a Stream, and GetModel shows its pipeline and inputKind.
 
 buf is tools/node/node_modules/.bin/buf (scripts/install-deps.sh installs it); a missing buf
 fails the test (rnnserve_testkit.require_tool), it never skips.
@@ -36,6 +38,20 @@ MODELS = {
     "lstm_proj": dict(module="LSTM", input_size=3, hidden_size=5, proj_size=2, num_layers=2),
     "gru": dict(module="GRU", input_size=3, hidden_size=4),
 }
+
+
+class TokenModel(torch.nn.Module):
+    """A user's model taking token ids: the head applied to every step of the LSTM's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(20, 4)
+        self.rnn = torch.nn.LSTM(4, 6)
+        self.head = torch.nn.Linear(6, 3)
+
+    def forward(self, tokens, hx=None):
+        out, state = self.rnn(self.embed(tokens), hx)
+        return self.head(out), state
 
 
 def buf_binary():
@@ -77,6 +93,11 @@ class BufCurlTest(unittest.TestCase):
         cls.modules = {name: testkit.make_rnn(3000 + seed, **kwargs)
                        for seed, (name, kwargs) in enumerate(sorted(MODELS.items()))}
         repository = testkit.export_repository(os.path.join(cls.work, "models"), cls.modules)
+        import export_pytorch  # tools/, on the kit's path
+        torch.manual_seed(3100)
+        cls.lm = TokenModel().eval()
+        export_pytorch.export_module(cls.lm, os.path.join(repository, "lm"), rnn="rnn",
+                                     head="head", input_layer="embed")
         cls.server = testkit.ServerProcess(model_repository=repository, metrics=False).start()
         cls.url = f"http://{cls.server.target}/rnnserve.v1.RnnService"
 
@@ -130,7 +151,7 @@ class BufCurlTest(unittest.TestCase):
     def test_list_and_get_model_show_module_and_cell_state_shape(self):
         [listed] = self.curl("ListModels", {})
         by_name = {m["name"]: m for m in listed["models"]}
-        self.assertEqual(sorted(by_name), sorted(MODELS))
+        self.assertEqual(sorted(by_name), sorted(list(MODELS) + ["lm"]))
         self.assertEqual(by_name["lstm_proj"]["config"]["module"], "LSTM")
         self.assertEqual(by_name["gru"]["config"]["module"], "GRU")
         [info] = self.curl("GetModel", {"model": "lstm_proj"})
@@ -178,6 +199,58 @@ class BufCurlTest(unittest.TestCase):
             at += n
         self.assertTrue(responses[3]["ended"])
         self.assertClose(from_json(responses[3]["cN"]), c_n, "cN at end")
+
+    def curl_error(self, method, data):
+        """(exit status, stderr) of a buf curl call expected to fail."""
+        args = [self.buf, "curl", "--protocol", "grpc", "--http2-prior-knowledge",
+                "--data", json.dumps(data), f"{self.url}/{method}"]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=BUF_TIMEOUT)
+        return done.returncode, done.stderr
+
+    def test_token_ids_forward_stream_and_model_info(self):
+        [info] = self.curl("GetModel", {"model": "lm"})
+        self.assertEqual(info["pipeline"], "Embedding(20, 4) -> LSTM(4, 6) -> "
+                         "Linear(in_features=6, out_features=3, bias=True)")
+        self.assertEqual(info["inputKind"], "ids")
+        self.assertEqual([int(d) for d in info["inputShape"]], [-1, -1])
+        self.assertEqual([int(d) for d in info["outputShape"]], [-1, -1, 3])
+        self.assertEqual([layer["stage"] for layer in info["layers"]],
+                         ["input_layer", "core", "head"])
+
+        tokens = np.random.default_rng(4).integers(0, 20, size=(5, 2))  # (T, N)
+        with torch.inference_mode():
+            out, (h_n, c_n) = self.lm(torch.from_numpy(tokens))
+        # int64 in JSON: numbers or strings, both accepted.
+        [response] = self.curl("Forward", {"model": "lm", "input": {
+            "shape": [5, 2], "ids": [str(t) if i % 2 else int(t)
+                                     for i, t in enumerate(tokens.ravel())]}})
+        self.assertClose(from_json(response["output"]), out.numpy(), "output")
+        self.assertClose(from_json(response["hN"]), h_n.numpy(), "hN")
+        self.assertClose(from_json(response["cN"]), c_n.numpy(), "cN")
+
+        requests = [{"sessionId": "buf-lm", "requestId": "1", "model": "lm", "start": True,
+                     "input": {"shape": [2, 2], "ids": tokens[:2].ravel().tolist()}},
+                    {"sessionId": "buf-lm", "requestId": "2",
+                     "input": {"shape": [2, 2], "ids": [20, 0, 0, 0]}},  # out of range
+                    {"sessionId": "buf-lm", "requestId": "3", "end": True,
+                     "input": {"shape": [3, 2], "ids": tokens[2:].ravel().tolist()}}]
+        responses = self.curl("Stream", stdin="\n".join(json.dumps(r) for r in requests) + "\n")
+        self.assertEqual([r["requestId"] for r in responses], ["1", "2", "3"])
+        self.assertEqual(responses[1]["errorCode"], 3, responses[1])  # INVALID_ARGUMENT
+        self.assertIn("20", responses[1]["errorMessage"])
+        for k in (0, 2):
+            self.assertNotIn("errorCode", responses[k], responses[k].get("errorMessage"))
+        streamed = np.concatenate([from_json(responses[0]["output"]),
+                                   from_json(responses[2]["output"])])
+        self.assertClose(streamed, out.numpy(), "streamed output (the refused chunk left the "
+                         "session as it was)")
+        self.assertClose(from_json(responses[2]["cN"]), c_n.numpy(), "streamed cN")
+
+        # Floats sent to an ids model: refused, naming the field to use.
+        code, stderr = self.curl_error("Forward", {"model": "lm", "input": {
+            "shape": [1, 1], "values": [1.0]}})
+        self.assertNotEqual(code, 0)
+        self.assertIn("ids", stderr)
 
 
 if __name__ == "__main__":

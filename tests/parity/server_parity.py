@@ -95,13 +95,19 @@ class Case:
     def __init__(self, entry, folder):
         self.entry = entry
         self.name = entry["name"]
-        config = entry["config"]
-        self.lstm = config["module"] == "LSTM"
-        self.bidirectional = config["bidirectional"]
-        self.batch_first = config["batch_first"]
+        # A pipeline case (the user's own nn.Module) holds the whole config.json; its
+        # recurrent core is under "rnn".
+        self.pipeline = bool(entry.get("pipeline"))
+        self.core = entry["config"]["rnn"] if self.pipeline else entry["config"]
+        self.lstm = self.core["module"] == "LSTM"
+        self.bidirectional = self.core["bidirectional"]
+        self.batch_first = self.core["batch_first"]
         self.batched = entry["batched"]
+        # Token ids (an Embedding first) go as Tensor.ids; the case file stores them as floats.
+        self.ids = entry.get("input_kind") == "ids"
+        self.encodings = ("ids",) if self.ids else ENCODINGS
         tensors = export_pytorch.read_safetensors(os.path.join(folder, entry["case_file"]))
-        self.input = tensors["input"]
+        self.input = tensors["input"].astype(np.int64) if self.ids else tensors["input"]
         self.output = tensors["output"]
         self.h_n = tensors["h_n"]
         self.c_n = tensors.get("c_n") if self.lstm else None
@@ -113,21 +119,25 @@ class Case:
         self.steps = self.input.shape[self.time_axis]
 
     def describe(self):
-        config = self.entry["config"]
-        flags = [f"{k}={v}" for k, v in sorted(config.items()) if k != "module"]
-        return (f"{config['module']}({', '.join(flags)}) input {list(self.input.shape)}"
+        if self.pipeline:
+            module = self.entry["repr"]
+        else:
+            config = self.entry["config"]
+            flags = [f"{k}={v}" for k, v in sorted(config.items()) if k != "module"]
+            module = f"{config['module']}({', '.join(flags)})"
+        return (f"{module} input {list(self.input.shape)}{' ids' if self.ids else ''}"
                 f"{' h0' if self.h0 is not None else ''}{' c0' if self.c0 is not None else ''}")
 
     def time_major(self, x):
-        """(T, N, F) view of an input or output in the case's layout."""
+        """(T, N, F) view of an input or output in the case's layout ((T, N) for ids)."""
         if not self.batched:
-            return x[:, None, :]
-        return x.transpose(1, 0, 2) if self.batch_first else x
+            return x[:, None]
+        return np.swapaxes(x, 0, 1) if self.batch_first else x
 
     def from_time_major(self, x):
         if not self.batched:
-            return x[:, 0, :]
-        return x.transpose(1, 0, 2) if self.batch_first else x
+            return x[:, 0]
+        return np.swapaxes(x, 0, 1) if self.batch_first else x
 
     def state_rows(self, s):
         """(L*D, N, F) view of a state in the case's layout."""
@@ -209,7 +219,9 @@ class Checker:
             self.close(case, call, "c_n", h.from_tensor(message.c_n), expected_c)
 
     def encoding(self, case, call, tensor, encoding):
-        if tensor.shape and int(np.prod(tensor.shape)) > 0 and h.encoding_of(tensor) != encoding:
+        # An ids request is answered in values (floats).
+        expected = "values" if encoding == "ids" else encoding
+        if tensor.shape and int(np.prod(tensor.shape)) > 0 and h.encoding_of(tensor) != expected:
             self.fail(case, call, f"answered in {h.encoding_of(tensor)}, asked in {encoding}")
 
     def merge(self, other):
@@ -264,7 +276,8 @@ class Session:
 
 def sessions_of(case, index):
     """The whole-batch session and (unidirectional) the row sessions of a case."""
-    encoding = ENCODINGS[index % 2]
+    encodings = case.encodings
+    encoding = encodings[index % len(encodings)]
     # A bidirectional session answers at `end` only; a unidirectional one stays open for the
     # state export.
     sessions = [Session(case, "batch", None, case.entry["chunks"], encoding,
@@ -276,16 +289,21 @@ def sessions_of(case, index):
             if rows[1] > n:
                 raise AssertionError(f"{case.name}: session rows {rows} beyond N={n}")
             sessions.append(Session(case, f"rows{rows[0]}-{rows[1]}", rows,
-                                    plan["chunks"], ENCODINGS[(index + j + 1) % 2]))
+                                    plan["chunks"], encodings[(index + j + 1) % len(encodings)]))
     return sessions
+
+
+def state_encoding(encoding):
+    """States are floats: an ids request sends them as values."""
+    return "values" if encoding == "ids" else encoding
 
 
 def forward_request(case, encoding):
     request = h.pb2().ForwardRequest(model=case.name, input=h.to_tensor(case.input, encoding))
     if case.h0 is not None:
-        request.h_0.CopyFrom(h.to_tensor(case.h0, encoding))
+        request.h_0.CopyFrom(h.to_tensor(case.h0, state_encoding(encoding)))
     if case.c0 is not None:
-        request.c_0.CopyFrom(h.to_tensor(case.c0, encoding))
+        request.c_0.CopyFrom(h.to_tensor(case.c0, state_encoding(encoding)))
     return request
 
 
@@ -375,7 +393,7 @@ def run_window(stub, tolerance, window):
     checker = Checker(tolerance)
     forwards = [(case, encoding, stub.Forward.future(forward_request(case, encoding),
                                                      timeout=h.CALL_TIMEOUT))
-                for _, case in window for encoding in ENCODINGS]
+                for _, case in window for encoding in case.encodings]
     sessions = [s for index, case in window for s in sessions_of(case, index)]
     pending = {}
     with h.Stream(stub, timeout=h.scaled(300.0)) as stream:
@@ -426,6 +444,40 @@ def missing_key_facts(entry, message, names):
     return [run for run in entry["key_numbers"] if not contains_run(numbers, run)]
 
 
+# ---- pipelines ----------------------------------------------------------------------------
+
+def torch_repr(text):
+    """A ModelInfo repr as torch prints it: the server names nonlinearity='relu' for relu RNN
+    cores, which torch's repr leaves out."""
+    return text.replace(", nonlinearity='relu'", "")
+
+
+def pipeline_layers(entry):
+    """[(path, type, stage, in_features, out_features)] of a pipeline case's pieces, the
+    features counted from its input (1 per step for ids)."""
+    config, core = entry["config"], entry["config"]["rnn"]
+    features = 1 if entry["input_kind"] == "ids" else entry["input_shape"][-1]
+    layers = []
+
+    def walk(pieces, stage, features):
+        for layer in pieces:
+            kind = layer["type"]
+            taken = 1 if kind == "Embedding" else features
+            if kind == "Linear":
+                features = layer["out_features"]
+            elif kind == "Embedding":
+                features = layer["embedding_dim"]
+            layers.append((layer["path"], kind, stage, taken, features))
+        return features
+
+    features = walk(config.get("input_layer", []), "input_layer", features)
+    core_out = (2 if core["bidirectional"] else 1) * (core.get("proj_size") or
+                                                      core["hidden_size"])
+    layers.append((core["path"], core["module"], "core", features, core_out))
+    walk(config.get("head", []), "head", core_out)
+    return layers
+
+
 class ServerParityTest(unittest.TestCase):
     """One rnnserve serving every case's model; the tests share it."""
 
@@ -474,6 +526,9 @@ class ServerParityTest(unittest.TestCase):
                         c.name.startswith(prefix + "_"))
             self.assertGreaterEqual(count, self.manifest["random_count"], prefix)
             self.assertGreaterEqual(count, 200, prefix)
+        # And every pipeline case (the user's own modules: input layer, core, head).
+        pipelines = sum(1 for c in cases if c.pipeline)
+        self.assertGreaterEqual(pipelines, self.manifest.get("pipeline_count", 0))
         indexed = list(enumerate(cases))
         windows = [indexed[i:i + WINDOW] for i in range(0, len(indexed), WINDOW)]
         with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
@@ -484,7 +539,9 @@ class ServerParityTest(unittest.TestCase):
             checker.merge(window_checker)
         sessions = sum(r[1] for r in results)
         requests = sum(r[2] for r in results)
-        print(f"server_parity: {len(cases)} cases, {2 * len(cases)} Forward calls, {sessions} "
+        forwards = sum(len(c.encodings) for c in cases)
+        print(f"server_parity: {len(cases)} cases ({pipelines} pipelines), {forwards} Forward "
+              f"calls, {sessions} "
               f"streamed sessions ({requests} chunks), {checker.checked} tensors compared in "
               f"{time.monotonic() - started:.1f}s; worst |server - torch| / max(1, |torch|) "
               f"{checker.worst[0]:.3g} ({checker.worst[1]}), tolerance {self.tolerance}",
@@ -513,6 +570,8 @@ class ServerParityTest(unittest.TestCase):
         self.assertEqual(sorted(infos), sorted(e["name"] for e in entries))
         failures = []
         for entry in entries:
+            if entry.get("pipeline"):
+                continue  # test_pipeline_model_info_describes_the_users_model
             info, config = infos[entry["name"]], entry["config"]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # dropout > 0 with num_layers == 1
@@ -531,7 +590,11 @@ class ServerParityTest(unittest.TestCase):
                 input_layout=info.input_layout, state_shape=list(info.state_shape),
                 cell_state_shape=list(info.cell_state_shape),
                 buffers_until_end=info.streaming_buffers_until_end,
-                module=info.module.replace(", nonlinearity='relu'", ""))
+                module=info.module.replace(", nonlinearity='relu'", ""),
+                pipeline=info.pipeline, input_kind=info.input_kind,
+                output_shape=list(info.output_shape),
+                layers=[(l.path, l.type, l.repr, l.stage, l.in_features, l.out_features)
+                        for l in info.layers])
             expected.update(
                 parameters=parameters,
                 parameter_count=sum(p.numel() for p in rnn.parameters()),
@@ -540,7 +603,12 @@ class ServerParityTest(unittest.TestCase):
                 state_shape=[rows, -1, h_out],
                 cell_state_shape=[rows, -1, config["hidden_size"]] if config["module"] == "LSTM"
                 else [], buffers_until_end=config["bidirectional"],
-                module=repr(rnn))
+                module=repr(rnn),
+                # A core-only model is a pipeline of its core alone.
+                pipeline=info.module, input_kind="features",
+                output_shape=[-1, -1, rows // config["num_layers"] * h_out],
+                layers=[("", config["module"], info.module, "core", config["input_size"],
+                         rows // config["num_layers"] * h_out)])
             wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
             if wrong:
                 failures.append(f"{entry['name']} ({info.module}): " + "; ".join(
@@ -613,6 +681,201 @@ class ServerParityTest(unittest.TestCase):
             self.assertEqual(stream.close(), grpc.StatusCode.OK)
         if failures:
             self.fail(f"{len(failures)} error case check(s) failed:\n" + "\n".join(failures))
+
+    # ---- pipelines: the user's own modules ------------------------------------------------
+
+    def pipe_cases(self, ids=None, unidirectional=False, min_steps=1):
+        """The manifest's pipeline cases (as Case), filtered."""
+        cases = [Case(e, self.dir) for e in self.manifest["cases"] if e.get("pipeline")]
+        cases = [c for c in cases if (ids is None or c.ids == ids) and c.steps >= min_steps
+                 and not (unidirectional and c.bidirectional)]
+        self.assertTrue(cases, f"no pipeline case with ids={ids}, unidirectional="
+                        f"{unidirectional}, steps >= {min_steps} in the manifest")
+        return cases
+
+    def test_pipeline_model_info_describes_the_users_model(self):
+        # ModelInfo of every pipeline case: `pipeline` is the pieces' torch reprs joined with
+        # " -> " (the manifest's repr), input_kind and the input/output shapes, every piece in
+        # order with its path, type, repr and features, and the parameters under their full
+        # names in named_parameters() order of a module holding the pieces.
+        listed = self.stub.ListModels(h.pb2().ListModelsRequest(), timeout=h.CALL_TIMEOUT)
+        infos = {info.name: info for info in listed.models}
+        entries = [e for e in self.manifest["cases"] if e.get("pipeline")]
+        self.assertGreaterEqual(len(entries), max(1, self.manifest.get("pipeline_count", 0)))
+        failures = []
+        for entry in entries:
+            info, core = infos[entry["name"]], entry["config"]["rnn"]
+            module = export_pytorch.load_model_folder(os.path.join(self.dir, entry["model_dir"]))
+            ids = entry["input_kind"] == "ids"
+            rows = core["num_layers"] * (2 if core["bidirectional"] else 1)
+            h_out = core.get("proj_size") or core["hidden_size"]
+            batch_first = core["batch_first"]
+            got = dict(
+                pipeline=torch_repr(info.pipeline), input_kind=info.input_kind,
+                input_shape=list(info.input_shape), input_layout=info.input_layout,
+                output_shape=list(info.output_shape), state_shape=list(info.state_shape),
+                cell_state_shape=list(info.cell_state_shape),
+                buffers_until_end=info.streaming_buffers_until_end,
+                module=torch_repr(info.module), core_input_size=info.config.input_size,
+                parameters=[(p.name, list(p.shape)) for p in info.parameters],
+                parameter_count=info.parameter_count,
+                layers=[(l.path, l.type, l.stage, l.in_features, l.out_features)
+                        for l in info.layers],
+                layer_reprs=[torch_repr(l.repr) for l in info.layers])
+            expected = dict(
+                pipeline=entry["repr"], input_kind=entry["input_kind"],
+                input_shape=[-1, -1] if ids else [-1, -1, entry["input_shape"][-1]],
+                input_layout=("(N, T)" if batch_first else "(T, N)") if ids else
+                ("(N, T, C)" if batch_first else "(T, N, C)"),
+                output_shape=[-1, -1, entry["output_shape"][-1]],
+                state_shape=[rows, -1, h_out],
+                cell_state_shape=[rows, -1, core["hidden_size"]] if core["module"] == "LSTM"
+                else [], buffers_until_end=core["bidirectional"],
+                module=repr(module.get_submodule(core["path"])),
+                core_input_size=core["input_size"],
+                parameters=[(n, list(p.shape)) for n, p in module.named_parameters()],
+                parameter_count=sum(p.numel() for p in module.parameters()),
+                layers=pipeline_layers(entry),
+                layer_reprs=[repr(module.get_submodule(path))
+                             for path in export_pytorch.pipeline_paths(entry["config"])])
+            wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
+            if wrong:
+                failures.append(f"{entry['name']} ({entry['repr']}): " + "; ".join(
+                    f"{k} {g!r}, expected {e!r}" for k, (g, e) in sorted(wrong.items())))
+        if failures:
+            self.fail(f"{len(failures)} pipeline ModelInfo(s) differ from the user's model:\n" +
+                      "\n".join(failures[:MAX_LISTED_FAILURES]))
+
+    def assert_invalid(self, what, code, message, *words):
+        self.assertEqual(code, INVALID_ARGUMENT, f"{what}: {code}: {message}")
+        for word in words:
+            self.assertIn(word, message, what)
+
+    def forward_error(self, model, tensor):
+        try:
+            self.stub.Forward(h.pb2().ForwardRequest(model=model, input=tensor),
+                              timeout=h.CALL_TIMEOUT)
+        except grpc.RpcError as e:
+            return e.code(), e.details()
+        return grpc.StatusCode.OK, "accepted"
+
+    def test_pipeline_inputs_of_the_wrong_kind_or_range_are_refused(self):
+        ids_case = self.pipe_cases(ids=True)[0]
+        vocab = ids_case.entry["config"]["input_layer"][0]["num_embeddings"]
+        x = ids_case.input
+        for bad_id in (vocab, vocab + 7, -1, -3, 2 ** 40, -2 ** 40):
+            bad = x.copy()
+            bad.flat[bad.size // 2] = bad_id
+            code, message = self.forward_error(ids_case.name, h.to_tensor(bad, "ids"))
+            # The message names the vocabulary's range.
+            self.assert_invalid(f"Forward of {ids_case.name} with id {bad_id}", code, message,
+                                str(vocab))
+        for encoding in ENCODINGS:
+            code, message = self.forward_error(ids_case.name, h.to_tensor(x, encoding))
+            self.assert_invalid(f"Forward of {ids_case.name} with float `{encoding}`", code,
+                                message, ".ids`")
+        features = self.pipe_cases(ids=False)[0]
+        core_only = next(Case(e, self.dir) for e in self.manifest["cases"]
+                         if not e.get("pipeline"))
+        for case in (features, core_only):
+            ids = np.zeros(case.input.shape[:-1], np.int64)
+            code, message = self.forward_error(case.name, h.to_tensor(ids, "ids"))
+            self.assert_invalid(f"Forward of {case.name} with `ids`", code, message, ".values`")
+
+    def streamed_with_refusals(self, stream, case, refused):
+        """Streams `case` in two chunks with every (tensor, words) of `refused` sent (and
+        refused, INVALID_ARGUMENT with the words) between them, on the same session; returns
+        the Checker of the session's result against torch."""
+        session_id = f"refusals:{case.name}"
+        encoding = case.encodings[0]
+        cut = case.steps // 2
+        checker = Checker(self.tolerance)
+        call = f"Stream[{encoding}, session {session_id}, refused chunks after step {cut}]"
+        first = stream.call(encoding, session_id=session_id, start=True, model=case.name,
+                            input=case.chunk(0, cut), h_0=case.h0, c_0=case.c0)
+        h.check_ok(first)
+        for tensor, words in refused:
+            r = stream.call(encoding, session_id=session_id, input=tensor)
+            self.assertEqual(r.error_code, h.code_number(INVALID_ARGUMENT),
+                             f"{call}: {r.error_message}")
+            for word in words:
+                self.assertIn(word, r.error_message, call)
+        last = stream.call(encoding, session_id=session_id, input=case.chunk(cut, case.steps),
+                           end=True)
+        h.check_ok(last)
+        output = np.concatenate([h.from_tensor(first.output), h.from_tensor(last.output)],
+                                axis=case.time_axis)
+        checker.close(case, call, "output", output, case.output)
+        checker.state(case, call, last, case.h_n, case.c_n)
+        if last.steps_seen != case.steps:
+            checker.fail(case, call, f"steps_seen {last.steps_seen}, expected {case.steps}")
+        return checker
+
+    def test_pipeline_session_keeps_its_state_across_refused_chunks(self):
+        ids_case = self.pipe_cases(ids=True, unidirectional=True, min_steps=2)[0]
+        features = self.pipe_cases(ids=False, unidirectional=True, min_steps=2)[0]
+        vocab = ids_case.entry["config"]["input_layer"][0]["num_embeddings"]
+        rest = ids_case.chunk(ids_case.steps // 2, ids_case.steps)
+        too_large, negative = rest.copy(), rest.copy()
+        too_large.flat[0] = vocab
+        negative.flat[-1] = -3
+        c = features.input.shape[-1]
+        wide = features.chunk(features.steps // 2, features.steps)
+        wide = np.concatenate([wide, wide[..., :1]], axis=-1)
+        plan = {
+            ids_case: [(h.to_tensor(too_large, "ids"), [str(vocab)]),
+                       (h.to_tensor(negative, "ids"), [str(vocab)]),
+                       (h.to_tensor(rest, "values"), [".ids`"])],
+            features: [(h.to_tensor(np.zeros(wide.shape[:-1], np.int64), "ids"), [".values`"]),
+                       (h.to_tensor(wide, "raw"), [str(c), str(c + 1)])],
+        }
+        checker = Checker(self.tolerance)
+        with h.Stream(self.stub, timeout=h.scaled(120.0)) as stream:
+            for case, refused in plan.items():
+                checker.merge(self.streamed_with_refusals(stream, case, refused))
+            self.assertEqual(stream.close(), grpc.StatusCode.OK)
+        if checker.failures:
+            self.fail(checker.summary())
+
+    def test_pipeline_sessions_are_batched_together(self):
+        # Several whole-batch sessions of each unidirectional pipeline case, their chunks sent
+        # round by round on one stream: the scheduler advances sessions of one pipeline model
+        # in one engine call (rnnserve_batch_size counts stream batches only), and every
+        # session's result is still the user's model(x).
+        cases = self.pipe_cases(unidirectional=True)[:8]
+        copies = 4
+        sessions = [Session(case, f"batched{j}", None, case.entry["chunks"],
+                            case.encodings[j % len(case.encodings)], exported=False)
+                    for case in cases for j in range(copies)]
+        before = h.parse_metrics(h.scrape(self.server.metrics_url))
+        pending = {}
+        with h.Stream(self.stub, timeout=h.scaled(120.0)) as stream:
+            order = sorted((round_index, i, k) for i, session in enumerate(sessions)
+                           for k, round_index in enumerate(session.rounds))
+            for _, i, k in order:
+                request_id = stream.send(sessions[i].encoding, **sessions[i].request(k))
+                pending[request_id] = (sessions[i], k)
+            responses, _ = stream.recv_many(len(pending), timeout=h.scaled(120.0))
+            self.assertEqual(stream.close(), grpc.StatusCode.OK)
+        after = h.parse_metrics(h.scrape(self.server.metrics_url))
+        for request_id, (session, k) in pending.items():
+            session.responses[k] = responses[request_id]
+        checker = Checker(self.tolerance)
+        for session in sessions:
+            check_session(checker, session)
+        if checker.failures:
+            self.fail(checker.summary())
+
+        def shared(samples):
+            return (h.metric(samples, "rnnserve_batch_size_count") -
+                    h.metric(samples, "rnnserve_batch_size_bucket", le="1"))
+        batches = (h.metric(after, "rnnserve_batch_size_count") -
+                   h.metric(before, "rnnserve_batch_size_count"))
+        together = shared(after) - shared(before)
+        print(f"server_parity: pipelines: {int(together)} of {int(batches)} engine calls "
+              f"advanced several sessions together", file=sys.stderr)
+        self.assertGreater(together, 0, "no engine call advanced more than one session of a "
+                           "pipeline model")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,13 @@ def health_status(server, service="", timeout=5.0):
 # ---- tensors -----------------------------------------------------------------------------
 
 def to_tensor(array, encoding="values"):
-    """A numpy array as an rnnserve.v1.Tensor, `values` or `raw` encoded."""
+    """A numpy array as an rnnserve.v1.Tensor, `values` or `raw` encoded, or as token `ids`
+    (int64; the array must hold integers)."""
+    if encoding == "ids":
+        ids = np.asarray(array)
+        if ids.size and not np.array_equal(ids, np.round(ids)):
+            raise ValueError("token ids must be integers")
+        return pb2().Tensor(shape=list(ids.shape), ids=ids.astype(np.int64).ravel().tolist())
     array = np.ascontiguousarray(array, dtype="<f4")
     tensor = pb2().Tensor(shape=list(array.shape))
     if encoding == "raw":
@@ -83,14 +89,17 @@ def to_tensor(array, encoding="values"):
 
 
 def encoding_of(tensor):
-    """'raw', 'values', or 'empty' (no data) for an rnnserve.v1.Tensor."""
+    """'raw', 'values', 'ids', or 'empty' (no data) for an rnnserve.v1.Tensor."""
     if tensor.raw:
         return "raw"
+    if len(tensor.ids):
+        return "ids"
     return "values" if len(tensor.values) else "empty"
 
 
 def is_empty(tensor):
-    return len(tensor.shape) == 0 and not tensor.raw and len(tensor.values) == 0
+    return (len(tensor.shape) == 0 and not tensor.raw and len(tensor.values) == 0
+            and len(tensor.ids) == 0)
 
 
 def from_tensor(tensor):
@@ -200,10 +209,12 @@ class Stream:
 
     @staticmethod
     def request(encoding="values", **fields):
+        """`encoding` "ids" sends the input as token ids and the states as values."""
         for key in ("input", "h_0", "c_0"):
             value = fields.get(key)
             if value is not None and not isinstance(value, pb2().Tensor):
-                fields[key] = to_tensor(value, encoding)
+                fields[key] = to_tensor(value, "values" if encoding == "ids" and key != "input"
+                                        else encoding)
             elif value is None:
                 fields.pop(key, None)
         return pb2().StreamRequest(**fields)

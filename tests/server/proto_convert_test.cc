@@ -7,8 +7,10 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "core/engine/pipeline_config.h"
 #include "core/engine/rnn_parameters.h"
 #include "proto/status_codec.h"
 #include "tests/test_tensors.h"
@@ -59,6 +61,106 @@ TEST(ProtoConvertTest, ModelInfoDescribesTheModelAsTorchDoes) {
   EXPECT_EQ(info.parameter_count(), 1234);
   EXPECT_TRUE(info.streaming_buffers_until_end());
   EXPECT_EQ(info.module(), "RNN(3, 4, num_layers=2, batch_first=True, bidirectional=True)");
+  // A core-only model is a pipeline of one piece.
+  EXPECT_EQ(info.pipeline(), info.module());
+  EXPECT_EQ(info.input_kind(), "features");
+  EXPECT_THAT(info.output_shape(), ElementsAre(-1, -1, 8));
+  ASSERT_EQ(info.layers_size(), 1);
+  EXPECT_EQ(info.layers(0).path(), "");
+  EXPECT_EQ(info.layers(0).type(), "RNN");
+  EXPECT_EQ(info.layers(0).repr(), info.module());
+  EXPECT_EQ(info.layers(0).stage(), "core");
+  EXPECT_EQ(info.layers(0).in_features(), 3);
+  EXPECT_EQ(info.layers(0).out_features(), 8);
+}
+
+// Embedding(50, 8) -> LSTM(8, 6, batch_first=True) -> Linear(6, 6) -> ReLU() -> Linear(6, 4),
+// the pieces under a user's attribute paths.
+ServedModel TokenPipeline() {
+  PipelineConfig pipeline;
+  LayerConfig embed;
+  embed.type = LayerType::kEmbedding;
+  embed.path = "embed";
+  embed.in_features = 50;
+  embed.out_features = 8;
+  pipeline.input_layer.push_back(embed);
+  pipeline.rnn.module = RnnModule::kLstm;
+  pipeline.rnn.input_size = 8;
+  pipeline.rnn.hidden_size = 6;
+  pipeline.rnn.batch_first = true;
+  pipeline.rnn_path = "encoder.lstm";
+  LayerConfig linear;
+  linear.path = "head.0";
+  linear.in_features = 6;
+  linear.out_features = 6;
+  LayerConfig relu;
+  relu.type = LayerType::kRelu;
+  relu.path = "head.1";
+  LayerConfig out = linear;
+  out.path = "head.2";
+  out.out_features = 4;
+  out.bias = false;
+  pipeline.head = {linear, relu, out};
+  ParameterMap parameters;
+  uint64_t seed = 1;
+  for (const ParameterSpec& spec : PipelineParameterSpecs(pipeline)) {
+    parameters[spec.name] = Random(spec.shape, seed++, 0.3f);
+  }
+  ServedModel served;
+  served.name = "tokens";
+  auto model = RnnModel::Create(pipeline, parameters);
+  EXPECT_TRUE(model.ok()) << model.status();
+  if (model.ok()) served.model = std::move(model).value();
+  return served;
+}
+
+TEST(ProtoConvertTest, ModelInfoDescribesAPipelineAndItsIdsInput) {
+  const ServedModel served = TokenPipeline();
+  ASSERT_NE(served.model, nullptr);
+  v1::ModelInfo info;
+  ModelInfoToProto(served, &info);
+  EXPECT_EQ(info.pipeline(),
+            "Embedding(50, 8) -> LSTM(8, 6, batch_first=True) -> "
+            "Linear(in_features=6, out_features=6, bias=True) -> ReLU() -> "
+            "Linear(in_features=6, out_features=4, bias=False)");
+  EXPECT_EQ(info.module(), "LSTM(8, 6, batch_first=True)") << "the core";
+  EXPECT_EQ(info.config().input_size(), 8);
+  EXPECT_EQ(info.input_kind(), "ids");
+  EXPECT_THAT(info.input_shape(), ElementsAre(-1, -1));
+  EXPECT_EQ(info.input_layout(), "(N, T)");
+  EXPECT_THAT(info.output_shape(), ElementsAre(-1, -1, 4));
+  EXPECT_THAT(info.state_shape(), ElementsAre(1, -1, 6));
+  EXPECT_THAT(info.cell_state_shape(), ElementsAre(1, -1, 6));
+  std::vector<std::string> names;
+  for (const auto& p : info.parameters()) names.push_back(p.name());
+  EXPECT_THAT(names, ElementsAre("embed.weight", "encoder.lstm.weight_ih_l0",
+                                 "encoder.lstm.weight_hh_l0", "encoder.lstm.bias_ih_l0",
+                                 "encoder.lstm.bias_hh_l0", "head.0.weight", "head.0.bias",
+                                 "head.2.weight"));
+  EXPECT_THAT(info.parameters(0).shape(), ElementsAre(50, 8));
+  EXPECT_THAT(info.parameters(7).shape(), ElementsAre(4, 6));
+  struct Piece {
+    const char *path, *type, *stage;
+    int64_t in, out;
+  };
+  const Piece want[] = {{"embed", "Embedding", "input_layer", 1, 8},
+                        {"encoder.lstm", "LSTM", "core", 8, 6},
+                        {"head.0", "Linear", "head", 6, 6},
+                        {"head.1", "ReLU", "head", 6, 6},
+                        {"head.2", "Linear", "head", 6, 4}};
+  ASSERT_EQ(info.layers_size(), 5);
+  std::vector<std::string> reprs;
+  for (int i = 0; i < 5; ++i) {
+    SCOPED_TRACE(want[i].path);
+    const v1::PipelineLayer& layer = info.layers(i);
+    EXPECT_EQ(layer.path(), want[i].path);
+    EXPECT_EQ(layer.type(), want[i].type);
+    EXPECT_EQ(layer.stage(), want[i].stage);
+    EXPECT_EQ(layer.in_features(), want[i].in);
+    EXPECT_EQ(layer.out_features(), want[i].out);
+    reprs.push_back(layer.repr());
+  }
+  EXPECT_EQ(absl::StrJoin(reprs, " -> "), info.pipeline());
 }
 
 TEST(ProtoConvertTest, SessionInfoCarriesEveryFieldAndStateInTheAskedEncoding) {
@@ -167,7 +269,7 @@ struct HostileCase {
 const HostileCase kHostile[] = {
     {"both values and raw",
      [](v1::Tensor* t) { t->add_values(1.0f); },
-     "set exactly one of `values` and `raw`, got both"},
+     "set exactly one of `values`, `raw` and `ids`, got `values` and `raw`"},
     {"raw one byte short",
      [](v1::Tensor* t) { t->mutable_raw()->pop_back(); },
      "`raw` holds 23 bytes, shape (1, 2, 3) needs 24"},
@@ -243,6 +345,46 @@ TEST(ProtoConvertTest, HostileForwardTensorsAreInvalidArgumentNamingTheField) {
   v1::ForwardRequest empty;
   empty.set_model("demo");
   EXPECT_EQ(ForwardRequestToArgs(empty).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ProtoConvertTest, IdsInputBecomesAnIdsTensorAndIdsStatesAreRefused) {
+  v1::StreamRequest chunk;
+  chunk.set_session_id("s");
+  EncodeIds({4, 2}, {0, 1, 2, 3, 4, 5, 6, -7}, chunk.mutable_input());
+  v1::ForwardRequest forward;
+  forward.set_model("m");
+  *forward.mutable_input() = chunk.input();
+  const std::vector<float> want = {0, 1, 2, 3, 4, 5, 6, -1};
+
+  v1::StreamRequest stream_copy = chunk;
+  DecodedStreamRequest decoded = StreamRequestToChunk(&stream_copy);
+  ASSERT_TRUE(decoded.chunk.decode_error.ok()) << decoded.chunk.decode_error;
+  ASSERT_TRUE(decoded.chunk.input.has_value());
+  EXPECT_TRUE(decoded.chunk.input->ids);
+  EXPECT_EQ(decoded.chunk.input->shape, (Shape{4, 2}));
+  EXPECT_EQ(decoded.chunk.input->ToTensor().values, want);
+  EXPECT_EQ(decoded.encoding, TensorEncoding::kValues) << "answered in values";
+  absl::StatusOr<ForwardArgs> args = ForwardRequestToArgs(forward);
+  ASSERT_TRUE(args.ok()) << args.status();
+  EXPECT_TRUE(args->input.ids);
+  EXPECT_EQ(args->input.values, want);
+
+  for (const char* field : {"h_0", "c_0"}) {
+    SCOPED_TRACE(field);
+    v1::StreamRequest bad_chunk = chunk;
+    v1::ForwardRequest bad_forward = forward;
+    const bool h = std::string(field) == "h_0";
+    EncodeIds({1, 2, 1}, {1, 2}, h ? bad_chunk.mutable_h_0() : bad_chunk.mutable_c_0());
+    EncodeIds({1, 2, 1}, {1, 2}, h ? bad_forward.mutable_h_0() : bad_forward.mutable_c_0());
+    const std::string message = absl::StrCat(field, ": a state is float32: set `values` or `raw`");
+    decoded = StreamRequestToChunk(&bad_chunk);
+    EXPECT_EQ(decoded.chunk.decode_error.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(decoded.chunk.decode_error.message(), HasSubstr(message));
+    EXPECT_FALSE(decoded.chunk.input.has_value());
+    EXPECT_EQ(ForwardRequestToArgs(bad_forward).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(ForwardRequestToArgs(bad_forward).status().message(), HasSubstr(message));
+  }
 }
 
 TEST(ProtoConvertTest, ForwardRequestAndResultInBothEncodings) {

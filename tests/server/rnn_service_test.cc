@@ -133,6 +133,89 @@ TEST(TensorCodecTest, TakeTensorBytesMovesRawBuffersAndChecksLikeDecode) {
   EXPECT_EQ(TakeTensorBytes(&bad, "input").status().message(), message);
 }
 
+TEST(TensorCodecTest, IdsDecodeToExactFloatsMarkedAsIds) {
+  const int64_t top = kMaxTokenId - 1;  // the largest id an Embedding can have
+  v1::Tensor proto;
+  EncodeIds({3, 2}, {0, 1, 2, top, 5, 999}, &proto);
+  EXPECT_FALSE(IsEmptyTensor(proto));
+  EXPECT_EQ(EncodingOf(proto), TensorEncoding::kValues) << "ids requests are answered in values";
+  absl::StatusOr<Tensor> decoded = DecodeTensor(proto, "input");
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_TRUE(decoded->ids);
+  EXPECT_EQ(decoded->shape, (Shape{3, 2}));
+  EXPECT_EQ(decoded->values, (std::vector<float>{0, 1, 2, static_cast<float>(top), 5, 999}));
+  EXPECT_EQ(static_cast<int64_t>(decoded->values[3]), top) << "2^24 - 1 is exact in float";
+
+  absl::StatusOr<TensorBytes> taken = TakeTensorBytes(&proto, "input");
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  EXPECT_TRUE(taken->ids);
+  EXPECT_EQ(taken->shape, decoded->shape);
+  EXPECT_EQ(taken->ToTensor().values, decoded->values);
+  EXPECT_TRUE(taken->ToTensor().ids);
+
+  // Encoding an ids tensor (the C++ client's int .npy) gives `ids` whatever the encoding.
+  for (TensorEncoding encoding : {TensorEncoding::kRaw, TensorEncoding::kValues}) {
+    v1::Tensor again;
+    EncodeTensor(*decoded, encoding, &again);
+    EXPECT_TRUE(again.raw().empty());
+    EXPECT_EQ(again.values_size(), 0);
+    EXPECT_THAT(again.ids(), ::testing::ElementsAre(0, 1, 2, top, 5, 999));
+    EXPECT_THAT(again.shape(), ::testing::ElementsAre(3, 2));
+  }
+}
+
+TEST(TensorCodecTest, IdsOutsideAnyVocabularyAreClampedAndStayOutside) {
+  const int64_t big = std::numeric_limits<int64_t>::max();
+  const int64_t small = std::numeric_limits<int64_t>::min();
+  v1::Tensor proto;
+  EncodeIds({6}, {-5, -1, kMaxTokenId, kMaxTokenId + 1, big, small}, &proto);
+  absl::StatusOr<Tensor> decoded = DecodeTensor(proto, "input");
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  const float top = static_cast<float>(kMaxTokenId);
+  EXPECT_EQ(decoded->values, (std::vector<float>{-1, -1, top, top, top, -1}));
+  // Ids above 2^24 are not all floats (2^24 + 3 would round to 2^24 + 4): clamped, every
+  // invalid id is one of the two, and every valid one is exact.
+  EXPECT_EQ(TokenIdAsFloat(kMaxTokenId + 3), top);
+  EXPECT_EQ(TokenIdAsFloat(kMaxTokenId - 1), top - 1);
+}
+
+TEST(TensorCodecTest, ExactlyOneOfValuesRawAndIdsNamingWhatCame) {
+  const struct {
+    bool values, raw, ids;
+    const char* message;
+  } cases[] = {
+      {true, false, true, "set exactly one of `values`, `raw` and `ids`, got `values` and `ids`"},
+      {false, true, true, "got `raw` and `ids`"},
+      {true, true, false, "got `values` and `raw`"},
+      {true, true, true, "got `values` and `raw` and `ids`"},
+      {false, false, false,
+       "input: shape (2, 3) needs 6 elements and none came: set one of `values`, `raw`"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.message);
+    v1::Tensor proto;
+    proto.add_shape(2);
+    proto.add_shape(3);
+    if (c.values) proto.mutable_values()->Resize(6, 0.5f);
+    if (c.raw) proto.set_raw(std::string(24, '\0'));
+    if (c.ids) proto.mutable_ids()->Resize(6, 1);
+    EXPECT_THAT(std::string(DecodeTensor(proto, "input").status().message()),
+                HasSubstr(c.message));
+    EXPECT_THAT(std::string(TakeTensorBytes(&proto, "input").status().message()),
+                HasSubstr(c.message));
+  }
+  v1::Tensor short_ids;
+  EncodeIds({2, 3}, {1, 2, 3, 4, 5}, &short_ids);
+  EXPECT_EQ(DecodeTensor(short_ids, "input").status().message(),
+            "input: `ids` holds 5 ids, shape (2, 3) needs 6");
+  EXPECT_EQ(DecodeTensor(short_ids, "input").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // An empty shape's element count is zero: nothing needs to come.
+  v1::Tensor empty;
+  EncodeIds({0, 3}, {}, &empty);
+  EXPECT_TRUE(DecodeTensor(empty, "input").ok());
+}
+
 TEST_F(RnnServiceTest, ListAndGetModel) {
   grpc::ClientContext ctx;
   v1::ListModelsResponse models;

@@ -227,10 +227,10 @@ class ErrorsTest(ServerCase):
         ref = self.victim("both-encodings")
         tensor = h.pb2().Tensor(shape=[1, 2, 3], values=[0.5] * 6, raw=b"\0" * 24)
         r = self.stream.call(session_id="both-encodings", input=tensor)
-        self.expect_error(r, Code.INVALID_ARGUMENT, "exactly one of `values` and `raw`",
-                          "got both")
+        self.expect_error(r, Code.INVALID_ARGUMENT, "exactly one of `values`, `raw` and `ids`",
+                          "got `values` and `raw`")
         self.assert_unchanged(self.stub, self.stream, "both-encodings", ref)
-        self.expect_forward_error(Code.INVALID_ARGUMENT, ["got both"], "m", tensor)
+        self.expect_forward_error(Code.INVALID_ARGUMENT, ["got `values` and `raw`"], "m", tensor)
 
     def test_non_finite_input(self):
         ref = self.victim("non-finite")

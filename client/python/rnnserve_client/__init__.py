@@ -12,6 +12,7 @@ Needs grpcio, protobuf and numpy (Debian: python3-grpcio, python3-protobuf, pyth
                             tls_key="client.key", token=open("token").readline().strip())
     info = client.get_model("demo")              # a ModelInfo message
     out, h_n = client.forward("demo", x)         # x: (T, N, C) float array
+    out, h_n = client.forward("lm", ids=tokens)  # a model taking token ids: (T, N) ints
 
     with client.open_stream() as stream:
         first = stream.start("demo", chunk=x[:5])   # server assigns the session id
@@ -31,12 +32,12 @@ Thread-safety: RnnServeClient may be shared by threads; a StreamChannel may not.
 """
 
 from ._channel import DEFAULT_MAX_MESSAGE_BYTES, make_channel, read_token_file
-from ._messages import (RnnServeError, StreamResult, from_tensor, pb2, pb2_grpc,
-                        to_tensor)
+from ._messages import (RnnServeError, StreamResult, describe_model, from_tensor, ids_tensor,
+                        pb2, pb2_grpc, to_tensor)
 from .client import RnnServeClient
 from .resume import RetryPolicy
 from .stream import StreamChannel
 
 __all__ = ["RnnServeClient", "RnnServeError", "StreamChannel", "StreamResult", "RetryPolicy",
            "make_channel", "read_token_file", "pb2", "pb2_grpc", "to_tensor", "from_tensor",
-           "DEFAULT_MAX_MESSAGE_BYTES"]
+           "ids_tensor", "describe_model", "DEFAULT_MAX_MESSAGE_BYTES"]

@@ -32,8 +32,14 @@ class RnnServeError(Exception):
         return cls(e.code(), e.details() or "")
 
 
-def to_tensor(x, raw=True):
-    """A pb2.Tensor from an array-like (as float32, C order)."""
+def to_tensor(x, raw=True, ids=None):
+    """A pb2.Tensor from an array-like. An integer numpy array becomes token ids (Tensor.ids,
+    the input of a model whose ModelInfo.input_kind is "ids"); anything else float32, C order,
+    as `raw` bytes or repeated `values`. ids=True forces ids, ids=False floats."""
+    if ids is None:
+        ids = isinstance(x, (np.ndarray, np.generic)) and x.dtype.kind in "iu"
+    if ids:
+        return ids_tensor(x)
     a = np.ascontiguousarray(x, dtype="<f4")
     t = pb2.Tensor(shape=a.shape)
     if raw:
@@ -43,11 +49,28 @@ def to_tensor(x, raw=True):
     return t
 
 
+def ids_tensor(ids):
+    """A pb2.Tensor of token ids (Tensor.ids) from an integer array-like: (T, N), (N, T) for
+    batch_first models, or (T,) unbatched."""
+    a = np.asarray(ids)
+    if a.size == 0:
+        a = a.astype(np.int64)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"token ids must be integers, got an array of {a.dtype}")
+    t = pb2.Tensor(shape=a.shape)
+    # uint64 beyond int64 wraps negative: refused by the server like any id out of range.
+    t.ids.extend(a.astype(np.int64).ravel().tolist())
+    return t
+
+
 def from_tensor(t):
-    """A float32 numpy array from a pb2.Tensor, or None for an absent (empty) tensor."""
-    if not t.shape and not t.values and not t.raw:
+    """A numpy array from a pb2.Tensor (float32; int64 for token ids), or None for an absent
+    (empty) tensor."""
+    if not t.shape and not t.values and not t.raw and not t.ids:
         return None
     shape = tuple(t.shape)
+    if t.ids:
+        return np.asarray(t.ids, dtype=np.int64).reshape(shape)
     if t.raw:
         return np.frombuffer(t.raw, dtype="<f4").reshape(shape).astype(np.float32)
     return np.asarray(t.values, dtype=np.float32).reshape(shape)
@@ -102,13 +125,25 @@ class StreamResult:
                    output_truncated=r.output_truncated, c_n=from_tensor(r.c_n))
 
 
-def forward_request(model, x, h0, c0, raw):
+def _input(x, ids, raw):
+    """The input tensor of a request: `ids` (token ids) or `x` (floats, or ids when an integer
+    numpy array), not both."""
+    if ids is not None:
+        if x is not None:
+            raise ValueError("pass the input as x (features) or ids (token ids), not both")
+        return ids_tensor(ids)
+    if x is None:
+        raise ValueError("no input: pass x (features) or ids (token ids)")
+    return to_tensor(x, raw)
+
+
+def forward_request(model, x, h0, c0, raw, ids=None):
     """The ForwardRequest of forward(): c0 for LSTM models only."""
-    req = pb2.ForwardRequest(model=model, input=to_tensor(x, raw))
+    req = pb2.ForwardRequest(model=model, input=_input(x, ids, raw))
     if h0 is not None:
-        req.h_0.CopyFrom(to_tensor(h0, raw))
+        req.h_0.CopyFrom(to_tensor(h0, raw, ids=False))
     if c0 is not None:
-        req.c_0.CopyFrom(to_tensor(c0, raw))
+        req.c_0.CopyFrom(to_tensor(c0, raw, ids=False))
     return req
 
 
@@ -121,25 +156,40 @@ def forward_result(r):
     return output, h_n
 
 
-def start_request(model, session_id, h0, chunk, end, omit_state, chunk_index, raw, c0=None):
+def start_request(model, session_id, h0, chunk, end, omit_state, chunk_index, raw, c0=None,
+                  ids=None):
     """The StreamRequest of a stream's start()."""
     req = pb2.StreamRequest(model=model, session_id=session_id or "", start=True, end=end,
                             omit_state=omit_state)
     if h0 is not None:
-        req.h_0.CopyFrom(to_tensor(h0, raw))
+        req.h_0.CopyFrom(to_tensor(h0, raw, ids=False))
     if c0 is not None:
-        req.c_0.CopyFrom(to_tensor(c0, raw))
-    if chunk is not None:
-        req.input.CopyFrom(to_tensor(chunk, raw))
+        req.c_0.CopyFrom(to_tensor(c0, raw, ids=False))
+    if chunk is not None or ids is not None:
+        req.input.CopyFrom(_input(chunk, ids, raw))
     if chunk_index is not None:
         req.chunk_index = chunk_index
     return req
 
 
-def chunk_request(session_id, chunk, end, omit_state, chunk_index, raw):
+def chunk_request(session_id, chunk, end, omit_state, chunk_index, raw, ids=None):
     """The StreamRequest of a stream's send()."""
     req = pb2.StreamRequest(session_id=session_id, end=end, omit_state=omit_state,
-                            input=to_tensor(chunk, raw))
+                            input=_input(chunk, ids, raw))
     if chunk_index is not None:
         req.chunk_index = chunk_index
     return req
+
+
+def describe_model(info):
+    """A ModelInfo in a few lines: the pipeline as torch prints it, what the input is (features
+    or token ids) and the shapes in and out."""
+    layout = info.input_layout or "(T, N, C)"
+    lines = [f"{info.name}: {info.pipeline or info.module}",
+             f"  input: {info.input_kind or 'features'} {layout}, shape "
+             f"{list(info.input_shape)}",
+             f"  output shape: {list(info.output_shape)}, state shape: {list(info.state_shape)}"]
+    for layer in info.layers:
+        lines.append(f"  [{layer.stage}] {layer.path or '(module)'}: {layer.repr} "
+                     f"({layer.in_features} -> {layer.out_features} features)")
+    return "\n".join(lines)

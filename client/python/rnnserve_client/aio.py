@@ -90,9 +90,10 @@ class AsyncRnnServeClient:
     async def get_model(self, name):
         return await self._unary(self.stub.GetModel, pb2.GetModelRequest(model=name))
 
-    async def forward(self, model, x, h0=None, c0=None):
+    async def forward(self, model, x=None, h0=None, c0=None, ids=None):
         """As RnnServeClient.forward: (output, h_n), or (output, (h_n, c_n)) for an LSTM."""
-        r = await self._unary(self.stub.Forward, forward_request(model, x, h0, c0, self.raw))
+        r = await self._unary(self.stub.Forward,
+                              forward_request(model, x, h0, c0, self.raw, ids))
         return forward_result(r)
 
     async def get_session(self, session_id, omit_state=False):
@@ -219,13 +220,14 @@ class AsyncStreamChannel:
         return result
 
     async def start(self, model, session_id=None, h0=None, chunk=None, end=False,
-                    omit_state=False, chunk_index=None, c0=None):
+                    omit_state=False, chunk_index=None, c0=None, ids=None):
         return await self._do(start_request(model, session_id, h0, chunk, end, omit_state,
-                                            chunk_index, self._client.raw, c0))
+                                            chunk_index, self._client.raw, c0, ids))
 
-    async def send(self, chunk, session_id=None, end=False, omit_state=False, chunk_index=None):
+    async def send(self, chunk=None, session_id=None, end=False, omit_state=False,
+                   chunk_index=None, ids=None):
         return await self._do(chunk_request(self._session(session_id), chunk, end, omit_state,
-                                            chunk_index, self._client.raw))
+                                            chunk_index, self._client.raw, ids))
 
     async def end(self, session_id=None):
         return await self._do(pb2.StreamRequest(session_id=self._session(session_id), end=True))

@@ -55,14 +55,19 @@ class RnnServeClient:
         return list(self._unary(self._stub.ListModels, pb2.ListModelsRequest()).models)
 
     def get_model(self, name):
-        """A pb2.ModelInfo: config, parameters, input_shape (-1 for free dims), state_shape."""
+        """A pb2.ModelInfo: config (the recurrent core's), parameters (full names), pipeline
+        (the model as torch prints its pieces), input_kind ("features", or "ids": token ids
+        for an Embedding input layer), input_shape and output_shape (-1 for free dims),
+        state_shape, layers. describe_model(info) prints it in a few lines."""
         return self._unary(self._stub.GetModel, pb2.GetModelRequest(model=name))
 
-    def forward(self, model, x, h0=None, c0=None):
-        """torch's rnn(x, h0) as float32 arrays: (output, h_n) for RNN and GRU models, and
+    def forward(self, model, x=None, h0=None, c0=None, ids=None):
+        """torch's model(x, h0) as float32 arrays: (output, h_n) for RNN and GRU models, and
         (output, (h_n, c_n)) for an LSTM, whose initial state is h0 and c0 (each zeros when
-        None; c0 is refused by models without cell state)."""
-        r = self._unary(self._stub.Forward, forward_request(model, x, h0, c0, self.raw))
+        None; c0 is refused by models without cell state). A model whose input is token ids
+        (input_kind "ids") takes them as `ids`, or as x when x is an integer numpy array:
+        (T, N), (N, T) batch_first, or (T,)."""
+        r = self._unary(self._stub.Forward, forward_request(model, x, h0, c0, self.raw, ids))
         return forward_result(r)
 
     def get_session(self, session_id, omit_state=False):

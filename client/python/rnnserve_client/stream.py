@@ -141,19 +141,23 @@ class StreamChannel:
     # ---- sessions ----------------------------------------------------------------------------
 
     def start(self, model, session_id=None, h0=None, chunk=None, end=False, omit_state=False,
-              chunk_index=None, c0=None):
+              chunk_index=None, c0=None, ids=None):
         """Creates a session of `model` (the server picks the id when session_id is None), with
         optional initial state h0 (L*D, N, H_out) and, for an LSTM, c0 (L*D, N, H), and optional
-        first chunk. Returns a StreamResult; the session becomes this stream's default."""
+        first chunk (`chunk`, or `ids` for a model taking token ids). Returns a StreamResult;
+        the session becomes this stream's default."""
         return self._call(start_request(model, session_id, h0, chunk, end, omit_state,
-                                        chunk_index, self._raw, c0))
+                                        chunk_index, self._raw, c0, ids))
 
-    def send(self, chunk, session_id=None, end=False, omit_state=False, chunk_index=None):
+    def send(self, chunk=None, session_id=None, end=False, omit_state=False, chunk_index=None,
+             ids=None):
         """Applies one chunk, (T, N, C) (or (N, T, C) for batch_first models, or (T, C)), to a
-        session (default: the last one started here). `end` closes it afterwards. Numbered
-        with the session's next chunk_index when resuming and chunk_index is None."""
+        session (default: the last one started here); for a model taking token ids, `ids`
+        (T, N) / (N, T) / (T,), or an integer numpy array as `chunk`. `end` closes it
+        afterwards. Numbered with the session's next chunk_index when resuming and chunk_index
+        is None."""
         return self._call(chunk_request(self._session(session_id), chunk, end, omit_state,
-                                        chunk_index, self._raw))
+                                        chunk_index, self._raw, ids))
 
     def end(self, session_id=None):
         """Closes a session (default: the last one started here) without a chunk."""
