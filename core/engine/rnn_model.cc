@@ -191,7 +191,8 @@ bool RnnModel::CorePiece(const float* input, int64_t steps, int64_t batch,
   float* out = output;
   if (layer < config_.num_layers - 1) {
     std::vector<float>& buffer = cursor.layer_output[layer % 2];
-    if (cursor.step == 0 && dir == 0) buffer.resize(OutputSize(steps, batch));
+    // The core's D * H_out per column (OutputSize is the head's).
+    if (cursor.step == 0 && dir == 0) buffer.resize(config_.output_size() * steps * batch);
     out = buffer.data();
   }
   if (config_.has_cell_state() && cursor.step == 0) cursor.cell.resize(config_.hidden_size * batch);
