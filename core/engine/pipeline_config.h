@@ -70,7 +70,8 @@ struct PipelineConfig {
   bool takes_ids() const {
     return !input_layer.empty() && input_layer.front().type == LayerType::kEmbedding;
   }
-  // Features per timestep of the input: 1 (one id) for ids, else the first layer's or the
+  // Features per timestep of the input: 1 (one id) for ids, else the input layer's first
+  // Linear's in_features or LayerNorm's width (pieces before it take any width), else the
   // core's input_size.
   int64_t input_features() const;
   // For ids: the vocabulary size (ids are in [0, num_embeddings)); 0 otherwise.
