@@ -92,6 +92,23 @@ PipelineConfig ActivationFirstPipeline(bool batch_first = false) {
   return config;
 }
 
+// LayerNorm(3) -> Linear(3, 3) -> Tanh -> RNN(3, 4) -> Linear(4, 5) -> Dropout -> ReLU -> Tanh
+// -> Linear(5, 3) -> ReLU -> LayerNorm(3): a ReLU fused into the Linear before a Dropout, a
+// Tanh after a fused ReLU run on its own, and a LayerNorm setting the input width.
+PipelineConfig FusionPipeline() {
+  PipelineConfig config;
+  config.input_layer = {Layer(LayerType::kLayerNorm, "pre.0", 3, 3),
+                        Layer(LayerType::kLinear, "pre.1", 3, 3), Layer(LayerType::kTanh, "pre.2")};
+  config.rnn.input_size = 3;
+  config.rnn.hidden_size = 4;
+  config.rnn_path = "rnn";
+  config.head = {Layer(LayerType::kLinear, "head.0", 4, 5),   Layer(LayerType::kDropout, "head.1"),
+                 Layer(LayerType::kRelu, "head.2"),           Layer(LayerType::kTanh, "head.3"),
+                 Layer(LayerType::kLinear, "head.4", 5, 3),   Layer(LayerType::kRelu, "head.5"),
+                 Layer(LayerType::kLayerNorm, "head.6", 3, 3)};
+  return config;
+}
+
 ParameterMap RandomPipelineParameters(const PipelineConfig& config, uint64_t seed) {
   ParameterMap params;
   for (const ParameterSpec& spec : PipelineParameterSpecs(config)) {
@@ -228,7 +245,7 @@ std::vector<double> ToDouble(absl::Span<const float> v) { return {v.begin(), v.e
 // core's own parameters), then the head by hand.
 TEST(PipelineModelTest, EqualsStagesAroundTheCoreAlone) {
   for (const PipelineConfig& config :
-       {IdsPipeline(), BidirectionalPipeline(), ActivationFirstPipeline()}) {
+       {IdsPipeline(), BidirectionalPipeline(), ActivationFirstPipeline(), FusionPipeline()}) {
     SCOPED_TRACE(PipelineToString(config));
     const ParameterMap params = RandomPipelineParameters(config, 7);
     auto model = std::move(RnnModel::Create(config, params)).value();
