@@ -572,6 +572,12 @@ TEST(PipelineModelTest, IdsShapes) {
   r = model->Forward(RandomIds({4, 0}, 23));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->output.shape, (Shape{4, 0, 4}));
+  // So do the unchecked entry points, given an empty batch.
+  float none[1] = {0.0f};
+  ForwardCursor cursor;
+  Workspace ws;
+  EXPECT_TRUE(model->ForwardPiece(none, 4, 0, none, none, none, 1, cursor, ws));
+  ASSERT_TRUE(model->StepBatch({StreamChunk{none, 4, 0, none, none, none}}, &ws).ok());
   // A features model still wants its C: the first Linear's in_features.
   auto features = MakeModel(BidirectionalPipeline(), 21);
   EXPECT_THAT(InputError(*features, Random({4, 2, 3}, 24)),
