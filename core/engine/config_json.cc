@@ -141,7 +141,9 @@ absl::StatusOr<LayerConfig> LayerFromJson(const Json& json, absl::string_view wh
   if (!json.contains("type") || !json["type"].is_string()) {
     return absl::InvalidArgumentError(absl::StrCat(where, " needs a string key 'type'"));
   }
-  ASSIGN_OR_RETURN(layer.type, ParseLayerType(json["type"].get_ref<const std::string&>()));
+  absl::StatusOr<LayerType> type = ParseLayerType(json["type"].get_ref<const std::string&>());
+  if (!type.ok()) return PrefixStatus(where, type.status());  // which layer, not just what
+  layer.type = *type;
   if (!json.contains("path") || !json["path"].is_string()) {
     return absl::InvalidArgumentError(absl::StrCat(where, " needs a string key 'path'"));
   }

@@ -136,6 +136,23 @@ absl::StatusOr<int64_t> CheckStage(const std::vector<LayerConfig>& layers, int64
   return features;
 }
 
+// The features the input layer takes per step and the piece that sets them (null when none
+// does): an Embedding takes one id, a Linear or LayerNorm its width. Pieces before the first of
+// those (Dropout, activations) take any width, so without one the core's input_size reaches them.
+struct InputWidth {
+  int64_t features;
+  const LayerConfig* set_by;
+};
+InputWidth InputLayerWidth(const PipelineConfig& config) {
+  for (const LayerConfig& layer : config.input_layer) {
+    if (layer.type == LayerType::kEmbedding) return {1, &layer};
+    if (layer.type == LayerType::kLinear || layer.type == LayerType::kLayerNorm) {
+      return {layer.in_features, &layer};
+    }
+  }
+  return {config.rnn.input_size, nullptr};
+}
+
 int64_t StageOutput(const std::vector<LayerConfig>& layers, int64_t features) {
   for (const LayerConfig& layer : layers) {
     if (layer.type == LayerType::kLinear || layer.type == LayerType::kEmbedding) {
@@ -206,11 +223,7 @@ std::string LayerToString(const LayerConfig& layer) {
   return "unknown";
 }
 
-int64_t PipelineConfig::input_features() const {
-  if (takes_ids()) return 1;
-  if (!input_layer.empty()) return input_layer.front().in_features;
-  return rnn.input_size;
-}
+int64_t PipelineConfig::input_features() const { return InputLayerWidth(*this).features; }
 
 int64_t PipelineConfig::num_embeddings() const {
   return takes_ids() ? input_layer.front().in_features : 0;
@@ -229,9 +242,17 @@ absl::Status PipelineConfig::Validate() const {
         " characters of [A-Za-z0-9_.], got '", rnn_path.substr(0, 64), "'"));
   }
   if (!input_layer.empty()) {
-    const LayerConfig& first = input_layer.front();
-    const int64_t in = first.type == LayerType::kEmbedding ? 1 : first.in_features;
-    ASSIGN_OR_RETURN(const int64_t features, CheckStage(input_layer, in, true, "input layer"));
+    // Later widths are checked against what reaches them; the first is the model's input.
+    const InputWidth in = InputLayerWidth(*this);
+    if (in.set_by != nullptr && in.set_by->type != LayerType::kEmbedding &&
+        (in.features < 1 || in.features > kMaxLayerFeatures)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          Described(*in.set_by), ": ",
+          in.set_by->type == LayerType::kLinear ? "in_features" : "normalized_shape",
+          " must be in [1, ", kMaxLayerFeatures, "], got ", in.features));
+    }
+    ASSIGN_OR_RETURN(const int64_t features,
+                     CheckStage(input_layer, in.features, true, "input layer"));
     if (features != rnn.input_size) {
       return absl::InvalidArgumentError(absl::StrCat(
           "the input layer gives ", features, " features per step, but the core '", rnn_path,

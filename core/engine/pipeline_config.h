@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/tensor.h"
 #include "core/engine/rnn_config.h"
 #include "core/engine/rnn_parameters.h"
 
@@ -70,7 +71,8 @@ struct PipelineConfig {
   bool takes_ids() const {
     return !input_layer.empty() && input_layer.front().type == LayerType::kEmbedding;
   }
-  // Features per timestep of the input: 1 (one id) for ids, else the first layer's or the
+  // Features per timestep of the input: 1 (one id) for ids, else the input layer's first
+  // Linear's in_features or LayerNorm's width (pieces before it take any width), else the
   // core's input_size.
   int64_t input_features() const;
   // For ids: the vocabulary size (ids are in [0, num_embeddings)); 0 otherwise.
@@ -112,6 +114,8 @@ ParameterMap CoreParameters(const PipelineConfig& config, const ParameterMap& pa
 inline constexpr int64_t kMaxPipelineLayers = 64;      // per stage
 inline constexpr int64_t kMaxLayerFeatures = int64_t{1} << 20;
 inline constexpr int64_t kMaxEmbeddings = int64_t{1} << 24;  // ids travel as exact floats
+// The wire clamps ids to [-1, kMaxTokenId] (base/tensor.h): both ends must stay out of range.
+static_assert(kMaxEmbeddings == kMaxTokenId, "every clamped id must be out of range");
 inline constexpr int64_t kMaxLayerPathLength = 256;
 
 }  // namespace rnnserve

@@ -1,6 +1,7 @@
 // RnnModel's checked entry point: CheckShapes (torch's input and state checks, torch's
 // messages) and Forward, which converts torch's layouts to and from the time-major kernel.
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -141,7 +142,9 @@ absl::Status RnnModel::CheckInputValues(const float* data, int64_t count, bool i
     const std::string shown = id >= static_cast<float>(kMaxEmbeddings)
                                   ? absl::StrCat(">= ", kMaxEmbeddings)
                               : id < 0.0f ? std::string("negative")
-                                          : absl::StrCat(static_cast<int64_t>(id));
+                              // NaN too; and never cast: that is undefined for NaN
+                              : id != std::trunc(id) ? absl::StrCat(id, ", not an integer")
+                                                     : absl::StrCat(static_cast<int64_t>(id));
     return absl::InvalidArgumentError(absl::StrCat(
         what, ".ids[", i, "] is ", shown, ": ids must be in [0, ", vocabulary, ") for ",
         LayerToString(pipeline_.input_layer.front())));
