@@ -132,7 +132,9 @@ TEST(ProcessMetricsTest, CollectorExportsTheStandardFamilies) {
     const double value = type == prometheus::MetricType::Counter
                              ? family->metric[0].counter.value
                              : family->metric[0].gauge.value;
-    if (name != "process_cpu_seconds_total") EXPECT_GT(value, 0) << name;
+    if (name != "process_cpu_seconds_total") {
+      EXPECT_GT(value, 0) << name;
+    }
   }
 }
 
