@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (tools/fuzz) with clang-14 in build/fuzz/ and runs each for a
-# bounded time: the model-file parsers (safetensors, config.json), starting from a seed corpus
+# bounded time: the model-file parsers (safetensors, config.json, serving.json), starting from a seed corpus
 # generated from real exported models, and sequences of session operations on the serving core
 # (session_ops), starting from its checked-in corpus (tools/fuzz/corpus/session_ops/, which
 # ctest also replays, as it replays the parsers' checked-in seeds in tools/fuzz/corpus/). The corpus grows across runs (build/fuzz/corpus/); crashes land in
@@ -26,15 +26,16 @@ python=/usr/bin/python3  # Debian's, with torch and numpy
 CXX=clang++-14 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DRNNSERVE_FUZZ=ON -DRNNSERVE_BUILD_TESTS=OFF -DRNNSERVE_BUILD_SERVER=OFF \
   -DRNNSERVE_BUILD_BENCH=OFF >/dev/null
-targets="${TARGETS:-safetensors config_json session_ops session_ops_lstm}"
+targets="${TARGETS:-safetensors config_json serving_json session_ops session_ops_lstm}"
 cmake --build "$build" --target $(for t in $targets; do echo "${t}_fuzz"; done) -j "${JOBS:-2}"
 
 # Seeds: real exports (a demo model, small variants) plus F16/BF16 files written by the same
 # exporter, so the fuzzer starts from inputs that get past the JSON and into every check.
 seeds="$build/seeds"
 rm -rf "$seeds"
-mkdir -p "$seeds/safetensors" "$seeds/config_json" "$build/corpus/safetensors" \
-  "$build/corpus/config_json" "$build/corpus/session_ops" "$build/corpus/session_ops_lstm" \
+mkdir -p "$seeds/safetensors" "$seeds/config_json" "$seeds/serving_json" \
+  "$build/corpus/safetensors" "$build/corpus/config_json" "$build/corpus/serving_json" \
+  "$build/corpus/session_ops" "$build/corpus/session_ops_lstm" \
   "$build/artifacts"
 "$python" - "$root/tools" "$seeds" <<'PY'
 import os, shutil, sys

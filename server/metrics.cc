@@ -34,6 +34,7 @@ std::string ModelLabel(const ModelRegistry& models, const std::string& name) {
 
 Metrics::Metrics(const std::vector<std::string>& model_names)
     : registry_(std::make_shared<prometheus::Registry>()),
+      process_(std::make_shared<ProcessCollector>()),
       requests_(BuildCounter()
                     .Name("rnnserve_requests_total")
                     .Help("RPCs handled (for Stream: requests on streams), by rpc, model and "
@@ -41,19 +42,18 @@ Metrics::Metrics(const std::vector<std::string>& model_names)
                     .Register(*registry_)),
       chunk_duration_(BuildHistogram()
                           .Name("rnnserve_chunk_duration_seconds")
-                          .Help("Time from a chunk's arrival to its result, in seconds")
-                          .Register(*registry_)
-                          .Add({}, LatencyBuckets())),
+                          .Help("Time from a chunk's arrival to its result, in seconds, by "
+                                "model")
+                          .Register(*registry_)),
       queue_duration_(BuildHistogram()
                           .Name("rnnserve_queue_duration_seconds")
-                          .Help("Time a chunk waited for a compute worker, in seconds")
-                          .Register(*registry_)
-                          .Add({}, LatencyBuckets())),
+                          .Help("Time a chunk waited for a compute worker, in seconds, by "
+                                "model")
+                          .Register(*registry_)),
       batch_size_(BuildHistogram()
                       .Name("rnnserve_batch_size")
-                      .Help("Sessions advanced together by one engine call")
-                      .Register(*registry_)
-                      .Add({}, BatchBuckets())),
+                      .Help("Sessions advanced together by one engine call, by model")
+                      .Register(*registry_)),
       timesteps_(BuildCounter()
                      .Name("rnnserve_timesteps_total")
                      .Help("Timesteps computed (per batch row), by model")
@@ -136,10 +136,7 @@ Metrics::Metrics(const std::vector<std::string>& model_names)
     memory_by_part_[part] =
         &memory_bytes_.Add({{"part", MemoryPartName(static_cast<MemoryPart>(part))}});
   }
-  for (const std::string& model : model_names) {
-    TimestepsFor(model);
-    SessionsActiveFor(model);
-  }
+  for (const std::string& model : model_names) AddModel(model);
   for (SessionEndReason reason : {SessionEndReason::kClosed, SessionEndReason::kIdleTimeout,
                                   SessionEndReason::kEvicted, SessionEndReason::kShutdown}) {
     ended_by_reason_[reason] = &sessions_ended_.Add({{"reason", SessionEndReasonName(reason)}});
@@ -156,6 +153,7 @@ absl::Status Metrics::Serve(const std::string& host, int port) {
         absl::StrCat("cannot serve metrics on ", host, ":", port, ": ", e.what()));
   }
   exposer_->RegisterCollectable(registry_);
+  exposer_->RegisterCollectable(process_);
   auto ports = exposer_->GetListeningPorts();
   port_ = ports.empty() ? port : ports.front();
   return absl::OkStatus();
@@ -178,46 +176,46 @@ void Metrics::CountRequest(const std::string& rpc, const std::string& model,
   counter->Increment();
 }
 
-prometheus::Counter& Metrics::TimestepsFor(const std::string& model) {
-  absl::MutexLock lock(&mu_);
-  auto it = timesteps_by_model_.find(model);
-  if (it == timesteps_by_model_.end()) {
-    it = timesteps_by_model_.emplace(model, &timesteps_.Add({{"model", model}})).first;
-  }
-  return *it->second;
-}
+void Metrics::AddModel(const std::string& model) { SeriesFor(model); }
 
-prometheus::Gauge& Metrics::SessionsActiveFor(const std::string& model) {
+Metrics::ModelSeries& Metrics::SeriesFor(const std::string& model) {
   absl::MutexLock lock(&mu_);
-  auto it = sessions_by_model_.find(model);
-  if (it == sessions_by_model_.end()) {
-    it = sessions_by_model_.emplace(model, &sessions_active_.Add({{"model", model}})).first;
+  auto it = model_series_.find(model);
+  if (it == model_series_.end()) {
+    const prometheus::Labels labels = {{"model", model}};
+    it = model_series_
+             .emplace(model, ModelSeries{&timesteps_.Add(labels), &sessions_active_.Add(labels),
+                                         &chunk_duration_.Add(labels, LatencyBuckets()),
+                                         &queue_duration_.Add(labels, LatencyBuckets()),
+                                         &batch_size_.Add(labels, BatchBuckets())})
+             .first;
   }
-  return *it->second;
+  return it->second;  // std::map: stays valid as others are added
 }
 
 void Metrics::ChunkDone(const std::string& model, absl::Duration queued, absl::Duration total,
                         int64_t timesteps) {
-  chunk_duration_.Observe(absl::ToDoubleSeconds(total));
-  queue_duration_.Observe(absl::ToDoubleSeconds(queued));
-  if (timesteps > 0) TimestepsFor(model).Increment(static_cast<double>(timesteps));
+  ModelSeries& series = SeriesFor(model);
+  series.chunk_duration->Observe(absl::ToDoubleSeconds(total));
+  series.queue_duration->Observe(absl::ToDoubleSeconds(queued));
+  if (timesteps > 0) series.timesteps->Increment(static_cast<double>(timesteps));
 }
 
 void Metrics::ForwardDone(const std::string& model, int64_t timesteps) {
-  if (timesteps > 0) TimestepsFor(model).Increment(static_cast<double>(timesteps));
+  if (timesteps > 0) SeriesFor(model).timesteps->Increment(static_cast<double>(timesteps));
 }
 
 void Metrics::BatchRun(const std::string& model, int64_t chunks) {
-  batch_size_.Observe(static_cast<double>(chunks));
+  SeriesFor(model).batch_size->Observe(static_cast<double>(chunks));
 }
 
 void Metrics::SessionStarted(const std::string& model) {
   sessions_started_.Increment();
-  SessionsActiveFor(model).Increment();
+  SeriesFor(model).sessions_active->Increment();
 }
 
 void Metrics::SessionEnded(const std::string& model, SessionEndReason reason) {
-  SessionsActiveFor(model).Decrement();
+  SeriesFor(model).sessions_active->Decrement();
   prometheus::Counter* counter;
   {
     absl::MutexLock lock(&mu_);

@@ -1,8 +1,11 @@
 // Metrics: rnnserve's Prometheus metrics, served over HTTP at /metrics by prometheus-cpp's
-// Exposer. Implements ServingObserver for the core's events, and counts RPCs for the service.
+// Exposer, with the standard process_* metrics (process_metrics.h). Implements ServingObserver
+// for the core's events, and counts RPCs for the service.
 //
 // Thread-safe: prometheus-cpp metrics are atomic, and the label cache is locked. Owns its
-// registry and exposer; metric references stay valid for its lifetime. Never labels by session.
+// registry and exposer; metric references stay valid for its lifetime. Never labels by session:
+// the `model` label takes only names of served models (the observer's events carry the
+// registry's names; requests go through ModelLabel).
 #ifndef RNNSERVE_SERVER_METRICS_H_
 #define RNNSERVE_SERVER_METRICS_H_
 
@@ -23,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "core/serving/serving_core.h"
+#include "server/process_metrics.h"
 
 namespace rnnserve {
 
@@ -36,6 +40,10 @@ class Metrics : public ServingObserver {
   // before the first request.
   explicit Metrics(const std::vector<std::string>& model_names);
   ~Metrics() override;
+
+  // Pre-creates a model's series (a model loaded after start-up), so they read 0 at once.
+  // `model` must be a served model's name, never a client's string.
+  void AddModel(const std::string& model);
 
   // Starts the HTTP endpoint on host:port ("0.0.0.0", 9090); port 0 picks a free port.
   absl::Status Serve(const std::string& host, int port);
@@ -81,17 +89,25 @@ class Metrics : public ServingObserver {
   prometheus::Registry& registry() { return *registry_; }
 
  private:
-  prometheus::Counter& TimestepsFor(const std::string& model);
-  prometheus::Gauge& SessionsActiveFor(const std::string& model);
+  // One model's series: every metric with a `model` label.
+  struct ModelSeries {
+    prometheus::Counter* timesteps;
+    prometheus::Gauge* sessions_active;
+    prometheus::Histogram* chunk_duration;
+    prometheus::Histogram* queue_duration;
+    prometheus::Histogram* batch_size;
+  };
+  ModelSeries& SeriesFor(const std::string& model);
 
   std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<ProcessCollector> process_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   int port_ = 0;
 
   prometheus::Family<prometheus::Counter>& requests_;
-  prometheus::Histogram& chunk_duration_;
-  prometheus::Histogram& queue_duration_;
-  prometheus::Histogram& batch_size_;
+  prometheus::Family<prometheus::Histogram>& chunk_duration_;
+  prometheus::Family<prometheus::Histogram>& queue_duration_;
+  prometheus::Family<prometheus::Histogram>& batch_size_;
   prometheus::Family<prometheus::Counter>& timesteps_;
   prometheus::Family<prometheus::Gauge>& sessions_active_;
   prometheus::Counter& sessions_started_;
@@ -111,8 +127,7 @@ class Metrics : public ServingObserver {
   // State below is protected by mu_: label-set caches, so hot paths skip Family::Add's lookup.
   std::map<std::tuple<std::string, std::string, absl::StatusCode>, prometheus::Counter*>
       request_counters_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, prometheus::Counter*> timesteps_by_model_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, prometheus::Gauge*> sessions_by_model_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, ModelSeries> model_series_ ABSL_GUARDED_BY(mu_);
   std::map<SessionEndReason, prometheus::Counter*> ended_by_reason_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -1,6 +1,6 @@
-// JSON helpers shared by the engine's two JSON-bearing formats (the safetensors header and
-// config.json). Internal to core/engine: nlohmann's types appear here and nowhere in the
-// engine's public headers. Stateless free functions; thread-safe.
+// JSON helpers shared by the JSON-bearing formats (the safetensors header, config.json and
+// the serving layer's serving.json). Internal: nlohmann's types appear here and in those
+// parsers' .cc files, never in a public header. Stateless free functions; thread-safe.
 //
 // Hostile-input rules: the text may be anything. ParseJsonObject refuses NUL bytes (nlohmann
 // would stop there and ignore the rest), non-objects and repeated keys at any level (nlohmann

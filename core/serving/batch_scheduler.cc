@@ -72,16 +72,37 @@ bool BatchScheduler::WaitIdle(absl::Time deadline) {
   return true;
 }
 
-std::deque<BatchScheduler::Task*>* BatchScheduler::NextQueue() {
+int BatchScheduler::MaxBatch(const Task& task) const {
+  const int own = task.settings != nullptr ? task.settings->max_batch : 0;
+  return std::max(1, own > 0 ? own : options_.max_batch);
+}
+
+absl::Duration BatchScheduler::MaxQueueDelay(const Task& task) const {
+  if (task.settings != nullptr && task.settings->max_queue_delay.has_value()) {
+    return *task.settings->max_queue_delay;
+  }
+  return options_.max_queue_delay;
+}
+
+std::deque<BatchScheduler::Task*>* BatchScheduler::NextQueue(absl::Time now, absl::Time* wake) {
+  *wake = absl::InfiniteFuture();
   if (queued_ == 0) return nullptr;
-  // First non-empty queue after the last one served, wrapping around.
+  // First ready queue after the last one served, wrapping around. A queue holding a partial
+  // batch for its delay is passed over, so it never delays another model's work.
   auto it = queues_.upper_bound(last_key_);
   for (size_t i = 0; i <= queues_.size(); ++i, ++it) {
     if (it == queues_.end()) it = queues_.begin();
-    if (!it->second.empty()) {
+    std::deque<Task*>& queue = it->second;
+    if (queue.empty()) continue;
+    const Task& oldest = *queue.front();
+    const absl::Duration delay = MaxQueueDelay(oldest);
+    const absl::Time deadline = oldest.enqueued + delay;
+    if (stopping_ || delay <= absl::ZeroDuration() ||
+        static_cast<int64_t>(queue.size()) >= MaxBatch(oldest) || now >= deadline) {
       last_key_ = it->first;
-      return &it->second;
+      return &queue;
     }
+    *wake = std::min(*wake, deadline);
   }
   return nullptr;
 }
@@ -104,7 +125,7 @@ size_t BatchScheduler::BatchSize(const std::deque<Task*>& queue) const {
     const size_t shares = std::min<size_t>(idle + 1, weight / unit);
     if (shares >= 2) take = (ready + shares - 1) / shares;
   }
-  return std::min<size_t>(take, std::max(1, options_.max_batch));
+  return std::min<size_t>(take, MaxBatch(*queue.front()));
 }
 
 void BatchScheduler::WorkerLoop() {
@@ -112,20 +133,17 @@ void BatchScheduler::WorkerLoop() {
   std::vector<Task*> batch;
   absl::MutexLock lock(&mu_);
   while (true) {
-    std::deque<Task*>* queue = NextQueue();
+    // Partial batches are held until their oldest task has waited its key's max_queue_delay.
+    absl::Time wake;
+    std::deque<Task*>* queue = NextQueue(absl::Now(), &wake);
     if (queue == nullptr) {
-      if (stopping_) return;
-      work_cv_.Wait(&mu_);
-      continue;
-    }
-    // Optionally hold a partial batch until the oldest task has waited max_queue_delay.
-    if (options_.max_queue_delay > absl::ZeroDuration() && !stopping_ &&
-        static_cast<int>(queue->size()) < options_.max_batch) {
-      const absl::Time deadline = queue->front()->enqueued + options_.max_queue_delay;
-      if (absl::Now() < deadline) {
-        work_cv_.WaitWithDeadline(&mu_, deadline);
-        continue;
+      if (stopping_ && queued_ == 0) return;
+      if (wake == absl::InfiniteFuture()) {
+        work_cv_.Wait(&mu_);
+      } else {
+        work_cv_.WaitWithDeadline(&mu_, wake);
       }
+      continue;
     }
     const size_t take = BatchSize(*queue);
     batch.assign(queue->begin(), queue->begin() + take);

@@ -2,7 +2,9 @@
 // batches. Tasks of one model queued while the workers are busy are handed over together, so
 // one engine call advances many sessions (Deep Speech 2's batch dispatch). Dispatch is eager:
 // an idle worker takes whatever is queued at once, unless max_queue_delay asks it to wait for
-// a fuller batch. A large queue is split between the workers that are idle, so one big batch
+// a fuller batch. Each key (model) may have its own max_batch and max_queue_delay (its
+// serving.json); a key holding a partial batch never keeps a worker from another key's ready
+// queue. A large queue is split between the workers that are idle, so one big batch
 // does not run on one core while another waits. Long requests run in slices (slicing.h): each
 // slice's task comes back through Requeue, behind what other sessions and models queued.
 //
@@ -22,24 +24,30 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "core/engine/rnn_model.h"
+#include "core/serving/model_settings.h"
 
 namespace rnnserve {
 
 class BatchScheduler {
  public:
   // Base of everything the scheduler queues. `key` groups tasks that may share a batch (the
-  // model); `enqueued` is set by Enqueue().
+  // model); `enqueued` is set by Enqueue(). `settings`, when set, are the key's own limits
+  // (max_batch, max_queue_delay; 0/unset: Options'): every task of a key carries the same ones
+  // (its model's), and must outlive the task.
   struct Task {
     virtual ~Task() = default;
     const void* key = nullptr;
+    const ModelServingSettings* settings = nullptr;
     absl::Time enqueued;
     bool resumed = false;  // set by Requeue: the task has a slice of work left at least
   };
 
   struct Options {
     int threads = 2;                             // worker threads
-    int max_batch = 256;                         // most tasks handed over at once
-    absl::Duration max_queue_delay = absl::ZeroDuration();  // wait for a fuller batch; 0 = eager
+    // Most tasks handed over at once, and how long to wait for a fuller batch (0: eager), for
+    // keys whose tasks do not set their own.
+    int max_batch = 256;
+    absl::Duration max_queue_delay = absl::ZeroDuration();
     // A worker taking a batch while others are idle leaves them equal shares of the queue,
     // when every share has at least this many tasks. A resumed task (a long request's next
     // slice) counts as this many, so two long requests run on two workers. 0 never splits.
@@ -72,8 +80,14 @@ class BatchScheduler {
 
  private:
   void WorkerLoop();
-  // Picks the next key with queued tasks, round-robin so no model starves.
-  std::deque<Task*>* NextQueue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Picks the next key whose queue is ready to run at `now` (a full batch, or its oldest task
+  // waited max_queue_delay, or stopping), round-robin so no model starves. Null if none;
+  // `wake` then gets the earliest time one becomes ready (InfiniteFuture when nothing waits).
+  std::deque<Task*>* NextQueue(absl::Time now, absl::Time* wake)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The key's limits: its tasks' own settings, else options_.
+  int MaxBatch(const Task& task) const;
+  absl::Duration MaxQueueDelay(const Task& task) const;
   // How many of the tasks in `queue` one worker takes now.
   size_t BatchSize(const std::deque<Task*>& queue) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EnqueueLocked(Task* task, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -71,7 +71,14 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::LoadRepository(
                           absl::StrCat("model '", folder.filename().string(), "' in ",
                                        folder.string(), ": ", files.status().message()));
     }
-    RETURN_IF_ERROR(registry->Add(folder.filename().string(), files->config, files->parameters));
+    const std::string name = folder.filename().string();
+    absl::StatusOr<ServingFile> serving = ReadServingFile(folder.string());
+    if (!serving.ok()) {
+      return absl::Status(serving.status().code(),
+                          absl::StrCat("model '", name, "': ", serving.status().message()));
+    }
+    RETURN_IF_ERROR(registry->Add(name, files->config, files->parameters));
+    registry->models_[name]->settings = serving->settings;
   }
   return registry;
 }

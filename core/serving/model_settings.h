@@ -1,14 +1,23 @@
 // ModelServingSettings: one model's own serving limits, read from the optional serving.json
 // beside its versions (repository/NAME/serving.json; docs/model-format.md), and VersionPolicy:
 // which of its versions are served. Unset fields fall back to the server's flags
-// (ServingOptions). Plain value types; thread-compatible.
+// (ServingOptions). ParseServingJson/ReadServingFile read that file. Plain value types and
+// stateless functions; thread-compatible / thread-safe.
+//
+// Hostile-input rules: the file may hold anything. Anything but a valid serving.json is
+// INVALID_ARGUMENT naming the key (unknown keys, wrong types, out-of-range values, repeated
+// keys, durations that are not absl duration strings such as "2ms" or "10m"), with messages of
+// bounded length; never a crash. tools/fuzz/serving_json_fuzz checks this.
 #ifndef RNNSERVE_CORE_SERVING_MODEL_SETTINGS_H_
 #define RNNSERVE_CORE_SERVING_MODEL_SETTINGS_H_
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace rnnserve {
@@ -45,6 +54,34 @@ struct VersionPolicy {
     return kind == o.kind && latest == o.latest && versions == o.versions;
   }
 };
+
+// The whole of one model's serving.json.
+struct ServingFile {
+  ModelServingSettings settings;
+  VersionPolicy version_policy;
+
+  bool operator==(const ServingFile& o) const {
+    return settings == o.settings && version_policy == o.version_policy;
+  }
+};
+
+// Largest values serving.json accepts (larger ones are typos, not settings).
+inline constexpr int kMaxServingMaxBatch = 1 << 20;
+inline constexpr int64_t kMaxServingVersion = int64_t{1} << 53;
+inline constexpr int64_t kMaxServingFileBytes = 64 << 10;
+
+// Parses serving.json (docs/model-format.md):
+//   {"max_batch": 64, "max_queue_delay": "2ms", "max_sessions": 1000,
+//    "session_idle_timeout": "10m", "state_memory_share": 0.25,
+//    "version_policy": {"latest": 2} | {"all": true} | {"specific": [1, 3]}}
+// Every key is optional; an absent key leaves the default (the server's flag, no cap, the
+// latest version).
+absl::StatusOr<ServingFile> ParseServingJson(absl::string_view text);
+
+// Reads model_dir/serving.json; an absent file gives the defaults. A file that cannot be read
+// or is larger than kMaxServingFileBytes is an error naming the path, as is a bad file (the
+// parser's message, prefixed with the path).
+absl::StatusOr<ServingFile> ReadServingFile(const std::string& model_dir);
 
 }  // namespace rnnserve
 

@@ -139,6 +139,7 @@ void ServingCore::Forward(const std::string& model_name, Tensor input, std::opti
   }
   auto task = new ForwardTask;
   task->key = model;
+  task->settings = &model->settings;
   task->model = model;
   task->input = std::move(input);
   task->h0 = std::move(h0);

@@ -121,6 +121,7 @@ absl::StatusOr<bool> SessionTable::Admit(ChunkTask* task, SessionEvents& events,
   session.mu.AssertHeld();
   task->session = *std::move(found);
   task->key = session.model;
+  task->settings = &session.model->settings;
   task->result.session_id = session.id;
   task->result.model = session.model->name;
   const int64_t fresh = ResponseBoundLocked(session, req);
@@ -192,6 +193,13 @@ absl::StatusOr<std::shared_ptr<Session>> SessionTable::StartLocked(ChunkTask* ta
         "too many sessions: ", sessions_.size(), " are live, the limit is ",
         options_.max_sessions, " (--max_sessions); close finished sessions"));
   }
+  if (const int64_t cap = model->settings.max_sessions;
+      cap > 0 && ModelUsageLocked(model->name).sessions >= cap) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "too many sessions of model ", Quoted(model->name), ": ",
+        ModelUsageLocked(model->name).sessions, " are live, the limit is ", cap,
+        " (max_sessions in its serving.json); close finished sessions of this model"));
+  }
   const int64_t own_sessions = UsageLocked(req.principal).sessions;
   if (options_.max_sessions_per_principal > 0 &&
       own_sessions >= options_.max_sessions_per_principal) {
@@ -246,7 +254,7 @@ absl::StatusOr<std::shared_ptr<Session>> SessionTable::StartLocked(ChunkTask* ta
   const std::string key = Key(req.principal, id);
   tombstones_.erase(key);
   sessions_.emplace(key, session);
-  ++usage_[req.principal].sessions;
+  CountLocked(*session, 1, 0);
   if (!session->idempotency_key.empty()) {
     idempotent_starts_.emplace(Key(req.principal, session->idempotency_key), id);
   }

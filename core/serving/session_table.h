@@ -1,6 +1,9 @@
 // SessionTable: the live sessions by (principal, id), the tombstones of recently ended ones,
 // the memory budget (every part of a session: state, buffered input, replay copy, ids) with
-// LRU eviction of idle sessions, the per-principal quotas, idempotent starts,
+// LRU eviction of idle sessions, the per-principal quotas, the per-model limits (max_sessions,
+// session_idle_timeout and state_memory_share of the model's serving.json, keyed by the model
+// name: all its versions together; one model at its cap never refuses another's sessions),
+// idempotent starts,
 // admission of new requests and the per-session order of chunks (one in flight, the rest
 // queued on the session).
 //
@@ -120,12 +123,22 @@ class SessionTable {
     SessionEndReason reason;
     absl::Time when;
     uint64_t sequence;  // matches its tombstone_order_ entry
+    absl::Duration idle_timeout;  // its model's, for the "expired" message
   };
 
-  // What one principal holds, for the per-principal quotas.
+  // What one principal (or one model) holds, for the per-principal quotas and the per-model
+  // limits.
   struct Usage {
     int64_t sessions = 0;
     int64_t bytes = 0;  // every part
+  };
+
+  // Which sessions an eviction or a replay shed may pick: all, or only one principal's, or
+  // only one model's.
+  struct Scope {
+    const std::string* principal = nullptr;
+    const std::string* model = nullptr;
+    bool Contains(const Session& session) const;
   };
 
   // The table's key: unambiguous for any principal and id (the principal is length-prefixed).
@@ -139,6 +152,15 @@ class SessionTable {
                                                         const std::string& id) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   Usage UsageLocked(const std::string& principal) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  Usage ModelUsageLocked(const std::string& model) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Adds `sessions` and `bytes` (either may be negative) to the session's principal and model;
+  // an entry holding nothing goes.
+  void CountLocked(const Session& session, int64_t sessions, int64_t bytes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The model's own limits, else the server's: its idle timeout, and its share of
+  // --max_state_bytes in bytes (0: no per-model cap).
+  absl::Duration IdleTimeout(const ServedModel& model) const;
+  int64_t ModelMemoryCap(const ServedModel& model) const;
   // The most bytes `req`'s response may take if it computes (its output and state; a
   // bidirectional `end`: the message limit), without looking at replays.
   int64_t ResponseBoundLocked(const Session& session, const ChunkRequest& req) const
@@ -146,15 +168,14 @@ class SessionTable {
   // The id for a start: the client's (validated) or a new random one.
   absl::StatusOr<std::string> NewSessionIdLocked(const ChunkRequest& request) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // The least recently used session with nothing queued for which `eligible` holds, not
-  // `requester`; only `principal`'s when it is set. Null if none.
+  // The least recently used session in `scope` with nothing queued for which `eligible`
+  // holds, not `requester`. Null if none.
   std::shared_ptr<Session> LeastRecentlyUsedLocked(
-      const Session* requester, const std::string* principal,
+      const Session* requester, const Scope& scope,
       absl::FunctionRef<bool(const Session&)> eligible) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // The least recently used session that may be evicted now (idle, holding state, idle for at
-  // least evict_idle_after, not `requester`); only `principal`'s when it is set. Null if none.
-  std::shared_ptr<Session> EvictionVictimLocked(const Session* requester,
-                                                const std::string* principal,
+  // The least recently used session in `scope` that may be evicted now (idle, holding state,
+  // idle for at least evict_idle_after, not `requester`). Null if none.
+  std::shared_ptr<Session> EvictionVictimLocked(const Session* requester, const Scope& scope,
                                                 absl::Time now) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // A new session for a start request (or, for a retried start, the live one it created and
@@ -167,17 +188,18 @@ class SessionTable {
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::shared_ptr<Session>> FindLocked(const ChunkRequest& request) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // Reserves `bytes` more of `part` for `requester` (whose principal it counts toward): first
-  // under the principal's quota, then under the global budget; with `evict`, idle sessions'
-  // replay copies are dropped and then idle sessions evicted to make room (the principal's own
-  // for its quota, anyone's for the budget).
+  // Reserves `bytes` more of `part` for `requester` (whose principal and model it counts
+  // toward): first under the principal's quota, then under its model's share, then under the
+  // global budget; with `evict`, idle sessions' replay copies are dropped and then idle
+  // sessions evicted to make room (the principal's own for its quota, the model's own for its
+  // share, anyone's for the budget).
   // RESOURCE_EXHAUSTED naming the part when it cannot.
   absl::Status ReserveLocked(Session& requester, MemoryPart part, int64_t bytes, bool evict,
                              SessionEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Drops the replay copy of the least recently used idle session holding one (not
-  // `requester`; only `principal`'s when set): true if one was dropped.
-  bool ShedReplayLocked(const Session* requester, const std::string* principal,
-                        SessionEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops the replay copy of the least recently used idle session in `scope` holding one (not
+  // `requester`): true if one was dropped.
+  bool ShedReplayLocked(const Session* requester, const Scope& scope, SessionEvents& events)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Releases everything `session` holds of `part`.
   void ReleaseLocked(Session& session, MemoryPart part, SessionEvents& events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -185,7 +207,8 @@ class SessionTable {
   void NoteMemoryLocked(SessionEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Remembers an ended session's key, dropping the oldest past the count and byte limits.
   void AddTombstoneLocked(const std::string& key, SessionEndReason reason,
-                          SessionEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                          absl::Duration idle_timeout, SessionEvents& events)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes the session, remembers its key and hands its queued chunks to events.orphans.
   void EndSessionLocked(const std::shared_ptr<Session>& session, SessionEndReason reason,
                         SessionEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -201,6 +224,8 @@ class SessionTable {
   std::unordered_map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   // Principals holding at least one session; entries go when they hold none.
   std::unordered_map<std::string, Usage> usage_ ABSL_GUARDED_BY(mu_);
+  // The same by model name (all versions together), for the per-model limits.
+  std::unordered_map<std::string, Usage> model_usage_ ABSL_GUARDED_BY(mu_);
   // Keyed by Key(principal, id), like sessions_.
   std::unordered_map<std::string, Tombstone> tombstones_ ABSL_GUARDED_BY(mu_);
   // Oldest first, with the sequence of the tombstone each entry made (a key re-tombstoned

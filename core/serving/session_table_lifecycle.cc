@@ -24,6 +24,31 @@ SessionTable::Usage SessionTable::UsageLocked(const std::string& principal) cons
   return it == usage_.end() ? Usage{} : it->second;
 }
 
+SessionTable::Usage SessionTable::ModelUsageLocked(const std::string& model) const {
+  auto it = model_usage_.find(model);
+  return it == model_usage_.end() ? Usage{} : it->second;
+}
+
+void SessionTable::CountLocked(const Session& session, int64_t sessions, int64_t bytes) {
+  for (auto [map, name] : {std::pair{&usage_, &session.principal},
+                           std::pair{&model_usage_, &session.model->name}}) {
+    Usage& usage = (*map)[*name];
+    usage.sessions += sessions;
+    usage.bytes += bytes;
+    if (usage.sessions == 0 && usage.bytes == 0) map->erase(*name);
+  }
+}
+
+absl::Duration SessionTable::IdleTimeout(const ServedModel& model) const {
+  return model.settings.session_idle_timeout.value_or(options_.session_idle_timeout);
+}
+
+int64_t SessionTable::ModelMemoryCap(const ServedModel& model) const {
+  const double share = model.settings.state_memory_share;
+  if (share <= 0) return 0;
+  return std::max<int64_t>(1, static_cast<int64_t>(share * options_.max_state_bytes));
+}
+
 absl::StatusOr<SessionSnapshot> SessionTable::GetSession(const std::string& session_id,
                                                          bool with_state,
                                                          const std::string& principal) {
@@ -56,7 +81,7 @@ int64_t SessionTable::ReapIdle(absl::Time now, SessionEvents& events) {
     session->mu.AssertHeld();
     // Start-only sessions (no state) expire like the others.
     if (session->phase != Session::Phase::kScheduled && session->pending.empty() &&
-        now - session->last_used >= options_.session_idle_timeout) {
+        now - session->last_used >= IdleTimeout(*session->model)) {
       idle.push_back(session);
     }
   }
@@ -89,7 +114,7 @@ absl::Status SessionTable::UnknownSessionErrorLocked(const std::string& principa
     case SessionEndReason::kIdleTimeout:
       return absl::NotFoundError(absl::StrCat(
           "session ", quoted, " expired: it was idle for longer than the session idle timeout (",
-          absl::FormatDuration(options_.session_idle_timeout), ") and was removed at ", when,
+          absl::FormatDuration(it->second.idle_timeout), ") and was removed at ", when,
           "; start a new session, passing the last h_n (and c_n) you exported as h_0 (and c_0) "
           "to continue"));
     case SessionEndReason::kEvicted:
@@ -112,10 +137,7 @@ void SessionTable::EndSessionLocked(const std::shared_ptr<Session>& session,
   if (session->ended) return;
   session->ended = true;
   const std::string key = Key(session->principal, session->id);
-  if (sessions_.erase(key) > 0) {
-    auto it = usage_.find(session->principal);
-    if (it != usage_.end()) --it->second.sessions;
-  }
+  if (sessions_.erase(key) > 0) CountLocked(*session, -1, 0);
   if (!session->idempotency_key.empty()) {
     idempotent_starts_.erase(Key(session->principal, session->idempotency_key));
   }
@@ -133,7 +155,9 @@ void SessionTable::EndSessionLocked(const std::shared_ptr<Session>& session,
     events.orphans.push_back(task);
   }
   session->pending.clear();
-  if (reason != SessionEndReason::kShutdown) AddTombstoneLocked(key, reason, events);
+  if (reason != SessionEndReason::kShutdown) {
+    AddTombstoneLocked(key, reason, IdleTimeout(*session->model), events);
+  }
   events.ended.push_back({session->id, session->principal, session->model->name, reason,
                           session->steps_seen, session->last_used});
 }
@@ -164,7 +188,7 @@ SessionSnapshot SessionTable::SnapshotLocked(const Session& session, bool with_s
   s.created = session.created;
   s.last_used = session.last_used;
   s.expires_in = std::max(absl::ZeroDuration(),
-                          session.last_used + options_.session_idle_timeout - options_.clock());
+                          session.last_used + IdleTimeout(*session.model) - options_.clock());
   s.state_bytes = session.memory[MemoryPart::kState];
   s.buffered_steps = session.buffered_steps;
   s.memory = session.memory;

@@ -71,14 +71,19 @@ absl::Status SessionTable::ReserveBufferedInput(ChunkTask* task, int64_t bytes,
   return ReserveLocked(session, MemoryPart::kBufferedInput, bytes, /*evict=*/true, events);
 }
 
+bool SessionTable::Scope::Contains(const Session& session) const {
+  return (principal == nullptr || session.principal == *principal) &&
+         (model == nullptr || session.model->name == *model);
+}
+
 std::shared_ptr<Session> SessionTable::LeastRecentlyUsedLocked(
-    const Session* requester, const std::string* principal,
+    const Session* requester, const Scope& scope,
     absl::FunctionRef<bool(const Session&)> eligible) const {
   std::shared_ptr<Session> oldest;
   for (const auto& [key, session] : sessions_) {
     session->mu.AssertReaderHeld();
-    if (session.get() == requester || (principal != nullptr && session->principal != *principal) ||
-        !session->pending.empty() || !eligible(*session)) {
+    if (session.get() == requester || !scope.Contains(*session) || !session->pending.empty() ||
+        !eligible(*session)) {
       continue;
     }
     if (oldest == nullptr) {
@@ -92,9 +97,9 @@ std::shared_ptr<Session> SessionTable::LeastRecentlyUsedLocked(
 }
 
 std::shared_ptr<Session> SessionTable::EvictionVictimLocked(const Session* requester,
-                                                            const std::string* principal,
+                                                            const Scope& scope,
                                                             absl::Time now) const {
-  return LeastRecentlyUsedLocked(requester, principal, [&](const Session& session) {
+  return LeastRecentlyUsedLocked(requester, scope, [&](const Session& session) {
     session.mu.AssertReaderHeld();
     return session.phase != Session::Phase::kScheduled &&
            session.memory[MemoryPart::kState] > 0 &&
@@ -102,10 +107,10 @@ std::shared_ptr<Session> SessionTable::EvictionVictimLocked(const Session* reque
   });
 }
 
-bool SessionTable::ShedReplayLocked(const Session* requester, const std::string* principal,
+bool SessionTable::ShedReplayLocked(const Session* requester, const Scope& scope,
                                     SessionEvents& events) {
   std::shared_ptr<Session> oldest =
-      LeastRecentlyUsedLocked(requester, principal, [](const Session& session) {
+      LeastRecentlyUsedLocked(requester, scope, [](const Session& session) {
         session.mu.AssertReaderHeld();
         return session.phase == Session::Phase::kIdle && session.memory[MemoryPart::kReplay] > 0;
       });
@@ -126,13 +131,14 @@ absl::Status SessionTable::ReserveLocked(Session& requester, MemoryPart part, in
   const absl::Time now = options_.clock();
   const std::string& principal = requester.principal;
   const int64_t quota = options_.max_state_bytes_per_principal;
+  const Scope own_principal{&principal, nullptr};
   // The principal's quota first, evicting only its own idle sessions: one principal's usage
   // never costs another principal a session.
   while (quota > 0 && UsageLocked(principal).bytes + bytes > quota) {
     // Replay copies are a cache: they go before any session does.
-    if (evict && ShedReplayLocked(&requester, &principal, events)) continue;
+    if (evict && ShedReplayLocked(&requester, own_principal, events)) continue;
     std::shared_ptr<Session> victim =
-        evict ? EvictionVictimLocked(&requester, &principal, now) : nullptr;
+        evict ? EvictionVictimLocked(&requester, own_principal, now) : nullptr;
     if (victim == nullptr) {
       const Usage usage = UsageLocked(principal);
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -143,9 +149,29 @@ absl::Status SessionTable::ReserveLocked(Session& requester, MemoryPart part, in
     }
     EndSessionLocked(victim, SessionEndReason::kEvicted, events);
   }
+  // Then the model's share, the same way within the model: a model at its share never costs
+  // another model a session.
+  const ServedModel& model = *requester.model;
+  const int64_t share = ModelMemoryCap(model);
+  const Scope own_model{nullptr, &model.name};
+  while (share > 0 && ModelUsageLocked(model.name).bytes + bytes > share) {
+    if (evict && ShedReplayLocked(&requester, own_model, events)) continue;
+    std::shared_ptr<Session> victim =
+        evict ? EvictionVictimLocked(&requester, own_model, now) : nullptr;
+    if (victim == nullptr) {
+      const Usage usage = ModelUsageLocked(model.name);
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "session memory share of model ", Quoted(model.name), " is full: ", usage.bytes, " of ",
+          share, " bytes (state_memory_share ", model.settings.state_memory_share,
+          " of --max_state_bytes in its serving.json) in use by its ", usage.sessions,
+          " sessions and this session needs ", bytes, " more for ", PartDescription(part),
+          "; nothing was applied: close finished sessions of this model"));
+    }
+    EndSessionLocked(victim, SessionEndReason::kEvicted, events);
+  }
   while (memory_.total() + bytes > options_.max_state_bytes) {
-    if (evict && ShedReplayLocked(&requester, nullptr, events)) continue;
-    std::shared_ptr<Session> victim = evict ? EvictionVictimLocked(&requester, nullptr, now)
+    if (evict && ShedReplayLocked(&requester, Scope{}, events)) continue;
+    std::shared_ptr<Session> victim = evict ? EvictionVictimLocked(&requester, Scope{}, now)
                                             : nullptr;
     if (victim == nullptr) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -160,7 +186,7 @@ absl::Status SessionTable::ReserveLocked(Session& requester, MemoryPart part, in
   }
   requester.memory[part] += bytes;
   memory_[part] += bytes;
-  usage_[principal].bytes += bytes;
+  CountLocked(requester, 0, bytes);
   NoteMemoryLocked(events);
   return absl::OkStatus();
 }
@@ -169,11 +195,7 @@ void SessionTable::ReleaseLocked(Session& session, MemoryPart part, SessionEvent
   session.mu.AssertHeld();
   const int64_t bytes = session.memory[part];
   session.memory[part] = 0;
-  auto it = usage_.find(session.principal);
-  if (it != usage_.end()) {
-    it->second.bytes -= bytes;
-    if (it->second.sessions == 0 && it->second.bytes == 0) usage_.erase(it);
-  }
+  CountLocked(session, 0, -bytes);
   if (bytes == 0) return;
   memory_[part] -= bytes;
   NoteMemoryLocked(events);
@@ -186,9 +208,9 @@ void SessionTable::NoteMemoryLocked(SessionEvents& events) {
 }
 
 void SessionTable::AddTombstoneLocked(const std::string& key, SessionEndReason reason,
-                                      SessionEvents& events) {
+                                      absl::Duration idle_timeout, SessionEvents& events) {
   const uint64_t sequence = ++tombstone_sequence_;
-  tombstones_[key] = Tombstone{reason, options_.clock(), sequence};
+  tombstones_[key] = Tombstone{reason, options_.clock(), sequence, idle_timeout};
   tombstone_order_.emplace_back(key, sequence);
   tombstone_bytes_ += static_cast<int64_t>(key.size()) + kTombstoneOverheadBytes;
   // Oldest first, by count and by bytes: a flood of long ids cannot pin memory.

@@ -549,9 +549,10 @@ class ServerParityTest(unittest.TestCase):
         # The row sessions' chunks were queued together: the scheduler (with --max_queue_delay)
         # must have advanced several sessions of one model in one engine call. Only stream
         # chunks count in rnnserve_batch_size.
-        samples = h.parse_metrics(h.scrape(self.server.metrics_url))
-        batches = h.metric(samples, "rnnserve_batch_size_count")
-        shared = batches - h.metric(samples, "rnnserve_batch_size_bucket", le="1")
+        # Summed over the `model` label: all models' engine calls.
+        samples, _ = h.kit.parse_samples(h.scrape(self.server.metrics_url))
+        batches = h.kit.metric_sum(samples, "rnnserve_batch_size_count")
+        shared = batches - h.kit.metric_sum(samples, "rnnserve_batch_size_bucket", le="1")
         print(f"server_parity: {int(shared)} of {int(batches)} engine calls advanced several "
               f"sessions together", file=sys.stderr)
         if checker.failures:

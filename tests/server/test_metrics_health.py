@@ -3,6 +3,7 @@ ids in the metrics, and health on SIGTERM (not SERVING: NOT_SERVING, or UNAVAILA
 GOAWAY closed the port; the open stream ends UNAVAILABLE; exit 0). The drain itself is in
 test_drain."""
 
+import time
 import unittest
 
 import grpc
@@ -54,7 +55,20 @@ class MetricsHealthTest(h.ServerTestCase):
         self.assertEqual(h.metric(m, "rnnserve_sessions_started_total"), 0)
         self.assertEqual(h.metric(m, "rnnserve_sessions_ended_total", reason="closed"), 0)
         self.assertEqual(h.metric(m, "rnnserve_session_state_bytes"), 0)
-        self.assertEqual(h.metric(m, "rnnserve_chunk_duration_seconds_count"), 0)
+        for histogram in ("rnnserve_chunk_duration_seconds", "rnnserve_queue_duration_seconds",
+                          "rnnserve_batch_size"):
+            self.assertEqual(h.metric(m, histogram + "_count", model=MODEL), 0)
+        # The standard process metrics: this server started within the test's time bounds.
+        now = time.time()
+        start = h.metric(m, "process_start_time_seconds")
+        self.assertLessEqual(start, now + 1)
+        self.assertGreater(start, now - h.scaled(300))
+        self.assertGreater(h.metric(m, "process_resident_memory_bytes"), 1 << 20)
+        self.assertGreaterEqual(h.metric(m, "process_virtual_memory_bytes"),
+                                h.metric(m, "process_resident_memory_bytes"))
+        self.assertGreater(h.metric(m, "process_open_fds"), 0)
+        self.assertGreaterEqual(h.metric(m, "process_max_fds"), h.metric(m, "process_open_fds"))
+        self.assertGreaterEqual(h.metric(m, "process_cpu_seconds_total"), 0)
         build = [(labels, v) for (name, labels), v in m.items()
                  if name == "rnnserve_build_info"]
         self.assertEqual(len(build), 1, build)
@@ -107,16 +121,17 @@ class MetricsHealthTest(h.ServerTestCase):
             self.assertEqual(h.metric(m, "rnnserve_sessions_ended_total", reason=reason), 0)
         self.assertEqual(h.metric(m, "rnnserve_sessions_active", model=MODEL), 0)
         self.assertEqual(h.metric(m, "rnnserve_session_state_bytes"), 0)
-        self.assertEqual(h.metric(m, "rnnserve_chunk_duration_seconds_count"), chunks)
-        self.assertEqual(h.metric(m, "rnnserve_chunk_duration_seconds_bucket", le="+Inf"),
-                         chunks)
-        self.assertGreater(h.metric(m, "rnnserve_chunk_duration_seconds_sum"), 0)
-        self.assertEqual(h.metric(m, "rnnserve_queue_duration_seconds_count"), chunks)
+        # The histograms carry the model label (the model's name, from the repository).
+        self.assertEqual(h.metric(m, "rnnserve_chunk_duration_seconds_count", model=MODEL), chunks)
+        self.assertEqual(h.metric(m, "rnnserve_chunk_duration_seconds_bucket", model=MODEL,
+                                  le="+Inf"), chunks)
+        self.assertGreater(h.metric(m, "rnnserve_chunk_duration_seconds_sum", model=MODEL), 0)
+        self.assertEqual(h.metric(m, "rnnserve_queue_duration_seconds_count", model=MODEL), chunks)
         # Every chunk was advanced by exactly one engine call.
-        batches = h.metric(m, "rnnserve_batch_size_count")
+        batches = h.metric(m, "rnnserve_batch_size_count", model=MODEL)
         self.assertGreater(batches, 0)
         self.assertLessEqual(batches, chunks)
-        self.assertEqual(h.metric(m, "rnnserve_batch_size_sum"), chunks)
+        self.assertEqual(h.metric(m, "rnnserve_batch_size_sum", model=MODEL), chunks)
         # Session ids are unbounded label values: none may appear.
         for session_id in ids:
             self.assertTrue(session_id)

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <future>
+#include <map>
 #include <mutex>
 #include <set>
 
@@ -371,6 +372,82 @@ TEST(BatchSchedulerTest, ResumedTasksAreSplitBetweenIdleWorkers) {
   ASSERT_TRUE(scheduler.WaitIdle(absl::Now() + absl::Seconds(30)));
   std::lock_guard<std::mutex> lock(mu);
   EXPECT_THAT(sizes, ::testing::ElementsAre(1u, 1u));
+}
+
+// Each key's own max_batch (Task::settings): one worker held while 10 tasks of each of two
+// keys pile up; the key capped at 2 never runs more, the other (the server's 64) runs the rest
+// at once.
+TEST(BatchSchedulerTest, PerKeyMaxBatch) {
+  std::mutex mu;
+  std::map<const void*, std::vector<size_t>> sizes;
+  std::promise<void> gate;
+  std::shared_future<void> opened = gate.get_future().share();
+  BatchScheduler::Options options;
+  options.threads = 1;
+  options.max_batch = 64;
+  BatchScheduler scheduler(options, [&](absl::Span<BatchScheduler::Task* const> batch,
+                                        Workspace&) {
+    opened.wait();
+    std::lock_guard<std::mutex> lock(mu);
+    sizes[batch.front()->key].push_back(batch.size());
+    for (BatchScheduler::Task* t : batch) delete t;
+  });
+  ModelServingSettings small;
+  small.max_batch = 2;
+  int key_small = 0, key_big = 0;
+  int blocker = 0;
+  scheduler.Enqueue(MakeTasks(1, &blocker)[0]);  // holds the worker until the gate opens
+  for (int i = 0; i < 10; ++i) {
+    BatchScheduler::Task* t = MakeTasks(1, &key_small)[0];
+    t->settings = &small;
+    scheduler.Enqueue(t);
+    scheduler.Enqueue(MakeTasks(1, &key_big)[0]);
+  }
+  gate.set_value();
+  ASSERT_TRUE(scheduler.WaitIdle(absl::Now() + absl::Seconds(30)));
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_THAT(sizes[&key_small], ::testing::Each(2u));
+  EXPECT_EQ(sizes[&key_small].size(), 5u);
+  // The blocker may have run alone or not yet have been taken when the rest arrived.
+  size_t big_total = 0;
+  for (size_t n : sizes[&key_big]) big_total += n;
+  EXPECT_EQ(big_total, 10u);
+  EXPECT_GE(*std::max_element(sizes[&key_big].begin(), sizes[&key_big].end()), 9u);
+}
+
+// Each key's own max_queue_delay: a key holding a partial batch for a minute does not keep the
+// single worker from another key's task (no delay), and a key with its own delay 0 dispatches
+// at once although the server's delay is a minute.
+TEST(BatchSchedulerTest, PerKeyQueueDelayNeverHoldsAnotherKey) {
+  std::mutex mu;
+  std::vector<const void*> ran_keys;
+  absl::Notification eager_ran;
+  int key_held = 0, key_eager = 0;
+  BatchScheduler::Options options;
+  options.threads = 1;
+  options.max_batch = 8;
+  options.max_queue_delay = absl::Minutes(1);
+  {
+    BatchScheduler scheduler(options, [&](absl::Span<BatchScheduler::Task* const> batch,
+                                          Workspace&) {
+      const void* key = batch.front()->key;
+      for (BatchScheduler::Task* t : batch) delete t;
+      std::lock_guard<std::mutex> lock(mu);
+      ran_keys.push_back(key);
+      if (key == &key_eager) eager_ran.Notify();
+    });
+    ModelServingSettings eager;
+    eager.max_queue_delay = absl::ZeroDuration();
+    scheduler.Enqueue(MakeTasks(1, &key_held)[0]);  // the server's delay: held a minute
+    BatchScheduler::Task* t = MakeTasks(1, &key_eager)[0];
+    t->settings = &eager;
+    scheduler.Enqueue(t);
+    // Bounded only so that a scheduler that holds it fails instead of hanging.
+    ASSERT_TRUE(eager_ran.WaitForNotificationWithTimeout(absl::Seconds(50)));
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_THAT(ran_keys, ::testing::ElementsAre(&key_eager));
+  }  // stopping runs the held task
+  EXPECT_THAT(ran_keys, ::testing::ElementsAre(&key_eager, &key_held));
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "core/serving/serving_core.h"
+#include "tests/core/serving/batch_observer.h"
 #include "tests/test_tensors.h"
 
 namespace rnnserve {
@@ -361,17 +362,6 @@ TEST_F(CellStateTest, RetriedLstmStartsAndDuplicateChunksCarryC) {
   EXPECT_LT(MaxAbsDiff(duplicate.replayed_output->ToTensor(), LeadingRows(whole->output, 2, 5)),
             1e-6);
 }
-
-// Records each engine call's model and number of sessions (ServingObserver::BatchRun).
-class BatchObserver : public ServingObserver {
- public:
-  void BatchRun(const std::string& model, int64_t chunks) override {
-    absl::MutexLock lock(&mu);
-    runs[model].push_back(chunks);
-  }
-  absl::Mutex mu;
-  std::map<std::string, std::vector<int64_t>> runs;
-};
 
 TEST_F(CellStateTest, ManySessionsRunInOneStepBatchPerModel) {
   // One worker that holds a partial batch until it is full (8 chunks): a round of 8 LSTM and 8
