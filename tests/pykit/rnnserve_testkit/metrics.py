@@ -43,7 +43,8 @@ def metric(samples, name, **labels):
     key = (name, frozenset(labels.items()))
     if key not in samples:
         similar = sorted(str(dict(k[1])) for k in samples if k[0] == name)
-        raise AssertionError(f"no sample {name}{labels}; samples of {name}: {similar}")
+        shown = similar[:10] + ([f"... {len(similar) - 10} more"] if len(similar) > 10 else [])
+        raise AssertionError(f"no sample {name}{labels}; samples of {name}: {shown}")
     return samples[key]
 
 
