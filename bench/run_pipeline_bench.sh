@@ -32,16 +32,17 @@ runs = {}
 for b in json.load(open(sys.argv[1]))["benchmarks"]:
     p, s, t = map(int, re.search(r"P:(\d+)/S:(\d+)/T:(\d+)", b["name"]).groups())
     runs[p, s, t] = b
-print("| sessions | steps/call | core | core + Linear(256,40) | core + MLP head "
-      "| Linear(80,256)+ReLU + core |")
-print("|---:|---:|---:|---:|---:|---:|")
+names = ("core + Linear(256, 40)", "core + MLP head", "Linear(80, 256)+ReLU + core")
 for t in (1, 16):
+    print("\nStepBatch, %d step%s per session per call; us per session-step, stage = the head "
+          "or input layer alone, share = stage / pipeline:\n" % (t, "" if t == 1 else "s"))
+    print("| sessions | core alone | " + " | ".join("%s | stage | share" % n for n in names) + " |")
+    print("|---:" * 11 + "|")
     for s in (1, 64, 1024):
         cells = ["%.2f" % runs[0, s, t]["us_per_session_step"]]
         for p in (1, 2, 3):
             b = runs[p, s, t]
-            cells.append("%.2f (stage %.2f, %.1f%%; core here %.2f)" % (
-                b["us_per_session_step"], b["stage_us_per_session_step"],
-                100 * b["stage_share"], b["core_us_per_session_step"]))
-        print("| %d | %d | %s |" % (s, t, " | ".join(cells)))
+            cells += ["%.2f" % b["us_per_session_step"], "%.2f" % b["stage_us_per_session_step"],
+                      "%.1f%%" % (100 * b["stage_share"])]
+        print("| %d | %s |" % (s, " | ".join(cells)))
 EOF
