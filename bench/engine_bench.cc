@@ -5,6 +5,8 @@
 // StepBatch: N sessions of batch 1, chunks of 10 steps each, one StepBatch call per iteration.
 // BM_GruForward/BM_GruStepBatch and BM_LstmForward/BM_LstmStepBatch: the same for GRU(H, H, L)
 // and LSTM(H, H, L); BM_LstmProjForward: LSTM(H, H, L, proj_size=P) (issue 12).
+// BM_PipelineStepBatch (issue 13): what an input layer or a head costs next to the core, see
+// PipelineKind below.
 // Counters: us_per_step (call time / T), gflops (2 * MacsPerStep * N * T per call: per layer
 // G * H_gates * (in + H_out) MACs, G = 1 RNN, 3 GRU, 4 LSTM, plus P * H for the projection), peak_frac
 // (gflops / the 1-thread OpenBLAS sgemm peak measured at start-up: best square product from
@@ -12,7 +14,10 @@
 //
 //   build-bench/bench/engine_bench --benchmark_min_time=0.1 --benchmark_filter=BM_Forward
 //   build-bench/bench/engine_bench --peak_gflops=0 ...   # skip the start-up sgemm calibration
+//   build-bench/bench/engine_bench --benchmark_filter=BM_Pipeline --benchmark_min_time=0.3
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -29,9 +34,11 @@
 #include "base/tensor.h"
 #include "bench/bench_util.h"
 #include "bench/session_chunks.h"
+#include "core/engine/pipeline_config.h"
 #include "core/engine/rnn_config.h"
 #include "core/engine/rnn_model.h"
 #include "core/engine/rnn_parameters.h"
+#include "core/engine/step_layers.h"
 
 namespace rnnserve::bench {
 namespace {
@@ -115,6 +122,167 @@ void RunStepBatch(benchmark::State& state, RnnModule module) {
   SetEngineCounters(state, total, model, sessions * kChunkSteps, kChunkSteps);
 }
 
+// Pipelines (issue 13): the core LSTM(256, 256, num_layers=2) alone or with one stage around
+// it, each a realistic size for a streaming acoustic model.
+enum PipelineKind : int64_t {
+  kBareCore = 0,    // the core alone
+  kLinearHead = 1,  // head Linear(256, 40)
+  kMlpHead = 2,     // head Linear(256, 256), ReLU, Linear(256, 40), LogSoftmax
+  kInputLayer = 3,  // input layer Linear(80, 256), ReLU
+};
+constexpr int64_t kPipelineHidden = 256, kPipelineLayers = 2;
+
+LayerConfig PipelineLayer(LayerType type, std::string path, int64_t in = 0, int64_t out = 0) {
+  LayerConfig layer;
+  layer.type = type;
+  layer.path = std::move(path);
+  layer.in_features = in;
+  layer.out_features = out;
+  return layer;
+}
+
+// A pipeline model and its one stage (the head or the input layer) on its own, so that the
+// stage can be timed alone over the same columns StepBatch hands it.
+struct PipelineBench {
+  std::unique_ptr<RnnModel> model;
+  StepLayers stage;  // empty for kBareCore
+};
+
+const PipelineBench& Pipeline(int64_t kind) {
+  static std::map<int64_t, PipelineBench> pipelines;
+  PipelineBench& bench = pipelines[kind];
+  if (bench.model != nullptr) return bench;
+  PipelineConfig config;
+  config.rnn.module = RnnModule::kLstm;
+  config.rnn.input_size = kPipelineHidden;
+  config.rnn.hidden_size = kPipelineHidden;
+  config.rnn.num_layers = kPipelineLayers;
+  std::vector<LayerConfig>* stage = nullptr;
+  if (kind != kBareCore) config.rnn_path = "rnn";
+  if (kind == kLinearHead) {
+    config.head = {PipelineLayer(LayerType::kLinear, "head", kPipelineHidden, 40)};
+    stage = &config.head;
+  } else if (kind == kMlpHead) {
+    config.head = {PipelineLayer(LayerType::kLinear, "head.0", kPipelineHidden, kPipelineHidden),
+                   PipelineLayer(LayerType::kRelu, "head.1"),
+                   PipelineLayer(LayerType::kLinear, "head.2", kPipelineHidden, 40),
+                   PipelineLayer(LayerType::kLogSoftmax, "head.3")};
+    stage = &config.head;
+  } else if (kind == kInputLayer) {
+    config.input_layer = {PipelineLayer(LayerType::kLinear, "frontend.0", 80, kPipelineHidden),
+                          PipelineLayer(LayerType::kRelu, "frontend.1")};
+    stage = &config.input_layer;
+  }
+  // The core's torch-style parameters under "<rnn_path>.", each Linear's drawn from
+  // U(-1/sqrt(in), 1/sqrt(in)) as torch initialises it; the same on every run.
+  ParameterMap params;
+  for (auto& [name, tensor] : RandomParameters(config.rnn, /*seed=*/42)) {
+    params[config.rnn_path.empty() ? name : config.rnn_path + "." + name] = std::move(tensor);
+  }
+  uint32_t seed = 100;
+  for (const std::vector<LayerConfig>* layers : {&config.input_layer, &config.head}) {
+    for (const LayerConfig& layer : *layers) {
+      for (const ParameterSpec& spec : LayerParameterSpecs(layer)) {
+        std::vector<float> values = RandomValues(NumElements(spec.shape), seed++);
+        const float bound = 1.0f / std::sqrt(static_cast<float>(layer.in_features));
+        for (float& v : values) v *= bound;
+        params[spec.name] = Tensor(spec.shape, std::move(values));
+      }
+    }
+  }
+  auto created = RnnModel::Create(config, params, g_kernel_isa);
+  if (!created.ok()) {
+    fprintf(stderr, "engine_bench: %s\n", created.status().ToString().c_str());
+    std::abort();
+  }
+  bench.model = std::move(created).value();
+  if (stage != nullptr) {
+    const int64_t in = stage == &config.head ? kPipelineHidden : 80;
+    bench.stage = StepLayers::Create(*stage, params, in, g_kernel_isa);
+  }
+  return bench;
+}
+
+bool g_pipeline_cpu_clock = false;  // --pipeline_clock=cpu: BM_PipelineStepBatch by CPU time
+
+// Seconds `body` takes: wall-clock, or with --pipeline_clock=cpu the calling thread's CPU time
+// (the engine is single-threaded), which a busy machine inflates far less.
+template <typename Body>
+double Seconds(Body&& body) {
+  if (g_pipeline_cpu_clock) {
+    const double start = ThreadCpuSeconds();
+    body();
+    return ThreadCpuSeconds() - start;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  body();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+void StepOrDie(const RnnModel& model, const SessionChunks& chunks, Workspace& workspace) {
+  const absl::Status status = model.StepBatch(chunks.chunks(), &workspace);
+  if (!status.ok()) {
+    fprintf(stderr, "engine_bench: %s\n", status.ToString().c_str());
+    std::abort();
+  }
+  benchmark::DoNotOptimize(chunks.outputs());
+}
+
+// Args: P (PipelineKind), S sessions of batch 1, T steps per session per call (1: streaming).
+// Each iteration times the pipeline's StepBatch (the benchmark's time), then, untimed by the
+// benchmark but timed alongside so that both see the same machine, the bare core's StepBatch
+// on the same sessions and the stage alone (StepLayers::Apply) over the S*T columns StepBatch
+// hands it; --pipeline_clock=cpu times all three by thread CPU time. Counters:
+// us_per_session_step (call time / (S*T)); core_us_per_session_step and
+// stage_us_per_session_step; stage_share (stage / pipeline) and added_share ((pipeline -
+// core) / pipeline: the stage plus the copies around it).
+void BM_PipelineStepBatch(benchmark::State& state) {
+  const int64_t kind = state.range(0), sessions = state.range(1), steps = state.range(2);
+  const int64_t cols = sessions * steps;
+  const PipelineBench& pipeline = Pipeline(kind);
+  const RnnModel& model = *pipeline.model;
+  const RnnModel& core = Model(kPipelineHidden, kPipelineLayers, RnnModule::kLstm);
+  const SessionChunks pipeline_chunks(model, sessions, steps,
+                                      RandomValues(model.InputSize(cols, 1), 7));
+  const SessionChunks core_chunks(core, sessions, steps, RandomValues(core.InputSize(cols, 1), 7));
+  const StepLayers& stage = pipeline.stage;
+  const std::vector<float> stage_in = RandomValues(stage.in_features() * cols, 8);
+  std::vector<float> stage_out(stage.out_features() * cols);
+  std::vector<float> scratch_a(stage.scratch_rows() * cols), scratch_b(scratch_a.size());
+  Workspace pipeline_ws, core_ws;
+  const auto run_stage = [&] {
+    stage.Apply(stage_in.data(), cols, stage_out.data(), scratch_a.data(), scratch_b.data());
+    benchmark::DoNotOptimize(stage_out.data());
+  };
+  // Warm-up: the workspaces' buffers are allocated and touched before anything is timed.
+  StepOrDie(model, pipeline_chunks, pipeline_ws);
+  if (!stage.empty()) {
+    StepOrDie(core, core_chunks, core_ws);
+    run_stage();
+  }
+  double total = 0, core_total = 0, stage_total = 0;
+  for (auto _ : state) {
+    const double took = Seconds([&] { StepOrDie(model, pipeline_chunks, pipeline_ws); });
+    state.SetIterationTime(took);
+    total += took;
+    if (!stage.empty()) {
+      core_total += Seconds([&] { StepOrDie(core, core_chunks, core_ws); });
+      stage_total += Seconds(run_stage);
+    }
+  }
+  SetEngineCounters(state, total, model, cols, steps);
+  const double per_call = SecondsPerCall(state, total);
+  state.counters["us_per_session_step"] = per_call * 1e6 / cols;
+  if (!stage.empty()) {
+    const double core_call = SecondsPerCall(state, core_total);
+    const double stage_call = SecondsPerCall(state, stage_total);
+    state.counters["core_us_per_session_step"] = core_call * 1e6 / cols;
+    state.counters["stage_us_per_session_step"] = stage_call * 1e6 / cols;
+    state.counters["stage_share"] = stage_call / per_call;
+    state.counters["added_share"] = (per_call - core_call) / per_call;
+  }
+}
+
 void BM_Forward(benchmark::State& state) { RunForward(state, RnnModule::kRnn, false); }
 void BM_StepBatch(benchmark::State& state) { RunStepBatch(state, RnnModule::kRnn); }
 void BM_GruForward(benchmark::State& state) { RunForward(state, RnnModule::kGru, false); }
@@ -148,6 +316,11 @@ BENCHMARK(BM_StepBatch)
       ->UseManualTime()
 RNNSERVE_GATED_GRID(BM_GruForward, BM_GruStepBatch);
 RNNSERVE_GATED_GRID(BM_LstmForward, BM_LstmStepBatch);
+BENCHMARK(BM_PipelineStepBatch)
+    ->ArgNames({"P", "S", "T"})
+    ->ArgsProduct({{kBareCore, kLinearHead, kMlpHead, kInputLayer}, {1, 64, 1024}, {1, 16}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseManualTime();
 BENCHMARK(BM_LstmProjForward)
     ->ArgNames({"H", "P", "L", "N", "T"})
     ->ArgsProduct({{1024}, {256}, {1, 2}, {1, 8, 64, 256}, {1, 10, 100}})
@@ -163,6 +336,7 @@ int main(int argc, char** argv) {
   // --peak_gflops=X: take X as the sgemm peak instead of measuring it (0: no peak_frac), e.g.
   // to keep the calibration out of a profile.
   // --kernel_isa=auto|avx512|avx2|baseline: the kernels the models run (auto: the CPU's best).
+  // --pipeline_clock=wall|cpu: what BM_PipelineStepBatch times (default wall).
   double given_peak = -1;
   for (int i = 1; i < argc;) {
     const std::string arg = argv[i];
@@ -175,6 +349,8 @@ int main(int argc, char** argv) {
         return 1;
       }
       rb::g_kernel_isa = *isa;
+    } else if (arg == "--pipeline_clock=cpu" || arg == "--pipeline_clock=wall") {
+      rb::g_pipeline_cpu_clock = arg == "--pipeline_clock=cpu";
     } else {
       ++i;
       continue;
@@ -204,6 +380,7 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("sgemm_peak_1t_gflops_cpu", std::to_string(peak_cpu_gflops));
   benchmark::AddCustomContext("gemm_library", rb::GemmLibraryInfo());
   benchmark::AddCustomContext("kernel_isa", std::string(rnnserve::KernelIsaName(rb::g_kernel_isa)));
+  benchmark::AddCustomContext("pipeline_clock", rb::g_pipeline_cpu_clock ? "cpu" : "wall");
   benchmark::AddCustomContext("OPENBLAS_CORETYPE", coretype != nullptr ? coretype : "(unset)");
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

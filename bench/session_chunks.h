@@ -17,13 +17,14 @@ namespace rnnserve::bench {
 
 class SessionChunks {
  public:
-  // `inputs`: sessions * steps * input_size values, session after session.
+  // `inputs`: sessions * steps * model.input_features() values, session after session (for a
+  // pipeline, the input layer's features).
   SessionChunks(const RnnModel& model, int64_t sessions, int64_t steps, std::vector<float> inputs)
       : inputs_(std::move(inputs)),
         states_(sessions * model.StateSize(1), 0.0f),
         outputs_(sessions * model.OutputSize(steps, 1)),
         chunks_(sessions) {
-    const int64_t in_size = steps * model.config().input_size;
+    const int64_t in_size = model.InputSize(steps, 1);
     const int64_t state_size = model.StateSize(1), out_size = model.OutputSize(steps, 1);
     for (int64_t i = 0; i < sessions; ++i) {
       float* state = states_.data() + i * state_size;
