@@ -289,7 +289,7 @@ int main(int argc, char** argv) {
   const Args a = ParseArgs(argc, argv);
   absl::StatusOr<std::unique_ptr<ModelRegistry>> registry = ModelRegistry::LoadRepository(a.repo);
   if (!registry.ok()) Die(registry.status().ToString());
-  const ServedModel* served = (*registry)->Find(a.model);
+  const ServedModel* served = (*registry)->Find(a.model).get();
   if (served == nullptr) Die("no model '" + a.model + "' in " + a.repo);
   Result r = a.mode == "engine" ? RunEngine(*served->model, a) : RunCore(std::move(*registry), a);
   const double chunks_per_s = r.chunks / r.seconds;

@@ -58,11 +58,21 @@ absl::StatusOr<std::vector<v1::ModelInfo>> RnnServeClient::ListModels() {
   return std::vector<v1::ModelInfo>(response.models().begin(), response.models().end());
 }
 
-absl::StatusOr<v1::ModelInfo> RnnServeClient::GetModel(const std::string& model) {
+absl::StatusOr<std::vector<v1::ModelVersionState>> RnnServeClient::RepositoryIndex() {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::RepositoryIndexResponse response;
+  RETURN_IF_ERROR(FromGrpcStatus(stub_->RepositoryIndex(&context, {}, &response)));
+  return std::vector<v1::ModelVersionState>(response.models().begin(), response.models().end());
+}
+
+absl::StatusOr<v1::ModelInfo> RnnServeClient::GetModel(const std::string& model,
+                                                       int64_t version) {
   grpc::ClientContext context;
   SetDeadline(&context);
   v1::GetModelRequest request;
   request.set_model(model);
+  request.set_model_version(version);
   v1::ModelInfo response;
   RETURN_IF_ERROR(FromGrpcStatus(stub_->GetModel(&context, request, &response)));
   return response;

@@ -140,7 +140,10 @@ class RnnServeClient {
   RnnServeClient& operator=(const RnnServeClient&) = delete;
 
   absl::StatusOr<std::vector<v1::ModelInfo>> ListModels();
-  absl::StatusOr<v1::ModelInfo> GetModel(const std::string& model);
+  // `version` 0: the latest READY one.
+  absl::StatusOr<v1::ModelInfo> GetModel(const std::string& model, int64_t version = 0);
+  // Every (model, version) with its state (needs a server started with --allow_model_control).
+  absl::StatusOr<std::vector<v1::ModelVersionState>> RepositoryIndex();
 
   // torch's rnn(input, h_0), or lstm(input, (h_0, c_0)): `h0` and `c0` may be null (zeros);
   // c0 is refused by models without cell state.
@@ -237,6 +240,8 @@ class StreamChannel {
 
   // Leave h_n out of the responses of the convenience calls above (Start/SendChunk/End).
   void set_omit_state(bool omit) { omit_state_ = omit; }
+  // The model version Start() pins new sessions to; 0 (the default): the latest READY one.
+  void set_model_version(int64_t version) { model_version_ = version; }
   // How many times this stream recovered: reopened its call after a failure, or restarted a
   // session (a planned switch after `draining` is not counted).
   int64_t resumes() const { return resumes_; }
@@ -277,6 +282,7 @@ class StreamChannel {
   std::unique_ptr<grpc::ClientReaderWriter<v1::StreamRequest, v1::StreamResponse>> stream_;
   std::atomic<uint64_t> next_request_id_{1};
   bool omit_state_ = false;
+  int64_t model_version_ = 0;
   bool writes_done_ = false;  // of the current call
   bool closed_ = false;       // the caller called Finish()
   bool draining_ = false;  // the server said it is draining: a new call when nothing is pending

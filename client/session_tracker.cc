@@ -63,6 +63,7 @@ std::vector<v1::StreamRequest> SessionTracker::RestartRequests(
   v1::StreamRequest restart = request;
   restart.set_start(true);
   restart.set_model(s.model);
+  restart.set_model_version(s.model_version);
   if (s.h_n.has_value()) *restart.mutable_h_0() = *s.h_n;
   if (s.c_n.has_value()) *restart.mutable_c_0() = *s.c_n;
   restart.set_chunk_index(s.next_index);
@@ -89,6 +90,7 @@ void SessionTracker::Answered(const v1::StreamRequest& request, bool caller_omit
   if (request.start() && it == sessions_.end()) {
     Session s;
     s.model = request.model();
+    s.model_version = request.model_version();
     s.bidirectional = !bidirectional_start.empty();
     if (request.has_h_0()) s.h_n = request.h_0();
     if (request.has_c_0()) s.c_n = request.c_0();

@@ -62,6 +62,7 @@ class SessionTracker {
  private:
   struct Session {
     std::string model;
+    int64_t model_version = 0;  // as the start asked (0: the latest at the time)
     bool bidirectional = false;
     std::optional<v1::Tensor> h_n;  // the state to resume from; none: zeros
     std::optional<v1::Tensor> c_n;  // an LSTM's cell state to resume from; none: zeros

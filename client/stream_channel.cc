@@ -251,6 +251,7 @@ absl::StatusOr<ChunkResult> StreamChannel::Start(const std::string& model,
                                                  bool end, const Tensor* c0) {
   v1::StreamRequest request;
   request.set_model(model);
+  request.set_model_version(model_version_);
   request.set_session_id(session_id);
   request.set_start(true);
   request.set_end(end);

@@ -66,7 +66,7 @@ CXX=clang++-14 cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebIn
   -DCMAKE_PREFIX_PATH="$root/build/tsan/abseil"
 tsan_tests=(core/serving/serving_core_test core/serving/batch_scheduler_test
             core/serving/session_table_test core/serving/session_security_test
-            rnn_service_test)
+            core/serving/model_lifecycle_test rnn_service_test)
 cmake --build build/tsan -j"$jobs" --target session_ops_replay session_ops_lstm_replay \
   "${tsan_tests[@]##*/}"
 # tests/tsan.supp names third-party internals only (abseil's Mutex, gRPC's hand-overs): see its

@@ -10,6 +10,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -20,6 +21,19 @@
 ABSL_FLAG(std::string, model_repository, "",
           "Folder with one subfolder per model (config.json + model.safetensors); the folder "
           "name is the model name. Unset or empty: serve the built-in 'demo' model.");
+ABSL_FLAG(bool, strict_model_repository, false,
+          "Refuse to start when any folder of --model_repository is not a loadable model "
+          "(hidden folders and lost+found aside); by default such folders are skipped or "
+          "reported and the others serve.");
+ABSL_FLAG(absl::Duration, repository_poll_interval, absl::ZeroDuration(),
+          "Rescan --model_repository this often (new versions load, versions dropped by the "
+          "policy or deleted unload once their sessions end); 0: only on SIGHUP.");
+ABSL_FLAG(bool, allow_model_control, false,
+          "Serve the LoadModel, UnloadModel and RepositoryIndex RPCs (admin); off: they are "
+          "refused with PERMISSION_DENIED.");
+ABSL_FLAG(std::string, model_control_principals, "",
+          "With authentication on: the principals (comma-separated) allowed model control; "
+          "empty: any authenticated principal.");
 ABSL_FLAG(std::string, host, "0.0.0.0",
           "Address to listen on for gRPC (and for metrics unless --metrics_host is set).");
 ABSL_FLAG(int, port, 50051, "gRPC port (0..65535); 0 picks a free port.");
@@ -161,7 +175,10 @@ void TakeSignals(sigset_t signals, SignalState* state) {
   while (sigwait(&signals, &signal_number) == 0) {
     absl::MutexLock lock(&state->mu);
     if (signal_number == SIGHUP) {
-      if (state->server != nullptr) state->server->ReloadTokens();
+      if (state->server != nullptr) {
+        state->server->ReloadTokens();
+        state->server->ReloadModels();
+      }
       continue;
     }
     if (state->server == nullptr) {
@@ -227,6 +244,11 @@ int main(int argc, char** argv) {
   options.model_loading.model_dir.allow_non_finite_weights =
       absl::GetFlag(FLAGS_allow_non_finite_weights);
   options.model_loading.kernel_isa = absl::GetFlag(FLAGS_kernel_isa);
+  options.model_loading.strict = absl::GetFlag(FLAGS_strict_model_repository);
+  options.repository_poll_interval = absl::GetFlag(FLAGS_repository_poll_interval);
+  options.service.allow_model_control = absl::GetFlag(FLAGS_allow_model_control);
+  options.service.model_control_principals =
+      absl::StrSplit(absl::GetFlag(FLAGS_model_control_principals), ',', absl::SkipEmpty());
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);

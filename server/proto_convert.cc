@@ -98,12 +98,15 @@ void ModelInfoToProto(const ServedModel& model, v1::ModelInfo* info) {
   info->set_pipeline(PipelineToString(pipeline));
   PipelineLayersToProto(pipeline, info);
   info->set_kernel_isa(std::string(KernelIsaName(model.model->kernel_isa())));
+  info->set_version(model.version);
+  info->set_state("READY");  // a ServedModel handed out by the registry is a READY one
 }
 
 void SessionInfoToProto(const SessionSnapshot& session, TensorEncoding encoding,
                         v1::SessionInfo* info) {
   info->set_session_id(session.session_id);
   info->set_model(session.model);
+  info->set_model_version(session.model_version);
   info->set_steps_seen(session.steps_seen);
   info->set_next_chunk_index(session.next_chunk_index);
   info->set_batch_size(session.batch_size);
@@ -142,6 +145,7 @@ DecodedStreamRequest StreamRequestToChunk(v1::StreamRequest* request) {
   ChunkRequest& chunk = out.chunk;
   chunk.session_id = request->session_id();
   chunk.model = request->model();
+  chunk.model_version = request->model_version();
   chunk.start = request->start();
   chunk.end = request->end();
   chunk.omit_state = request->omit_state();
@@ -213,6 +217,7 @@ v1::StreamResponse ChunkResultToResponse(ChunkResult result, uint64_t request_id
 absl::StatusOr<ForwardArgs> ForwardRequestToArgs(const v1::ForwardRequest& request) {
   ForwardArgs args;
   args.model = request.model();
+  args.model_version = request.model_version();
   args.encoding = EncodingOf(request.input());
   absl::StatusOr<Tensor> input = DecodeTensor(request.input(), "input");
   if (!input.ok()) return input.status();

@@ -52,6 +52,7 @@ v1::StreamResponse ChunkResultToResponse(ChunkResult result, uint64_t request_id
 // A ForwardRequest's arguments for ServingCore::Forward.
 struct ForwardArgs {
   std::string model;
+  int64_t model_version = 0;  // 0: the latest READY version
   Tensor input;
   std::optional<Tensor> h0;
   std::optional<Tensor> c0;  // LSTM only

@@ -3,7 +3,9 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/status_macros.h"
 #include "base/text.h"
+#include "core/serving/client_text.h"
 #include "proto/status_codec.h"
 #include "server/message_codec.h"
 #include "server/proto_convert.h"
@@ -99,7 +101,7 @@ grpc::ServerUnaryReactor* RnnServiceImpl::Forward(grpc::CallbackServerContext* c
   const std::string model = args->model;
   const TensorEncoding encoding = args->encoding;
   core_->Forward(
-      model, std::move(args->input), std::move(args->h0), std::move(args->c0),
+      model, args->model_version, std::move(args->input), std::move(args->h0), std::move(args->c0),
       [this, reactor, wire_response, model, encoding](absl::StatusOr<ForwardResult> result) {
         if (result.ok()) {
           v1::ForwardResponse response;
@@ -118,8 +120,10 @@ grpc::ServerUnaryReactor* RnnServiceImpl::ListModels(grpc::CallbackServerContext
       context, "ListModels", wire_request, wire_response,
       [this](const std::string& /*principal*/, const v1::ListModelsRequest& /*request*/,
              v1::ListModelsResponse* response, std::string* /*model*/) {
-        for (const ServedModel* model : core_->models().All()) {
-          ModelInfoToProto(*model, response->add_models());
+        for (const std::shared_ptr<const ServedModel>& model : core_->models().All()) {
+          v1::ModelInfo* info = response->add_models();
+          ModelInfoToProto(*model, info);
+          for (int64_t v : core_->models().ReadyVersions(model->name)) info->add_loaded_versions(v);
         }
         return absl::OkStatus();
       });
@@ -132,10 +136,14 @@ grpc::ServerUnaryReactor* RnnServiceImpl::GetModel(grpc::CallbackServerContext* 
       context, "GetModel", wire_request, wire_response,
       [this](const std::string& /*principal*/, const v1::GetModelRequest& request,
              v1::ModelInfo* response, std::string* model_label) {
-        const ServedModel* model = core_->models().Find(request.model());
-        if (model == nullptr) return core_->models().UnknownModelError(request.model());
-        *model_label = model->name;
-        ModelInfoToProto(*model, response);
+        absl::StatusOr<std::shared_ptr<const ServedModel>> model =
+            core_->models().Lookup(request.model(), request.model_version());
+        if (!model.ok()) return model.status();
+        *model_label = (*model)->name;
+        ModelInfoToProto(**model, response);
+        for (int64_t v : core_->models().ReadyVersions((*model)->name)) {
+          response->add_loaded_versions(v);
+        }
         return absl::OkStatus();
       });
 }
@@ -170,6 +178,79 @@ grpc::ServerUnaryReactor* RnnServiceImpl::CloseSession(grpc::CallbackServerConte
         if (!session.ok()) return session.status();
         *model = session->model;
         SessionInfoToProto(*session, TensorEncoding::kValues, response->mutable_session());
+        return absl::OkStatus();
+      });
+}
+
+absl::Status RnnServiceImpl::CheckModelControl(const std::string& principal) const {
+  if (!options_.allow_model_control) {
+    return absl::PermissionDeniedError(
+        "model control (LoadModel, UnloadModel, RepositoryIndex) is off on this server; start "
+        "it with --allow_model_control");
+  }
+  if (!auth_.enabled() || options_.model_control_principals.empty()) return absl::OkStatus();
+  for (const std::string& allowed : options_.model_control_principals) {
+    if (allowed == principal) return absl::OkStatus();
+  }
+  return absl::PermissionDeniedError(absl::StrCat(
+      DescribePrincipal(principal), " may not use model control; --model_control_principals "
+      "lists who may"));
+}
+
+grpc::ServerUnaryReactor* RnnServiceImpl::LoadModel(grpc::CallbackServerContext* context,
+                                                    const grpc::ByteBuffer* wire_request,
+                                                    grpc::ByteBuffer* wire_response) {
+  return Unary<v1::LoadModelRequest, v1::LoadModelResponse>(
+      context, "LoadModel", wire_request, wire_response,
+      [this](const std::string& principal, const v1::LoadModelRequest& request,
+             v1::LoadModelResponse* response, std::string* model) {
+        RETURN_IF_ERROR(CheckModelControl(principal));
+        absl::Status loaded = core_->mutable_models().LoadModel(request.model());
+        if (options_.on_models_changed) options_.on_models_changed();
+        RETURN_IF_ERROR(loaded);
+        *model = request.model();
+        for (int64_t v : core_->models().ReadyVersions(request.model())) {
+          response->add_loaded_versions(v);
+        }
+        LogInfo("LoadModel ", Quoted(request.model()), " by ", DescribePrincipal(principal));
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* RnnServiceImpl::UnloadModel(grpc::CallbackServerContext* context,
+                                                      const grpc::ByteBuffer* wire_request,
+                                                      grpc::ByteBuffer* wire_response) {
+  return Unary<v1::UnloadModelRequest, v1::UnloadModelResponse>(
+      context, "UnloadModel", wire_request, wire_response,
+      [this](const std::string& principal, const v1::UnloadModelRequest& request,
+             v1::UnloadModelResponse* /*response*/, std::string* model) {
+        RETURN_IF_ERROR(CheckModelControl(principal));
+        RETURN_IF_ERROR(
+            core_->mutable_models().UnloadModel(request.model(), request.model_version()));
+        if (options_.on_models_changed) options_.on_models_changed();
+        *model = request.model();
+        LogInfo("UnloadModel ", Quoted(request.model()), " version ", request.model_version(),
+                " by ", DescribePrincipal(principal));
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* RnnServiceImpl::RepositoryIndex(grpc::CallbackServerContext* context,
+                                                          const grpc::ByteBuffer* wire_request,
+                                                          grpc::ByteBuffer* wire_response) {
+  return Unary<v1::RepositoryIndexRequest, v1::RepositoryIndexResponse>(
+      context, "RepositoryIndex", wire_request, wire_response,
+      [this](const std::string& principal, const v1::RepositoryIndexRequest& /*request*/,
+             v1::RepositoryIndexResponse* response, std::string* /*model*/) {
+        RETURN_IF_ERROR(CheckModelControl(principal));
+        for (const ModelVersionStatus& row : core_->models().Index()) {
+          v1::ModelVersionState* out = response->add_models();
+          out->set_model(row.name);
+          out->set_version(row.version);
+          out->set_state(ModelStateName(row.state));
+          out->set_reason(row.reason);
+          out->set_live_sessions(row.live_sessions);
+        }
         return absl::OkStatus();
       });
 }

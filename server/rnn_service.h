@@ -47,7 +47,10 @@ using RawRnnService = v1::RnnService::WithRawCallbackMethod_Stream<
             v1::RnnService::WithRawCallbackMethod_GetModel<
                 v1::RnnService::WithRawCallbackMethod_GetSession<
                     v1::RnnService::WithRawCallbackMethod_CloseSession<
-                        v1::RnnService::Service>>>>>>;
+                        v1::RnnService::WithRawCallbackMethod_LoadModel<
+                            v1::RnnService::WithRawCallbackMethod_UnloadModel<
+                                v1::RnnService::WithRawCallbackMethod_RepositoryIndex<
+                                    v1::RnnService::Service>>>>>>>>>;
 
 class RnnServiceImpl final : public RawRnnService {
  public:
@@ -71,6 +74,16 @@ class RnnServiceImpl final : public RawRnnService {
   grpc::ServerUnaryReactor* CloseSession(grpc::CallbackServerContext* context,
                                          const grpc::ByteBuffer* request,
                                          grpc::ByteBuffer* response) override;
+  // Model control (ServiceOptions::allow_model_control).
+  grpc::ServerUnaryReactor* LoadModel(grpc::CallbackServerContext* context,
+                                      const grpc::ByteBuffer* request,
+                                      grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* UnloadModel(grpc::CallbackServerContext* context,
+                                        const grpc::ByteBuffer* request,
+                                        grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* RepositoryIndex(grpc::CallbackServerContext* context,
+                                            const grpc::ByteBuffer* request,
+                                            grpc::ByteBuffer* response) override;
 
   // Streams open right now (graceful shutdown waits for them).
   int64_t open_streams() const { return streams_.open_streams(); }
@@ -87,6 +100,9 @@ class RnnServiceImpl final : public RawRnnService {
   grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context, const char* rpc,
                                   const grpc::ByteBuffer* wire_request,
                                   grpc::ByteBuffer* wire_response, Handle handle);
+  // OK when `principal` may use the model control RPCs; PERMISSION_DENIED naming the flag
+  // otherwise.
+  absl::Status CheckModelControl(const std::string& principal) const;
   // Finishes a unary call and counts it.
   void FinishUnary(grpc::ServerUnaryReactor* reactor, const char* rpc, const std::string& model,
                    const absl::Status& status);

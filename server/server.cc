@@ -10,6 +10,7 @@
 #include <grpcpp/impl/server_builder_option.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "base/log.h"
 #include "core/engine/kernels/kernel_isa.h"
@@ -138,6 +139,7 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
       {"drain_timeout", options.drain_timeout},
       {"shutdown_grace", options.shutdown_grace},
       {"stream_idle_timeout", options.service.stream_idle_timeout},  // 0: never
+      {"repository_poll_interval", options.repository_poll_interval},  // 0: only on SIGHUP
   };
   for (const auto& [flag, value] : not_negative) {
     if (value < absl::ZeroDuration()) {
@@ -225,20 +227,33 @@ absl::StatusOr<std::unique_ptr<RnnServer>> RnnServer::Start(const ServerOptions&
     if (!loaded.ok()) return loaded.status();
     models = std::move(loaded).value();
   }
-  if (models == nullptr || models->empty()) {
+  // The demo model only when there is no repository or it holds no model folder at all: a
+  // repository whose models all failed serves nothing (and says why) rather than the demo.
+  if (models == nullptr || models->Names().empty()) {
     LogInfo(options.model_repository.empty() ? "no --model_repository"
                                              : "model repository is empty",
             ": serving the built-in demo model '", kDemoModelName, "'");
     models = ModelRegistry::WithDemoModel(*kernel_isa);
   }
-  std::vector<std::string> names;
-  for (const ServedModel* model : models->All()) {
-    names.push_back(model->name);
+  std::vector<std::string> names = models->Names();
+  for (const std::shared_ptr<const ServedModel>& model : models->All()) {
     LogInfo("model '", model->name, "': ", ConfigToString(model->model->config()), ", ",
-            model->parameter_count, " parameters");
+            model->parameter_count, " parameters, version ", model->version);
   }
 
   server->metrics_ = std::make_unique<Metrics>(names);
+  // Failures of the first load, then of every rescan. The label is a repository folder name.
+  server->model_load_failures_ = &prometheus::BuildCounter()
+                                      .Name("rnnserve_model_load_failures_total")
+                                      .Help("Model versions (or models) that failed to load, "
+                                            "by model")
+                                      .Register(server->metrics_->registry());
+  for (const ModelVersionStatus& row : models->Index()) {
+    if (row.state == ModelState::kFailed) server->model_load_failures_->Add({{"model", row.name}}).Increment();
+  }
+  models->SetLoadFailureHook([failures = server->model_load_failures_](const std::string& model) {
+    failures->Add({{"model", model}}).Increment();
+  });
   if (options.metrics_port >= 0) {
     const std::string& metrics_host =
         options.metrics_host.empty() ? options.host : options.metrics_host;
@@ -255,6 +270,7 @@ absl::StatusOr<std::unique_ptr<RnnServer>> RnnServer::Start(const ServerOptions&
   if (service_options.max_stream_buffered_bytes == 0) {
     service_options.max_stream_buffered_bytes = int64_t{2} * options.max_message_bytes;
   }
+  service_options.on_models_changed = [raw = server.get()] { raw->UpdateModelHealth(); };
   server->service_ = std::make_unique<RnnServiceImpl>(
       server->core_.get(), server->metrics_.get(), service_options, std::move(auth));
 
@@ -301,7 +317,64 @@ absl::StatusOr<std::unique_ptr<RnnServer>> RnnServer::Start(const ServerOptions&
     }
   }
   server->SetServing(true);
+  server->UpdateModelHealth();
+  if (!options.model_repository.empty()) {
+    server->reload_thread_ = std::thread([raw = server.get()] { raw->ModelReloadLoop(); });
+  }
   return server;
+}
+
+void RnnServer::ReloadModels() {
+  absl::MutexLock lock(&reload_mu_);
+  reload_requested_ = true;
+}
+
+void RnnServer::StopModelReloads() {
+  {
+    absl::MutexLock lock(&reload_mu_);
+    reload_stop_ = true;
+  }
+  if (reload_thread_.joinable()) reload_thread_.join();
+}
+
+void RnnServer::ModelReloadLoop() {
+  const absl::Duration poll = options_.repository_poll_interval;
+  while (true) {
+    {
+      absl::MutexLock lock(&reload_mu_);
+      auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(reload_mu_) {
+        return reload_requested_ || reload_stop_;
+      };
+      const absl::Condition woken(&wake);
+      if (poll > absl::ZeroDuration()) {
+        reload_mu_.AwaitWithTimeout(woken, poll);
+      } else {
+        reload_mu_.Await(woken);
+      }
+      if (reload_stop_) return;
+      reload_requested_ = false;
+    }
+    if (absl::Status reloaded = core_->mutable_models().Reload(); !reloaded.ok()) {
+      LogError("model repository rescan: ", reloaded.message());
+    }
+    UpdateModelHealth();
+  }
+}
+
+void RnnServer::UpdateModelHealth() {
+  bool draining = false;
+  {
+    absl::MutexLock lock(&reload_mu_);
+    draining = draining_;
+  }
+  for (grpc::Server* s : {server_.get(), health_server_.get()}) {
+    if (s == nullptr) continue;
+    grpc::HealthCheckServiceInterface* health = s->GetHealthCheckService();
+    for (const std::string& name : core_->models().Names()) {
+      health->SetServingStatus(absl::StrCat(kServiceName, "/", name),
+                               !draining && core_->models().Find(name) != nullptr);
+    }
+  }
 }
 
 void RnnServer::SetServing(bool serving) {
@@ -323,6 +396,12 @@ void RnnServer::DrainAndShutdown() {
   LogInfo("draining: health NOT_SERVING, new sessions refused, ", service_->open_streams(),
           " open streams, ", core_->session_count(), " sessions");
   SetServing(false);
+  {
+    absl::MutexLock lock(&reload_mu_);
+    draining_ = true;
+  }
+  StopModelReloads();
+  UpdateModelHealth();
   core_->BeginDrain();
   const absl::Time drain_deadline = absl::Now() + options_.drain_timeout;
   // Shutdown() sends GOAWAY at once (clients open no new calls here; open ones go on) and
@@ -363,7 +442,8 @@ void RnnServer::DrainAndShutdown() {
 
 RnnServer::~RnnServer() {
   // Members then go in reverse order: servers, service, core, metrics (the core reports to
-  // the metrics until it is gone).
+  // the metrics until it is gone). The reload thread uses the core: stopped first.
+  StopModelReloads();
   if (health_server_) health_server_->Shutdown(std::chrono::system_clock::now());
   if (server_) server_->Shutdown(std::chrono::system_clock::now());
 }

@@ -2,18 +2,21 @@
 // with health checking and reflection (TLS/mTLS and bearer tokens when configured), the
 // optional plaintext health-only port, and graceful draining.
 //
-// Start() once, then DrainAndShutdown() once from one thread (main); ReloadTokens() may be
-// called from any thread. Owns everything it builds.
+// Start() once, then DrainAndShutdown() once from one thread (main); ReloadTokens() and
+// ReloadModels() may be called from any thread. Owns everything it builds, including the
+// model reload thread (with a repository), stopped before the core goes.
 #ifndef RNNSERVE_SERVER_SERVER_H_
 #define RNNSERVE_SERVER_SERVER_H_
 
 #include <memory>
+#include <thread>
 
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "core/serving/serving_core.h"
 #include "server/auth/token_file.h"
 #include "server/auth/token_file_watcher.h"
@@ -38,6 +41,9 @@ class RnnServer {
   int health_port() const { return health_port_; }
   // Re-reads the tokens file now (SIGHUP); returns at once. No-op without a tokens file.
   void ReloadTokens();
+  // Asks for a rescan of the model repository (SIGHUP); returns at once, the reload thread
+  // does the work. No-op without a repository.
+  void ReloadModels();
   ServingCore& core() { return *core_; }
   Metrics& metrics() { return *metrics_; }
 
@@ -67,6 +73,19 @@ class RnnServer {
 
   // Health of "" and the service on every port that serves health.
   void SetServing(bool serving);
+  // Health of rnnserve.v1.RnnService/MODEL for every model of the repository: SERVING when
+  // it has a READY version (NOT_SERVING for all while draining).
+  void UpdateModelHealth();
+  // Rescans on request and every repository_poll_interval, until stopped.
+  void ModelReloadLoop();
+  void StopModelReloads();
+
+  prometheus::Family<prometheus::Counter>* model_load_failures_ = nullptr;
+  absl::Mutex reload_mu_;
+  bool reload_requested_ ABSL_GUARDED_BY(reload_mu_) = false;
+  bool reload_stop_ ABSL_GUARDED_BY(reload_mu_) = false;
+  bool draining_ ABSL_GUARDED_BY(reload_mu_) = false;
+  std::thread reload_thread_;  // only with a repository
 };
 
 }  // namespace rnnserve

@@ -35,6 +35,9 @@ struct ServerOptions {
   std::string log_level = "info";  // debug | info | warning | error
   std::string model_repository;      // one subfolder per model; empty serves the demo model
   ModelLoadOptions model_loading;    // default: NaN or Inf weights refuse the model
+  // Rescans of the repository (new versions load, dropped ones unload; SIGHUP rescans too);
+  // zero: only on SIGHUP and LoadModel.
+  absl::Duration repository_poll_interval = absl::ZeroDuration();
   int max_message_bytes = 64 << 20;  // largest request or response message
   // On SIGTERM: streams go on (answers say `draining`) and end once answered, for this long;
   // then they read nothing more and end once answered, within shutdown_grace; then whatever

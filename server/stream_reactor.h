@@ -30,6 +30,7 @@
 #include <deque>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -59,6 +60,13 @@ struct ServiceOptions {
   // Largest request or response message; a chunk whose response would be larger is answered
   // with output_truncated or an error instead of breaking the stream.
   int64_t max_message_bytes = 64 << 20;
+  // LoadModel, UnloadModel and RepositoryIndex (admin): refused with PERMISSION_DENIED unless
+  // set (--allow_model_control); with authentication on, the caller must also be one of
+  // model_control_principals (empty: any authenticated principal).
+  bool allow_model_control = false;
+  std::vector<std::string> model_control_principals;
+  // Called after LoadModel/UnloadModel changed what is served (per-model health).
+  std::function<void()> on_models_changed;
 };
 
 class StreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,

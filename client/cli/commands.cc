@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -89,18 +90,40 @@ absl::Status Commands::Models() {
   }
   if (models.empty()) *out_ << "(no models)\n";
   for (const auto& m : models) {
-    *out_ << absl::StrFormat("%-20s %-40s input %s\n", m.name(), PipelineText(m), InputText(m));
+    *out_ << absl::StrFormat("%-20s v%-4d %-40s input %s  (loaded: %s)\n", m.name(), m.version(),
+                             PipelineText(m), InputText(m),
+                             absl::StrJoin(m.loaded_versions(), ", "));
+  }
+  // Versions that are not READY, with why: only a server with model control says.
+  absl::StatusOr<std::vector<v1::ModelVersionState>> index = client_->RepositoryIndex();
+  if (!index.ok()) return absl::OkStatus();
+  for (const v1::ModelVersionState& row : *index) {
+    if (row.state() == "READY") continue;
+    *out_ << absl::StrFormat("%-20s v%-4d %-11s %d live session(s)  %s\n", row.model(),
+                             row.version(), row.state(), row.live_sessions(), row.reason());
   }
   return absl::OkStatus();
 }
 
-absl::Status Commands::Info(const std::string& model) {
-  ASSIGN_OR_RETURN(v1::ModelInfo m, client_->GetModel(model));
+absl::Status Commands::Info(const std::string& model_arg) {
+  // MODEL or MODEL:VERSION (model names never end in ":<digits>" in a repository's layout).
+  std::string model = model_arg;
+  int64_t version = 0;
+  if (const size_t colon = model_arg.rfind(':'); colon != std::string::npos) {
+    if (!absl::SimpleAtoi(model_arg.substr(colon + 1), &version) || version <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "info ", model_arg, ": the version after ':' must be a positive integer"));
+    }
+    model = model_arg.substr(0, colon);
+  }
+  ASSIGN_OR_RETURN(v1::ModelInfo m, client_->GetModel(model, version));
   if (options_.json) {
     *out_ << ProtoJson(m).dump() << "\n";
     return absl::OkStatus();
   }
   *out_ << "model       " << m.name() << "\n"
+        << "version     " << m.version() << " (loaded: " << absl::StrJoin(m.loaded_versions(), ", ")
+        << ")\n"
         << "pipeline    " << PipelineText(m) << "\n"
         << "module      " << m.module() << "\n"
         << "input       " << InputText(m) << "\n"
@@ -199,6 +222,7 @@ absl::Status Commands::Stream(const std::string& model) {
   if (total_steps < 1) return absl::InvalidArgumentError("the input has no timesteps");
   ASSIGN_OR_RETURN(std::unique_ptr<client::StreamChannel> stream, client_->OpenStream());
   stream->set_omit_state(options_.omit_state);
+  stream->set_model_version(options_.model_version);
 
   std::vector<Tensor> outputs;
   std::optional<Tensor> last_h_n;
@@ -280,7 +304,7 @@ absl::Status Commands::Session(const std::string& verb, const std::string& id) {
   }
   const v1::SessionInfo& i = s->info;
   *out_ << "session      " << i.session_id() << (verb == "close" ? " (closed)" : "") << "\n"
-        << "model        " << i.model() << "\n"
+        << "model        " << i.model() << " (version " << i.model_version() << ")\n"
         << "steps_seen   " << i.steps_seen() << "\n"
         << "next_chunk   " << i.next_chunk_index() << "\n"
         << "batch_size   " << i.batch_size() << (i.unbatched() ? " (unbatched)" : "") << "\n"
@@ -319,7 +343,7 @@ CommandError Dispatch(const std::vector<std::string>& args, Commands& commands, 
     return {commands.Models()};
   }
   if (cmd == "info") {
-    if (!arity(2)) return usage("info MODEL");
+    if (!arity(2)) return usage("info MODEL[:VERSION]");
     return {commands.Info(args[1])};
   }
   if (cmd == "forward") {

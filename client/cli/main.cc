@@ -53,6 +53,9 @@ ABSL_FLAG(int64_t, batch, 1, "stream: batch size N of the random input; 0 for un
 ABSL_FLAG(std::string, session_id, "",
           "stream: continue this existing session instead of starting a new one.");
 ABSL_FLAG(bool, end, false, "stream: close the session with the last chunk.");
+ABSL_FLAG(int64_t, model_version, 0,
+          "stream: start the session on this version of the model (it stays on it); 0: the "
+          "latest READY version.");
 ABSL_FLAG(bool, omit_state, false,
           "stream/bench: ask the server to leave h_n (and c_n) out of responses.");
 ABSL_FLAG(int64_t, sessions, 64, "bench: concurrent sessions.");
@@ -72,8 +75,9 @@ Usage: rnnserve-client [--server HOST:PORT] [--json] [--noraw]
                        [--tls_ca CA.crt [--tls_cert C.crt --tls_key C.key]]
                        [--token_file FILE | --token TOKEN] SUBCOMMAND ...
 
-  models                       list the served models
-  info MODEL                   a model's config, cell (RNN/GRU/LSTM, proj_size), input, state
+  models                       list the served models, their versions and (with model control
+                               on the server) every version's state
+  info MODEL[:VERSION]         a model's config, cell (RNN/GRU/LSTM, proj_size), input, state
                                and cell-state shapes and parameters
   forward MODEL                stateless run: --input x.npy or --shape T,N,C [--seed S]
                                [--h0 h.npy] [--c0 c.npy] [--save_output y.npy]
@@ -125,6 +129,7 @@ rnnserve::cli::CliOptions OptionsFromFlags() {
   o.session_id = absl::GetFlag(FLAGS_session_id);
   o.end = absl::GetFlag(FLAGS_end);
   o.omit_state = absl::GetFlag(FLAGS_omit_state);
+  o.model_version = absl::GetFlag(FLAGS_model_version);
   o.sessions = absl::GetFlag(FLAGS_sessions);
   o.streams = absl::GetFlag(FLAGS_streams);
   o.channels = absl::GetFlag(FLAGS_channels);

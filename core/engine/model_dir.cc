@@ -22,16 +22,27 @@ constexpr int64_t kSmallestValueBytes = 2;  // F16 and BF16; F32 takes 4
 absl::StatusOr<ModelFiles> LoadModelDir(const std::string& dir, const ModelDirOptions& options) {
   const std::string config_path = (std::filesystem::path(dir) / kConfigFileName).string();
   const std::string weights_path = (std::filesystem::path(dir) / kWeightsFileName).string();
-  ModelFiles files;
-
   absl::StatusOr<std::string> config_text = ReadFile(config_path);
   if (!config_text.ok()) return config_text.status();  // already names the path
-  absl::StatusOr<PipelineConfig> config = ParsePipelineJson(*config_text);
-  if (!config.ok()) return PrefixStatus(config_path, config.status());
-  files.config = *config;
-
+  // A bad config is reported before the weights are read.
+  if (absl::StatusOr<PipelineConfig> config = ParsePipelineJson(*config_text); !config.ok()) {
+    return PrefixStatus(config_path, config.status());
+  }
   absl::StatusOr<std::string> weights = ReadFile(weights_path);
   if (!weights.ok()) return weights.status();
+  return ParseModelDir(dir, *config_text, *weights, options);
+}
+
+absl::StatusOr<ModelFiles> ParseModelDir(const std::string& dir, absl::string_view config_text,
+                                         absl::string_view weights_bytes,
+                                         const ModelDirOptions& options) {
+  const std::string config_path = (std::filesystem::path(dir) / kConfigFileName).string();
+  const std::string weights_path = (std::filesystem::path(dir) / kWeightsFileName).string();
+  const absl::string_view* weights = &weights_bytes;
+  ModelFiles files;
+  absl::StatusOr<PipelineConfig> config = ParsePipelineJson(config_text);
+  if (!config.ok()) return PrefixStatus(config_path, config.status());
+  files.config = *config;
   // ParseConfigJson validated the config: its caps keep ParameterCount exact and cheap. A file
   // too small for the config's claims is refused before it is parsed or anything sized.
   const int64_t values_needed = PipelineParameterCount(files.config);

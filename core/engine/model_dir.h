@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "core/engine/pipeline_config.h"
 #include "core/engine/rnn_config.h"
 #include "core/engine/rnn_parameters.h"
@@ -34,6 +35,11 @@ struct ModelDirOptions {
 // the loader allocate or report in proportion to its claimed sizes.
 absl::StatusOr<ModelFiles> LoadModelDir(const std::string& dir,
                                         const ModelDirOptions& options = {});
+// LoadModelDir's checks on files already read into memory (`dir` only names them in errors):
+// a caller that reads the files itself, e.g. to check they did not change while being read.
+absl::StatusOr<ModelFiles> ParseModelDir(const std::string& dir, absl::string_view config_text,
+                                         absl::string_view weights_bytes,
+                                         const ModelDirOptions& options = {});
 // Writes both files, creating `dir` if needed. Refuses (INVALID_ARGUMENT) a config or
 // parameters that LoadModelDir would reject, before writing anything.
 absl::Status SaveModelDir(const std::string& dir, const RnnConfig& config,

@@ -193,7 +193,7 @@ bool ChunkBatch::Prepare(ChunkTask* task) {
 void ChunkBatch::Compute(std::vector<ChunkTask*>& tasks, Workspace& workspace) {
   std::vector<StreamChunk> batch;
   batch.reserve(tasks.size());
-  const ServedModel* served = tasks.front()->session->model;
+  const ServedModel* served = tasks.front()->session->model.get();
   const RnnModel& model = *served->model;
   const RnnConfig& config = model.config();
   for (ChunkTask* task : tasks) {

@@ -14,7 +14,8 @@
 namespace rnnserve {
 
 struct ServingCore::ForwardTask : BatchScheduler::Task {
-  const ServedModel* model = nullptr;
+  // Held: an unloaded version stays alive until the call is answered.
+  std::shared_ptr<const ServedModel> model;
   Tensor input;
   std::optional<Tensor> h0;
   std::optional<Tensor> c0;  // LSTM only
@@ -109,15 +110,22 @@ void ServingCore::Forward(const std::string& model_name, Tensor input, std::opti
 
 void ServingCore::Forward(const std::string& model_name, Tensor input, std::optional<Tensor> h0,
                           std::optional<Tensor> c0, ForwardCallback done) {
+  Forward(model_name, 0, std::move(input), std::move(h0), std::move(c0), std::move(done));
+}
+
+void ServingCore::Forward(const std::string& model_name, int64_t version, Tensor input,
+                          std::optional<Tensor> h0, std::optional<Tensor> c0,
+                          ForwardCallback done) {
   if (draining()) {
     done(absl::UnavailableError("server is draining for shutdown; retry on another replica"));
     return;
   }
-  const ServedModel* model = models_->Find(model_name);
-  if (model == nullptr) {
-    done(models_->UnknownModelError(model_name));
+  absl::StatusOr<std::shared_ptr<const ServedModel>> found = models_->Lookup(model_name, version);
+  if (!found.ok()) {
+    done(found.status());
     return;
   }
+  std::shared_ptr<const ServedModel> model = *std::move(found);
   // Sizes before work: an output that could not be sent is never computed. Shape errors are
   // left to the model's own check, which names them.
   const RnnModel& rnn = *model->model;
@@ -138,9 +146,9 @@ void ServingCore::Forward(const std::string& model_name, Tensor input, std::opti
     }
   }
   auto task = new ForwardTask;
-  task->key = model;
-  task->settings = &model->settings;
-  task->model = model;
+  task->key = model.get();
+  task->settings = &model->settings;  // task->model keeps it alive
+  task->model = std::move(model);
   task->input = std::move(input);
   task->h0 = std::move(h0);
   task->c0 = std::move(c0);

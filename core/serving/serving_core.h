@@ -53,11 +53,16 @@ class ServingCore {
   ~ServingCore();
 
   const ModelRegistry& models() const { return *models_; }
+  // For reloads and LoadModel/UnloadModel (the registry is thread-safe).
+  ModelRegistry& mutable_models() { return *models_; }
   const ServingOptions& options() const { return options_; }
 
   // Stateless torch `rnn(input, h_0)`, or `lstm(input, (h_0, c_0))` (either may be absent:
   // zeros); `done` runs on a worker thread. c_0 on a model without cell state is refused.
   void Forward(const std::string& model, Tensor input, std::optional<Tensor> h0,
+               std::optional<Tensor> c0, ForwardCallback done);
+  // On `version` of the model (0: the latest READY one).
+  void Forward(const std::string& model, int64_t version, Tensor input, std::optional<Tensor> h0,
                std::optional<Tensor> c0, ForwardCallback done);
   void Forward(const std::string& model, Tensor input, std::optional<Tensor> h0,
                ForwardCallback done);

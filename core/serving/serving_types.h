@@ -81,6 +81,9 @@ struct ChunkRequest {
   // (principal, session_id): a principal never sees another's sessions.
   std::string principal;
   std::string model;
+  // With start: the version to pin the session to; 0 = the latest READY one. Later requests
+  // may repeat it (or leave it 0); another version is refused.
+  int64_t model_version = 0;
   bool start = false;
   bool end = false;
   // Raw bytes, so the RPC layer can hand over the request's buffer without copying it.
@@ -100,6 +103,7 @@ struct ChunkResult {
   absl::Status status;
   std::string session_id;
   std::string model;  // the session's model (the request's, when refused before lookup)
+  int64_t model_version = 0;  // the session's version; 0 when refused before lookup
   // Raw bytes, so the RPC layer can move them into the response without copying.
   std::optional<TensorBytes> output;  // absent when nothing was computed
   // A duplicate's replayed output: the session's kept copy, shared, never copied per duplicate
@@ -119,6 +123,7 @@ struct ChunkResult {
 struct SessionSnapshot {
   std::string session_id;
   std::string model;
+  int64_t model_version = 0;  // the version the session is pinned to
   int64_t steps_seen = 0;
   uint64_t next_chunk_index = 0;
   int64_t batch_size = 0;  // 0 while unknown

@@ -51,11 +51,11 @@ struct Session {
     kAnswering,  // its chunk is computed and being answered: may be ended, not yet run again
   };
 
-  Session(std::string id, std::string principal, const ServedModel* model, absl::Time created,
-          absl::Mutex& table_mu)
+  Session(std::string id, std::string principal, std::shared_ptr<const ServedModel> model,
+          absl::Time created, absl::Mutex& table_mu)
       : id(std::move(id)),
         principal(std::move(principal)),
-        model(model),
+        model(std::move(model)),
         created(created),
         mu(table_mu),
         last_used(created) {}
@@ -65,7 +65,9 @@ struct Session {
   const std::string id;
   // Who started it ("" without authentication); only this principal can see or use it.
   const std::string principal;
-  const ServedModel* const model;
+  // The model version it is pinned to for its whole life: held, so a version unloaded from
+  // the registry stays alive until its last session ends.
+  const std::shared_ptr<const ServedModel> model;
   const absl::Time created;
   // Set by the start before the session enters the table, then immutable: the key of a start
   // with a server-assigned id ("" if none), the start request's checksum (model, h_0, input,

@@ -120,10 +120,11 @@ absl::StatusOr<bool> SessionTable::Admit(ChunkTask* task, SessionEvents& events,
   Session& session = **found;
   session.mu.AssertHeld();
   task->session = *std::move(found);
-  task->key = session.model;
+  task->key = session.model.get();
   task->settings = &session.model->settings;
   task->result.session_id = session.id;
   task->result.model = session.model->name;
+  task->result.model_version = session.model->version;
   const int64_t fresh = ResponseBoundLocked(session, req);
   session.largest_response_bound = std::max(session.largest_response_bound, fresh);
   // Only a request with a chunk_index can be a duplicate (or a retried start) that replays an
@@ -167,7 +168,6 @@ absl::StatusOr<std::shared_ptr<Session>> SessionTable::RetriedStartLocked(
 absl::StatusOr<std::shared_ptr<Session>> SessionTable::StartLocked(ChunkTask* task,
                                                                    SessionEvents& events) {
   const ChunkRequest& req = task->request;
-  const ServedModel* model = req.model.empty() ? nullptr : models_.Find(req.model);
   if (!req.decode_error.ok()) return req.decode_error;
   if (req.model.empty()) {
     return absl::InvalidArgumentError("a request with start=true needs `model`");
@@ -175,7 +175,9 @@ absl::StatusOr<std::shared_ptr<Session>> SessionTable::StartLocked(ChunkTask* ta
   // The client's id and key are checked before anything else is looked up with them.
   if (!req.session_id.empty()) RETURN_IF_ERROR(ValidateClientId(req.session_id, "session_id"));
   if (!req.idempotency_key.empty()) RETURN_IF_ERROR(ValidateIdempotencyKey(req.idempotency_key));
-  if (model == nullptr) return models_.UnknownModelError(req.model);
+  // An unloaded version refuses new sessions at once (its live ones finish on it).
+  ASSIGN_OR_RETURN(std::shared_ptr<const ServedModel> model,
+                   models_.Lookup(req.model, req.model_version));
   // A retried start is acknowledged even while draining: it starts nothing. Ids are per
   // principal (see the header): only the owner learns that its id is taken.
   ASSIGN_OR_RETURN(std::shared_ptr<Session> retried, RetriedStartLocked(*task));
@@ -294,6 +296,11 @@ absl::StatusOr<std::shared_ptr<Session>> SessionTable::FindLocked(
     return absl::InvalidArgumentError(absl::StrCat("session ", Quoted(req.session_id),
                                                    " runs model ", Quoted(session->model->name),
                                                    ", not ", Quoted(req.model)));
+  }
+  if (req.model_version != 0 && req.model_version != session->model->version) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "session ", Quoted(req.session_id), " is pinned to version ", session->model->version,
+        " of model ", Quoted(session->model->name), ", not version ", req.model_version));
   }
   return session;
 }

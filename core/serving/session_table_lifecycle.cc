@@ -167,6 +167,7 @@ SessionSnapshot SessionTable::SnapshotLocked(const Session& session, bool with_s
   SessionSnapshot s;
   s.session_id = session.id;
   s.model = session.model->name;
+  s.model_version = session.model->version;
   s.steps_seen = session.steps_seen;
   s.next_chunk_index = session.next_chunk_index;
   s.batch_size = session.batch;

@@ -40,6 +40,8 @@ TEST(ProtoConvertTest, ModelInfoDescribesTheModelAsTorchDoes) {
   v1::ModelInfo info;
   ModelInfoToProto(served, &info);
   EXPECT_EQ(info.name(), "bi");
+  EXPECT_EQ(info.version(), 1);
+  EXPECT_EQ(info.state(), "READY");
   EXPECT_EQ(info.config().input_size(), 3);
   EXPECT_EQ(info.config().hidden_size(), 4);
   EXPECT_EQ(info.config().num_layers(), 2);
@@ -167,6 +169,7 @@ TEST(ProtoConvertTest, SessionInfoCarriesEveryFieldAndStateInTheAskedEncoding) {
   SessionSnapshot s;
   s.session_id = "s1";
   s.model = "demo";
+  s.model_version = 4;
   s.steps_seen = 12;
   s.next_chunk_index = 3;
   s.batch_size = 2;
@@ -186,6 +189,7 @@ TEST(ProtoConvertTest, SessionInfoCarriesEveryFieldAndStateInTheAskedEncoding) {
     SessionInfoToProto(s, encoding, &info);
     EXPECT_EQ(info.session_id(), "s1");
     EXPECT_EQ(info.model(), "demo");
+    EXPECT_EQ(info.model_version(), 4);
     EXPECT_EQ(info.steps_seen(), 12);
     EXPECT_EQ(info.next_chunk_index(), 3u);
     EXPECT_EQ(info.batch_size(), 2);
@@ -217,6 +221,7 @@ TEST(ProtoConvertTest, StreamRequestBecomesAChunkAndMovesRawInput) {
   v1::StreamRequest request;
   request.set_session_id("abc");
   request.set_model("m");
+  request.set_model_version(3);
   request.set_start(true);
   request.set_end(true);
   request.set_omit_state(true);
@@ -233,6 +238,7 @@ TEST(ProtoConvertTest, StreamRequestBecomesAChunkAndMovesRawInput) {
   EXPECT_TRUE(chunk.decode_error.ok()) << chunk.decode_error;
   EXPECT_EQ(chunk.session_id, "abc");
   EXPECT_EQ(chunk.model, "m");
+  EXPECT_EQ(chunk.model_version, 3);
   EXPECT_TRUE(chunk.start);
   EXPECT_TRUE(chunk.end);
   EXPECT_TRUE(chunk.omit_state);
@@ -393,10 +399,12 @@ TEST(ProtoConvertTest, ForwardRequestAndResultInBothEncodings) {
   for (TensorEncoding encoding : {TensorEncoding::kValues, TensorEncoding::kRaw}) {
     v1::ForwardRequest request;
     request.set_model("m");
+    request.set_model_version(2);
     EncodeTensor(x, encoding, request.mutable_input());
     absl::StatusOr<ForwardArgs> args = ForwardRequestToArgs(request);
     ASSERT_TRUE(args.ok()) << args.status();
     EXPECT_EQ(args->model, "m");
+    EXPECT_EQ(args->model_version, 2);
     EXPECT_EQ(args->encoding, encoding);
     EXPECT_EQ(args->input.shape, x.shape);
     EXPECT_EQ(args->input.values, x.values);

@@ -18,10 +18,12 @@ STARTUP_TIMEOUT = 60
 
 
 def run_server(repo, flags=()):
-    """Runs rnnserve on `repo` expecting it to refuse to start; returns (exit code, stderr)."""
+    """Runs rnnserve on `repo` expecting it to refuse to start; returns (exit code, stderr).
+    With --strict_model_repository, the fail-fast start-up these tests check (by default a
+    bad model is reported while the others serve: test_lifecycle)."""
     proc = subprocess.run(
         [h.server_binary(), "--host=127.0.0.1", "--port=0", "--metrics_port=-1",
-         f"--model_repository={repo}", *flags],
+         "--strict_model_repository", f"--model_repository={repo}", *flags],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         timeout=h.scaled(STARTUP_TIMEOUT))
     stderr = proc.stderr.decode(errors="replace")

@@ -137,9 +137,9 @@ def _input(x, ids, raw):
     return to_tensor(x, raw)
 
 
-def forward_request(model, x, h0, c0, raw, ids=None):
-    """The ForwardRequest of forward(): c0 for LSTM models only."""
-    req = pb2.ForwardRequest(model=model, input=_input(x, ids, raw))
+def forward_request(model, x, h0, c0, raw, ids=None, model_version=0):
+    """The ForwardRequest of forward(): c0 for LSTM models only; model_version 0: the latest."""
+    req = pb2.ForwardRequest(model=model, input=_input(x, ids, raw), model_version=model_version)
     if h0 is not None:
         req.h_0.CopyFrom(to_tensor(h0, raw, ids=False))
     if c0 is not None:
@@ -157,10 +157,10 @@ def forward_result(r):
 
 
 def start_request(model, session_id, h0, chunk, end, omit_state, chunk_index, raw, c0=None,
-                  ids=None):
-    """The StreamRequest of a stream's start()."""
+                  ids=None, model_version=0):
+    """The StreamRequest of a stream's start(); model_version 0: the latest READY version."""
     req = pb2.StreamRequest(model=model, session_id=session_id or "", start=True, end=end,
-                            omit_state=omit_state)
+                            omit_state=omit_state, model_version=model_version)
     if h0 is not None:
         req.h_0.CopyFrom(to_tensor(h0, raw, ids=False))
     if c0 is not None:

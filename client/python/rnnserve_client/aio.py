@@ -87,13 +87,14 @@ class AsyncRnnServeClient:
     async def list_models(self):
         return list((await self._unary(self.stub.ListModels, pb2.ListModelsRequest())).models)
 
-    async def get_model(self, name):
-        return await self._unary(self.stub.GetModel, pb2.GetModelRequest(model=name))
+    async def get_model(self, name, model_version=0):
+        return await self._unary(self.stub.GetModel,
+                                 pb2.GetModelRequest(model=name, model_version=model_version))
 
-    async def forward(self, model, x=None, h0=None, c0=None, ids=None):
+    async def forward(self, model, x=None, h0=None, c0=None, ids=None, model_version=0):
         """As RnnServeClient.forward: (output, h_n), or (output, (h_n, c_n)) for an LSTM."""
         r = await self._unary(self.stub.Forward,
-                              forward_request(model, x, h0, c0, self.raw, ids))
+                              forward_request(model, x, h0, c0, self.raw, ids, model_version))
         return forward_result(r)
 
     async def get_session(self, session_id, omit_state=False):
@@ -220,9 +221,10 @@ class AsyncStreamChannel:
         return result
 
     async def start(self, model, session_id=None, h0=None, chunk=None, end=False,
-                    omit_state=False, chunk_index=None, c0=None, ids=None):
+                    omit_state=False, chunk_index=None, c0=None, ids=None, model_version=0):
         return await self._do(start_request(model, session_id, h0, chunk, end, omit_state,
-                                            chunk_index, self._client.raw, c0, ids))
+                                            chunk_index, self._client.raw, c0, ids,
+                                            model_version))
 
     async def send(self, chunk=None, session_id=None, end=False, omit_state=False,
                    chunk_index=None, ids=None):

@@ -54,20 +54,29 @@ class RnnServeClient:
         """The served models, as pb2.ModelInfo messages."""
         return list(self._unary(self._stub.ListModels, pb2.ListModelsRequest()).models)
 
-    def get_model(self, name):
+    def get_model(self, name, model_version=0):
         """A pb2.ModelInfo: config (the recurrent core's), parameters (full names), pipeline
         (the model as torch prints its pieces), input_kind ("features", or "ids": token ids
         for an Embedding input layer), input_shape and output_shape (-1 for free dims),
-        state_shape, layers. describe_model(info) prints it in a few lines."""
-        return self._unary(self._stub.GetModel, pb2.GetModelRequest(model=name))
+        state_shape, layers, version and loaded_versions (model_version 0: the latest READY
+        version). describe_model(info) prints it in a few lines."""
+        return self._unary(self._stub.GetModel,
+                           pb2.GetModelRequest(model=name, model_version=model_version))
 
-    def forward(self, model, x=None, h0=None, c0=None, ids=None):
+    def repository_index(self):
+        """Every (model, version) with its state, reason and live sessions, as
+        pb2.ModelVersionState messages (needs a server with --allow_model_control)."""
+        return list(self._unary(self._stub.RepositoryIndex,
+                                pb2.RepositoryIndexRequest()).models)
+
+    def forward(self, model, x=None, h0=None, c0=None, ids=None, model_version=0):
         """torch's model(x, h0) as float32 arrays: (output, h_n) for RNN and GRU models, and
         (output, (h_n, c_n)) for an LSTM, whose initial state is h0 and c0 (each zeros when
         None; c0 is refused by models without cell state). A model whose input is token ids
         (input_kind "ids") takes them as `ids`, or as x when x is an integer numpy array:
-        (T, N), (N, T) batch_first, or (T,)."""
-        r = self._unary(self._stub.Forward, forward_request(model, x, h0, c0, self.raw, ids))
+        (T, N), (N, T) batch_first, or (T,). model_version 0: the latest READY version."""
+        r = self._unary(self._stub.Forward,
+                        forward_request(model, x, h0, c0, self.raw, ids, model_version))
         return forward_result(r)
 
     def get_session(self, session_id, omit_state=False):

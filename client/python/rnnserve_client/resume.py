@@ -108,6 +108,7 @@ class _Session:
     def __init__(self, session_id, model, bidirectional, start_h0, start_c0):
         self.session_id = session_id
         self.model = model
+        self.model_version = 0  # as the start asked (0: the latest)
         self.bidirectional = bidirectional
         self.h_n = start_h0         # pb2.Tensor, the state to resume from (None: zeros)
         self.c_n = start_c0         # pb2.Tensor, an LSTM's cell state to resume from (None: zeros)
@@ -166,6 +167,7 @@ class Tracker:
         restart = copy.deepcopy(req)
         restart.start = True
         restart.model = s.model
+        restart.model_version = s.model_version
         if s.h_n is not None:
             restart.h_0.CopyFrom(s.h_n)
         if s.c_n is not None:
@@ -191,6 +193,7 @@ class Tracker:
             s = _Session(sid, req.model, bidirectional,
                          copy.deepcopy(req.h_0) if req.HasField("h_0") else None,
                          copy.deepcopy(req.c_0) if req.HasField("c_0") else None)
+            s.model_version = req.model_version
             self._sessions[sid] = s
             if not req.HasField("chunk_index"):
                 self._next_index[sid] = 0

@@ -141,13 +141,14 @@ class StreamChannel:
     # ---- sessions ----------------------------------------------------------------------------
 
     def start(self, model, session_id=None, h0=None, chunk=None, end=False, omit_state=False,
-              chunk_index=None, c0=None, ids=None):
+              chunk_index=None, c0=None, ids=None, model_version=0):
         """Creates a session of `model` (the server picks the id when session_id is None), with
         optional initial state h0 (L*D, N, H_out) and, for an LSTM, c0 (L*D, N, H), and optional
-        first chunk (`chunk`, or `ids` for a model taking token ids). Returns a StreamResult;
-        the session becomes this stream's default."""
+        first chunk (`chunk`, or `ids` for a model taking token ids), pinned to
+        `model_version` (0: the latest READY version) for its whole life. Returns a
+        StreamResult; the session becomes this stream's default."""
         return self._call(start_request(model, session_id, h0, chunk, end, omit_state,
-                                        chunk_index, self._raw, c0, ids))
+                                        chunk_index, self._raw, c0, ids, model_version))
 
     def send(self, chunk=None, session_id=None, end=False, omit_state=False, chunk_index=None,
              ids=None):

@@ -43,7 +43,10 @@ class ModelRegistryLoadTest : public ::testing::Test {
   void SaveGood(const std::string& name) const {
     ASSERT_TRUE(SaveModelDir(Path(name), TinyConfig(), RandomParameters(TinyConfig(), 1)).ok());
   }
-  absl::Status LoadError(const ModelLoadOptions& options = {}) const {
+  // Strict (--strict_model_repository): the first bad folder fails the load, as before
+  // versions; the resilient default is tested in model_lifecycle_test.
+  absl::Status LoadError(ModelLoadOptions options = {}) const {
+    options.strict = true;
     absl::StatusOr<std::unique_ptr<ModelRegistry>> loaded =
         ModelRegistry::LoadRepository(repo_.string(), options);
     EXPECT_FALSE(loaded.ok());

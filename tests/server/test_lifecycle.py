@@ -1,0 +1,230 @@
+"""Model versions and reload against the real server (issue 14): a repository with stray
+folders and a corrupt model serves the good ones (health per model, RepositoryIndex reports the
+failure, the failure counter counts it); a version rolled in while the server runs (written
+under a temporary name, then renamed; SIGHUP or the poll) serves new sessions while a session
+started on the old version keeps giving the old version's exact outputs (torch is the oracle);
+UnloadModel and the model control flag."""
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import unittest
+
+import grpc
+import numpy as np
+import torch
+
+import harness as h
+
+
+def roll_in(repo, name, version, rnn):
+    """Writes version `version` of `name` as the docs advise: export under a hidden temporary
+    name in the model's folder (skipped by rescans), then rename it into place."""
+    tmp = os.path.join(repo, name, f".tmp-{version}")
+    h.export_repository(os.path.join(repo, name), {f".tmp-{version}": rnn})
+    os.rename(tmp, os.path.join(repo, name, str(version)))
+
+
+def torch_chunks(rnn, x, sizes):
+    """torch's output for x fed whole: the reference each chunked session must give."""
+    with torch.inference_mode():
+        out, _ = rnn(torch.from_numpy(x))
+    return out.numpy()
+
+
+class LifecycleTest(unittest.TestCase):
+    def setUp(self):
+        self.repo = tempfile.mkdtemp(prefix="rnnserve-lifecycle-")
+        self.addCleanup(shutil.rmtree, self.repo, ignore_errors=True)
+
+    def index(self, stub):
+        rows = stub.RepositoryIndex(h.pb2().RepositoryIndexRequest(), timeout=h.CALL_TIMEOUT)
+        return {(m.model, m.version): m for m in rows.models}
+
+    def test_stray_folders_and_a_corrupt_model_do_not_stop_the_good_ones(self):
+        good_a = h.make_rnn(1, "RNN", input_size=3, hidden_size=4)
+        good_b = h.make_rnn(2, "GRU", input_size=2, hidden_size=3)
+        h.export_repository(self.repo, {"a": good_a, "corrupt": h.make_rnn(3, "RNN",
+                                                                           input_size=3,
+                                                                           hidden_size=4)})
+        roll_in(self.repo, "b", 2, good_b)
+        weights = os.path.join(self.repo, "corrupt", "model.safetensors")
+        with open(weights, "rb") as f:
+            data = f.read()
+        with open(weights, "wb") as f:
+            f.write(data[:len(data) // 2])
+        os.makedirs(os.path.join(self.repo, "lost+found"))
+        os.makedirs(os.path.join(self.repo, "empty"))
+        h.export_repository(os.path.join(self.repo, ".ipynb_checkpoints"), {"a": good_a})
+
+        with h.ServerProcess(model_repository=self.repo,
+                             flags=["--allow_model_control"]) as server:
+            stub = server.stub()
+            models = stub.ListModels(h.pb2().ListModelsRequest(), timeout=h.CALL_TIMEOUT)
+            self.assertEqual([(m.name, m.version, list(m.loaded_versions))
+                              for m in models.models], [("a", 1, [1]), ("b", 2, [2])])
+            x = np.random.default_rng(0).standard_normal((5, 2, 2)).astype(np.float32)
+            got = stub.Forward(h.pb2().ForwardRequest(model="b", input=h.to_tensor(x)),
+                               timeout=h.CALL_TIMEOUT)
+            h.assert_close(h.from_tensor(got.output), torch_chunks(good_b, x, None), "b")
+
+            self.assertEqual(server.health(""), "SERVING")
+            self.assertEqual(server.health(f"{h.SERVICE}/a"), "SERVING")
+            self.assertEqual(server.health(f"{h.SERVICE}/b"), "SERVING")
+            self.assertEqual(server.health(f"{h.SERVICE}/corrupt"), "NOT_SERVING")
+            self.assertEqual(server.health(f"{h.SERVICE}/empty"), "NOT_FOUND")
+
+            index = self.index(stub)
+            self.assertEqual(index[("corrupt", 1)].state, "FAILED")
+            self.assertIn("model.safetensors", index[("corrupt", 1)].reason)
+            self.assertEqual(index[("a", 1)].state, "READY")
+            self.assertFalse([k for k in index if k[0] in ("lost+found", "empty",
+                                                           ".ipynb_checkpoints")])
+            with self.assertRaises(grpc.RpcError) as refused:
+                stub.GetModel(h.pb2().GetModelRequest(model="corrupt"), timeout=h.CALL_TIMEOUT)
+            self.assertEqual(refused.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+            self.assertEqual(h.metric(h.parse_metrics(server.scrape()), "rnnserve_model_load_failures_total",
+                                      model="corrupt"), 1)
+            log = server.stderr_text()
+            for skipped in ("lost+found", "empty", ".ipynb_checkpoints"):
+                self.assertEqual(log.count(f"skipping '{os.path.join(self.repo, skipped)}'"), 1,
+                                 skipped)
+
+            # Repaired and rescanned on SIGHUP: served, health follows.
+            with open(weights, "wb") as f:
+                f.write(data)
+            server.process.send_signal(signal.SIGHUP)
+            h.wait_until(lambda: server.health(f"{h.SERVICE}/corrupt") == "SERVING",
+                         h.scaled(30), "the repaired model to serve")
+
+    def test_version_rollover_keeps_old_sessions_on_their_version(self):
+        v1 = h.make_rnn(11, "LSTM", input_size=3, hidden_size=5)
+        v2 = h.make_rnn(22, "LSTM", input_size=3, hidden_size=5)
+        roll_in(self.repo, "m", 1, v1)
+        rng = np.random.default_rng(1)
+        x = rng.standard_normal((8, 2, 3)).astype(np.float32)
+        want_v1, want_v2 = torch_chunks(v1, x, None), torch_chunks(v2, x, None)
+
+        with h.ServerProcess(model_repository=self.repo, metrics=False,
+                             flags=["--allow_model_control",
+                                    "--repository_poll_interval=100ms"]) as server:
+            stub = server.stub()
+            with server.stream() as old:
+                first = old.call(model="m", start=True, input=x[:3])
+                h.check_ok(first)
+                session = first.session_id
+                info = stub.GetSession(h.pb2().GetSessionRequest(session_id=session),
+                                       timeout=h.CALL_TIMEOUT)
+                self.assertEqual(info.model_version, 1)
+
+                roll_in(self.repo, "m", 2, v2)
+                h.wait_until(lambda: stub.GetModel(h.pb2().GetModelRequest(model="m"),
+                                                   timeout=h.CALL_TIMEOUT).version == 2,
+                             h.scaled(30), "version 2 to load (poll)")
+                with server.stream() as fresh:
+                    new = fresh.call(model="m", start=True, input=x)
+                    h.check_ok(new)
+                    h.assert_close(h.from_tensor(new.output), want_v2, "new session on v2")
+                    info = stub.GetSession(h.pb2().GetSessionRequest(
+                        session_id=new.session_id), timeout=h.CALL_TIMEOUT)
+                    self.assertEqual(info.model_version, 2)
+
+                # The old session continues on v1, with v1's exact outputs.
+                outputs = [h.from_tensor(first.output)]
+                for b, e in ((3, 4), (4, 8)):
+                    r = old.call(session_id=session, input=x[b:e])
+                    h.check_ok(r)
+                    outputs.append(h.from_tensor(r.output))
+                h.assert_close(np.concatenate(outputs), want_v1, "old session on v1")
+
+                # v1 left the policy (latest 1): new sessions on it are refused, naming why.
+                with server.stream() as pinned:
+                    r = pinned.call(model="m", model_version=1, start=True, input=x)
+                    self.assertEqual(h.grpc_code_name(r.error_code), "FAILED_PRECONDITION")
+                    self.assertIn("version 1 of model 'm' is UNAVAILABLE", r.error_message)
+                    self.assertIn("READY versions: 2", r.error_message)
+                index = self.index(stub)
+                self.assertEqual(index[("m", 1)].state, "UNAVAILABLE")
+                self.assertEqual(index[("m", 1)].live_sessions, 1)
+                stub.CloseSession(h.pb2().CloseSessionRequest(session_id=session),
+                                  timeout=h.CALL_TIMEOUT)
+            h.wait_until(lambda: self.index(stub)[("m", 1)].live_sessions == 0, h.scaled(30),
+                         "version 1 to be freed")
+
+            # UnloadModel: the latest goes too; LoadModel brings it back.
+            stub.UnloadModel(h.pb2().UnloadModelRequest(model="m", model_version=2),
+                             timeout=h.CALL_TIMEOUT)
+            self.assertEqual(server.health(f"{h.SERVICE}/m"), "NOT_SERVING")
+            with self.assertRaises(grpc.RpcError) as refused:
+                stub.Forward(h.pb2().ForwardRequest(model="m", input=h.to_tensor(x)),
+                             timeout=h.CALL_TIMEOUT)
+            self.assertEqual(refused.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+            loaded = stub.LoadModel(h.pb2().LoadModelRequest(model="m"), timeout=h.CALL_TIMEOUT)
+            self.assertEqual(list(loaded.loaded_versions), [2])
+            self.assertEqual(server.health(f"{h.SERVICE}/m"), "SERVING")
+
+    def test_clients_name_a_version(self):
+        """Under version_policy all, both versions serve: the Python client and the CLI pick
+        one by number (torch's outputs of that version), and list versions and states."""
+        v1 = h.make_rnn(31, "GRU", input_size=2, hidden_size=3)
+        v2 = h.make_rnn(32, "GRU", input_size=2, hidden_size=3)
+        roll_in(self.repo, "g", 1, v1)
+        roll_in(self.repo, "g", 2, v2)
+        with open(os.path.join(self.repo, "g", "serving.json"), "w") as f:
+            f.write('{"version_policy": {"all": true}}')
+        x = np.random.default_rng(2).standard_normal((4, 1, 2)).astype(np.float32)
+        rc = h.kit.client_module()
+        with h.ServerProcess(model_repository=self.repo, metrics=False,
+                             flags=["--allow_model_control"]) as server:
+            client = rc.RnnServeClient(server.target, timeout=h.CALL_TIMEOUT)
+            self.addCleanup(client.close)
+            self.assertEqual(list(client.get_model("g").loaded_versions), [1, 2])
+            self.assertEqual(client.get_model("g", model_version=1).version, 1)
+            for version, rnn in ((1, v1), (2, v2), (0, v2)):
+                out, _ = client.forward("g", x, model_version=version)
+                h.assert_close(out, torch_chunks(rnn, x, None), f"forward v{version}")
+                with client.open_stream() as stream:
+                    r = stream.start("g", chunk=x, model_version=version)
+                    h.assert_close(r.output, torch_chunks(rnn, x, None), f"stream v{version}")
+                    info = client.get_session(r.session_id)
+                    self.assertEqual(info["model_version"], version or 2)
+            server.stub().UnloadModel(h.pb2().UnloadModelRequest(model="g", model_version=1),
+                                      timeout=h.CALL_TIMEOUT)
+            states = {(m.model, m.version): m.state for m in client.repository_index()}
+            self.assertEqual(states, {("g", 1): "UNAVAILABLE", ("g", 2): "READY"})
+
+            cli = os.environ.get("RNNSERVE_CLIENT_BIN")
+            if cli is None:
+                cli = os.path.join(os.path.dirname(os.path.dirname(h.server_binary())),
+                                   "client", "rnnserve-client")
+            run = lambda *args: subprocess.run(  # noqa: E731
+                [cli, f"--server={server.target}", *args], capture_output=True, text=True,
+                timeout=h.CALL_TIMEOUT)
+            models = run("models")
+            self.assertEqual(models.returncode, 0, models.stderr)
+            self.assertRegex(models.stdout, r"g\s+v2\s.*\(loaded: 2\)")
+            self.assertRegex(models.stdout, r"g\s+v1\s+UNAVAILABLE")
+            info = run("info", "g:2")
+            self.assertEqual(info.returncode, 0, info.stderr)
+            self.assertIn("version     2 (loaded: 2)", info.stdout)
+            refused = run("info", "g:1")
+            self.assertNotEqual(refused.returncode, 0)
+            self.assertIn("UNAVAILABLE", refused.stderr)
+
+    def test_model_control_is_off_by_default(self):
+        h.export_repository(self.repo, {"m": h.make_rnn(1, "RNN", input_size=2, hidden_size=2)})
+        with h.ServerProcess(model_repository=self.repo, metrics=False) as server:
+            stub = server.stub()
+            for call, request in ((stub.RepositoryIndex, h.pb2().RepositoryIndexRequest()),
+                                  (stub.LoadModel, h.pb2().LoadModelRequest(model="m")),
+                                  (stub.UnloadModel, h.pb2().UnloadModelRequest(model="m"))):
+                with self.assertRaises(grpc.RpcError) as refused:
+                    call(request, timeout=h.CALL_TIMEOUT)
+                self.assertEqual(refused.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+                self.assertIn("--allow_model_control", refused.exception.details())
+            self.assertEqual(server.health(f"{h.SERVICE}/m"), "SERVING")
+
+
+if __name__ == "__main__":
+    unittest.main()
