@@ -94,7 +94,7 @@ class ModelLimitsTest : public ::testing::Test {
 
 TEST_F(ModelLimitsTest, SettingsAreReadFromServingJson) {
   MakeCore(R"({"max_batch": 2, "max_sessions": 3, "max_queue_delay": "1ms"})");
-  const ServedModel* tight = core_->models().Find("tight");
+  std::shared_ptr<const ServedModel> tight = core_->models().Find("tight");
   ASSERT_NE(tight, nullptr);
   EXPECT_EQ(tight->settings.max_batch, 2);
   EXPECT_EQ(tight->settings.max_sessions, 3);
