@@ -132,14 +132,6 @@ enum PipelineKind : int64_t {
 };
 constexpr int64_t kPipelineHidden = 256, kPipelineLayers = 2;
 
-LayerConfig PipelineLayer(LayerType type, std::string path, int64_t in = 0, int64_t out = 0) {
-  LayerConfig layer;
-  layer.type = type;
-  layer.path = std::move(path);
-  layer.in_features = in;
-  layer.out_features = out;
-  return layer;
-}
 
 // A pipeline model and its one stage (the head or the input layer) on its own, so that the
 // stage can be timed alone over the same columns StepBatch hands it.
@@ -160,17 +152,17 @@ const PipelineBench& Pipeline(int64_t kind) {
   std::vector<LayerConfig>* stage = nullptr;
   if (kind != kBareCore) config.rnn_path = "rnn";
   if (kind == kLinearHead) {
-    config.head = {PipelineLayer(LayerType::kLinear, "head", kPipelineHidden, 40)};
+    config.head = {MakeLayer(LayerType::kLinear, "head", kPipelineHidden, 40)};
     stage = &config.head;
   } else if (kind == kMlpHead) {
-    config.head = {PipelineLayer(LayerType::kLinear, "head.0", kPipelineHidden, kPipelineHidden),
-                   PipelineLayer(LayerType::kRelu, "head.1"),
-                   PipelineLayer(LayerType::kLinear, "head.2", kPipelineHidden, 40),
-                   PipelineLayer(LayerType::kLogSoftmax, "head.3")};
+    config.head = {MakeLayer(LayerType::kLinear, "head.0", kPipelineHidden, kPipelineHidden),
+                   MakeLayer(LayerType::kRelu, "head.1"),
+                   MakeLayer(LayerType::kLinear, "head.2", kPipelineHidden, 40),
+                   MakeLayer(LayerType::kLogSoftmax, "head.3")};
     stage = &config.head;
   } else if (kind == kInputLayer) {
-    config.input_layer = {PipelineLayer(LayerType::kLinear, "frontend.0", 80, kPipelineHidden),
-                          PipelineLayer(LayerType::kRelu, "frontend.1")};
+    config.input_layer = {MakeLayer(LayerType::kLinear, "frontend.0", 80, kPipelineHidden),
+                          MakeLayer(LayerType::kRelu, "frontend.1")};
     stage = &config.input_layer;
   }
   // The core's torch-style parameters under "<rnn_path>.", each Linear's drawn from

@@ -1,6 +1,7 @@
 #include "core/engine/pipeline_config.h"
 
 #include <cmath>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -187,6 +188,15 @@ bool LayerConfig::operator==(const LayerConfig& o) const {
          out_features == o.out_features && bias == o.bias && eps == o.eps &&
          padding_idx == o.padding_idx && gelu_tanh == o.gelu_tanh && dropout == o.dropout &&
          dim == o.dim;
+}
+
+LayerConfig MakeLayer(LayerType type, std::string path, int64_t in, int64_t out) {
+  LayerConfig layer;
+  layer.type = type;
+  layer.path = std::move(path);
+  layer.in_features = in;
+  layer.out_features = out;
+  return layer;
 }
 
 std::string LayerToString(const LayerConfig& layer) {

@@ -55,6 +55,11 @@ struct LayerConfig {
   bool operator==(const LayerConfig& o) const;
 };
 
+// A piece with its type's defaults but `in` and `out` (Linear: in/out_features; Embedding:
+// num_embeddings/embedding_dim; LayerNorm: normalized_shape twice): for code that builds
+// pipelines (tests, benchmarks) rather than parse them.
+LayerConfig MakeLayer(LayerType type, std::string path, int64_t in = 0, int64_t out = 0);
+
 // torch's repr of the piece: "Linear(in_features=256, out_features=40, bias=True)".
 std::string LayerToString(const LayerConfig& layer);
 

@@ -14,12 +14,10 @@
 #include "core/engine/config_json.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/core/engine/pipeline_test_util.h"
 
 namespace rnnserve {
 namespace {
 
-using pipeline_test::Layer;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
@@ -36,44 +34,44 @@ RnnConfig Core(RnnModule module, int64_t input, int64_t hidden) {
 // Tanh, Sigmoid, GELU both ways, LayerNorm(6, eps=1e-3), Dropout, Softmax, LogSoftmax.
 PipelineConfig EveryLayerPipeline() {
   PipelineConfig config;
-  LayerConfig embed = Layer(LayerType::kEmbedding, "embed", 10, 4);
+  LayerConfig embed = MakeLayer(LayerType::kEmbedding, "embed", 10, 4);
   embed.padding_idx = -1;
-  LayerConfig norm = Layer(LayerType::kLayerNorm, "pre.norm", 4, 4);
+  LayerConfig norm = MakeLayer(LayerType::kLayerNorm, "pre.norm", 4, 4);
   norm.bias = false;
-  LayerConfig drop = Layer(LayerType::kDropout, "pre.drop");
+  LayerConfig drop = MakeLayer(LayerType::kDropout, "pre.drop");
   drop.dropout = 0.25;
-  config.input_layer = {embed, norm, drop, Layer(LayerType::kLinear, "pre.proj", 4, 3)};
+  config.input_layer = {embed, norm, drop, MakeLayer(LayerType::kLinear, "pre.proj", 4, 3)};
   config.rnn = Core(RnnModule::kLstm, 3, 5);
   config.rnn.proj_size = 2;
   config.rnn.bidirectional = true;
   config.rnn.batch_first = true;
   config.rnn_path = "encoder.lstm";
-  LayerConfig linear = Layer(LayerType::kLinear, "head.0", 4, 6);
+  LayerConfig linear = MakeLayer(LayerType::kLinear, "head.0", 4, 6);
   linear.bias = false;
-  LayerConfig gelu_tanh = Layer(LayerType::kGelu, "head.5");
+  LayerConfig gelu_tanh = MakeLayer(LayerType::kGelu, "head.5");
   gelu_tanh.gelu_tanh = true;
-  LayerConfig head_norm = Layer(LayerType::kLayerNorm, "head.6", 6, 6);
+  LayerConfig head_norm = MakeLayer(LayerType::kLayerNorm, "head.6", 6, 6);
   head_norm.eps = 1e-3;
   config.head = {linear,
-                 Layer(LayerType::kRelu, "head.1"),
-                 Layer(LayerType::kTanh, "head.2"),
-                 Layer(LayerType::kSigmoid, "head.3"),
-                 Layer(LayerType::kGelu, "head.4"),
+                 MakeLayer(LayerType::kRelu, "head.1"),
+                 MakeLayer(LayerType::kTanh, "head.2"),
+                 MakeLayer(LayerType::kSigmoid, "head.3"),
+                 MakeLayer(LayerType::kGelu, "head.4"),
                  gelu_tanh,
                  head_norm,
-                 Layer(LayerType::kDropout, "head.7"),
-                 Layer(LayerType::kSoftmax, "head.8"),
-                 Layer(LayerType::kLogSoftmax, "head.9")};
+                 MakeLayer(LayerType::kDropout, "head.7"),
+                 MakeLayer(LayerType::kSoftmax, "head.8"),
+                 MakeLayer(LayerType::kLogSoftmax, "head.9")};
   return config;
 }
 
 // Linear(3, 4) -> RNN(4, 2) -> Linear(2, 5): the smallest features pipeline.
 PipelineConfig SmallPipeline() {
   PipelineConfig config;
-  config.input_layer = {Layer(LayerType::kLinear, "proj", 3, 4)};
+  config.input_layer = {MakeLayer(LayerType::kLinear, "proj", 3, 4)};
   config.rnn = Core(RnnModule::kRnn, 4, 2);
   config.rnn_path = "rnn";
-  config.head = {Layer(LayerType::kLinear, "fc", 2, 5)};
+  config.head = {MakeLayer(LayerType::kLinear, "fc", 2, 5)};
   return config;
 }
 
@@ -93,12 +91,12 @@ TEST(PipelineConfigTest, RoundTripsEveryLayerType) {
   for (LayerType type : {LayerType::kRelu, LayerType::kTanh, LayerType::kSigmoid, LayerType::kGelu,
                          LayerType::kDropout, LayerType::kSoftmax, LayerType::kLogSoftmax}) {
     PipelineConfig config = SmallPipeline();
-    config.head = {Layer(type, "act")};
+    config.head = {MakeLayer(type, "act")};
     SCOPED_TRACE(LayerTypeName(type));
     ExpectRoundTrip(config);
   }
   PipelineConfig ids = SmallPipeline();
-  ids.input_layer = {Layer(LayerType::kEmbedding, "embed", 1 << 24, 4)};
+  ids.input_layer = {MakeLayer(LayerType::kEmbedding, "embed", 1 << 24, 4)};
   ids.input_layer[0].padding_idx = 0;
   ExpectRoundTrip(ids);
   // A core at a path with no other piece is still a pipeline (its names carry the path).
@@ -162,19 +160,19 @@ TEST(PipelineConfigTest, CoreOnlyFormStillParses) {
 // nn.Sequential(nn.Dropout(0.1), nn.Tanh()) before a GRU(3, 2) on 3 features.
 TEST(PipelineConfigTest, InputLayerMayStartWithAPieceOfAnyWidth) {
   PipelineConfig config = SmallPipeline();
-  config.input_layer = {Layer(LayerType::kDropout, "pre.0"), Layer(LayerType::kTanh, "pre.1")};
+  config.input_layer = {MakeLayer(LayerType::kDropout, "pre.0"), MakeLayer(LayerType::kTanh, "pre.1")};
   config.rnn.input_size = 3;
   ASSERT_TRUE(config.Validate().ok()) << config.Validate();
   EXPECT_EQ(config.input_features(), 3);
   ExpectRoundTrip(config);
 
-  config.input_layer = {Layer(LayerType::kRelu, "pre.0"), Layer(LayerType::kLinear, "pre.1", 7, 3)};
+  config.input_layer = {MakeLayer(LayerType::kRelu, "pre.0"), MakeLayer(LayerType::kLinear, "pre.1", 7, 3)};
   ASSERT_TRUE(config.Validate().ok()) << config.Validate();
   EXPECT_EQ(config.input_features(), 7);
   ExpectRoundTrip(config);
 
-  config.input_layer = {Layer(LayerType::kSigmoid, "pre.0"),
-                        Layer(LayerType::kLayerNorm, "pre.1", 3, 3)};
+  config.input_layer = {MakeLayer(LayerType::kSigmoid, "pre.0"),
+                        MakeLayer(LayerType::kLayerNorm, "pre.1", 3, 3)};
   ASSERT_TRUE(config.Validate().ok()) << config.Validate();
   EXPECT_EQ(config.input_features(), 3);
 }
@@ -358,8 +356,8 @@ TEST(PipelineConfigTest, RejectsFeatureMismatches) {
               HasSubstr("layer 'fc' (Linear): in_features is 2 but 4 features reach it"));
   // Further down the head: what the previous Linear gives.
   config = SmallPipeline();
-  config.head.push_back(Layer(LayerType::kRelu, "act"));
-  config.head.push_back(Layer(LayerType::kLinear, "out", 4, 1));
+  config.head.push_back(MakeLayer(LayerType::kRelu, "act"));
+  config.head.push_back(MakeLayer(LayerType::kLinear, "out", 4, 1));
   EXPECT_THAT(ValidateError(config),
               HasSubstr("layer 'out' (Linear): in_features is 4 but 5 features reach it"));
   // The input layer's output against rnn.input_size; an Embedding gives embedding_dim.
@@ -368,9 +366,9 @@ TEST(PipelineConfigTest, RejectsFeatureMismatches) {
   EXPECT_THAT(ValidateError(config),
               AllOf(HasSubstr("the input layer gives 6 features per step"),
                     HasSubstr("the core 'rnn' (RNN(4, 2)) takes input_size 4")));
-  config.input_layer = {Layer(LayerType::kEmbedding, "e", 9, 5)};
+  config.input_layer = {MakeLayer(LayerType::kEmbedding, "e", 9, 5)};
   EXPECT_THAT(ValidateError(config), HasSubstr("the input layer gives 5 features per step"));
-  config.input_layer = {Layer(LayerType::kLinear, "a", 3, 5), Layer(LayerType::kLinear, "b", 4, 4)};
+  config.input_layer = {MakeLayer(LayerType::kLinear, "a", 3, 5), MakeLayer(LayerType::kLinear, "b", 4, 4)};
   EXPECT_THAT(ValidateError(config),
               HasSubstr("layer 'b' (Linear): in_features is 4 but 5 features reach it"));
   // LayerNorm's normalized_shape against the features reaching it.
@@ -379,7 +377,7 @@ TEST(PipelineConfigTest, RejectsFeatureMismatches) {
               AllOf(HasSubstr("layer 'n' (LayerNorm)"),
                     HasSubstr("normalized_shape is (3,) but 2 features reach it")));
   config = SmallPipeline();
-  config.input_layer.push_back(Layer(LayerType::kLayerNorm, "n", 3, 3));
+  config.input_layer.push_back(MakeLayer(LayerType::kLayerNorm, "n", 3, 3));
   EXPECT_THAT(ValidateError(config),
               HasSubstr("layer 'n' (LayerNorm): normalized_shape is (3,) but 4 features reach it"));
 }
@@ -401,7 +399,7 @@ TEST(PipelineConfigTest, RejectsArgumentsTorchOrTheServerRefuses) {
               HasSubstr("layer 'fc' (Linear): out_features must be in [1, 1048576], got 0"));
   // num_embeddings: at most 2^24 (ids travel as exact floats).
   PipelineConfig config = SmallPipeline();
-  config.input_layer = {Layer(LayerType::kEmbedding, "e", (1 << 24) + 1, 4)};
+  config.input_layer = {MakeLayer(LayerType::kEmbedding, "e", (1 << 24) + 1, 4)};
   EXPECT_THAT(ValidateError(config),
               HasSubstr("layer 'e' (Embedding): num_embeddings must be in [1, 16777216], got "
                         "16777217"));
@@ -411,7 +409,7 @@ TEST(PipelineConfigTest, RejectsArgumentsTorchOrTheServerRefuses) {
   EXPECT_TRUE(config.Validate().ok());
   config.input_layer[0].out_features = 0;
   EXPECT_THAT(ValidateError(config), HasSubstr("embedding_dim must be in [1, 1048576], got 0"));
-  config.input_layer[0] = Layer(LayerType::kEmbedding, "e", 10, 4);
+  config.input_layer[0] = MakeLayer(LayerType::kEmbedding, "e", 10, 4);
   config.input_layer[0].padding_idx = 10;
   EXPECT_THAT(ValidateError(config),
               HasSubstr("padding_idx must be within num_embeddings (10), got 10"));
@@ -427,8 +425,8 @@ TEST(PipelineConfigTest, RejectsArgumentsTorchOrTheServerRefuses) {
                 HasSubstr(absl::StrCat("layer 'proj' (Linear): in_features must be in [1, "
                                        "1048576], got ",
                                        in)));
-    config.input_layer = {Layer(LayerType::kLayerNorm, "n", in, in),
-                          Layer(LayerType::kLinear, "proj", in, 4)};
+    config.input_layer = {MakeLayer(LayerType::kLayerNorm, "n", in, in),
+                          MakeLayer(LayerType::kLinear, "proj", in, 4)};
     EXPECT_THAT(ValidateError(config),
                 HasSubstr(absl::StrCat("layer 'n' (LayerNorm): normalized_shape must be in [1, "
                                        "1048576], got ",
@@ -468,13 +466,13 @@ TEST(PipelineConfigTest, RejectsBadPathsAndTooManyLayers) {
   relus.pop_back();
   EXPECT_TRUE(ParsePipelineJson(PipelineJson("", absl::StrJoin(relus, ", "))).ok());
   config = SmallPipeline();
-  config.head.assign(65, Layer(LayerType::kTanh, "t"));
+  config.head.assign(65, MakeLayer(LayerType::kTanh, "t"));
   EXPECT_THAT(ValidateError(config), HasSubstr("the head has 65 pieces, more than the 64 allowed"));
 }
 
 TEST(PipelineConfigTest, RejectsDuplicateParameterPaths) {
   PipelineConfig config = SmallPipeline();
-  config.head.push_back(Layer(LayerType::kLinear, "fc", 5, 5));
+  config.head.push_back(MakeLayer(LayerType::kLinear, "fc", 5, 5));
   EXPECT_THAT(ValidateError(config),
               AllOf(HasSubstr("layer 'fc' (Linear)"),
                     HasSubstr("its path is used by another piece with parameters")));
@@ -485,60 +483,60 @@ TEST(PipelineConfigTest, RejectsDuplicateParameterPaths) {
   config.head[0].path = "proj";  // the input layer's Linear
   EXPECT_THAT(ValidateError(config), HasSubstr("layer 'proj' (Linear): its path is used"));
   config = SmallPipeline();
-  config.input_layer.push_back(Layer(LayerType::kLayerNorm, "proj", 4, 4));
+  config.input_layer.push_back(MakeLayer(LayerType::kLayerNorm, "proj", 4, 4));
   EXPECT_THAT(ValidateError(config), HasSubstr("layer 'proj' (LayerNorm): its path is used"));
   // A parameterless piece may be used under one path in both stages (one shared nn.Tanh).
   config = SmallPipeline();
-  config.input_layer.push_back(Layer(LayerType::kTanh, "act"));
-  config.head.push_back(Layer(LayerType::kTanh, "act"));
+  config.input_layer.push_back(MakeLayer(LayerType::kTanh, "act"));
+  config.head.push_back(MakeLayer(LayerType::kTanh, "act"));
   EXPECT_TRUE(config.Validate().ok()) << config.Validate();
 }
 
 // Strings verified against torch 1.13's repr() (/usr/bin/python3).
 TEST(PipelineConfigTest, LayerToStringIsTorchRepr) {
-  LayerConfig linear = Layer(LayerType::kLinear, "fc", 256, 40);
+  LayerConfig linear = MakeLayer(LayerType::kLinear, "fc", 256, 40);
   EXPECT_EQ(LayerToString(linear), "Linear(in_features=256, out_features=40, bias=True)");
-  linear = Layer(LayerType::kLinear, "fc", 3, 5);
+  linear = MakeLayer(LayerType::kLinear, "fc", 3, 5);
   linear.bias = false;
   EXPECT_EQ(LayerToString(linear), "Linear(in_features=3, out_features=5, bias=False)");
-  LayerConfig embed = Layer(LayerType::kEmbedding, "e", 1000, 64);
+  LayerConfig embed = MakeLayer(LayerType::kEmbedding, "e", 1000, 64);
   EXPECT_EQ(LayerToString(embed), "Embedding(1000, 64)");
   embed.padding_idx = 0;
   EXPECT_EQ(LayerToString(embed), "Embedding(1000, 64, padding_idx=0)");
-  embed = Layer(LayerType::kEmbedding, "e", 10, 3);
+  embed = MakeLayer(LayerType::kEmbedding, "e", 10, 3);
   embed.padding_idx = -1;  // torch counts it from the end
   EXPECT_EQ(LayerToString(embed), "Embedding(10, 3, padding_idx=9)");
-  LayerConfig norm = Layer(LayerType::kLayerNorm, "n", 256, 256);
+  LayerConfig norm = MakeLayer(LayerType::kLayerNorm, "n", 256, 256);
   EXPECT_EQ(LayerToString(norm), "LayerNorm((256,), eps=1e-05, elementwise_affine=True)");
-  norm = Layer(LayerType::kLayerNorm, "n", 8, 8);
+  norm = MakeLayer(LayerType::kLayerNorm, "n", 8, 8);
   norm.eps = 1e-3;
   norm.bias = false;
   EXPECT_EQ(LayerToString(norm), "LayerNorm((8,), eps=0.001, elementwise_affine=False)");
   norm.eps = 1e-12;
   norm.bias = true;
   EXPECT_EQ(LayerToString(norm), "LayerNorm((8,), eps=1e-12, elementwise_affine=True)");
-  EXPECT_EQ(LayerToString(Layer(LayerType::kRelu, "a")), "ReLU()");
-  EXPECT_EQ(LayerToString(Layer(LayerType::kTanh, "a")), "Tanh()");
-  EXPECT_EQ(LayerToString(Layer(LayerType::kSigmoid, "a")), "Sigmoid()");
-  LayerConfig gelu = Layer(LayerType::kGelu, "g");
+  EXPECT_EQ(LayerToString(MakeLayer(LayerType::kRelu, "a")), "ReLU()");
+  EXPECT_EQ(LayerToString(MakeLayer(LayerType::kTanh, "a")), "Tanh()");
+  EXPECT_EQ(LayerToString(MakeLayer(LayerType::kSigmoid, "a")), "Sigmoid()");
+  LayerConfig gelu = MakeLayer(LayerType::kGelu, "g");
   EXPECT_EQ(LayerToString(gelu), "GELU(approximate='none')");
   gelu.gelu_tanh = true;
   EXPECT_EQ(LayerToString(gelu), "GELU(approximate='tanh')");
-  LayerConfig drop = Layer(LayerType::kDropout, "d");
+  LayerConfig drop = MakeLayer(LayerType::kDropout, "d");
   EXPECT_EQ(LayerToString(drop), "Dropout(p=0.5, inplace=False)");
   drop.dropout = 0.1;
   EXPECT_EQ(LayerToString(drop), "Dropout(p=0.1, inplace=False)");
   drop.dropout = 0.0;
   EXPECT_EQ(LayerToString(drop), "Dropout(p=0.0, inplace=False)");
-  EXPECT_EQ(LayerToString(Layer(LayerType::kSoftmax, "s")), "Softmax(dim=-1)");
-  EXPECT_EQ(LayerToString(Layer(LayerType::kLogSoftmax, "s")), "LogSoftmax(dim=-1)");
+  EXPECT_EQ(LayerToString(MakeLayer(LayerType::kSoftmax, "s")), "Softmax(dim=-1)");
+  EXPECT_EQ(LayerToString(MakeLayer(LayerType::kLogSoftmax, "s")), "LogSoftmax(dim=-1)");
 
   PipelineConfig config;
-  config.input_layer = {Layer(LayerType::kEmbedding, "e", 1000, 64)};
+  config.input_layer = {MakeLayer(LayerType::kEmbedding, "e", 1000, 64)};
   config.rnn = Core(RnnModule::kLstm, 64, 256);
   config.rnn.num_layers = 2;
   config.rnn_path = "rnn";
-  config.head = {Layer(LayerType::kLinear, "fc", 256, 40)};
+  config.head = {MakeLayer(LayerType::kLinear, "fc", 256, 40)};
   EXPECT_EQ(PipelineToString(config),
             "Embedding(1000, 64) -> LSTM(64, 256, num_layers=2) -> "
             "Linear(in_features=256, out_features=40, bias=True)");

@@ -19,13 +19,11 @@
 #include "core/engine/rnn_parameters.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/core/engine/pipeline_test_util.h"
 #include "tests/test_tensors.h"
 
 namespace rnnserve {
 namespace {
 
-using pipeline_test::Layer;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
@@ -36,10 +34,10 @@ constexpr int64_t kVocabulary = 11;
 // affine) -> Linear(6, 4) -> Tanh -> LogSoftmax.
 PipelineConfig IdsPipeline(bool batch_first = false) {
   PipelineConfig config;
-  LayerConfig embed = Layer(LayerType::kEmbedding, "embed", kVocabulary, 4);
+  LayerConfig embed = MakeLayer(LayerType::kEmbedding, "embed", kVocabulary, 4);
   embed.padding_idx = 0;
-  config.input_layer = {embed, Layer(LayerType::kLayerNorm, "pre.0", 4, 4),
-                        Layer(LayerType::kLinear, "pre.1", 4, 3), Layer(LayerType::kRelu, "pre.2")};
+  config.input_layer = {embed, MakeLayer(LayerType::kLayerNorm, "pre.0", 4, 4),
+                        MakeLayer(LayerType::kLinear, "pre.1", 4, 3), MakeLayer(LayerType::kRelu, "pre.2")};
   config.rnn.module = RnnModule::kLstm;
   config.rnn.input_size = 3;
   config.rnn.hidden_size = 5;
@@ -47,15 +45,15 @@ PipelineConfig IdsPipeline(bool batch_first = false) {
   config.rnn.proj_size = 2;
   config.rnn.batch_first = batch_first;
   config.rnn_path = "encoder.lstm";
-  LayerConfig gelu = Layer(LayerType::kGelu, "head.1");
+  LayerConfig gelu = MakeLayer(LayerType::kGelu, "head.1");
   gelu.gelu_tanh = true;
-  LayerConfig norm = Layer(LayerType::kLayerNorm, "head.3", 6, 6);
+  LayerConfig norm = MakeLayer(LayerType::kLayerNorm, "head.3", 6, 6);
   norm.bias = false;
   norm.eps = 1e-3;
-  config.head = {Layer(LayerType::kLinear, "head.0", 2, 6), gelu,
-                 Layer(LayerType::kDropout, "head.2"),      norm,
-                 Layer(LayerType::kLinear, "head.4", 6, 4), Layer(LayerType::kTanh, "head.5"),
-                 Layer(LayerType::kLogSoftmax, "head.6")};
+  config.head = {MakeLayer(LayerType::kLinear, "head.0", 2, 6), gelu,
+                 MakeLayer(LayerType::kDropout, "head.2"),      norm,
+                 MakeLayer(LayerType::kLinear, "head.4", 6, 4), MakeLayer(LayerType::kTanh, "head.5"),
+                 MakeLayer(LayerType::kLogSoftmax, "head.6")};
   return config;
 }
 
@@ -63,18 +61,18 @@ PipelineConfig IdsPipeline(bool batch_first = false) {
 // no bias) -> GELU -> Softmax.
 PipelineConfig BidirectionalPipeline() {
   PipelineConfig config;
-  config.input_layer = {Layer(LayerType::kDropout, "pre.0"),
-                        Layer(LayerType::kLinear, "pre.1", 5, 3),
-                        Layer(LayerType::kSigmoid, "pre.2")};
+  config.input_layer = {MakeLayer(LayerType::kDropout, "pre.0"),
+                        MakeLayer(LayerType::kLinear, "pre.1", 5, 3),
+                        MakeLayer(LayerType::kSigmoid, "pre.2")};
   config.rnn.module = RnnModule::kGru;
   config.rnn.input_size = 3;
   config.rnn.hidden_size = 4;
   config.rnn.num_layers = 2;
   config.rnn.bidirectional = true;
   config.rnn_path = "rnn";
-  LayerConfig linear = Layer(LayerType::kLinear, "fc", 8, 3);
+  LayerConfig linear = MakeLayer(LayerType::kLinear, "fc", 8, 3);
   linear.bias = false;
-  config.head = {linear, Layer(LayerType::kGelu, "act"), Layer(LayerType::kSoftmax, "prob")};
+  config.head = {linear, MakeLayer(LayerType::kGelu, "act"), MakeLayer(LayerType::kSoftmax, "prob")};
   return config;
 }
 
@@ -82,13 +80,13 @@ PipelineConfig BidirectionalPipeline() {
 // core's input_size).
 PipelineConfig ActivationFirstPipeline(bool batch_first = false) {
   PipelineConfig config;
-  config.input_layer = {Layer(LayerType::kTanh, "squash")};
+  config.input_layer = {MakeLayer(LayerType::kTanh, "squash")};
   config.rnn.input_size = 3;
   config.rnn.hidden_size = 6;
   config.rnn.nonlinearity = Nonlinearity::kRelu;
   config.rnn.batch_first = batch_first;
   config.rnn_path = "rnn";
-  config.head = {Layer(LayerType::kLinear, "fc", 6, 2), Layer(LayerType::kSigmoid, "out")};
+  config.head = {MakeLayer(LayerType::kLinear, "fc", 6, 2), MakeLayer(LayerType::kSigmoid, "out")};
   return config;
 }
 
@@ -97,15 +95,15 @@ PipelineConfig ActivationFirstPipeline(bool batch_first = false) {
 // Tanh after a fused ReLU run on its own, and a LayerNorm setting the input width.
 PipelineConfig FusionPipeline() {
   PipelineConfig config;
-  config.input_layer = {Layer(LayerType::kLayerNorm, "pre.0", 3, 3),
-                        Layer(LayerType::kLinear, "pre.1", 3, 3), Layer(LayerType::kTanh, "pre.2")};
+  config.input_layer = {MakeLayer(LayerType::kLayerNorm, "pre.0", 3, 3),
+                        MakeLayer(LayerType::kLinear, "pre.1", 3, 3), MakeLayer(LayerType::kTanh, "pre.2")};
   config.rnn.input_size = 3;
   config.rnn.hidden_size = 4;
   config.rnn_path = "rnn";
-  config.head = {Layer(LayerType::kLinear, "head.0", 4, 5),   Layer(LayerType::kDropout, "head.1"),
-                 Layer(LayerType::kRelu, "head.2"),           Layer(LayerType::kTanh, "head.3"),
-                 Layer(LayerType::kLinear, "head.4", 5, 3),   Layer(LayerType::kRelu, "head.5"),
-                 Layer(LayerType::kLayerNorm, "head.6", 3, 3)};
+  config.head = {MakeLayer(LayerType::kLinear, "head.0", 4, 5),   MakeLayer(LayerType::kDropout, "head.1"),
+                 MakeLayer(LayerType::kRelu, "head.2"),           MakeLayer(LayerType::kTanh, "head.3"),
+                 MakeLayer(LayerType::kLinear, "head.4", 5, 3),   MakeLayer(LayerType::kRelu, "head.5"),
+                 MakeLayer(LayerType::kLayerNorm, "head.6", 3, 3)};
   return config;
 }
 
@@ -594,8 +592,8 @@ TEST(PipelineModelTest, WorkspaceIsReusedAcrossModels) {
   models.push_back(MakeModel(ActivationFirstPipeline(), 27));
   PipelineConfig wide = ActivationFirstPipeline();
   wide.rnn.hidden_size = 48;
-  wide.head = {Layer(LayerType::kLinear, "fc", 48, 64), Layer(LayerType::kLayerNorm, "n", 64, 64),
-               Layer(LayerType::kLinear, "out", 64, 2)};
+  wide.head = {MakeLayer(LayerType::kLinear, "fc", 48, 64), MakeLayer(LayerType::kLayerNorm, "n", 64, 64),
+               MakeLayer(LayerType::kLinear, "out", 64, 2)};
   models.push_back(MakeModel(wide, 28));
   RnnConfig core;
   core.input_size = 3;

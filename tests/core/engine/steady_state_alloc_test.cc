@@ -46,35 +46,26 @@ void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::f
 namespace rnnserve {
 namespace {
 
-LayerConfig Layer(LayerType type, std::string path, int64_t in = 0, int64_t out = 0) {
-  LayerConfig layer;
-  layer.type = type;
-  layer.path = std::move(path);
-  layer.in_features = in;
-  layer.out_features = out;
-  return layer;
-}
-
 // Embedding -> Linear+ReLU -> LSTM -> LayerNorm -> Linear -> LogSoftmax, or the features
 // variant (Linear+Tanh first), every piece kind that allocates nothing per call by design.
 PipelineConfig TestPipeline(bool ids) {
   PipelineConfig config;
   if (ids) {
-    config.input_layer.push_back(Layer(LayerType::kEmbedding, "embed", 50, 12));
+    config.input_layer.push_back(MakeLayer(LayerType::kEmbedding, "embed", 50, 12));
   } else {
-    config.input_layer.push_back(Layer(LayerType::kLinear, "proj", 7, 12));
+    config.input_layer.push_back(MakeLayer(LayerType::kLinear, "proj", 7, 12));
   }
-  config.input_layer.push_back(Layer(LayerType::kLinear, "proj2", 12, 16));
-  config.input_layer.push_back(Layer(ids ? LayerType::kRelu : LayerType::kTanh, "act"));
+  config.input_layer.push_back(MakeLayer(LayerType::kLinear, "proj2", 12, 16));
+  config.input_layer.push_back(MakeLayer(ids ? LayerType::kRelu : LayerType::kTanh, "act"));
   config.rnn.module = RnnModule::kLstm;
   config.rnn.input_size = 16;
   config.rnn.hidden_size = 24;
   config.rnn.num_layers = 2;
   config.rnn_path = "rnn";
-  config.head.push_back(Layer(LayerType::kLayerNorm, "head.0", 24, 24));
-  config.head.push_back(Layer(LayerType::kLinear, "head.1", 24, 10));
-  config.head.push_back(Layer(LayerType::kGelu, "head.2"));
-  LayerConfig softmax = Layer(LayerType::kLogSoftmax, "head.3");
+  config.head.push_back(MakeLayer(LayerType::kLayerNorm, "head.0", 24, 24));
+  config.head.push_back(MakeLayer(LayerType::kLinear, "head.1", 24, 10));
+  config.head.push_back(MakeLayer(LayerType::kGelu, "head.2"));
+  LayerConfig softmax = MakeLayer(LayerType::kLogSoftmax, "head.3");
   softmax.dim = -1;
   config.head.push_back(softmax);
   return config;
