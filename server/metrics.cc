@@ -29,7 +29,9 @@ prometheus::Histogram::BucketBoundaries BatchBuckets() {
 }  // namespace
 
 std::string ModelLabel(const ModelRegistry& models, const std::string& name) {
-  return models.Find(name) != nullptr ? name : "";
+  // Only the repository's names (bounded by it, never by clients), whether READY or not: a
+  // model whose every version is unloaded or failed still has its requests counted under it.
+  return models.Holds(name) ? name : "";
 }
 
 Metrics::Metrics(const std::vector<std::string>& model_names)

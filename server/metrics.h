@@ -30,8 +30,8 @@
 
 namespace rnnserve {
 
-// The `model` label for a request naming `name`: the name when it is served, else "", so that
-// clients cannot create new series with arbitrary names.
+// The `model` label for a request naming `name`: the name when the repository holds that model
+// (in any state), else "", so that clients cannot create new series with arbitrary names.
 std::string ModelLabel(const ModelRegistry& models, const std::string& name);
 
 class Metrics : public ServingObserver {

@@ -117,6 +117,8 @@ class ModelRegistry {
   std::vector<ModelVersionStatus> Index() const;
   // Every model name the repository holds (READY or not), sorted.
   std::vector<std::string> Names() const;
+  // Whether `name` is one of Names(): a model the repository holds, in any state.
+  bool Holds(const std::string& name) const;
   bool empty() const;
   KernelIsa kernel_isa() const { return kernel_isa_; }
   const std::string& repository() const { return repository_; }

@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "core/serving/model_registry.h"
 #include "server/process_metrics.h"
 
 namespace rnnserve {
@@ -75,6 +76,23 @@ TEST(MetricsTest, AModelAddedLaterStartsFromZero) {
   ASSERT_NE(batch, nullptr);
   ASSERT_NE(ModelSample(*batch, "b"), nullptr);
   EXPECT_EQ(ModelSample(*batch, "b")->histogram.sample_count, 0u);
+}
+
+// Requests are labelled by the repository's names only, READY or not: a model whose every
+// version is unloaded still has its refused requests counted under its name, and a name no
+// folder holds (a client's invention) gets "".
+TEST(MetricsTest, ModelLabelTakesRepositoryNamesInAnyState) {
+  ModelRegistry models;
+  RnnConfig config;
+  config.input_size = 3;
+  config.hidden_size = 2;
+  ASSERT_TRUE(models.Add("small", config, RandomParameters(config, 1)).ok());
+  EXPECT_EQ(ModelLabel(models, "small"), "small");
+  EXPECT_EQ(ModelLabel(models, "made-up"), "");
+  ASSERT_TRUE(models.UnloadModel("small", 0).ok());
+  ASSERT_EQ(models.Find("small"), nullptr);
+  EXPECT_EQ(ModelLabel(models, "small"), "small");
+  EXPECT_EQ(ModelLabel(models, "made-up"), "");
 }
 
 TEST(ProcessMetricsTest, StatsAreSane) {
