@@ -177,6 +177,7 @@ absl::StatusOr<ChunkResult> StreamChannel::Decode(const v1::StreamResponse& resp
   if (!c_n.ok()) return BadResponse(c_n.status());
   result.c_n = *std::move(c_n);
   result.steps_seen = response.steps_seen();
+  result.model_version = response.model_version();
   if (response.has_chunk_index()) result.chunk_index = response.chunk_index();
   result.duplicate = response.duplicate();
   result.ended = response.ended();

@@ -113,6 +113,8 @@ struct ChunkResult {
   // LSTM only: the cell state after the chunk, present exactly when h_n is.
   std::optional<Tensor> c_n;
   int64_t steps_seen = 0;
+  // The model version the session is pinned to (0 from a server without versions).
+  int64_t model_version = 0;
   std::optional<uint64_t> chunk_index;
   // The request's chunk_index was already applied (see `output`); h_n is the current state.
   bool duplicate = false;

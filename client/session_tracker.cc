@@ -99,6 +99,8 @@ void SessionTracker::Answered(const v1::StreamRequest& request, bool caller_omit
   }
   if (it != sessions_.end()) {
     Session& s = it->second;
+    // Pinned: a resume on another replica keeps this version, whatever is latest there.
+    if (response->model_version() != 0) s.model_version = response->model_version();
     if (response->has_chunk_index()) {
       s.next_index = std::max(s.next_index, response->chunk_index() + 1);
       next_to_send_[id] = std::max(next_to_send_[id], s.next_index);

@@ -62,7 +62,8 @@ class SessionTracker {
  private:
   struct Session {
     std::string model;
-    int64_t model_version = 0;  // as the start asked (0: the latest at the time)
+    // The version the server pinned it to (from its answers); until then, as the start asked.
+    int64_t model_version = 0;
     bool bidirectional = false;
     std::optional<v1::Tensor> h_n;  // the state to resume from; none: zeros
     std::optional<v1::Tensor> c_n;  // an LSTM's cell state to resume from; none: zeros

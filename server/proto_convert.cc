@@ -198,6 +198,7 @@ v1::StreamResponse ChunkResultToResponse(ChunkResult result, uint64_t request_id
     EncodeTensor(std::move(*result.c_n), encoding, response.mutable_c_n());
   }
   response.set_steps_seen(result.steps_seen);
+  response.set_model_version(result.model_version);
   if (result.chunk_index.has_value()) response.set_chunk_index(*result.chunk_index);
   response.set_duplicate(result.duplicate);
   response.set_ended(result.ended);

@@ -25,6 +25,10 @@ void ComputeChecksums(ChunkTask* task) {
                              : kNoInputChecksum;
   if (!req.start) return;
   uint64_t sum = Checksum64(req.model, task->input_checksum);
+  // The version as asked (0: the latest): a retry asks the same, a different ask is a new start.
+  sum = Checksum64(absl::string_view(reinterpret_cast<const char*>(&req.model_version),
+                                     sizeof(req.model_version)),
+                   sum);
   if (req.h0.has_value()) {
     sum = TensorChecksum(req.h0->shape,
                          absl::string_view(reinterpret_cast<const char*>(req.h0->data()),
@@ -156,12 +160,12 @@ absl::StatusOr<std::shared_ptr<Session>> SessionTable::RetriedStartLocked(
   if (!req.session_id.empty()) {
     return absl::AlreadyExistsError(absl::StrCat(
         "session ", Quoted(id), " is already live and was started with different content "
-        "(model, h_0, c_0, input or chunk_index), so this is not a retry of its start; continue it "
+        "(model, model_version, h_0, c_0, input or chunk_index), so this is not a retry of its start; continue it "
         "without start=true, or choose another id"));
   }
   return absl::AlreadyExistsError(absl::StrCat(
       "idempotency_key ", Quoted(req.idempotency_key), " already started session ", Quoted(id),
-      " with different content (model, h_0, c_0, input or chunk_index), so this is not a retry of "
+      " with different content (model, model_version, h_0, c_0, input or chunk_index), so this is not a retry of "
       "that start; use a new key for a new session"));
 }
 
@@ -175,16 +179,17 @@ absl::StatusOr<std::shared_ptr<Session>> SessionTable::StartLocked(ChunkTask* ta
   // The client's id and key are checked before anything else is looked up with them.
   if (!req.session_id.empty()) RETURN_IF_ERROR(ValidateClientId(req.session_id, "session_id"));
   if (!req.idempotency_key.empty()) RETURN_IF_ERROR(ValidateIdempotencyKey(req.idempotency_key));
-  // An unloaded version refuses new sessions at once (its live ones finish on it).
-  ASSIGN_OR_RETURN(std::shared_ptr<const ServedModel> model,
-                   models_.Lookup(req.model, req.model_version));
-  // A retried start is acknowledged even while draining: it starts nothing. Ids are per
-  // principal (see the header): only the owner learns that its id is taken.
+  // A retried start is acknowledged even while draining, and even when its version has been
+  // unloaded since: it starts nothing. Ids are per principal (see the header): only the owner
+  // learns that its id is taken.
   ASSIGN_OR_RETURN(std::shared_ptr<Session> retried, RetriedStartLocked(*task));
   if (retried != nullptr) {
     task->retried_start = true;
     return retried;
   }
+  // An unloaded version refuses new sessions at once (its live ones finish on it).
+  ASSIGN_OR_RETURN(std::shared_ptr<const ServedModel> model,
+                   models_.Lookup(req.model, req.model_version));
   if (draining_) {
     return absl::UnavailableError(
         "server is draining for shutdown and starts no new sessions; start the session on "

@@ -84,6 +84,37 @@ TEST(SessionTrackerTest, NumbersChunksAndRestartsFromTheLastState) {
   EXPECT_EQ(tracker.ResumeState("s")->values(0), 0.125f);
 }
 
+// A session started on "the latest" is pinned by the server to a version; a restart (on a
+// replica where another version may be the latest) asks for that version, not the latest.
+TEST(SessionTrackerTest, RestartKeepsTheVersionTheServerPinned) {
+  SessionTracker tracker;
+  v1::StreamRequest start = Chunk("s", 1, /*start=*/true);  // model_version 0: the latest
+  tracker.Prepare(&start, false);
+  v1::StreamResponse answer = Answer(start, 2, 0.5f);
+  answer.set_model_version(3);
+  tracker.Answered(start, false, &answer);
+  v1::StreamRequest second = Chunk("s", 2);
+  tracker.Prepare(&second, false);
+  std::vector<v1::StreamRequest> restart = tracker.RestartRequests(second);
+  ASSERT_EQ(restart.size(), 1u);
+  EXPECT_EQ(restart[0].model_version(), 3);
+
+  // Lost before any answer said: the restart asks what the start asked.
+  v1::StreamRequest pinned = Chunk("p", 3, /*start=*/true);
+  pinned.set_model_version(7);
+  tracker.Prepare(&pinned, false);
+  v1::StreamResponse bare;
+  bare.set_request_id(3);
+  bare.set_session_id("p");
+  bare.set_chunk_index(0);
+  tracker.Answered(pinned, false, &bare);
+  v1::StreamRequest next = Chunk("p", 4);
+  tracker.Prepare(&next, false);
+  restart = tracker.RestartRequests(next);
+  ASSERT_EQ(restart.size(), 1u);
+  EXPECT_EQ(restart[0].model_version(), 7);
+}
+
 TEST(SessionTrackerTest, LstmRestartCarriesTheCellStateToo) {
   SessionTracker tracker;
   v1::StreamRequest start = Chunk("l", 1, /*start=*/true);

@@ -9,7 +9,11 @@ Python client (one stream each, sending the header) and by the C++ library (resu
     upstream is regenerated and reloaded, old workers close their connections, the consistent
     hash moves some sessions to the new replica, and they resume there;
 (c) a rolling restart: SIGTERM of one replica while its sessions stream; they finish reading
-    what the draining server answers, then resume elsewhere.
+    what the draining server answers, then resume elsewhere;
+(d) a rolling restart onto a new model version (docs/deployment.md, "Rolling out a new model
+    version"): a replica whose repository holds versions 1 and 2 replaces the two old ones,
+    which only had version 1; every session resumes there on version 1, the version it was
+    pinned to, and a session started afterwards gets version 2 (torch's outputs of each).
 
 Every caller-visible output equals torch's over the whole sequence within 1e-5, and no session
 sees a gap in steps_seen or chunk_index.
@@ -62,9 +66,9 @@ class ReplicaFaultsTest(unittest.TestCase):
 
     # ---- replicas and router -----------------------------------------------------------------
 
-    def add_server(self):
+    def add_server(self, repo=None):
         i = len(self.servers)
-        server = kit.ServerProcess(name=f"replica{i}", model_repository=self.repo,
+        server = kit.ServerProcess(name=f"replica{i}", model_repository=repo or self.repo,
                                    drain_timeout="5s", flags=["--threads=1"],
                                    log_path=os.path.join(self.work, f"replica{i}.log"))
         self.servers.append(server.start())
@@ -81,21 +85,23 @@ class ReplicaFaultsTest(unittest.TestCase):
         kit.wait_serving(self.nginx.target, timeout=kit.scaled(10))
         self.client = self.rc.RnnServeClient(self.nginx.target, timeout=30)
 
-    def write_router_conf(self):
-        """The router config for the servers now up, with one worker whose graceful shutdown
-        (after a reload) closes its connections after 1 s, as the old config says."""
+    def write_router_conf(self, servers=None):
+        """The router config for `servers` (default: those now up), with one worker whose
+        graceful shutdown (after a reload) closes its connections after 1 s, as the old config
+        says."""
+        servers = servers or [s for s in self.servers if s.alive()]
         conf = harness.local_nginx_conf(NGINX_CONF, self.nginx.prefix,
-                                        [s.target for s in self.servers if s.alive()])
+                                        [s.target for s in servers])
         conf = conf.replace("worker_processes auto;",
                             "worker_processes 1;\nworker_shutdown_timeout 1s;")
         with open(os.path.join(self.nginx.prefix, "nginx.conf"), "w") as f:
             f.write(conf)
 
-    def reload_router(self):
-        """nginx's upstream regenerated for the servers now up, reloaded (SIGHUP); old workers
-        get 1 s to finish, then close their connections, so streams reconnect through the new
-        configuration (bounded wait until they are gone)."""
-        self.write_router_conf()
+    def reload_router(self, servers=None):
+        """nginx's upstream regenerated for `servers` (default: those now up), reloaded
+        (SIGHUP); old workers get 1 s to finish, then close their connections, so streams
+        reconnect through the new configuration (bounded wait until they are gone)."""
+        self.write_router_conf(servers)
         old = self.workers()
         self.nginx.process.send_signal(signal.SIGHUP)
         kit.wait_until(lambda: self.workers() and not (self.workers() & old),
@@ -252,6 +258,34 @@ class ReplicaFaultsTest(unittest.TestCase):
             self.terminated.append(self.servers[victim])
             return [sid for sid, where in homes.items() if where == [victim]]
         self.run_fault(3, 8, terminate)
+
+    def test_d_rolling_restart_onto_a_new_model_version(self):
+        new_repo = os.path.join(self.work, "models")
+        shutil.copytree(os.path.join(self.repo, MODEL), os.path.join(new_repo, MODEL, "1"))
+        v2 = kit.write_model(os.path.join(new_repo, MODEL, "2"), seed=6, input_size=6,
+                             hidden_size=12, num_layers=2)
+        with open(os.path.join(new_repo, MODEL, "serving.json"), "w") as f:
+            f.write('{"version_policy": {"latest": 2}}')
+
+        def roll(homes, cpp):
+            old = list(self.servers)
+            new = self.add_server(new_repo)
+            # As Kubernetes does: terminating pods leave the Service's endpoints at once.
+            self.reload_router([new])
+            for server in old:
+                server.terminate()
+                self.terminated.append(server)
+            return list(homes)
+        sessions, cpp, homes = self.run_fault(2, 6, roll)
+        self.assertGreater(sum(s["stream"].resumes for s in sessions.values()), 0)
+        for sid in homes:
+            self.assertEqual(self.client.get_session(sid, omit_state=True)["model_version"], 1,
+                             sid)
+        x = self.chunk(5)
+        with self.client.open_stream() as stream:
+            r = stream.start(MODEL, chunk=x)
+            self.assertEqual(r.model_version, 2)
+            np.testing.assert_allclose(r.output, kit.torch_forward(v2, x)[0], atol=TOLERANCE)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import unittest
 
 import grpc
@@ -211,6 +212,119 @@ class LifecycleTest(unittest.TestCase):
             refused = run("info", "g:1")
             self.assertNotEqual(refused.returncode, 0)
             self.assertIn("UNAVAILABLE", refused.stderr)
+
+    def test_rollout_under_load_refuses_nothing(self):
+        """The docs' rollout while streams keep sending: version 2 is renamed into place and
+        picked up by the poll as three sessions stream without pause; every chunk, before,
+        during and after the load, is answered OK with its own version's exact outputs (the
+        old sessions finish on version 1, sessions started after the load get version 2), and
+        version 1 is freed once its sessions end. Bounded: each session sends at most
+        max_chunks chunks, and ends 8 chunks after it sees the load."""
+        v1 = h.make_rnn(41, "GRU", input_size=3, hidden_size=4)
+        v2 = h.make_rnn(42, "GRU", input_size=3, hidden_size=4)
+        roll_in(self.repo, "m", 1, v1)
+        warmup, after_load, max_chunks = 4, 8, 20000
+        loaded = threading.Event()
+        warmed = [threading.Event() for _ in range(6)]
+        results = {}
+
+        def run_session(i, server):
+            rng = np.random.default_rng(100 + i)
+            sent, outputs, errors, versions, seen_load = [], [], [], set(), 0
+            with server.stream() as stream:
+                for c in range(max_chunks):
+                    x = rng.standard_normal((2, 1, 3)).astype(np.float32)
+                    fields = dict(model="m", start=True) if c == 0 else {}
+                    r = stream.call(session_id=f"s{i}", input=x, **fields)
+                    if r.error_code:
+                        errors.append(r.error_message)
+                        break
+                    sent.append(x)
+                    versions.add(r.model_version)
+                    outputs.append(h.from_tensor(r.output))
+                    if c + 1 == warmup:
+                        warmed[i].set()
+                    seen_load += loaded.is_set()
+                    if c + 1 >= warmup and seen_load >= after_load:
+                        break
+            results[i] = (errors, versions, sent, outputs, seen_load)
+
+        with h.ServerProcess(model_repository=self.repo, metrics=False,
+                             flags=["--allow_model_control",
+                                    "--repository_poll_interval=50ms"]) as server:
+            stub = server.stub()
+            threads = [threading.Thread(target=run_session, args=(i, server)) for i in range(6)]
+            for t in threads[:3]:
+                t.start()
+            for i in range(3):
+                self.assertTrue(warmed[i].wait(h.scaled(60)), f"session {i} to start")
+            roll_in(self.repo, "m", 2, v2)
+            h.wait_until(lambda: stub.GetModel(h.pb2().GetModelRequest(model="m"),
+                                               timeout=h.CALL_TIMEOUT).version == 2,
+                         h.scaled(30), "version 2 to load (poll)")
+            loaded.set()
+            for t in threads[3:]:
+                t.start()
+            for t in threads:
+                t.join(h.scaled(120))
+                self.assertFalse(t.is_alive())
+            for i in range(6):
+                errors, versions, sent, outputs, seen_load = results[i]
+                self.assertEqual(errors, [], f"session {i}")
+                self.assertGreaterEqual(seen_load, after_load, f"session {i} ran past the load")
+                want = 1 if i < 3 else 2
+                self.assertEqual(versions, {want}, f"session {i}")
+                h.assert_close(np.concatenate(outputs),
+                               torch_chunks(v1 if want == 1 else v2, np.concatenate(sent), None),
+                               f"session {i} on version {want}")
+                stub.CloseSession(h.pb2().CloseSessionRequest(session_id=f"s{i}"),
+                                  timeout=h.CALL_TIMEOUT)
+            h.wait_until(lambda: self.index(stub)[("m", 1)].live_sessions == 0, h.scaled(30),
+                         "version 1 to be freed once its sessions are done")
+
+    def test_a_resumed_session_keeps_its_version(self):
+        """The Python client restarts a lost session (as on another replica) on the version the
+        server pinned it to, not on whatever is latest by then; the CLI pins with
+        --model_version."""
+        v1 = h.make_rnn(51, "RNN", input_size=2, hidden_size=3)
+        v2 = h.make_rnn(52, "RNN", input_size=2, hidden_size=3)
+        roll_in(self.repo, "r", 1, v1)
+        with open(os.path.join(self.repo, "r", "serving.json"), "w") as f:
+            f.write('{"version_policy": {"latest": 2}}')
+        x = np.random.default_rng(5).standard_normal((6, 1, 2)).astype(np.float32)
+        rc = h.kit.client_module()
+        with h.ServerProcess(model_repository=self.repo, metrics=False) as server:
+            client = rc.RnnServeClient(server.target, timeout=h.CALL_TIMEOUT)
+            self.addCleanup(client.close)
+            with client.open_stream() as stream:
+                first = stream.start("r", session_id="kept", chunk=x[:2])
+                self.assertEqual(first.model_version, 1)
+                outputs = [first.output]
+                roll_in(self.repo, "r", 2, v2)
+                server.process.send_signal(signal.SIGHUP)
+                h.wait_until(lambda: client.get_model("r").version == 2, h.scaled(30),
+                             "version 2 to load (SIGHUP)")
+                client.close_session("kept")  # lost, as a replaced replica loses it
+                for b, e in ((2, 4), (4, 6)):
+                    outputs.append(stream.send(x[b:e]).output)
+                self.assertEqual(stream.resumes, 1)
+                self.assertEqual(client.get_session("kept")["model_version"], 1)
+            h.assert_close(np.concatenate(outputs), torch_chunks(v1, x, None), "resumed on v1")
+
+            cli = os.environ.get("RNNSERVE_CLIENT_BIN")
+            if cli is None:
+                cli = os.path.join(os.path.dirname(os.path.dirname(h.server_binary())),
+                                   "client", "rnnserve-client")
+            np.save(os.path.join(self.repo, "x.npy"), x)
+            for version, rnn in ((1, v1), (2, v2)):
+                out = os.path.join(self.repo, f"y{version}.npy")
+                run = subprocess.run(
+                    [cli, f"--server={server.target}", "stream", "r",
+                     f"--input={os.path.join(self.repo, 'x.npy')}", "--chunk_steps=2",
+                     f"--model_version={version}", f"--save_output={out}"],
+                    capture_output=True, text=True, timeout=h.CALL_TIMEOUT)
+                self.assertEqual(run.returncode, 0, run.stderr)
+                h.assert_close(np.load(out), torch_chunks(rnn, x, None), f"CLI on v{version}")
 
     def test_model_control_is_off_by_default(self):
         h.export_repository(self.repo, {"m": h.make_rnn(1, "RNN", input_size=2, hidden_size=2)})

@@ -113,6 +113,8 @@ class StreamResult:
     # LSTM only: the cell state after the chunk, present exactly when h_n is (None for RNN
     # and GRU models, and with omit_state).
     c_n: Optional[np.ndarray] = None
+    # The model version the session is pinned to (0 from a server without versions).
+    model_version: int = 0
 
     @classmethod
     def from_response(cls, r):
@@ -122,7 +124,8 @@ class StreamResult:
                    steps_seen=r.steps_seen,
                    chunk_index=r.chunk_index if r.HasField("chunk_index") else None,
                    duplicate=r.duplicate, ended=r.ended, request_id=r.request_id,
-                   output_truncated=r.output_truncated, c_n=from_tensor(r.c_n))
+                   output_truncated=r.output_truncated, c_n=from_tensor(r.c_n),
+                   model_version=r.model_version)
 
 
 def _input(x, ids, raw):

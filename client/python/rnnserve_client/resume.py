@@ -108,7 +108,7 @@ class _Session:
     def __init__(self, session_id, model, bidirectional, start_h0, start_c0):
         self.session_id = session_id
         self.model = model
-        self.model_version = 0  # as the start asked (0: the latest)
+        self.model_version = 0  # pinned by the server's answer; until then, as the start asked
         self.bidirectional = bidirectional
         self.h_n = start_h0         # pb2.Tensor, the state to resume from (None: zeros)
         self.c_n = start_c0         # pb2.Tensor, an LSTM's cell state to resume from (None: zeros)
@@ -198,6 +198,8 @@ class Tracker:
             if not req.HasField("chunk_index"):
                 self._next_index[sid] = 0
         if s is not None:
+            if response.model_version:  # pinned: a resume elsewhere keeps this version
+                s.model_version = response.model_version
             if response.HasField("chunk_index"):
                 s.next_index = max(s.next_index, response.chunk_index + 1)
                 self._next_index[sid] = max(self._next_index.get(sid, 0), s.next_index)
