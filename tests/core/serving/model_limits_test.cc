@@ -102,15 +102,33 @@ TEST_F(ModelLimitsTest, SettingsAreReadFromServingJson) {
   EXPECT_EQ(core_->models().Find("free")->settings, ModelServingSettings{});
 }
 
-TEST_F(ModelLimitsTest, BadServingJsonFailsTheLoadNamingModelAndKey) {
+// A bad serving.json fails its own model, naming the model and the key: reported while the
+// others serve, or, with --strict_model_repository, the whole load.
+TEST_F(ModelLimitsTest, BadServingJsonFailsItsModelNamingModelAndKey) {
   ASSERT_TRUE(repo_.ok());
   RnnConfig config;
   config.input_size = 1;
   config.hidden_size = 1;
   ASSERT_TRUE(SaveModelDir(repo_.File("bad"), config, RandomParameters(config, 1)).ok());
+  ASSERT_TRUE(SaveModelDir(repo_.File("good"), config, RandomParameters(config, 2)).ok());
   ASSERT_TRUE(WriteFile(repo_.File("bad/serving.json"), R"({"max_sesions": 2})").ok());
   absl::StatusOr<std::unique_ptr<ModelRegistry>> registry =
       ModelRegistry::LoadRepository(repo_.path());
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  EXPECT_NE((*registry)->Find("good"), nullptr);
+  EXPECT_EQ((*registry)->Find("bad"), nullptr);
+  bool reported = false;
+  for (const ModelVersionStatus& row : (*registry)->Index()) {
+    if (row.name != "bad") continue;
+    reported = true;
+    EXPECT_EQ(row.state, ModelState::kFailed);
+    EXPECT_THAT(row.reason, HasSubstr("unknown key 'max_sesions'"));
+  }
+  EXPECT_TRUE(reported);
+
+  ModelLoadOptions strict;
+  strict.strict = true;
+  registry = ModelRegistry::LoadRepository(repo_.path(), strict);
   ASSERT_FALSE(registry.ok());
   EXPECT_EQ(registry.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(registry.status().message(), HasSubstr("model 'bad'"));
