@@ -376,12 +376,35 @@ std::vector<absl::Status> ModelRegistry::RescanModel(const std::string& name,
   }
   absl::MutexLock lock(&mu_);
   ModelEntry& entry = models_[name];
-  for (auto& [version, v] : entry.versions) {
-    if (wanted.count(version) || v.state != ModelState::kReady) continue;
+  // Availability: a version the policy wants that failed to load never takes down one that
+  // serves. Under "latest N", READY versions below it keep the N places; under any policy,
+  // a model left with no READY version keeps its highest READY one. (Kept versions are still
+  // on disk and not unloaded by UnloadModel.)
+  std::set<int64_t> keep;
+  for (int64_t version : wanted) {
+    auto found = entry.versions.find(version);
+    if (found != entry.versions.end() && found->second.state == ModelState::kReady) {
+      keep.insert(version);
+    }
+  }
+  const int64_t places = policy.kind == VersionPolicy::Kind::kLatest
+                             ? policy.latest
+                             : (keep.empty() && !wanted.empty() ? 1 : 0);
+  for (auto v = entry.versions.rbegin();
+       v != entry.versions.rend() && static_cast<int64_t>(keep.size()) < places; ++v) {
+    if (v->second.state != ModelState::kReady || keep.count(v->first) ||
+        !on_disk.count(v->first) || entry.unload_all || entry.unloaded.count(v->first)) {
+      continue;
+    }
+    keep.insert(v->first);
+    v->second.reason = "kept serving: a newer version the policy wants failed to load";
+  }
+  for (const auto& [version, v] : entry.versions) {
+    if (keep.count(version) || v.state != ModelState::kReady) continue;
     std::string reason = !on_disk.count(version)     ? "its folder was removed"
                          : unloaded.count(version) ? "unloaded by UnloadModel"
                                                      : "not in the model's version policy";
-    RetireLocked(entry, wanted, reason);
+    RetireLocked(entry, keep, reason);
     break;  // RetireLocked retired every such version with the reason of the first
   }
   // Failures of versions no longer wanted are forgotten.

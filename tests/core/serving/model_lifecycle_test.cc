@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "base/file_io.h"
 #include "core/engine/model_dir.h"
 #include "core/serving/model_registry.h"
@@ -244,6 +245,48 @@ TEST_F(ModelLifecycleTest, UnloadModelAndLoadModel) {
   // The revived v1 is the very one the pinned session runs.
   EXPECT_EQ(Start(1, x).model_version, 1);
   EXPECT_EQ(registry.LoadModel("../etc").code(), absl::StatusCode::kNotFound);
+}
+
+// A new version that fails to load never takes down the one serving: under "latest 1" the
+// old version keeps serving (its reason says why) until the new one is repaired; under a
+// specific policy that names only the broken version, the model keeps its highest READY one.
+TEST_F(ModelLifecycleTest, ABrokenNewVersionLeavesTheOldOneServing) {
+  Save("m/1", 11);
+  MakeCore();
+  ModelRegistry& registry = core_->mutable_models();
+  const Tensor x = Random({2, 1, 3}, 3);
+  Save("m/2", 22);
+  const std::string weights = Path("m/2/model.safetensors");
+  const std::string good = ReadText(weights);
+  WriteText(weights, good.substr(0, good.size() / 2));
+  ASSERT_TRUE(registry.Reload().ok());
+  EXPECT_EQ(registry.ReadyVersions("m"), (std::vector<int64_t>{1}));
+  ChunkResult started = Start(0, x);
+  ASSERT_TRUE(started.status.ok()) << started.status;
+  EXPECT_EQ(started.model_version, 1);
+  EXPECT_LT(MaxAbsDiff(started.output->values(), WholeOutput(*Reference(11), x)), 1e-6);
+  bool failed = false, kept = false;
+  for (const ModelVersionStatus& row : registry.Index()) {
+    if (row.version == 2) failed = row.state == ModelState::kFailed;
+    if (row.version == 1) {
+      kept = row.state == ModelState::kReady &&
+             absl::StrContains(row.reason, "newer version the policy wants failed to load");
+    }
+  }
+  EXPECT_TRUE(failed);
+  EXPECT_TRUE(kept);
+
+  WriteText(weights, good);  // repaired: it takes over, v1's session finishes on v1
+  ASSERT_TRUE(registry.Reload().ok());
+  EXPECT_EQ(registry.ReadyVersions("m"), (std::vector<int64_t>{2}));
+  EXPECT_EQ(Start(0, x).model_version, 2);
+  EXPECT_TRUE(Send(started.session_id, x).status.ok());
+
+  WriteText(Path("m/serving.json"), R"({"version_policy": {"specific": [3]}})");
+  Save("m/3", 33);
+  WriteText(Path("m/3/config.json"), "{not json");
+  ASSERT_TRUE(registry.Reload().ok());
+  EXPECT_EQ(registry.ReadyVersions("m"), (std::vector<int64_t>{2}));
 }
 
 // One thread rewrites m/1 non-atomically, file by file, alternating two weight sets of one
