@@ -80,11 +80,12 @@ absl::StatusOr<v1::ModelInfo> RnnServeClient::GetModel(const std::string& model,
 
 absl::StatusOr<ForwardResult> RnnServeClient::Forward(const std::string& model,
                                                       const Tensor& input, const Tensor* h0,
-                                                      const Tensor* c0) {
+                                                      const Tensor* c0, int64_t model_version) {
   grpc::ClientContext context;
   SetDeadline(&context);
   v1::ForwardRequest request;
   request.set_model(model);
+  request.set_model_version(model_version);
   EncodeTensor(input, options_.encoding, request.mutable_input());
   if (h0 != nullptr) EncodeTensor(*h0, options_.encoding, request.mutable_h_0());
   if (c0 != nullptr) EncodeTensor(*c0, options_.encoding, request.mutable_c_0());

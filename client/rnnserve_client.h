@@ -148,9 +148,10 @@ class RnnServeClient {
   absl::StatusOr<std::vector<v1::ModelVersionState>> RepositoryIndex();
 
   // torch's rnn(input, h_0), or lstm(input, (h_0, c_0)): `h0` and `c0` may be null (zeros);
-  // c0 is refused by models without cell state.
+  // c0 is refused by models without cell state. model_version 0: the latest READY version.
   absl::StatusOr<ForwardResult> Forward(const std::string& model, const Tensor& input,
-                                        const Tensor* h0 = nullptr, const Tensor* c0 = nullptr);
+                                        const Tensor* h0 = nullptr, const Tensor* c0 = nullptr,
+                                        int64_t model_version = 0);
 
   // Session metadata and, unless `omit_state`, its current state (state export).
   absl::StatusOr<SessionState> GetSession(const std::string& session_id, bool omit_state = false);

@@ -45,7 +45,7 @@ struct CliOptions {
   std::string session_id;    // continue this session instead of starting one
   bool end = false;          // close the session with the last chunk
   bool omit_state = false;   // leave h_n and c_n out of responses (bench too)
-  int64_t model_version = 0;  // pin a new session to this version; 0: the latest
+  int64_t model_version = 0;  // forward: this version; stream: pin the session to it; 0: latest
   // bench
   int64_t sessions = 64;   // concurrent sessions
   int64_t streams = 0;     // gRPC streams they share; 0: min(sessions, 64)

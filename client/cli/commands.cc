@@ -164,8 +164,9 @@ absl::Status Commands::Forward(const std::string& model) {
                                                         : ReadNpy(options_.input));
   ASSIGN_OR_RETURN(std::optional<Tensor> h0, OptionalNpy(options_.h0));
   ASSIGN_OR_RETURN(std::optional<Tensor> c0, OptionalNpy(options_.c0));
-  ASSIGN_OR_RETURN(client::ForwardResult r, client_->Forward(model, input, h0 ? &*h0 : nullptr,
-                                                             c0 ? &*c0 : nullptr));
+  ASSIGN_OR_RETURN(client::ForwardResult r,
+                   client_->Forward(model, input, h0 ? &*h0 : nullptr, c0 ? &*c0 : nullptr,
+                                    options_.model_version));
   RETURN_IF_ERROR(SaveIfAsked(options_.save_output, r.output));
   RETURN_IF_ERROR(SaveIfAsked(options_.save_h_n, r.h_n));
   RETURN_IF_ERROR(SaveCellStateIfAsked(options_.save_c_n, r.c_n, model));

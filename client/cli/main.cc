@@ -54,8 +54,8 @@ ABSL_FLAG(std::string, session_id, "",
           "stream: continue this existing session instead of starting a new one.");
 ABSL_FLAG(bool, end, false, "stream: close the session with the last chunk.");
 ABSL_FLAG(int64_t, model_version, 0,
-          "stream: start the session on this version of the model (it stays on it); 0: the "
-          "latest READY version.");
+          "forward: run this version of the model; stream: start the session on it (it stays on "
+          "it). 0: the latest READY version.");
 ABSL_FLAG(bool, omit_state, false,
           "stream/bench: ask the server to leave h_n (and c_n) out of responses.");
 ABSL_FLAG(int64_t, sessions, 64, "bench: concurrent sessions.");
@@ -82,10 +82,12 @@ Usage: rnnserve-client [--server HOST:PORT] [--json] [--noraw]
   forward MODEL                stateless run: --input x.npy or --shape T,N,C [--seed S]
                                [--h0 h.npy] [--c0 c.npy] [--save_output y.npy]
                                [--save_h_n h.npy] [--save_c_n c.npy]  (c: LSTM only)
+                               [--model_version V]
   stream MODEL                 a streamed session, chunk by chunk: --input x.npy or random
                                --steps T --batch N; --chunk_steps K; [--h0 h.npy] [--c0 c.npy]
                                for a new session's state; --session_id ID to go on with an
-                               existing session; --end to close it at the end
+                               existing session; --end to close it at the end;
+                               --model_version V pins a new session to version V
   session get ID               a session's metadata and state (h_n; c_n for an LSTM)
                                [--save_h_n h.npy] [--save_c_n c.npy]
   session close ID             close a session, printing (and saving) its final state

@@ -284,8 +284,8 @@ class LifecycleTest(unittest.TestCase):
 
     def test_a_resumed_session_keeps_its_version(self):
         """The Python client restarts a lost session (as on another replica) on the version the
-        server pinned it to, not on whatever is latest by then; the CLI pins with
-        --model_version."""
+        server pinned it to, not on whatever is latest by then; the CLI's stream and forward
+        take --model_version."""
         v1 = h.make_rnn(51, "RNN", input_size=2, hidden_size=3)
         v2 = h.make_rnn(52, "RNN", input_size=2, hidden_size=3)
         roll_in(self.repo, "r", 1, v1)
@@ -317,14 +317,16 @@ class LifecycleTest(unittest.TestCase):
                                    "client", "rnnserve-client")
             np.save(os.path.join(self.repo, "x.npy"), x)
             for version, rnn in ((1, v1), (2, v2)):
-                out = os.path.join(self.repo, f"y{version}.npy")
-                run = subprocess.run(
-                    [cli, f"--server={server.target}", "stream", "r",
-                     f"--input={os.path.join(self.repo, 'x.npy')}", "--chunk_steps=2",
-                     f"--model_version={version}", f"--save_output={out}"],
-                    capture_output=True, text=True, timeout=h.CALL_TIMEOUT)
-                self.assertEqual(run.returncode, 0, run.stderr)
-                h.assert_close(np.load(out), torch_chunks(rnn, x, None), f"CLI on v{version}")
+                for command in (["stream", "r", "--chunk_steps=2"], ["forward", "r"]):
+                    out = os.path.join(self.repo, f"y{version}.npy")
+                    run = subprocess.run(
+                        [cli, f"--server={server.target}", *command,
+                         f"--input={os.path.join(self.repo, 'x.npy')}",
+                         f"--model_version={version}", f"--save_output={out}"],
+                        capture_output=True, text=True, timeout=h.CALL_TIMEOUT)
+                    self.assertEqual(run.returncode, 0, run.stderr)
+                    h.assert_close(np.load(out), torch_chunks(rnn, x, None),
+                                   f"CLI {command[0]} on v{version}")
 
     def test_model_control_is_off_by_default(self):
         h.export_repository(self.repo, {"m": h.make_rnn(1, "RNN", input_size=2, hidden_size=2)})
