@@ -328,6 +328,66 @@ class LifecycleTest(unittest.TestCase):
                     h.assert_close(np.load(out), torch_chunks(rnn, x, None),
                                    f"CLI {command[0]} on v{version}")
 
+    def test_a_folder_rewritten_under_a_fast_poll_never_serves_a_torn_model(self):
+        """The real server polls every 1 ms while a writer rewrites m/1 in place, file by file
+        and not atomically, alternating two weight sets of one config (every 5th rewrite
+        leaves the weights truncated for a while); Forward calls run all along. Every answer is
+        OK and exactly one weight set's (torch), and the server lives on. Bounded: 60
+        rewrites."""
+        a = h.make_rnn(61, "LSTM", input_size=3, hidden_size=4)
+        b = h.make_rnn(62, "LSTM", input_size=3, hidden_size=4)
+        staging = tempfile.mkdtemp(prefix="rnnserve-torn-")
+        self.addCleanup(shutil.rmtree, staging, ignore_errors=True)
+        h.export_repository(staging, {"a": a, "b": b})
+        files = {}
+        for name in ("a", "b"):
+            with open(os.path.join(staging, name, "model.safetensors"), "rb") as f:
+                files[name] = f.read()
+        self.assertEqual(len(files["a"]), len(files["b"]))
+        roll_in(self.repo, "m", 1, a)
+        weights = os.path.join(self.repo, "m", "1", "model.safetensors")
+        x = np.random.default_rng(6).standard_normal((5, 2, 3)).astype(np.float32)
+        refs = [torch_chunks(a, x, None), torch_chunks(b, x, None)]
+        done = threading.Event()
+        answered = threading.Semaphore(0)  # a rewrite per answered call: they interleave
+
+        def rewrite():
+            try:
+                for i in range(60):
+                    if not answered.acquire(timeout=h.scaled(30)):
+                        return
+                    data = files["b" if i % 2 == 0 else "a"]
+                    with open(weights, "wb") as f:
+                        cut = len(data) // 3 if i % 5 == 4 else len(data) // 2
+                        f.write(data[:cut])
+                        f.flush()
+                        if i % 5 != 4:
+                            f.write(data[cut:])
+            finally:
+                done.set()
+
+        with h.ServerProcess(model_repository=self.repo, metrics=False,
+                             flags=["--repository_poll_interval=1ms"]) as server:
+            stub = server.stub()
+            writer = threading.Thread(target=rewrite)
+            writer.start()
+            calls, torn = 0, 0
+            while not done.is_set() or calls == 0:
+                got = h.from_tensor(stub.Forward(h.pb2().ForwardRequest(
+                    model="m", input=h.to_tensor(x)), timeout=h.CALL_TIMEOUT).output)
+                calls += 1
+                answered.release()
+                torn += not any(np.abs(got - ref).max() <= h.ATOL for ref in refs)
+            writer.join(h.scaled(60))
+            self.assertFalse(writer.is_alive())
+            self.assertEqual(torn, 0, f"{torn} of {calls} answers matched neither weight set")
+            self.assertGreaterEqual(calls, 60)
+            with open(weights, "wb") as f:  # the last rewrite, whole: served once settled
+                f.write(files["b"])
+            h.wait_until(lambda: np.abs(h.from_tensor(stub.Forward(h.pb2().ForwardRequest(
+                model="m", input=h.to_tensor(x)), timeout=h.CALL_TIMEOUT).output)
+                - refs[1]).max() <= h.ATOL, h.scaled(30), "the final weights to serve")
+
     def test_model_control_is_off_by_default(self):
         h.export_repository(self.repo, {"m": h.make_rnn(1, "RNN", input_size=2, hidden_size=2)})
         with h.ServerProcess(model_repository=self.repo, metrics=False) as server:
