@@ -89,6 +89,16 @@ def parity_dir():
 # The cases' tensors are in torch's layouts: (T, N, F), (N, T, F) batch_first, or (T, F)
 # unbatched; states (L*D, N, F) or (L*D, F). Sessions slice rows and steps time-major.
 
+
+def note_differences(failures, what, got, expected, source):
+    """Appends to `failures` one line naming every field where `got` differs from `expected`
+    (both dicts over the same keys); nothing when they agree."""
+    wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
+    if wrong:
+        failures.append(f"{what}: " + "; ".join(
+            f"{k} {g!r}, {source} {e!r}" for k, (g, e) in sorted(wrong.items())))
+
+
 class Case:
     """One manifest case with its tensors (from case.safetensors)."""
 
@@ -610,10 +620,8 @@ class ServerParityTest(unittest.TestCase):
                 output_shape=[-1, -1, rows // config["num_layers"] * h_out],
                 layers=[("", config["module"], info.module, "core", config["input_size"],
                          rows // config["num_layers"] * h_out)])
-            wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
-            if wrong:
-                failures.append(f"{entry['name']} ({info.module}): " + "; ".join(
-                    f"{k} {g!r}, torch {e!r}" for k, (g, e) in sorted(wrong.items())))
+            note_differences(failures, f"{entry['name']} ({info.module})", got, expected,
+                             "torch")
         if failures:
             self.fail(f"{len(failures)} ModelInfo(s) differ from the torch module:\n" +
                       "\n".join(failures[:MAX_LISTED_FAILURES]))
@@ -739,10 +747,8 @@ class ServerParityTest(unittest.TestCase):
                 layers=pipeline_layers(entry),
                 layer_reprs=[repr(module.get_submodule(path))
                              for path in export_pytorch.pipeline_paths(entry["config"])])
-            wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
-            if wrong:
-                failures.append(f"{entry['name']} ({entry['repr']}): " + "; ".join(
-                    f"{k} {g!r}, expected {e!r}" for k, (g, e) in sorted(wrong.items())))
+            note_differences(failures, f"{entry['name']} ({entry['repr']})", got, expected,
+                             "expected")
         if failures:
             self.fail(f"{len(failures)} pipeline ModelInfo(s) differ from the user's model:\n" +
                       "\n".join(failures[:MAX_LISTED_FAILURES]))
