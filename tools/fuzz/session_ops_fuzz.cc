@@ -3,9 +3,11 @@
 // The input's bytes decode into up to kMaxOps operations on a ServingCore with tiny limits
 // (3 sessions, 2 per principal, memory for about two sessions, 3 tombstones, an injected clock),
 // so refusals, evictions, expiry and tombstone turnover all happen within a few operations:
-// start (client or server-assigned id, with or without h_0 or a first chunk), chunk (right and
-// wrong shapes, auto, next, duplicate or gapped chunk_index), a burst of chunks sent without
-// waiting, end, close, get, another principal's access, and expiry (advance the clock, reap).
+// start (client or server-assigned id, with or without h_0 or a first chunk, on the latest, a
+// named or an unknown version of the model), chunk (right and wrong shapes, auto, next,
+// duplicate or gapped chunk_index), a burst of chunks sent without waiting, end, close, get,
+// another principal's access, expiry (advance the clock, reap), and unloading a version (its
+// sessions finish on it; new starts on it are refused).
 //
 // After every operation the core is compared with a shadow model (CheckInvariants):
 //   - every callback ran exactly once (and none after the core is gone);
@@ -13,9 +15,11 @@
 //     advanced a session, a duplicate never advanced it, and a session disappears only when it
 //     ended, was closed, expired past the idle timeout, or was evicted while idle long enough;
 //   - session_count() and state_bytes() match the snapshots, and stay within the limits;
-//   - every applied chunk's output and h_n (and an LSTM's c_n) equal the engine run on the
-//     session's whole sequence (h_0 included), and a replayed duplicate's output equals the
-//     first answer;
+//   - every applied chunk's output and h_n (and an LSTM's c_n) equal the engine run of the
+//     session's own version on its whole sequence (h_0 included), and a replayed duplicate's
+//     output equals the first answer;
+//   - a session is pinned to the version it started on (the one asked for, else the latest
+//     READY one), and a start on an unloaded or unknown version is refused;
 //   - a gapped chunk_index and a wrong input size are refused.
 // A failed check prints what differed and aborts (a crash for libFuzzer, a failure in ctest).
 //
@@ -32,6 +36,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -57,6 +62,7 @@ constexpr int64_t kInputSize = 2;
 constexpr int64_t kHidden = 3;
 constexpr int64_t kLayers = 2;
 constexpr int kSlots = 4;  // session slots the operations pick from
+constexpr int64_t kVersions = 2;  // versions 1 and 2 of "m", each with its own weights
 constexpr absl::Duration kIdleTimeout = absl::Seconds(10);
 constexpr absl::Duration kEvictAfter = absl::Seconds(3);
 const char* const kPrincipals[2] = {"", "bob"};
@@ -106,6 +112,7 @@ class FakeClock {
 struct ShadowSession {
   std::string principal;
   std::string id;
+  int64_t version = 0;  // the model version it is pinned to
   absl::Time last_used;
   bool has_state = false;  // h_0 or a first chunk fixed the batch
   int64_t batch = 0;
@@ -141,10 +148,12 @@ class Harness {
     config_.num_layers = kLayers;
     config_.module = kModule;
     if (kModule == RnnModule::kLstm) config_.proj_size = kHidden - 1;  // h narrower than c
-    const ParameterMap params = RandomParameters(config_, 7);
-    reference_ = std::move(RnnModel::Create(config_, params)).value();
     auto registry = std::make_unique<ModelRegistry>();
-    FUZZ_CHECK(registry->Add("m", config_, params).ok(), "model");
+    for (int64_t version = 1; version <= kVersions; ++version) {
+      const ParameterMap params = RandomParameters(config_, 6 + version);
+      references_[version] = std::move(RnnModel::Create(config_, params)).value();
+      FUZZ_CHECK(registry->Add("m", config_, params, version).ok(), "model version ", version);
+    }
     ServingOptions options;
     options.threads = 1;
     options.max_sessions = 3;
@@ -154,7 +163,7 @@ class Harness {
     // and overhead since the memory accounting grew them; a budget of state bytes alone
     // refused every session.)
     options.max_state_bytes =
-        2 * (2 * reference_->StateSize(2) * 4 + kSessionOverheadBytes + 2) + 8;
+        2 * (2 * references_[1]->StateSize(2) * 4 + kSessionOverheadBytes + 2) + 8;
     options.max_tombstones = 3;
     options.session_idle_timeout = kIdleTimeout;
     options.evict_idle_after = kEvictAfter;
@@ -192,7 +201,7 @@ class Harness {
   void Step(Bytes& in) {
     op_allocates_ = false;
     op_reaps_ = false;
-    const int kind = in.Pick(10);
+    const int kind = in.Pick(11);
     Slot& slot = slots_[in.Pick(kSlots)];
     switch (kind) {
       case 0:
@@ -222,9 +231,34 @@ class Harness {
         core_->ReapIdleSessions(clock_.Now());
         return;
       }
-      default:
+      case 9:
         return Duplicate(slot, in);
+      default:
+        return Unload(in);
     }
+  }
+
+  // UnloadModel of one version: OK once (then it refuses new starts), NOT_FOUND after; its
+  // live sessions go on (CheckInvariants and their next chunks check them).
+  void Unload(Bytes& in) {
+    const int64_t version = 1 + in.Pick(kVersions);
+    const absl::Status status = core_->mutable_models().UnloadModel("m", version);
+    if (unloaded_.count(version)) {
+      FUZZ_CHECK(status.code() == absl::StatusCode::kNotFound, "second unload of version ",
+                 version, ": ", status.ToString());
+      return;
+    }
+    FUZZ_CHECK(status.ok(), "unload of version ", version, ": ", status.ToString());
+    unloaded_.insert(version);
+  }
+
+  // The version a new session asking for `asked` gets (0: the latest READY); 0 if none.
+  int64_t ExpectedVersion(int64_t asked) const {
+    if (asked != 0) return asked <= kVersions && !unloaded_.count(asked) ? asked : 0;
+    for (int64_t v = kVersions; v >= 1; --v) {
+      if (!unloaded_.count(v)) return v;
+    }
+    return 0;
   }
 
   ChunkRequest Request(const Slot& slot) const {
@@ -252,6 +286,7 @@ class Harness {
     sent.request.session_id = slot.server_assigned ? "" : slot.id;
     sent.request.model = (flags & 8) && (flags & 16) ? "no-such-model" : "m";
     sent.request.start = true;
+    sent.request.model_version = in.Pick(kVersions + 2);  // 0 latest, 1, 2, 3 unknown
     const int64_t batch = 1 + ((flags >> 5) & 1);
     const bool batched = !((flags >> 6) & 1) || batch > 1;
     if ((flags & 8) && !(flags & 16)) {  // h_0: right shape, or wrong when flags say so
@@ -395,9 +430,15 @@ class Harness {
     if (req.start) {
       FUZZ_CHECK(!id.empty(), "started session has no id");
       if (it == shadow_.end()) {
+        const int64_t version = ExpectedVersion(req.model_version);
+        FUZZ_CHECK(version != 0, "a start on version ", req.model_version,
+                   " (unloaded or unknown) was accepted");
+        FUZZ_CHECK(result.model_version == version, "new session on version ",
+                   result.model_version, ", want ", version);
         ShadowSession s;
         s.principal = req.principal;
         s.id = id;
+        s.version = version;
         s.last_used = clock_.Now();
         if (req.h0.has_value()) {
           s.has_state = true;
@@ -413,6 +454,8 @@ class Harness {
     }
     FUZZ_CHECK(it != shadow_.end(), "OK answer for a session the shadow lacks: ", id);
     ShadowSession& s = it->second;
+    FUZZ_CHECK(result.model_version == s.version, "session ", id, " answered on version ",
+               result.model_version, ", pinned to ", s.version);
     if (result.duplicate && req.start) {
       // A retried start (same content as the live session's start): acknowledged, not applied.
       FUZZ_CHECK(!result.output.has_value(), "retried start computed an output for ", id);
@@ -485,7 +528,7 @@ class Harness {
     Shape shape = s.batched ? Shape{steps, s.batch, kInputSize} : Shape{steps, kInputSize};
     Tensor whole(shape, s.inputs);
     absl::StatusOr<ForwardResult> run =
-        reference_->Forward(whole, s.h0.has_value() ? &*s.h0 : nullptr);
+        references_.at(s.version)->Forward(whole, s.h0.has_value() ? &*s.h0 : nullptr);
     FUZZ_CHECK(run.ok(), run.status().ToString());
     return *std::move(run);
   }
@@ -537,6 +580,8 @@ class Harness {
       }
       FUZZ_CHECK(snap->steps_seen == s.steps, "session ", s.id, " steps_seen ", snap->steps_seen,
                  ", want ", s.steps);
+      FUZZ_CHECK(snap->model_version == s.version, "session ", s.id, " on version ",
+                 snap->model_version, ", pinned to ", s.version);
       FUZZ_CHECK(!op_reaps_ || now - s.last_used < kIdleTimeout, "session ", s.id,
                  " outlived the idle timeout");
       if (s.has_state) FUZZ_CHECK(snap->batch_size == s.batch, "batch of ", s.id);
@@ -554,7 +599,8 @@ class Harness {
   bool AllAnswered() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return answered_ == submitted_; }
 
   RnnConfig config_;
-  std::unique_ptr<RnnModel> reference_;
+  std::map<int64_t, std::unique_ptr<RnnModel>> references_;  // by version
+  std::set<int64_t> unloaded_;  // versions UnloadModel made UNAVAILABLE
   FakeClock clock_;
   std::unique_ptr<ServingCore> core_;
   Slot slots_[kSlots];
