@@ -300,6 +300,41 @@ class TokensTest(SecurityCase):
             self.assertNotIn(principal, metrics_text)
 
 
+class ModelControlTest(SecurityCase):
+    def test_model_control_is_locked_to_its_principals(self):
+        """With tokens on, LoadModel, UnloadModel and RepositoryIndex need a token (else
+        UNAUTHENTICATED) of a principal that --model_control_principals lists (else
+        PERMISSION_DENIED, and nothing is unloaded); hostile model names are NOT_FOUND."""
+        write_tokens(self.tokens_file, ["alice", "bob"])
+        server = self.start([f"--auth_tokens_file={self.tokens_file}",
+                             "--allow_model_control", "--model_control_principals=alice"])
+        pb = h.pb2()
+        calls = (("RepositoryIndex", pb.RepositoryIndexRequest()),
+                 ("UnloadModel", pb.UnloadModelRequest(model="m", model_version=1)),
+                 ("LoadModel", pb.LoadModelRequest(model="m")))
+        for token, code in ((None, Code.UNAUTHENTICATED), ("wrong-token", Code.UNAUTHENTICATED),
+                            (TOKENS["bob"], Code.PERMISSION_DENIED)):
+            stub = self.stub(server, token=token)
+            for method, request in calls:
+                error = self.assert_code(code, getattr(stub, method), request)
+                if code == Code.PERMISSION_DENIED:
+                    self.assertIn("--model_control_principals", error.details())
+        alice = self.stub(server, token=TOKENS["alice"])
+        self.assertEqual(len(alice.GetModel(pb.GetModelRequest(model="m"),
+                                            timeout=CALL).loaded_versions), 1)  # bob unloaded nothing
+        rows = alice.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=CALL).models
+        self.assertEqual([(r.model, r.version, r.state) for r in rows], [("m", 1, "READY")])
+        for name in ("../models", ".hidden", "lost+found", "m/1", "x" * 5000, ""):
+            error = self.assert_code(Code.NOT_FOUND, alice.LoadModel, pb.LoadModelRequest(model=name))
+            self.assertLess(len(error.details()), MAX_WIRE_MESSAGE)
+        alice.UnloadModel(pb.UnloadModelRequest(model="m", model_version=1), timeout=CALL)
+        self.assert_code(Code.FAILED_PRECONDITION, alice.GetModel, pb.GetModelRequest(model="m"))
+        self.assertEqual(list(alice.LoadModel(pb.LoadModelRequest(model="m"),
+                                              timeout=CALL).loaded_versions), [1])
+        for token in TOKENS.values():
+            self.assertNotIn(token, server.stderr_text())
+
+
 class OwnershipTest(SecurityCase):
     def test_another_principal_cannot_see_advance_or_close(self):
         write_tokens(self.tokens_file, ["alice", "bob"])
