@@ -289,6 +289,33 @@ TEST_F(ModelLifecycleTest, ABrokenNewVersionLeavesTheOldOneServing) {
   EXPECT_EQ(registry.ReadyVersions("m"), (std::vector<int64_t>{2}));
 }
 
+// A serving.json rewritten badly while the server runs: the model keeps serving as it was
+// (its settings too), the index reports the model-level failure; fixed, it is read again.
+TEST_F(ModelLifecycleTest, ABadServingJsonRewriteLeavesTheModelServing) {
+  Save("m/1", 11);
+  WriteText(Path("m/serving.json"), R"({"max_batch": 4})");
+  MakeCore();
+  ModelRegistry& registry = core_->mutable_models();
+  ASSERT_NE(registry.Find("m"), nullptr);
+  WriteText(Path("m/serving.json"), R"({"max_batch": "lots"})");
+  ASSERT_TRUE(registry.Reload().ok());
+  std::shared_ptr<const ServedModel> served = registry.Find("m");
+  ASSERT_NE(served, nullptr);
+  EXPECT_EQ(served->settings.max_batch, 4);
+  bool reported = false;
+  for (const ModelVersionStatus& row : registry.Index()) {
+    if (row.version == 0) {
+      reported = row.state == ModelState::kFailed && absl::StrContains(row.reason, "max_batch");
+    }
+  }
+  EXPECT_TRUE(reported);
+  EXPECT_TRUE(Start(0, Random({2, 1, 3}, 3)).status.ok());
+  WriteText(Path("m/serving.json"), R"({"max_batch": 8})");
+  ASSERT_TRUE(registry.Reload().ok());
+  ASSERT_NE(registry.Find("m"), nullptr);
+  EXPECT_EQ(registry.Find("m")->settings.max_batch, 8);
+}
+
 // One thread rewrites m/1 non-atomically, file by file, alternating two weight sets of one
 // config (and now and then a truncated weights file); another reloads in a tight loop while
 // Forward calls and streamed sessions run. Every answer must be exactly one weight set's.
