@@ -17,6 +17,22 @@ grpc::Status DrainStatus() {
                       "last h_n as h_0 (and c_n as c_0) and the next chunk_index");
 }
 
+// A reference held by a reaction for as long as it runs. gRPC runs OnDone (which drops gRPC's
+// own reference and may delete the reactor) only after every reaction has returned, but it
+// orders the two inside its core, where ThreadSanitizer cannot see it; the reference count's
+// atomics make that order visible, so the reactor's destruction never looks like a race with a
+// reaction's last unlock.
+class ReactionRef {
+ public:
+  explicit ReactionRef(StreamReactor* reactor) : reactor_(reactor) { reactor_->Ref(); }
+  ~ReactionRef() { reactor_->Unref(); }
+  ReactionRef(const ReactionRef&) = delete;
+  ReactionRef& operator=(const ReactionRef&) = delete;
+
+ private:
+  StreamReactor* const reactor_;
+};
+
 }  // namespace
 
 StreamReactor::StreamReactor(ServingCore* core, Metrics* metrics, const ServiceOptions& options,
@@ -44,6 +60,7 @@ StreamReactor::StreamReactor(ServingCore* core, Metrics* metrics, const ServiceO
 }
 
 void StreamReactor::OnReadDone(bool ok) {
+  const ReactionRef held(this);
   if (!ok) {
     std::optional<grpc::Status> finish;
     {
@@ -56,7 +73,6 @@ void StreamReactor::OnReadDone(bool ok) {
     FinishIf(finish);
     return;
   }
-  ++requests_read_;
   v1::StreamRequest request;
   const int64_t request_bytes = static_cast<int64_t>(read_buffer_.Length());
   const absl::Status parsed = ParseMessage(read_buffer_, options_.max_message_bytes, &request);
@@ -66,6 +82,7 @@ void StreamReactor::OnReadDone(bool ok) {
     bool submit = false;
     {
       absl::MutexLock lock(&mu_);
+      ++requests_read_;
       if (finished_ || broken_) {
         // Arrived as the stream ended: not applied, and the client learns nothing of it.
         read_busy_ = false;
@@ -141,6 +158,7 @@ void StreamReactor::OnResult(uint64_t request_id, TensorEncoding encoding, int64
 }
 
 void StreamReactor::OnWriteDone(bool ok) {
+  const ReactionRef held(this);
   std::optional<grpc::Status> finish;
   {
     absl::MutexLock lock(&mu_);
@@ -159,6 +177,7 @@ void StreamReactor::OnWriteDone(bool ok) {
 }
 
 void StreamReactor::OnCancel() {
+  const ReactionRef held(this);
   std::optional<grpc::Status> finish;
   {
     absl::MutexLock lock(&mu_);
