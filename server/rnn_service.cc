@@ -11,6 +11,15 @@
 #include "server/proto_convert.h"
 
 namespace rnnserve {
+namespace {
+
+// The READY versions of model `name` (ModelInfo and LoadModelResponse's loaded_versions).
+void AddLoadedVersions(const ModelRegistry& models, const std::string& name,
+                       google::protobuf::RepeatedField<int64_t>* loaded_versions) {
+  for (int64_t version : models.ReadyVersions(name)) loaded_versions->Add(version);
+}
+
+}  // namespace
 
 absl::StatusOr<std::string> CallAuth::Principal(const grpc::ServerContextBase& context) const {
   if (!enabled()) return std::string();
@@ -123,7 +132,7 @@ grpc::ServerUnaryReactor* RnnServiceImpl::ListModels(grpc::CallbackServerContext
         for (const std::shared_ptr<const ServedModel>& model : core_->models().All()) {
           v1::ModelInfo* info = response->add_models();
           ModelInfoToProto(*model, info);
-          for (int64_t v : core_->models().ReadyVersions(model->name)) info->add_loaded_versions(v);
+          AddLoadedVersions(core_->models(), model->name, info->mutable_loaded_versions());
         }
         return absl::OkStatus();
       });
@@ -141,9 +150,7 @@ grpc::ServerUnaryReactor* RnnServiceImpl::GetModel(grpc::CallbackServerContext* 
         if (!model.ok()) return model.status();
         *model_label = (*model)->name;
         ModelInfoToProto(**model, response);
-        for (int64_t v : core_->models().ReadyVersions((*model)->name)) {
-          response->add_loaded_versions(v);
-        }
+        AddLoadedVersions(core_->models(), (*model)->name, response->mutable_loaded_versions());
         return absl::OkStatus();
       });
 }
@@ -209,9 +216,7 @@ grpc::ServerUnaryReactor* RnnServiceImpl::LoadModel(grpc::CallbackServerContext*
         if (options_.on_models_changed) options_.on_models_changed();
         RETURN_IF_ERROR(loaded);
         *model = request.model();
-        for (int64_t v : core_->models().ReadyVersions(request.model())) {
-          response->add_loaded_versions(v);
-        }
+        AddLoadedVersions(core_->models(), request.model(), response->mutable_loaded_versions());
         LogInfo("LoadModel ", Quoted(request.model()), " by ", DescribePrincipal(principal));
         return absl::OkStatus();
       });

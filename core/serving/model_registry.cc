@@ -18,6 +18,14 @@ std::string VersionList(const std::vector<int64_t>& versions) {
 
 }  // namespace
 
+std::vector<int64_t> ModelRegistry::ReadyVersionsOf(const ModelEntry& entry) {
+  std::vector<int64_t> ready;
+  for (const auto& [version, v] : entry.versions) {
+    if (v.state == ModelState::kReady) ready.push_back(version);
+  }
+  return ready;
+}
+
 const char* ModelStateName(ModelState state) {
   switch (state) {
     case ModelState::kReady:
@@ -68,10 +76,7 @@ absl::Status ModelRegistry::UnloadModel(const std::string& name, int64_t version
   if (it == models_.end() || FindLocked(name, version) == nullptr ||
       (version == 0 && it->second.versions.empty())) {
     if (it == models_.end()) return UnknownModelErrorLocked(name);
-    std::vector<int64_t> ready;
-    for (const auto& [v, entry] : it->second.versions) {
-      if (entry.state == ModelState::kReady) ready.push_back(v);
-    }
+    const std::vector<int64_t> ready = ReadyVersionsOf(it->second);
     return absl::NotFoundError(absl::StrCat("model ", Quoted(name), " has no READY version ",
                                             version, "; READY versions: ", VersionList(ready)));
   }
@@ -149,10 +154,7 @@ absl::StatusOr<std::shared_ptr<const ServedModel>> ModelRegistry::Lookup(
   auto it = models_.find(name);
   if (it == models_.end()) return UnknownModelErrorLocked(name);
   const ModelEntry& entry = it->second;
-  std::vector<int64_t> ready;
-  for (const auto& [v, e] : entry.versions) {
-    if (e.state == ModelState::kReady) ready.push_back(v);
-  }
+  const std::vector<int64_t> ready = ReadyVersionsOf(entry);
   if (version == 0) {
     std::string why = entry.failure;
     for (const auto& [v, e] : entry.versions) {
@@ -211,13 +213,8 @@ std::vector<std::shared_ptr<const ServedModel>> ModelRegistry::All() const {
 
 std::vector<int64_t> ModelRegistry::ReadyVersions(const std::string& name) const {
   absl::ReaderMutexLock lock(&mu_);
-  std::vector<int64_t> ready;
   auto it = models_.find(name);
-  if (it == models_.end()) return ready;
-  for (const auto& [v, e] : it->second.versions) {
-    if (e.state == ModelState::kReady) ready.push_back(v);
-  }
-  return ready;
+  return it == models_.end() ? std::vector<int64_t>() : ReadyVersionsOf(it->second);
 }
 
 std::vector<ModelVersionStatus> ModelRegistry::Index() const {

@@ -183,7 +183,8 @@ class ModelRegistry {
     int64_t version = 0;
     std::string dir;
   };
-  struct ScanResult;
+  // The READY versions of `entry`, ascending.
+  static std::vector<int64_t> ReadyVersionsOf(const ModelEntry& entry);
 
   static FileStamp Stat(const std::string& path);
   // Reads dir's files as one consistent snapshot and builds the model; sets *stamp and
