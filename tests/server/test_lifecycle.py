@@ -27,6 +27,12 @@ def roll_in(repo, name, version, rnn):
     os.rename(tmp, os.path.join(repo, name, str(version)))
 
 
+def cli_binary():
+    """rnnserve-client: $RNNSERVE_CLIENT_BIN, else the one built beside the server."""
+    return os.environ.get("RNNSERVE_CLIENT_BIN") or os.path.join(
+        os.path.dirname(os.path.dirname(h.server_binary())), "client", "rnnserve-client")
+
+
 def torch_chunks(rnn, x, sizes):
     """torch's output for x fed whole: the reference each chunked session must give."""
     with torch.inference_mode():
@@ -195,10 +201,7 @@ class LifecycleTest(unittest.TestCase):
             states = {(m.model, m.version): m.state for m in client.repository_index()}
             self.assertEqual(states, {("g", 1): "UNAVAILABLE", ("g", 2): "READY"})
 
-            cli = os.environ.get("RNNSERVE_CLIENT_BIN")
-            if cli is None:
-                cli = os.path.join(os.path.dirname(os.path.dirname(h.server_binary())),
-                                   "client", "rnnserve-client")
+            cli = cli_binary()
             run = lambda *args: subprocess.run(  # noqa: E731
                 [cli, f"--server={server.target}", *args], capture_output=True, text=True,
                 timeout=h.CALL_TIMEOUT)
@@ -311,10 +314,7 @@ class LifecycleTest(unittest.TestCase):
                 self.assertEqual(client.get_session("kept")["model_version"], 1)
             h.assert_close(np.concatenate(outputs), torch_chunks(v1, x, None), "resumed on v1")
 
-            cli = os.environ.get("RNNSERVE_CLIENT_BIN")
-            if cli is None:
-                cli = os.path.join(os.path.dirname(os.path.dirname(h.server_binary())),
-                                   "client", "rnnserve-client")
+            cli = cli_binary()
             np.save(os.path.join(self.repo, "x.npy"), x)
             for version, rnn in ((1, v1), (2, v2)):
                 for command in (["stream", "r", "--chunk_steps=2"], ["forward", "r"]):
